@@ -1,0 +1,153 @@
+"""Command line: `lungsrad data synth|inspect`, `lungsrad train`, `lungsrad evaluate`,
+`lungsrad spectral`. Only parses arguments and calls the library; bad input exits 2 in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from lungsrad.data.synthetic import write_synthetic_dataset
+
+    summary = write_synthetic_dataset(
+        args.out, num_recordings=args.recordings, seed=args.seed, overwrite=args.overwrite
+    )
+    print(summary.format_text())
+    return 0
+
+
+def _data_inspect(args: argparse.Namespace) -> int:
+    from lungsrad.data.inspect import inspect_dataset
+
+    report = inspect_dataset(args.directory, split_file=args.split_file)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format_text())
+    return 0 if report.is_usable else EXIT_BAD_INPUT
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lungsrad.config import apply_overrides, load_config
+    from lungsrad.training.run import run_experiment
+
+    config = load_config(args.config)
+    overrides = dict(_parse_override(item) for item in args.set or [])
+    if args.data is not None:
+        overrides["data.root"] = str(args.data)
+    if overrides:
+        config = apply_overrides(config, overrides)
+    result = run_experiment(config, output_dir=args.out, resume=not args.no_resume)
+    print(result.format_text())
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lungsrad.training.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(
+        args.checkpoint, data_root=args.data, split=args.split, output_dir=args.out
+    )
+    print(report.format_text())
+    return 0
+
+
+def _spectral(args: argparse.Namespace) -> int:
+    from lungsrad.method.spectral_analysis import run_spectral_analysis
+
+    summary = run_spectral_analysis(
+        args.checkpoint,
+        data_root=args.data,
+        output_dir=args.out,
+        num_examples=args.examples,
+    )
+    print(summary.format_text())
+    return 0
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in item:
+        raise ValueError(f"--set expects KEY=VALUE (dotted config path), got {item!r}")
+    key, text = item.split("=", 1)
+    return key.strip(), yaml.safe_load(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `lungsrad` argument parser."""
+    parser = argparse.ArgumentParser(prog="lungsrad", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="synthetic data and dataset checks")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    synth = data_commands.add_parser("synth", help="write a synthetic ICBHI-layout dataset")
+    synth.add_argument("out", type=Path, help="output folder (created)")
+    synth.add_argument("--recordings", type=int, default=40, help="number of recordings")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    synth.add_argument(
+        "--overwrite", action="store_true", help="replace an existing synthetic dataset in OUT"
+    )
+    synth.set_defaults(handler=_data_synth)
+    inspect = data_commands.add_parser("inspect", help="validate a dataset folder and summarise it")
+    inspect.add_argument("directory", type=Path, help="ICBHI_final_database-style folder")
+    inspect.add_argument("--split-file", type=Path, default=None, help="official split file")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.set_defaults(handler=_data_inspect)
+
+    train = commands.add_parser("train", help="train one run from a YAML config")
+    train.add_argument("--config", type=Path, required=True, help="run config YAML")
+    train.add_argument("--data", type=Path, default=None, help="dataset folder (data.root)")
+    train.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
+    train.add_argument(
+        "--no-resume", action="store_true", help="refuse to continue from a checkpoint in --out"
+    )
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="lungsrad checkpoint")
+    evaluate.add_argument("--data", type=Path, default=None, help="dataset folder")
+    evaluate.add_argument("--split", choices=("test", "val", "train"), default="test")
+    evaluate.add_argument("--out", type=Path, default=None, help="folder for the confusion PNG")
+    evaluate.set_defaults(handler=_evaluate)
+
+    spectral = commands.add_parser("spectral", help="SS2D spectral response analysis (Fig. 1/2)")
+    spectral.add_argument("--checkpoint", type=Path, required=True, help="lungsrad checkpoint")
+    spectral.add_argument("--data", type=Path, default=None, help="dataset folder")
+    spectral.add_argument("--out", type=Path, required=True, help="output folder (PNG + CSV)")
+    spectral.add_argument("--examples", type=int, default=4, help="test cycles to average over")
+    spectral.set_defaults(handler=_spectral)
+    return parser
+
+
+def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Runs a handler; user errors become one line on stderr and exit status 2."""
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"lungsrad: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("lungsrad: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `lungsrad` console script."""
+    args = build_parser().parse_args(argv)
+    return run_cli(args.handler, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

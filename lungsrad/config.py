@@ -1,0 +1,464 @@
+"""The one typed experiment configuration: frozen dataclasses, YAML load/save, dotted overrides.
+
+Every run (CLI, Ray trial, final training) is `ExperimentConfig`; unknown keys and bad values
+fail with a `ValueError` naming the key, so a typo never costs a training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+# Bumped whenever a key is renamed or its meaning changes; a config written by another version
+# is refused instead of being silently reinterpreted.
+CONFIG_VERSION = 1
+
+# DASS presets as in the reference code (Saurabhbhati/DASS, src/models/ast_models.py).
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "small": {"dims": (96, 192, 384, 768), "depths": (2, 2, 8, 2), "drop_path_rate": 0.2},
+    "medium": {"dims": (96, 192, 384, 768), "depths": (2, 2, 20, 2), "drop_path_rate": 0.3},
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the ICBHI data lives and how cycles become features."""
+
+    root: str | None = None  # ICBHI_final_database folder; the CLI's --data overrides it
+    split_file: str | None = None  # official split file; None: <root>/ICBHI_challenge_train_test.txt
+    sample_rate_hz: int = 16000  # every recording is resampled to this rate
+    segment_seconds: float = 8.0  # each cycle is padded or cut to this length
+    padding: Literal["repeat", "zero"] = "repeat"  # how short cycles are brought to length
+    num_mel_bins: int = 128  # Kaldi fbank mel bins
+    frame_length_ms: float = 25.0  # fbank window
+    frame_shift_ms: float = 10.0  # fbank hop
+    feature_mean: float = -4.2677393  # AudioSet statistics used by AST/DASS
+    feature_std: float = 4.5689974  # features are (fbank - mean) / (2 * std)
+    cache_dir: str | None = None  # feature cache; None: ~/.cache/lungsrad/features
+    validation_fraction: float = 0.2  # share of train patients held out for protocol 'validated'
+    split_seed: int = 0  # seed of the patient-disjoint validation carve-out
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The DASS backbone."""
+
+    preset: Literal["small", "medium", "custom"] = "small"  # custom: dims and depths required
+    dims: tuple[int, ...] | None = None  # stage widths; None: the preset's
+    depths: tuple[int, ...] | None = None  # blocks per stage; None: the preset's
+    num_classes: int = 4  # 4 (normal/crackle/wheeze/both); 2-class scores derive from these
+    drop_path_rate: float | None = None  # stochastic depth; None: the preset's (custom: 0.0)
+    checkpoint: str | None = None  # DASS release or lungsrad checkpoint to initialise from
+    scan_backend: Literal["auto", "reference", "chunked", "mamba_ssm"] = "auto"  # selective scan
+
+
+@dataclass(frozen=True)
+class RegularizationConfig:
+    """Spectral-aware layer regularization: Gaussian smoothing of chosen block outputs."""
+
+    enabled: bool = False  # smooth the chosen blocks' output maps (training and evaluation)
+    sigma: float = 1.0  # Gaussian width in feature-map cells
+    kernel_size: int = 3  # odd 1-D kernel length, applied along frequency and time
+    stage: int = 2  # stage index as the reference numbers layers.0..layers.3
+    blocks: tuple[int, ...] | Literal["all"] = (2, 3)  # block indices inside the stage, or all
+
+
+@dataclass(frozen=True)
+class PatchMixConfig:
+    """Dual-axis patch-mix supervised contrastive learning."""
+
+    mode: Literal["none", "ast_style", "time", "freq", "dual"] = "none"  # which mixes are used
+    alpha: float = 1.0  # lambda ~ Beta(alpha, alpha)
+    temperature: float = 0.06  # tau of the patch-mix InfoNCE loss
+    projection_dim: int = 768  # output width of the projection head
+    gradient_block: Literal["mixed", "target", "none"] = "mixed"  # side kept out of backbone grads
+    time_loss_weight: float = 1.0  # weight of the temporal-mix loss (and of ast_style's loss)
+    freq_loss_weight: float = 1.0  # weight of the frequency-mix loss
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The Lung-SRAD additions to plain DASS fine-tuning."""
+
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    patch_mix: PatchMixConfig = field(default_factory=PatchMixConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, augmentation, evaluation protocol."""
+
+    num_epochs: int = 50  # training epochs
+    batch_size: int = 16  # training mini-batch
+    eval_batch_size: int = 64  # evaluation mini-batch
+    learning_rate: float = 5e-5  # Adam lr (paper's value illegible; patch-mix AST convention)
+    weight_decay: float = 1e-6  # Adam L2 weight decay
+    schedule: Literal["cosine", "step", "constant"] = "cosine"  # per-epoch lr schedule
+    warmup_epochs: int = 0  # linear warm-up epochs before the schedule
+    step_size_epochs: int = 10  # 'step' schedule: epochs between decays
+    step_gamma: float = 0.5  # 'step' schedule: decay factor
+    seed: int = 0  # seeds torch, numpy and python; logged with every run
+    protocol: Literal["paper", "validated"] = "paper"  # paper: best test epoch; validated: val-selected
+    use_specaugment: bool = True  # time/frequency masking on training batches
+    time_mask: int = 160  # SpecAugment max time-mask width (frames)
+    freq_mask: int = 48  # SpecAugment max frequency-mask width (mel bins)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, off on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a device is visible
+    max_steps_per_epoch: int | None = None  # cap on optimiser steps per epoch (smoke runs)
+    grad_clip_norm: float | None = None  # clip gradient norm; None: no clipping
+    num_threads: int | None = None  # torch CPU threads; None: torch's default
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A complete, replayable run description."""
+
+    config_version: int = CONFIG_VERSION  # refuses configs written by another code version
+    name: str = "lung_srad"  # run name used in outputs and tracking
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived values
+
+
+def resolved_architecture(model: ModelConfig) -> tuple[tuple[int, ...], tuple[int, ...], float]:
+    """Returns (dims, depths, drop_path_rate) after applying the preset."""
+    if model.preset == "custom":
+        assert model.dims is not None and model.depths is not None  # checked by validate_config
+        rate = 0.0 if model.drop_path_rate is None else model.drop_path_rate
+        return tuple(model.dims), tuple(model.depths), rate
+    preset = MODEL_PRESETS[model.preset]
+    dims = tuple(model.dims) if model.dims is not None else preset["dims"]
+    depths = tuple(model.depths) if model.depths is not None else preset["depths"]
+    rate = preset["drop_path_rate"] if model.drop_path_rate is None else model.drop_path_rate
+    return dims, depths, rate
+
+
+def regularized_blocks(config: ExperimentConfig) -> list[int]:
+    """Block indices (inside `method.regularization.stage`) that get smoothed."""
+    regularization = config.method.regularization
+    _, depths, _ = resolved_architecture(config.model)
+    if regularization.blocks == "all":
+        return list(range(depths[regularization.stage]))
+    return list(regularization.blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(repr(value) for value in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(annotation)[0])}"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Converts a YAML value to `annotation`, raising ValueError naming `key` when it cannot."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _build(annotation, value, prefix=f"{key}.")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ValueError:
+                continue
+        raise ValueError(
+            f"config key '{key}' must be {_type_name(annotation)}, got {value!r}"
+        )
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise ValueError(
+                f"config key '{key}' must be one of {_type_name(annotation)}, got {value!r}"
+            )
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key '{key}' must be a list, got {value!r}")
+        (item_type, _) = typing.get_args(annotation)
+        return tuple(_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML 1.1 reads "1e-5" (no dot) as a string; accept numeric strings explicitly.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ValueError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {annotation!r} for '{key}'")
+
+
+def _build(cls: type, values: Mapping[str, Any], *, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ValueError(
+                f"unknown config key '{prefix}{key}'{hint} (known keys: {', '.join(known)})"
+            )
+    kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
+    """Builds and validates a config from nested mappings (missing keys take defaults)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"a config must be a mapping at the top level, got {type(values).__name__}")
+    version = values.get("config_version", CONFIG_VERSION)
+    if version != CONFIG_VERSION:
+        raise ValueError(
+            f"config_version is {version!r} but this lungsrad reads version {CONFIG_VERSION}; "
+            "regenerate the config with this version of the code"
+        )
+    config = _build(ExperimentConfig, values)
+    validate_config(config)
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain-Python dict (tuples become lists) suitable for YAML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            return [plain(item) for item in value]
+        return value
+
+    return plain(config)
+
+
+def flatten_config(config: ExperimentConfig) -> dict[str, Any]:
+    """Dotted-path -> scalar view (lists rendered as strings), e.g. for tracking params."""
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{prefix}{key}.")
+            return
+        flat[prefix[:-1]] = str(value) if isinstance(value, list) else value
+
+    walk(config_to_dict(config), "")
+    return flat
+
+
+def config_paths() -> dict[str, Any]:
+    """Every settable dotted path with its type annotation."""
+    paths: dict[str, Any] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, annotation in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(annotation):
+                walk(annotation, f"{prefix}{name}.")
+            else:
+                paths[f"{prefix}{name}"] = annotation
+
+    walk(ExperimentConfig, "")
+    return paths
+
+
+def check_config_path(path: str) -> Any:
+    """Returns the annotation of a dotted path; ValueError naming the path when unknown."""
+    paths = config_paths()
+    if path not in paths:
+        close = difflib.get_close_matches(path, list(paths), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown config path '{path}'{hint}")
+    return paths[path]
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """Returns a new validated config with dotted-path overrides applied."""
+    values = config_to_dict(config)
+    for path, value in overrides.items():
+        check_config_path(path)
+        node = values
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return config_from_dict(values)
+
+
+def validate_config(config: ExperimentConfig) -> None:
+    """Semantic checks across keys; raises ValueError naming the offending key."""
+    model = config.model
+    if model.preset == "custom" and (model.dims is None or model.depths is None):
+        raise ValueError("model.preset is 'custom': set both model.dims and model.depths")
+    dims, depths, drop_path_rate = resolved_architecture(model)
+    if len(dims) != len(depths) or not dims:
+        raise ValueError(
+            f"model.dims ({list(dims)}) and model.depths ({list(depths)}) must have the same length"
+        )
+    if any(d <= 0 for d in dims) or any(d % 2 for d in dims):
+        raise ValueError(f"model.dims must be positive even widths, got {list(dims)}")
+    if any(d <= 0 for d in depths):
+        raise ValueError(f"model.depths must be positive, got {list(depths)}")
+    if model.num_classes < 2:
+        raise ValueError(f"model.num_classes must be at least 2, got {model.num_classes}")
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
+
+    regularization = config.method.regularization
+    if regularization.kernel_size < 1 or regularization.kernel_size % 2 == 0:
+        raise ValueError(
+            "method.regularization.kernel_size must be a positive odd integer, "
+            f"got {regularization.kernel_size}"
+        )
+    if regularization.sigma <= 0:
+        raise ValueError(f"method.regularization.sigma must be > 0, got {regularization.sigma}")
+    if not 0 <= regularization.stage < len(depths):
+        raise ValueError(
+            f"method.regularization.stage must be in 0..{len(depths) - 1} "
+            f"(the model has {len(depths)} stages), got {regularization.stage}"
+        )
+    if regularization.blocks != "all":
+        depth = depths[regularization.stage]
+        bad = [b for b in regularization.blocks if not 0 <= b < depth]
+        if bad or not regularization.blocks:
+            raise ValueError(
+                f"method.regularization.blocks {list(regularization.blocks)} not valid: stage "
+                f"{regularization.stage} has blocks 0..{depth - 1}"
+            )
+
+    patch_mix = config.method.patch_mix
+    if patch_mix.alpha <= 0:
+        raise ValueError(f"method.patch_mix.alpha must be > 0, got {patch_mix.alpha}")
+    if patch_mix.temperature <= 0:
+        raise ValueError(f"method.patch_mix.temperature must be > 0, got {patch_mix.temperature}")
+    if patch_mix.projection_dim < 1:
+        raise ValueError(
+            f"method.patch_mix.projection_dim must be >= 1, got {patch_mix.projection_dim}"
+        )
+    if patch_mix.time_loss_weight < 0 or patch_mix.freq_loss_weight < 0:
+        raise ValueError("method.patch_mix loss weights must be >= 0")
+
+    data = config.data
+    if data.sample_rate_hz <= 0:
+        raise ValueError(f"data.sample_rate_hz must be > 0, got {data.sample_rate_hz}")
+    if data.segment_seconds <= 0:
+        raise ValueError(f"data.segment_seconds must be > 0, got {data.segment_seconds}")
+    if data.num_mel_bins < 8:
+        raise ValueError(f"data.num_mel_bins must be >= 8, got {data.num_mel_bins}")
+    if data.feature_std <= 0:
+        raise ValueError(f"data.feature_std must be > 0, got {data.feature_std}")
+    if not 0.0 < data.validation_fraction < 1.0:
+        raise ValueError(
+            f"data.validation_fraction must be in (0, 1), got {data.validation_fraction}"
+        )
+
+    train = config.train
+    for key in ("num_epochs", "batch_size", "eval_batch_size", "step_size_epochs"):
+        if getattr(train, key) < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {getattr(train, key)}")
+    if train.learning_rate <= 0:
+        raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
+    if train.weight_decay < 0:
+        raise ValueError(f"train.weight_decay must be >= 0, got {train.weight_decay}")
+    if train.warmup_epochs < 0 or train.warmup_epochs >= train.num_epochs + 1:
+        raise ValueError(f"train.warmup_epochs must be in 0..num_epochs, got {train.warmup_epochs}")
+    if train.time_mask < 0 or train.freq_mask < 0:
+        raise ValueError("train.time_mask and train.freq_mask must be >= 0")
+    if train.max_steps_per_epoch is not None and train.max_steps_per_epoch < 1:
+        raise ValueError(
+            f"train.max_steps_per_epoch must be >= 1 or null, got {train.max_steps_per_epoch}"
+        )
+    if train.grad_clip_norm is not None and train.grad_clip_norm <= 0:
+        raise ValueError(f"train.grad_clip_norm must be > 0 or null, got {train.grad_clip_norm}")
+    if train.num_threads is not None and train.num_threads < 1:
+        raise ValueError(f"train.num_threads must be >= 1 or null, got {train.num_threads}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
+    """Reads a YAML run config; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})")
+    if values is None:
+        values = {}
+    try:
+        return config_from_dict(values)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The config as YAML text (every key, in declaration order)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Writes `text` to `path` through a temporary file and a rename (never a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> None:
+    """Writes the resolved config as YAML, atomically."""
+    write_text_atomic(path, dump_config(config))

@@ -1,0 +1,1 @@
+"""MLflow tracking for lungsrad runs and sweeps (never imports Ray)."""
