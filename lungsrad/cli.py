@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -138,6 +139,10 @@ def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"lungsrad: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader went away (`... | head`): not an error of ours; silence the final flush.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
     except KeyboardInterrupt:
         print("lungsrad: interrupted", file=sys.stderr)
         return 130

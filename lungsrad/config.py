@@ -35,7 +35,9 @@ class DataConfig:
     """Where the ICBHI data lives and how cycles become features."""
 
     root: str | None = None  # ICBHI_final_database folder; the CLI's --data overrides it
-    split_file: str | None = None  # official split file; None: <root>/ICBHI_challenge_train_test.txt
+    split_file: str | None = (
+        None  # official split file; None: <root>/ICBHI_challenge_train_test.txt
+    )
     sample_rate_hz: int = 16000  # every recording is resampled to this rate
     segment_seconds: float = 8.0  # each cycle is padded or cut to this length
     padding: Literal["repeat", "zero"] = "repeat"  # how short cycles are brought to length
@@ -108,7 +110,9 @@ class TrainConfig:
     step_size_epochs: int = 10  # 'step' schedule: epochs between decays
     step_gamma: float = 0.5  # 'step' schedule: decay factor
     seed: int = 0  # seeds torch, numpy and python; logged with every run
-    protocol: Literal["paper", "validated"] = "paper"  # paper: best test epoch; validated: val-selected
+    protocol: Literal["paper", "validated"] = (
+        "paper"  # paper: best test epoch; validated: val-selected
+    )
     use_specaugment: bool = True  # time/frequency masking on training batches
     time_mask: int = 160  # SpecAugment max time-mask width (frames)
     freq_mask: int = 48  # SpecAugment max frequency-mask width (mel bins)
@@ -192,9 +196,7 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ValueError:
                 continue
-        raise ValueError(
-            f"config key '{key}' must be {_type_name(annotation)}, got {value!r}"
-        )
+        raise ValueError(f"config key '{key}' must be {_type_name(annotation)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(annotation):
             raise ValueError(
@@ -231,7 +233,7 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
     raise TypeError(f"unsupported config annotation {annotation!r} for '{key}'")
 
 
-def _build(cls: type, values: Mapping[str, Any], *, prefix: str = "") -> Any:
+def _build(cls: Any, values: Mapping[str, Any], *, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     for key in values:
@@ -248,7 +250,9 @@ def _build(cls: type, values: Mapping[str, Any], *, prefix: str = "") -> Any:
 def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
     """Builds and validates a config from nested mappings (missing keys take defaults)."""
     if not isinstance(values, Mapping):
-        raise ValueError(f"a config must be a mapping at the top level, got {type(values).__name__}")
+        raise ValueError(
+            f"a config must be a mapping at the top level, got {type(values).__name__}"
+        )
     version = values.get("config_version", CONFIG_VERSION)
     if version != CONFIG_VERSION:
         raise ValueError(
@@ -292,7 +296,7 @@ def config_paths() -> dict[str, Any]:
     """Every settable dotted path with its type annotation."""
     paths: dict[str, Any] = {}
 
-    def walk(cls: type, prefix: str) -> None:
+    def walk(cls: Any, prefix: str) -> None:
         for name, annotation in typing.get_type_hints(cls).items():
             if dataclasses.is_dataclass(annotation):
                 walk(annotation, f"{prefix}{name}.")
@@ -346,26 +350,7 @@ def validate_config(config: ExperimentConfig) -> None:
         raise ValueError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
 
     regularization = config.method.regularization
-    if regularization.kernel_size < 1 or regularization.kernel_size % 2 == 0:
-        raise ValueError(
-            "method.regularization.kernel_size must be a positive odd integer, "
-            f"got {regularization.kernel_size}"
-        )
-    if regularization.sigma <= 0:
-        raise ValueError(f"method.regularization.sigma must be > 0, got {regularization.sigma}")
-    if not 0 <= regularization.stage < len(depths):
-        raise ValueError(
-            f"method.regularization.stage must be in 0..{len(depths) - 1} "
-            f"(the model has {len(depths)} stages), got {regularization.stage}"
-        )
-    if regularization.blocks != "all":
-        depth = depths[regularization.stage]
-        bad = [b for b in regularization.blocks if not 0 <= b < depth]
-        if bad or not regularization.blocks:
-            raise ValueError(
-                f"method.regularization.blocks {list(regularization.blocks)} not valid: stage "
-                f"{regularization.stage} has blocks 0..{depth - 1}"
-            )
+    _validate_regularization(regularization, depths)
 
     patch_mix = config.method.patch_mix
     if patch_mix.alpha <= 0:
@@ -415,6 +400,33 @@ def validate_config(config: ExperimentConfig) -> None:
         raise ValueError(f"train.num_threads must be >= 1 or null, got {train.num_threads}")
 
 
+def _validate_regularization(regularization: RegularizationConfig, depths: tuple[int, ...]) -> None:
+    """Kernel checks always; the placement only when the regularization is enabled, so a
+    disabled default (stage 2, blocks [2, 3]) does not reject models with fewer blocks."""
+    if regularization.kernel_size < 1 or regularization.kernel_size % 2 == 0:
+        raise ValueError(
+            "method.regularization.kernel_size must be a positive odd integer, "
+            f"got {regularization.kernel_size}"
+        )
+    if regularization.sigma <= 0:
+        raise ValueError(f"method.regularization.sigma must be > 0, got {regularization.sigma}")
+    if not regularization.enabled:
+        return
+    if not 0 <= regularization.stage < len(depths):
+        raise ValueError(
+            f"method.regularization.stage must be in 0..{len(depths) - 1} "
+            f"(the model has {len(depths)} stages), got {regularization.stage}"
+        )
+    if regularization.blocks != "all":
+        depth = depths[regularization.stage]
+        bad = [b for b in regularization.blocks if not 0 <= b < depth]
+        if bad or not regularization.blocks:
+            raise ValueError(
+                f"method.regularization.blocks {list(regularization.blocks)} not valid: stage "
+                f"{regularization.stage} has blocks 0..{depth - 1}"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # Files
 
@@ -429,7 +441,9 @@ def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})")
+        raise ValueError(
+            f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"
+        ) from None
     if values is None:
         values = {}
     try:

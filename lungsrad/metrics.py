@@ -64,12 +64,22 @@ def metric_name(split: str, key: str) -> str:
     return f"{split}/{key}"
 
 
+def _as_class_indices(values: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(values).reshape(-1)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        # Probabilities or logits passed by mistake would otherwise be truncated silently.
+        raise ValueError(f"{name} must be integer class indices, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
 def confusion_matrix(
-    labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, num_classes: int = 4
+    labels: Sequence[int] | np.ndarray,
+    predictions: Sequence[int] | np.ndarray,
+    num_classes: int = 4,
 ) -> np.ndarray:
     """Counts (num_classes, num_classes): rows are true classes, columns predicted classes."""
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    predictions = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    labels = _as_class_indices(labels, "labels")
+    predictions = _as_class_indices(predictions, "predictions")
     if labels.shape != predictions.shape:
         raise ValueError(
             f"labels ({labels.shape[0]}) and predictions ({predictions.shape[0]}) differ in length"
@@ -114,7 +124,9 @@ def scores_from_confusion(matrix: np.ndarray) -> dict[str, float]:
 
 
 def icbhi_scores(
-    labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, num_classes: int = 4
+    labels: Sequence[int] | np.ndarray,
+    predictions: Sequence[int] | np.ndarray,
+    num_classes: int = 4,
 ) -> dict[str, float]:
     """ICBHI metrics (percent) from 4-class labels and predictions.
 

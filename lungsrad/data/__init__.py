@@ -1,0 +1,36 @@
+"""ICBHI 2017 data: the reader (icbhi), features and their cache (features), evaluation splits
+(loaders), synthetic ICBHI-layout data (synthetic) and the dataset check (inspect).
+
+Names are imported lazily, so `lungsrad data synth` does not pay torch's import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Cycle": "icbhi",
+    "Recording": "icbhi",
+    "DataProblem": "icbhi",
+    "read_split_file": "icbhi",
+    "load_icbhi_index": "icbhi",
+    "load_cycle_waveforms": "icbhi",
+    "audio_decode_count": "icbhi",
+    "FeatureSet": "features",
+    "compute_fbank": "features",
+    "build_feature_set": "features",
+    "split_indices": "loaders",
+    "write_synthetic_dataset": "synthetic",
+    "SyntheticSummary": "synthetic",
+    "inspect_dataset": "inspect",
+    "InspectReport": "inspect",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lungsrad.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lungsrad.data.{_EXPORTS[name]}"), name)

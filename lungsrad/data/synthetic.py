@@ -1,0 +1,431 @@
+"""Tiny synthetic datasets in the exact ICBHI_final_database layout, for tests and smoke runs.
+
+Cycle content follows the clinical descriptions the ICBHI labels stand for (Rocha et al., 2019):
+normal = band-limited breath noise; crackle = short broadband transients; wheeze = a sustained
+narrowband tone (100-1000 Hz) with harmonics; both = the two together. Deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from lungsrad.config import write_text_atomic
+from lungsrad.data.layout import DIAGNOSIS_FILE_NAME, SPLIT_FILE_NAME, SPLITS
+from lungsrad.metrics import CLASS_NAMES
+
+# Device -> sample rate; together they cover the three rates of the real database.
+DEVICE_RATES_HZ: tuple[tuple[str, int], ...] = (
+    ("Meditron", 4000),
+    ("LittC2SE", 10000),
+    ("AKGC417L", 44100),
+)
+SUBTYPES: tuple[str, ...] = ("PCM_16", "PCM_24")
+CHEST_LOCATIONS: tuple[str, ...] = ("Tc", "Al", "Ar", "Pl", "Pr", "Ll", "Lr")
+ACQUISITION_MODES: tuple[str, ...] = ("sc", "mc")
+DIAGNOSES: tuple[str, ...] = ("COPD", "URTI", "Healthy", "Bronchiectasis", "Pneumonia", "LRTI")
+CLASS_PROBABILITIES: tuple[float, ...] = (0.4, 0.25, 0.2, 0.15)  # normal, crackle, wheeze, both
+TRAIN_PATIENT_SHARE = 0.6
+
+# Lists the files one run wrote, so that --overwrite replaces exactly those and nothing else.
+# A dot file: the ICBHI reader only looks at .wav and .txt files.
+MARKER_FILE_NAME = ".lungsrad_synthetic.json"
+
+
+@dataclass(frozen=True)
+class SyntheticSummary:
+    """What `write_synthetic_dataset` wrote."""
+
+    out_dir: Path
+    seed: int
+    num_recordings: int
+    patients: dict[str, int]  # split -> patients
+    recordings: dict[str, int]  # split -> recordings
+    cycles: dict[str, dict[str, int]]  # split -> class name -> cycles
+    sample_rates_hz: dict[int, int] = field(default_factory=dict)  # rate -> recordings
+    subtypes: dict[str, int] = field(default_factory=dict)  # PCM_16 / PCM_24 -> recordings
+
+    @property
+    def num_cycles(self) -> int:
+        return sum(sum(counts.values()) for counts in self.cycles.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "seed": self.seed,
+            "num_recordings": self.num_recordings,
+            "num_cycles": self.num_cycles,
+            "patients": self.patients,
+            "recordings": self.recordings,
+            "splits": self.cycles,
+            "sample_rates_hz": {str(rate): n for rate, n in self.sample_rates_hz.items()},
+            "subtypes": self.subtypes,
+        }
+
+    def format_text(self) -> str:
+        lines = [
+            f"synthetic ICBHI-layout dataset in {self.out_dir} (seed {self.seed})",
+            f"  recordings: {self.num_recordings}  cycles: {self.num_cycles}",
+        ]
+        for split in SPLITS:
+            counts = ", ".join(f"{name} {self.cycles[split][name]}" for name in CLASS_NAMES)
+            lines.append(
+                f"  {split}: {self.patients[split]} patients, {self.recordings[split]} "
+                f"recordings; cycles: {counts}"
+            )
+        rates = ", ".join(f"{rate} Hz x{n}" for rate, n in sorted(self.sample_rates_hz.items()))
+        subtypes = ", ".join(f"{name} x{n}" for name, n in sorted(self.subtypes.items()))
+        lines.append(f"  sample rates: {rates}; bit depths: {subtypes}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _PlannedRecording:
+    name: str
+    patient_id: str
+    split: str
+    device: str
+    sample_rate_hz: int
+    subtype: str
+    duration_seconds: float
+    cycles: list[tuple[float, float, int]]  # (start, end, label)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan: names, splits, cycle times and labels
+
+
+def _patient_recording_counts(rng: np.random.Generator, num_recordings: int) -> list[int]:
+    counts: list[int] = []
+    remaining = num_recordings
+    while remaining:
+        count = min(int(rng.integers(1, 4)), remaining)
+        if not counts and count == num_recordings:  # at least two patients: one per split
+            count = num_recordings - 1
+        counts.append(count)
+        remaining -= count
+    return counts
+
+
+def _cycle_lengths(rng: np.random.Generator, num_cycles: int, total: float) -> np.ndarray:
+    for _ in range(50):
+        lengths = rng.dirichlet(np.full(num_cycles, 4.0)) * total
+        if lengths.min() >= 1.0 and lengths.max() <= 6.0:
+            return lengths
+    return np.full(num_cycles, total / num_cycles)
+
+
+def _plan_cycle_times(
+    rng: np.random.Generator, num_cycles: int
+) -> tuple[float, list[tuple[float, float]]]:
+    lead = float(rng.uniform(0.05, 0.6))
+    gaps = rng.uniform(0.0, 0.3, size=num_cycles - 1)
+    tail = float(rng.uniform(0.1, 0.5))
+    overhead = lead + float(gaps.sum()) + tail
+    low = max(10.0, num_cycles * 1.0 + overhead)
+    high = min(20.0, num_cycles * 6.0 + overhead)
+    duration = float(rng.uniform(low, high))
+    lengths = _cycle_lengths(rng, num_cycles, duration - overhead)
+    times = []
+    position = lead
+    for index, length in enumerate(lengths):
+        # Millisecond times like the real files, without leaving the 1-6 s range by rounding.
+        start = round(position, 3)
+        end = round(start + min(max(round(float(length), 3), 1.0), 6.0), 3)
+        times.append((start, end))
+        position += float(length) + (float(gaps[index]) if index < num_cycles - 1 else 0.0)
+    return duration, times
+
+
+def _ensure_every_class(rng: np.random.Generator, labels: list[int]) -> None:
+    """Relabels cycles in place until all four classes occur (needs >= 4 cycles)."""
+    for label in range(len(CLASS_NAMES)):
+        if label in labels:
+            continue
+        counts = Counter(labels)
+        most_common = counts.most_common(1)[0][0]
+        positions = [i for i, value in enumerate(labels) if value == most_common]
+        labels[positions[int(rng.integers(len(positions)))]] = label
+
+
+def _plan(rng: np.random.Generator, num_recordings: int) -> list[_PlannedRecording]:
+    counts = _patient_recording_counts(rng, num_recordings)
+    patient_ids = [str(101 + i) for i in range(len(counts))]
+    order = rng.permutation(len(patient_ids))
+    num_train = min(max(int(round(TRAIN_PATIENT_SHARE * len(patient_ids))), 1), len(counts) - 1)
+    train_patients = {patient_ids[i] for i in order[:num_train]}
+
+    devices = rng.permutation(np.arange(num_recordings) % len(DEVICE_RATES_HZ))
+    subtypes = rng.permutation(np.arange(num_recordings) % len(SUBTYPES))
+    plans: list[_PlannedRecording] = []
+    for patient_id, count in zip(patient_ids, counts, strict=True):
+        for recording_index in range(1, count + 1):
+            device, rate = DEVICE_RATES_HZ[int(devices[len(plans)])]
+            location = CHEST_LOCATIONS[int(rng.integers(len(CHEST_LOCATIONS)))]
+            mode = ACQUISITION_MODES[int(rng.integers(len(ACQUISITION_MODES)))]
+            plans.append(
+                _PlannedRecording(
+                    name=f"{patient_id}_{recording_index}b1_{location}_{mode}_{device}",
+                    patient_id=patient_id,
+                    split="train" if patient_id in train_patients else "test",
+                    device=device,
+                    sample_rate_hz=rate,
+                    subtype=SUBTYPES[int(subtypes[len(plans)])],
+                    duration_seconds=0.0,
+                    cycles=[],
+                )
+            )
+
+    for split in SPLITS:
+        members = [plan for plan in plans if plan.split == split]
+        num_cycles = [int(rng.integers(3, 7)) for _ in members]
+        if sum(num_cycles) < len(CLASS_NAMES):  # room for all four classes in every split
+            num_cycles[0] = 6
+        labels = [
+            int(rng.choice(len(CLASS_NAMES), p=CLASS_PROBABILITIES)) for _ in range(sum(num_cycles))
+        ]
+        _ensure_every_class(rng, labels)
+        position = 0
+        for plan, count in zip(members, num_cycles, strict=True):
+            plan.duration_seconds, times = _plan_cycle_times(rng, count)
+            plan.cycles = [
+                (start, end, labels[position + i]) for i, (start, end) in enumerate(times)
+            ]
+            position += count
+    return sorted(plans, key=lambda plan: plan.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+
+
+def _fast_fft_length(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n: FFTs of lengths with large prime factors are 100x slower."""
+    best = 1 << max(n - 1, 1).bit_length()
+    power_of_five = 1
+    while power_of_five < best:
+        candidate = power_of_five
+        while candidate < best:
+            length = candidate
+            while length < n:
+                length *= 2
+            best = min(best, length)
+            candidate *= 3
+        power_of_five *= 5
+    return best
+
+
+def _band_noise(rng: np.random.Generator, n: int, rate: int, low: float, high: float) -> np.ndarray:
+    """Unit-RMS noise with energy only in [low, high] Hz (FFT masking)."""
+    size = _fast_fft_length(n)
+    spectrum = np.fft.rfft(rng.standard_normal(size))
+    frequencies = np.fft.rfftfreq(size, 1.0 / rate)
+    spectrum[(frequencies < low) | (frequencies > high)] = 0.0
+    noise = np.fft.irfft(spectrum, size)[:n]
+    return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
+
+
+def _breath_envelope(n: int) -> np.ndarray:
+    """Inspiration hump (first 40 %) then a softer expiration hump."""
+    u = np.linspace(0.0, 1.0, n, endpoint=False)
+    inspiration = np.sin(np.pi * np.clip(u / 0.4, 0.0, 1.0))
+    expiration = 0.6 * np.sin(np.pi * np.clip((u - 0.4) / 0.6, 0.0, 1.0))
+    return np.where(u < 0.4, inspiration, expiration) + 0.05
+
+
+def _add_crackles(rng: np.random.Generator, segment: np.ndarray, rate: int) -> None:
+    """Short (2-8 ms) damped transients with a sharp onset: broadband clicks."""
+    for _ in range(int(rng.integers(8, 18))):
+        duration = float(rng.uniform(0.002, 0.008))
+        length = max(int(duration * rate), 4)
+        position = int(rng.integers(0, max(len(segment) - length, 1)))
+        t = np.arange(length) / rate
+        frequency = float(rng.uniform(300.0, 0.4 * rate if rate < 5000 else 2000.0))
+        click = np.exp(-t / (duration / 4)) * np.sin(2 * np.pi * frequency * t + np.pi / 2)
+        amplitude = float(rng.uniform(0.5, 0.9)) * rng.choice((-1.0, 1.0))
+        end = min(position + length, len(segment))
+        segment[position:end] += amplitude * click[: end - position]
+
+
+def _add_wheeze(rng: np.random.Generator, segment: np.ndarray, rate: int) -> None:
+    """A sustained tone (150-900 Hz) gliding by up to 8 %, with up to two harmonics."""
+    n = len(segment)
+    start = int(rng.uniform(0.0, 0.15) * n)
+    end = start + int(rng.uniform(0.7, 0.85) * n)
+    length = end - start
+    fundamental = float(rng.uniform(150.0, 900.0))
+    glide = np.linspace(1.0, float(rng.uniform(0.92, 1.08)), length)
+    phase = 2 * np.pi * np.cumsum(fundamental * glide) / rate
+    tone = np.sin(phase)
+    for harmonic, weight in ((2, 0.5), (3, 0.25)):
+        if harmonic * fundamental * 1.1 < 0.45 * rate:
+            tone += weight * np.sin(harmonic * phase)
+    fade = min(int(0.03 * rate), length // 4)
+    ramp = np.ones(length)
+    ramp[:fade] = np.linspace(0.0, 1.0, fade)
+    ramp[length - fade :] = np.linspace(1.0, 0.0, fade)
+    segment[start:end] += float(rng.uniform(0.35, 0.55)) * tone * ramp
+
+
+def _synthesize(rng: np.random.Generator, plan: _PlannedRecording) -> np.ndarray:
+    rate = plan.sample_rate_hz
+    num_samples = int(round(plan.duration_seconds * rate))
+    audio = 0.004 * rng.standard_normal(num_samples)  # sensor noise
+    breath = _band_noise(rng, num_samples, rate, 100.0, 900.0)
+    for start, end, label in plan.cycles:
+        first, last = int(start * rate), min(int(end * rate), num_samples)
+        segment = (
+            float(rng.uniform(0.08, 0.14)) * breath[first:last] * _breath_envelope(last - first)
+        )
+        if label in (1, 3):
+            _add_crackles(rng, segment, rate)
+        if label in (2, 3):
+            _add_wheeze(rng, segment, rate)
+        audio[first:last] += segment
+    peak = float(np.max(np.abs(audio)))
+    return (audio * (float(rng.uniform(0.5, 0.9)) / peak)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def _write_wav_atomic(path: Path, audio: np.ndarray, rate: int, subtype: str) -> None:
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        soundfile.write(tmp_name, audio, rate, subtype=subtype, format="WAV")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _own_files(out_dir: Path) -> set[str]:
+    marker = out_dir / MARKER_FILE_NAME
+    if not marker.is_file():
+        return set()
+    try:
+        listed = json.loads(marker.read_text(encoding="utf-8")).get("files", [])
+    except (ValueError, AttributeError):
+        return set()
+    return {name for name in listed if isinstance(name, str) and "/" not in name} | {
+        MARKER_FILE_NAME
+    }
+
+
+def _prepare_out_dir(out_dir: Path, planned: set[str], overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"synthetic data output is not a folder: {out_dir}")
+    existing = {entry.name for entry in out_dir.iterdir()} if out_dir.exists() else set()
+    if not existing:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out_dir} is not empty; choose an empty folder, or pass --overwrite to replace a "
+            "synthetic dataset written there before"
+        )
+    own = _own_files(out_dir)
+    foreign = sorted((planned | {MARKER_FILE_NAME}) & (existing - own))
+    if foreign:
+        raise FileExistsError(
+            f"{out_dir / foreign[0]} was not written by `lungsrad data synth`; refusing to "
+            "replace it (choose an empty folder)"
+        )
+    for name in sorted((own & existing) - planned - {MARKER_FILE_NAME}):
+        (out_dir / name).unlink()
+
+
+def write_synthetic_dataset(
+    out_dir: str | os.PathLike[str], *, num_recordings: int, seed: int, overwrite: bool = False
+) -> SyntheticSummary:
+    """Writes a synthetic dataset in the ICBHI_final_database layout.
+
+    NAME.wav + NAME.txt per recording (NAME = patient_index_location_mode_device), the split file
+    ICBHI_challenge_train_test.txt (patient-disjoint, about 60 % of patients in train) and
+    ICBHI_Challenge_diagnosis.txt. Sample rates 4/10/44.1 kHz and 16/24-bit PCM are mixed; each
+    recording is 10-20 s with 3-6 cycles of 1-6 s; every class occurs in train and in test.
+    The same seed writes byte-identical files.
+
+    Args:
+        out_dir: output folder (created). Must be empty unless `overwrite`.
+        num_recordings: recordings to write (>= 2).
+        seed: random seed (>= 0).
+        overwrite: replace the files of an earlier synthetic dataset in out_dir (never others).
+
+    Raises:
+        ValueError: bad num_recordings or seed.
+        FileExistsError: out_dir holds files and `overwrite` is off, or a file to write exists
+            and was not written by this generator.
+    """
+    if (
+        isinstance(num_recordings, bool)
+        or not isinstance(num_recordings, int)
+        or num_recordings < 2
+    ):
+        raise ValueError(f"--recordings must be an integer >= 2, got {num_recordings!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    plans = _plan(rng, num_recordings)
+    planned = {f"{plan.name}{suffix}" for plan in plans for suffix in (".wav", ".txt")}
+    planned |= {SPLIT_FILE_NAME, DIAGNOSIS_FILE_NAME}
+    _prepare_out_dir(out_dir, planned, overwrite)
+
+    for index, plan in enumerate(plans):
+        # One generator per recording, so its audio does not depend on how others were drawn.
+        audio_rng = np.random.default_rng([seed, index])
+        audio = _synthesize(audio_rng, plan)
+        _write_wav_atomic(out_dir / f"{plan.name}.wav", audio, plan.sample_rate_hz, plan.subtype)
+        lines = [
+            f"{start:.3f}\t{end:.3f}\t{int(label in (1, 3))}\t{int(label in (2, 3))}\n"
+            for start, end, label in plan.cycles
+        ]
+        write_text_atomic(out_dir / f"{plan.name}.txt", "".join(lines))
+    write_text_atomic(
+        out_dir / SPLIT_FILE_NAME, "".join(f"{plan.name}\t{plan.split}\n" for plan in plans)
+    )
+    diagnosis_rng = np.random.default_rng([seed, 1])
+    patients = sorted({plan.patient_id for plan in plans}, key=int)
+    write_text_atomic(
+        out_dir / DIAGNOSIS_FILE_NAME,
+        "".join(
+            f"{patient}\t{DIAGNOSES[int(diagnosis_rng.integers(len(DIAGNOSES)))]}\n"
+            for patient in patients
+        ),
+    )
+    marker = {
+        "generator": "lungsrad data synth",
+        "seed": seed,
+        "num_recordings": num_recordings,
+        "files": sorted(planned),
+    }
+    write_text_atomic(out_dir / MARKER_FILE_NAME, json.dumps(marker, indent=1) + "\n")
+    return _summary(out_dir, seed, plans)
+
+
+def _summary(out_dir: Path, seed: int, plans: list[_PlannedRecording]) -> SyntheticSummary:
+    cycles = {split: dict.fromkeys(CLASS_NAMES, 0) for split in SPLITS}
+    for plan in plans:
+        for _, _, label in plan.cycles:
+            cycles[plan.split][CLASS_NAMES[label]] += 1
+    return SyntheticSummary(
+        out_dir=out_dir,
+        seed=seed,
+        num_recordings=len(plans),
+        patients={s: len({p.patient_id for p in plans if p.split == s}) for s in SPLITS},
+        recordings={s: sum(p.split == s for p in plans) for s in SPLITS},
+        cycles=cycles,
+        sample_rates_hz=dict(sorted(Counter(p.sample_rate_hz for p in plans).items())),
+        subtypes=dict(sorted(Counter(p.subtype for p in plans).items())),
+    )

@@ -1,0 +1,137 @@
+"""Tests of the typed experiment config: YAML round trip, unknown keys, types, overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lungsrad.config import (
+    CONFIG_VERSION,
+    ExperimentConfig,
+    apply_overrides,
+    check_config_path,
+    config_from_dict,
+    config_to_dict,
+    flatten_config,
+    load_config,
+    regularized_blocks,
+    resolved_architecture,
+    save_config,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_the_paper_protocol():
+    config = ExperimentConfig()
+    assert resolved_architecture(config.model) == ((96, 192, 384, 768), (2, 2, 8, 2), 0.2)
+    assert config.train.batch_size == 16
+    assert (config.train.time_mask, config.train.freq_mask) == (160, 48)
+    assert config.data.sample_rate_hz == 16000 and config.data.segment_seconds == 8.0
+    assert regularized_blocks(config) == [2, 3]
+
+
+def test_disabled_regularization_placement_is_not_checked():
+    tiny = {"preset": "custom", "dims": [16, 32, 64, 128], "depths": [1, 1, 2, 1]}
+    config_from_dict({"model": tiny})  # default blocks [2, 3] do not exist, but it is disabled
+    with pytest.raises(ValueError, match="stage 2 has blocks 0..1"):
+        config_from_dict({"model": tiny, "method": {"regularization": {"enabled": True}}})
+
+
+def test_yaml_round_trip(tmp_path):
+    config = apply_overrides(
+        ExperimentConfig(),
+        {"method.patch_mix.mode": "dual", "method.regularization.blocks": "all", "train.seed": 3},
+    )
+    path = tmp_path / "run.yaml"
+    save_config(config, path)
+    assert load_config(path) == config
+    assert regularized_blocks(config) == list(range(8))
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  learnig_rate: 0.1\n")
+    with pytest.raises(
+        ValueError,
+        match=r"run.yaml: unknown config key 'train.learnig_rate'.*"
+        r"did you mean 'train.learning_rate'",
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"train": {"batch_size": "16"}}, "train.batch_size' must be an integer"),
+        ({"train": {"batch_size": True}}, "train.batch_size' must be an integer"),
+        ({"train": {"learning_rate": "fast"}}, "train.learning_rate' must be a number"),
+        ({"method": {"patch_mix": {"mode": "both"}}}, "method.patch_mix.mode' must be one of"),
+        ({"method": {"regularization": {"kernel_size": 4}}}, "kernel_size must be a positive odd"),
+        ({"method": {"regularization": {"sigma": 0}}}, "sigma must be > 0"),
+        ({"method": {"regularization": {"enabled": True, "stage": 4}}}, "stage must be in 0..3"),
+        (
+            {"method": {"regularization": {"enabled": True, "blocks": [2, 8]}}},
+            r"blocks \[2, 8\] not valid",
+        ),
+        ({"model": {"preset": "custom"}}, "set both model.dims and model.depths"),
+        ({"model": {"dims": [96, 192], "depths": [2, 2, 8, 2]}}, "same length"),
+        ({"data": "x"}, "'data' must be a mapping"),
+        ({"config_version": CONFIG_VERSION + 1}, "config_version is"),
+    ],
+)
+def test_bad_values_name_the_key(values, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(values)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  seed: [1,\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: line \d+ is not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config("/nonexistent/run.yaml")
+
+
+def test_overrides_check_paths_and_values():
+    config = ExperimentConfig()
+    assert (
+        apply_overrides(config, {"method.patch_mix.temperature": 0.2}).method.patch_mix.temperature
+        == 0.2
+    )
+    with pytest.raises(ValueError, match="did you mean 'method.patch_mix.temperature'"):
+        apply_overrides(config, {"method.patch_mix.temprature": 0.2})
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        apply_overrides(config, {"method.regularization.sigma": -1.0})
+    assert check_config_path("train.seed") is int
+
+
+def test_flatten_is_scalar_and_complete():
+    flat = flatten_config(ExperimentConfig())
+    assert flat["method.regularization.blocks"] == "[2, 3]"
+    assert flat["train.learning_rate"] == 5e-05
+    assert all(not isinstance(value, (dict, list, tuple)) for value in flat.values())
+    assert yaml.safe_load(yaml.safe_dump(config_to_dict(ExperimentConfig())))["train"]["seed"] == 0
+
+
+def test_library_never_imports_ray_or_mlflow():
+    code = (
+        "import sys, lungsrad.config, lungsrad.metrics, lungsrad.cli, lungsrad.data, "
+        "lungsrad.models, lungsrad.method, lungsrad.training\n"
+        "import lungsrad.training.run\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow', 'tuning', "
+        "'mlflow_tracking', 'optuna')]\n"
+        "print(bad); assert not bad, bad\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
