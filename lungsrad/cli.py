@@ -37,7 +37,7 @@ def _data_inspect(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from lungsrad.config import apply_overrides, load_config
-    from lungsrad.training.run import run_experiment
+    from lungsrad.training.run import NonFiniteLossError, run_experiment
 
     config = load_config(args.config)
     overrides = dict(_parse_override(item) for item in args.set or [])
@@ -45,7 +45,12 @@ def _train(args: argparse.Namespace) -> int:
         overrides["data.root"] = str(args.data)
     if overrides:
         config = apply_overrides(config, overrides)
-    result = run_experiment(config, output_dir=args.out, resume=not args.no_resume)
+    try:
+        result = run_experiment(config, output_dir=args.out, resume=not args.no_resume)
+    except NonFiniteLossError as error:
+        # A diverged run is not bad input (exit 2) but a failed run: one line, exit 1.
+        print(f"lungsrad: training stopped: {error}", file=sys.stderr)
+        return 1
     print(result.format_text())
     return 0
 

@@ -1,0 +1,216 @@
+"""`evaluate_checkpoint`: ICBHI metrics and the confusion matrix of a lungsrad checkpoint on one
+split, printed and (with an output folder) written as JSON and a PNG heat map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lungsrad.config import write_text_atomic
+from lungsrad.data.features import FeatureSet, build_feature_set
+from lungsrad.data.loaders import split_indices
+from lungsrad.metrics import (
+    ACCURACY,
+    CLASS_NAMES,
+    SCORE,
+    SCORE_2CLASS,
+    SENSITIVITY,
+    SENSITIVITY_2CLASS,
+    SPECIFICITY,
+    SPECIFICITY_2CLASS,
+    SPLIT_TEST,
+    SPLIT_TRAIN,
+    SPLIT_VALIDATION,
+    metric_name,
+)
+from lungsrad.training.checkpoints import checkpoint_config, read_checkpoint
+from lungsrad.training.run import format_confusion
+from lungsrad.training.runtime import (
+    build_classifier,
+    cpu_threads,
+    evaluate_split,
+    resolve_amp_dtype,
+    resolve_device,
+)
+
+SPLITS = (SPLIT_TEST, SPLIT_VALIDATION, SPLIT_TRAIN)
+
+
+@dataclass
+class EvalReport:
+    """Metrics of one checkpoint on one split."""
+
+    checkpoint: Path
+    split: str  # "test", "val" or "train"
+    epoch: int  # the checkpoint's epoch
+    num_cycles: int  # cycles evaluated
+    metrics: dict[str, float]  # metric_name(split, key) for key in lungsrad.metrics.EVAL_KEYS
+    confusion: np.ndarray  # (num_classes, num_classes): rows true, columns predicted
+    device: str
+    plot_path: Path | None = None  # confusion PNG, when an output folder was given
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (non-finite numbers become null)."""
+        return {
+            "checkpoint": str(self.checkpoint),
+            "split": self.split,
+            "epoch": self.epoch,
+            "num_cycles": self.num_cycles,
+            "metrics": {
+                key: (value if np.isfinite(value) else None) for key, value in self.metrics.items()
+            },
+            "confusion": self.confusion.tolist(),
+            "device": self.device,
+        }
+
+    def format_text(self) -> str:
+        """Metrics and the confusion matrix as text."""
+
+        def value(key: str) -> str:
+            number = self.metrics.get(metric_name(self.split, key), float("nan"))
+            return f"{number:.2f}" if np.isfinite(number) else "n/a"
+
+        lines = [
+            f"{self.checkpoint} (epoch {self.epoch}) on the {self.split} split: "
+            f"{self.num_cycles} cycles, {self.device}",
+            f"ICBHI Score {value(SCORE)}, Sp {value(SPECIFICITY)}, Se {value(SENSITIVITY)}, "
+            f"accuracy {value(ACCURACY)}",
+            f"2-class: Score {value(SCORE_2CLASS)}, Sp {value(SPECIFICITY_2CLASS)}, "
+            f"Se {value(SENSITIVITY_2CLASS)}",
+            "confusion matrix (rows: true, columns: predicted):",
+            format_confusion(self.confusion),
+        ]
+        if self.plot_path is not None:
+            lines.append(f"confusion plot: {self.plot_path}")
+        return "\n".join(lines)
+
+
+def plot_confusion(matrix: np.ndarray, path: str | os.PathLike[str], *, title: str) -> None:
+    """Writes the confusion matrix as a PNG heat map (Agg; no display needed), atomically."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    size = matrix.shape[0]
+    names = list(CLASS_NAMES[:size]) if size <= len(CLASS_NAMES) else [str(i) for i in range(size)]
+    figure = Figure(figsize=(4.8, 4.2), dpi=120)
+    axes = figure.subplots()
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes)
+    axes.set_xticks(range(size), labels=names)
+    axes.set_yticks(range(size), labels=names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title, fontsize=9)
+    threshold = matrix.max(initial=0) / 2.0
+    for row in range(size):
+        for column in range(size):
+            count = int(matrix[row, column])
+            color = "white" if count > threshold else "black"
+            axes.text(column, row, str(count), ha="center", va="center", color=color)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        figure.savefig(tmp_name, format="png")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    split: str = SPLIT_TEST,
+    output_dir: str | os.PathLike[str] | None = None,
+    feature_set: FeatureSet | None = None,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> EvalReport:
+    """Evaluates a lungsrad checkpoint (best.pt or an epoch checkpoint) on one split.
+
+    The model, preprocessing and splits come from the config embedded in the checkpoint.
+
+    Args:
+        checkpoint: file written by `lungsrad train`.
+        data_root: dataset folder; None: the checkpoint config's data.root.
+        split: "test" (official test), "val" (the patient-disjoint carve-out of the config's
+            data.validation_fraction / data.split_seed) or "train" (the run's training cycles).
+        output_dir: when given, writes confusion_<split>.png and evaluation_<split>.json there.
+        feature_set: precomputed features (skips building them).
+        device: "auto", "cpu", "cuda[:N]"; None: the config's train.device.
+        show_progress: progress bar while features are built.
+
+    Returns:
+        The EvalReport.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    checkpoint = Path(checkpoint)
+    payload = read_checkpoint(checkpoint)
+    config = checkpoint_config(payload, path=checkpoint)
+    if data_root is not None:
+        data_config = dataclasses.replace(config.data, root=str(data_root))
+        config = dataclasses.replace(config, data=data_config)
+    torch_device = resolve_device(device if device is not None else config.train.device)
+    amp_dtype = resolve_amp_dtype(config.train.amp, torch_device)
+    with cpu_threads(config.train.num_threads):
+        model = build_classifier(config, torch_device, load_initial_checkpoint=False)
+        model.load_state_dict(payload["model"])
+        if feature_set is None:
+            feature_set = build_feature_set(
+                config.data, config.data.root, show_progress=show_progress
+            )
+        protocol = "validated" if split == SPLIT_VALIDATION else config.train.protocol
+        if split == SPLIT_VALIDATION and config.train.protocol != "validated":
+            warnings.warn(
+                "this run used protocol 'paper': its 'val' patients were part of its training data",
+                stacklevel=2,
+            )
+        indices = split_indices(
+            feature_set,
+            protocol=protocol,
+            validation_fraction=config.data.validation_fraction,
+            seed=config.data.split_seed,
+        )[split]
+        scores, confusion = evaluate_split(
+            model,
+            feature_set.features.to(torch_device),
+            feature_set.labels,
+            indices,
+            batch_size=config.train.eval_batch_size,
+            amp_dtype=amp_dtype,
+            num_classes=config.model.num_classes,
+        )
+    report = EvalReport(
+        checkpoint=checkpoint,
+        split=split,
+        epoch=int(payload.get("epoch", 0)),
+        num_cycles=len(indices),
+        metrics={metric_name(split, key): value for key, value in scores.items()},
+        confusion=confusion,
+        device=str(torch_device),
+    )
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        report.plot_path = output_dir / f"confusion_{split}.png"
+        plot_confusion(
+            confusion,
+            report.plot_path,
+            title=f"{checkpoint.name} (epoch {report.epoch}), {split}: Score {scores[SCORE]:.2f}",
+        )
+        write_text_atomic(
+            output_dir / f"evaluation_{split}.json", json.dumps(report.to_dict(), indent=2) + "\n"
+        )
+    return report

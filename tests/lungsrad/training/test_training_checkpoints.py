@@ -1,0 +1,107 @@
+"""Checkpoint files: atomic writes survive an interrupted write, damaged files are skipped on
+resume, old epochs are pruned, and a config change is refused."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from lungsrad.config import apply_overrides, config_from_dict, dump_config
+from lungsrad.training.checkpoints import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    CheckpointError,
+    check_resume_config,
+    epoch_checkpoints,
+    epoch_folder,
+    find_resumable_checkpoint,
+    prune_checkpoints,
+    read_checkpoint,
+    read_resumable_checkpoint,
+    save_atomic,
+)
+
+
+def _payload(epoch: int) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "config": dump_config(config_from_dict({})),
+        "model": {"weight": torch.full((3,), float(epoch))},
+        "objective": {},
+        "optimizer": {},
+        "scheduler": {},
+        "epoch": epoch,
+        "history": [{"epoch": float(e)} for e in range(1, epoch + 1)],
+        "best": None,
+    }
+
+
+class ExplodesWhenPickled:
+    """Stands for a write that dies midway (disk full, kill): pickling fails after bytes were
+    already written to the temporary file."""
+
+    def __reduce__(self):
+        raise OSError("simulated failure in the middle of the write")
+
+
+def test_an_interrupted_write_never_replaces_the_previous_checkpoint(tmp_path):
+    path = epoch_folder(tmp_path, 1) / CHECKPOINT_FILE
+    save_atomic(_payload(1), path)
+    before = path.read_bytes()
+    broken = _payload(2)
+    broken["model"] = {"weight": torch.zeros(1000), "tail": ExplodesWhenPickled()}
+    with pytest.raises(OSError, match="simulated failure"):
+        save_atomic(broken, path)
+    assert path.read_bytes() == before
+    assert read_resumable_checkpoint(path)["epoch"] == 1
+    assert os.listdir(path.parent) == [CHECKPOINT_FILE]  # no temporary file left behind
+
+
+def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path):
+    for epoch in (1, 2, 3):
+        save_atomic(_payload(epoch), epoch_folder(tmp_path, epoch) / CHECKPOINT_FILE)
+    latest = epoch_folder(tmp_path, 3) / CHECKPOINT_FILE
+    data = latest.read_bytes()
+    latest.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        read_checkpoint(latest)
+    with pytest.warns(UserWarning, match="skipping corrupt checkpoint.*epoch_0003"):
+        path, payload = find_resumable_checkpoint(tmp_path)
+    assert payload["epoch"] == 2 and path == epoch_folder(tmp_path, 2) / CHECKPOINT_FILE
+
+
+def test_files_that_are_not_lungsrad_checkpoints_are_refused(tmp_path):
+    plain = tmp_path / "state_dict.pt"
+    torch.save({"weight": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="not a lungsrad training checkpoint"):
+        read_checkpoint(plain)
+    best_like = tmp_path / "best.pt"
+    payload = _payload(1)
+    del payload["optimizer"]
+    torch.save(payload, best_like)
+    with pytest.raises(CheckpointError, match="missing optimizer"):
+        read_resumable_checkpoint(best_like)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_prune_keeps_the_newest_and_the_selected_epochs(tmp_path):
+    for epoch in range(1, 7):
+        save_atomic(_payload(epoch), epoch_folder(tmp_path, epoch) / CHECKPOINT_FILE)
+    prune_checkpoints(tmp_path, keep_last=2, keep_epochs={2})
+    assert [epoch for epoch, _ in epoch_checkpoints(tmp_path)] == [2, 5, 6]
+
+
+def test_resume_config_check_ignores_paths_but_not_training_settings(tmp_path):
+    saved = config_from_dict({"data": {"root": "/a"}})
+    moved = apply_overrides(
+        saved, {"data.root": "/b", "data.cache_dir": "/c", "train.num_threads": 2}
+    )
+    check_resume_config(saved, moved, path=tmp_path / "x.pt")
+    changed = apply_overrides(saved, {"train.learning_rate": 1e-3, "train.num_epochs": 9})
+    with pytest.raises(CheckpointError, match=r"different config \(train.learning_rate"):
+        check_resume_config(saved, changed, path=tmp_path / "x.pt")
