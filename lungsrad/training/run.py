@@ -293,8 +293,14 @@ def _drop_later_epochs(output_dir: Path, epoch: int) -> None:
             shutil.rmtree(path.parent, ignore_errors=True)
 
 
-def _restore_best_file(output_dir: Path, best: Mapping[str, Any] | None) -> None:
-    """Makes best.pt hold the selected epoch's model again after a resume, when possible."""
+def _restore_best_file(
+    output_dir: Path, best: Mapping[str, Any] | None, *, resumed_elsewhere: bool
+) -> None:
+    """Makes best.pt hold the selected epoch's model again after a resume, when possible.
+
+    `resumed_elsewhere`: the run continues from a checkpoint file outside output_dir (a Ray Tune
+    restore); the selected epoch's checkpoint is then expected to be absent, so say nothing.
+    """
     if best is None:
         return
     best_path = output_dir / BEST_FILE
@@ -309,6 +315,8 @@ def _restore_best_file(output_dir: Path, best: Mapping[str, Any] | None) -> None
         payload = read_checkpoint(source)
     except (FileNotFoundError, CheckpointError):
         best_path.unlink(missing_ok=True)
+        if resumed_elsewhere:
+            return
         warnings.warn(
             f"best.pt for epoch {best['epoch']} cannot be restored in {output_dir} (its epoch "
             "checkpoint is not there); it is written again when a later epoch is selected",
@@ -460,7 +468,7 @@ def _run(
         output_dir / METRICS_FILE, "".join(_json_line(row) for row in progress.history)
     )
     if resume_point is not None:
-        _restore_best_file(output_dir, progress.best)
+        _restore_best_file(output_dir, progress.best, resumed_elsewhere=resume_from is not None)
     (output_dir / RESULT_FILE).unlink(missing_ok=True)
 
     features = feature_set.features.to(torch_device)

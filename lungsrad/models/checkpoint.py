@@ -1,0 +1,151 @@
+"""Loading DASS weights: release files (`module.v.` keys), plain state dicts, lungsrad checkpoints.
+
+Release format: Saurabhbhati/DASS saves `nn.DataParallel(DASS).state_dict()` flat, keys
+`module.v.<VSSM path>` (manifests in shared/dass_reference/dass_{small,medium}_keys.json).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+LUNGSRAD_CHECKPOINT_FORMAT = "lungsrad-checkpoint"
+HEAD_PREFIX = "classifier.head."
+# Stripped when every key carries it: release files (DataParallel around DASS.v), DASS without
+# DataParallel, DataParallel around the backbone, and torch.compile'd modules.
+_KEY_PREFIXES = ("module.v.", "v.", "module.", "_orig_mod.")
+_LISTED_KEYS = 5
+
+
+def _describe(source: str | os.PathLike[str] | Mapping[str, Any]) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"DASS checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # torch.load raises many types for foreign files
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+        reason = text.splitlines()[0][:120] if text else type(error).__name__
+        raise ValueError(
+            f"{path}: not a PyTorch state dict that loads with weights_only=True "
+            f"({type(error).__name__}: {reason}); pass a DASS release file, a model state dict "
+            "or a lungsrad checkpoint"
+        ) from None
+
+
+def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The model state dict inside a release file, a wrapper dict or a lungsrad checkpoint."""
+    if isinstance(obj, Mapping):
+        if obj.get("format") == LUNGSRAD_CHECKPOINT_FORMAT:
+            if not isinstance(obj.get("model"), Mapping):
+                raise ValueError(f"{source}: lungsrad checkpoint without a 'model' state dict")
+            obj = obj["model"]
+        else:
+            for key in ("model", "state_dict"):
+                if isinstance(obj.get(key), Mapping) and not isinstance(obj.get(key), torch.Tensor):
+                    obj = obj[key]
+                    break
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        kind = type(obj).__name__ if not isinstance(obj, Mapping) else "a mapping without tensors"
+        raise ValueError(
+            f"{source}: not a state dict (found {kind}); expected a mapping of parameter names "
+            "to tensors, a {'model': state_dict} wrapper or a lungsrad checkpoint"
+        )
+    return dict(obj)
+
+
+def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in _KEY_PREFIXES:
+        if all(key.startswith(prefix) for key in state):
+            return {key[len(prefix) :]: value for key, value in state.items()}
+    return state
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_LISTED_KEYS])
+    return shown + (", ..." if len(keys) > _LISTED_KEYS else "")
+
+
+def load_dass_checkpoint(
+    model: nn.Module, path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any]
+) -> None:
+    """Loads DASS weights into `model` in place, strictly except for a differing class count.
+
+    Accepts a release file (flat, `module.v.` keys; a `{"model": ...}` or `{"state_dict": ...}`
+    wrapper is tolerated), a plain state dict of this `DASS`, or a lungsrad training checkpoint
+    (`{"format": "lungsrad-checkpoint", "model": state_dict, ...}`). When the checkpoint's head
+    has another number of classes than the model, `classifier.head.*` is skipped (logged) and
+    the model keeps its own head; every other parameter must match by name and shape.
+
+    Args:
+        model: a `DASS` (or any module whose keys follow the release names without prefix).
+        path_or_state_dict: a file path or an already loaded object.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: not a state dict, or keys missing / unexpected / of another shape (listed).
+    """
+    source = _describe(path_or_state_dict)
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        obj = _read(Path(path_or_state_dict).expanduser())
+    else:
+        obj = path_or_state_dict
+    state = _strip_prefix(_unwrap(obj, source))
+    expected = model.state_dict()
+
+    skipped: list[str] = []
+    head_weight = HEAD_PREFIX + "weight"
+    if head_weight in state and head_weight in expected:
+        theirs, ours = state[head_weight].shape[0], expected[head_weight].shape[0]
+        if theirs != ours:
+            skipped = [key for key in state if key.startswith(HEAD_PREFIX)]
+            logger.info(
+                "%s: checkpoint head has %d classes, the model %d; keeping the model's own "
+                "head and loading everything else",
+                source,
+                theirs,
+                ours,
+            )
+            state = {key: value for key, value in state.items() if key not in skipped}
+
+    missing = [key for key in expected if key not in state and key not in skipped]
+    unexpected = [key for key in state if key not in expected]
+    mis_shaped = [
+        f"{key} {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in state
+        if key in expected and state[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for name, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", mis_shaped),
+        ):
+            if keys:
+                parts.append(f"{len(keys)} {name} ({_listed(keys)})")
+        raise ValueError(
+            f"{source}: checkpoint does not match the model: {'; '.join(parts)}; check the "
+            "model preset/dims/depths against the checkpoint"
+        )
+    result = model.load_state_dict(state, strict=False)
+    own_head = {key for key in expected if key.startswith(HEAD_PREFIX)} if skipped else set()
+    assert not result.unexpected_keys and set(result.missing_keys) == own_head, result

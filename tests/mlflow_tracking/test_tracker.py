@@ -1,0 +1,273 @@
+"""MLflow tracking: URI checks and credential hiding, experiments on SQLite, RunTracker's
+no-duplicate continuation of a run, dropped invalid updates, the undelivered-updates file, and
+an outage of a real `mlflow server` (cut and restored through a TCP relay) that loses nothing."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from mlflow_tracking.server import LocalTrackingServer, free_port
+from mlflow_tracking.tracker import (
+    PARENT_RUN_TAG,
+    TAG_TRIAL_ID,
+    RunTracker,
+    TrackingTarget,
+    make_client,
+    normalize_tracking_uri,
+    open_experiment,
+    redact_text,
+    redact_uri,
+    split_credentials,
+    sqlite_uri,
+)
+
+
+@pytest.fixture(autouse=True)
+def fast_http_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def test_credentials_are_split_and_redacted() -> None:
+    uri = "https://alice:s3cr%40t@mlflow.example.org:5000/prefix"
+    clean, user, password = split_credentials(uri)
+    assert clean == "https://mlflow.example.org:5000/prefix"
+    assert (user, password) == ("alice", "s3cr@t")
+    assert redact_uri(uri) == "https://***@mlflow.example.org:5000/prefix"
+    message = f"API request to {uri}/api/2.0/runs failed (alice:s3cr%40t)"
+    assert "s3cr" not in redact_text(message, uri) and "alice" not in redact_text(message, uri)
+    assert redact_uri("postgresql://bob:pw@db/mlflow") == "postgresql://***@db/mlflow"
+    assert split_credentials("sqlite:////tmp/x.db") == ("sqlite:////tmp/x.db", None, None)
+
+
+def test_tracking_target_never_shows_credentials() -> None:
+    target = TrackingTarget(uri="http://u:pw@127.0.0.1:1", experiment_name="e", experiment_id="1")
+    assert "pw" not in repr(target) and target.display_uri == "http://***@127.0.0.1:1"
+
+
+def test_sqlite_uris_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert normalize_tracking_uri("sqlite:///runs/m.db") == f"sqlite:///{tmp_path}/runs/m.db"
+    assert normalize_tracking_uri(sqlite_uri("a.db")) == f"sqlite:///{tmp_path}/a.db"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("htp://127.0.0.1:5000", r"unsupported scheme 'htp' \(did you mean http://\?\)"),
+        ("sqlit:///x.db", r"unsupported scheme 'sqlit' \(did you mean sqlite://\?\)"),
+        ("mlflow.db", r"unsupported scheme ''"),
+        ("sqlite://", r"needs a database file"),
+        ("http://", r"has no host"),
+    ],
+)
+def test_bad_tracking_uri_is_named(uri: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        normalize_tracking_uri(uri)
+
+
+def test_unreachable_server_is_named_without_credentials() -> None:
+    uri = f"http://user:hunter2@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"is not reachable") as raised:
+        open_experiment(uri, "x")
+    assert time.monotonic() - started < 10
+    message = str(raised.value)
+    assert f"'http://***@127.0.0.1:{uri.rsplit(':', 1)[1]}'" in message
+    assert "hunter2" not in message and "\n" not in message
+
+
+@pytest.mark.mlflow
+def test_experiment_on_sqlite_keeps_artifacts_under_the_root(tmp_path: Path) -> None:
+    target = open_experiment(sqlite_uri(tmp_path / "m.db"), "exp", artifact_root=tmp_path / "art")
+    experiment = target.client().get_experiment(target.experiment_id)
+    assert experiment.artifact_location == (tmp_path / "art").as_uri()
+    again = open_experiment(sqlite_uri(tmp_path / "m.db"), "exp")
+    assert again.experiment_id == target.experiment_id
+
+
+@pytest.mark.mlflow
+def test_a_continued_run_is_reused_and_stored_steps_are_not_repeated(tmp_path: Path) -> None:
+    target = open_experiment(sqlite_uri(tmp_path / "m.db"), "exp", artifact_root=tmp_path / "art")
+    parent = RunTracker(target, run_name="parent")
+    assert parent.flush()
+    first = RunTracker(
+        target,
+        run_name="trial",
+        parent_run_id=parent.run_id,
+        identity={TAG_TRIAL_ID: "abc_00001"},
+        dedupe_key="epoch",
+    )
+    first.log_params({"a.b": 1, "c": [1, 2], "d": None})
+    for epoch in (1, 2):
+        first.log_metrics({"epoch": epoch, "score": 10.0 * epoch, "text": "skipped"}, step=epoch)
+    assert first.flush() and not first.reused_existing
+    # The trial process dies here; its retry continues the same run from epoch 2.
+    second = RunTracker(
+        target,
+        run_name="trial (retry)",
+        parent_run_id=parent.run_id,
+        identity={TAG_TRIAL_ID: "abc_00001"},
+        dedupe_key="epoch",
+    )
+    second.log_params({"a.b": 1, "c": [1, 2], "d": None})
+    for epoch in (2, 3):
+        second.log_metrics({"epoch": epoch, "score": 10.0 * epoch}, step=epoch)
+    assert second.finish("FINISHED")
+    assert second.reused_existing and second.run_id == first.run_id
+
+    client = make_client(target.uri)
+    runs = client.search_runs([target.experiment_id], f"tags.`{TAG_TRIAL_ID}` = 'abc_00001'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags[PARENT_RUN_TAG] == parent.run_id
+    assert run.data.params == {"a.b": "1", "c": "[1, 2]", "d": "null"}
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "score"))
+    assert steps == [1, 2, 3]
+
+
+@pytest.mark.mlflow
+def test_an_update_mlflow_rejects_is_dropped_and_the_rest_arrives(tmp_path: Path) -> None:
+    target = open_experiment(sqlite_uri(tmp_path / "m.db"), "exp", artifact_root=tmp_path / "art")
+    tracker = RunTracker(target, run_name="run")
+    tracker.log_params({"lr": 0.1})
+    assert tracker.flush()
+    tracker.log_params({"lr": 0.2})  # params are immutable in MLflow
+    tracker.log_metrics({"score": 1.0}, step=1)
+    with pytest.warns(UserWarning, match="MLflow rejected a params update"):
+        assert tracker.flush()
+    run = make_client(target.uri).get_run(tracker.run_id)
+    assert run.data.params["lr"] == "0.1" and run.data.metrics["score"] == 1.0
+
+
+def test_undelivered_updates_are_saved_and_reported(tmp_path: Path) -> None:
+    uri = f"http://user:hunter2@127.0.0.1:{free_port()}"
+    target = TrackingTarget(uri=uri, experiment_name="e", experiment_id="1")
+    tracker = RunTracker(
+        target, run_name="lost", final_flush_s=0.5, pending_path=tmp_path / "pending.json"
+    )
+    tracker.log_metrics({"score": 3.0}, step=7)
+    started = time.monotonic()
+    with pytest.warns(UserWarning, match="were not delivered; they are saved in") as caught:
+        assert not tracker.finish("FINISHED")
+    assert time.monotonic() - started < 15
+    assert all("hunter2" not in str(w.message) for w in caught)
+    saved = json.loads((tmp_path / "pending.json").read_text())
+    metrics = saved["operations"][0]
+    assert metrics["kind"] == "metrics"
+    assert (metrics["payload"]["step"], metrics["payload"]["values"]) == (7, {"score": 3.0})
+    assert saved["operations"][-1] == {"kind": "terminate", "payload": "FINISHED"}
+    assert "hunter2" not in (tmp_path / "pending.json").read_text()
+
+
+class TcpRelay:
+    """Forwards 127.0.0.1:port to a server; `cut()` drops the listener and every connection
+    (the server looks gone), `restore()` listens again on the same port."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def restore(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            if self.listener is not None:
+                # shutdown() wakes the thread blocked in accept(); close() alone would not.
+                try:
+                    self.listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self.listener.close()
+                self.listener = None
+            for sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                if self.listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_metrics_logged_during_a_server_outage_arrive_when_it_returns(tmp_path: Path) -> None:
+    with LocalTrackingServer(tmp_path / "server") as server:
+        relay = TcpRelay(server.port)
+        relay.restore()
+        target = open_experiment(relay.uri, "outage")
+        tracker = RunTracker(target, run_name="trial", identity={TAG_TRIAL_ID: "t1"})
+        tracker.log_metrics({"epoch": 1, "score": 1.0}, step=1)
+        assert tracker.flush()
+
+        relay.cut()
+        for epoch in (2, 3):
+            tracker.log_metrics({"epoch": epoch, "score": float(epoch)}, step=epoch)
+            started = time.monotonic()
+            assert not tracker.flush(force=True)  # training goes on; the updates wait
+            assert time.monotonic() - started < 10
+        assert tracker.pending == 2 and tracker.last_error
+        started = time.monotonic()
+        assert not tracker.flush()  # right after a failure: no network attempt at all
+        assert time.monotonic() - started < 0.05
+
+        relay.restore()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert tracker.finish("FINISHED")
+        client = make_client(server.uri)
+        run = client.get_run(tracker.run_id)
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(tracker.run_id, "score")
+        assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0)]
+        relay.cut()

@@ -1,0 +1,94 @@
+"""Fixtures for the sweep tests: tiny synthetic data, tiny search spaces, a local Ray per test
+module, `ray start` clusters and a real `mlflow server` (helpers in sweep_helpers.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sweep_helpers import TINY_BASE, RayCluster
+
+from lungsrad.data.synthetic import write_synthetic_dataset
+from mlflow_tracking.server import LocalTrackingServer
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic ICBHI-layout dataset of 10 recordings."""
+    root = tmp_path_factory.mktemp("sweep_data")
+    write_synthetic_dataset(root, num_recordings=10, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sweep_feature_cache")
+
+
+@pytest.fixture(scope="session")
+def write_space(synthetic_data: Path, feature_cache: Path):
+    """Factory: write_space(folder, name, **top_level_keys) -> path of a tiny search space.
+
+    `base_overrides` given as a keyword are merged over the tiny base.
+    """
+
+    def write(folder: Path, name: str, **keys: Any) -> Path:
+        base = json.loads(json.dumps(TINY_BASE))
+        base["name"] = name
+        base["data"].update({"root": str(synthetic_data), "cache_dir": str(feature_cache)})
+        for path, value in (keys.pop("base_overrides", None) or {}).items():
+            node = base
+            *parents, leaf = path.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        document = {"name": name, "base_overrides": base, "max_failures": 1, **keys}
+        path = folder / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray (2 CPUs, no dashboard) shared by the tests of a module."""
+    import ray
+
+    if ray.is_initialized():  # another module's Ray would hide this one's settings
+        ray.shutdown()
+    # Short path: Ray's unix sockets live under the temp dir (108-byte limit).
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        _temp_dir=temp_dir,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTrackingServer]:
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend), stopped after the module."""
+    with LocalTrackingServer(tmp_path_factory.mktemp("mlflow_server")) as server:
+        yield server
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[RayCluster]:
+    cluster = RayCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,200 @@
+"""Helpers of the sweep tests: the tiny run config, Ray clusters started with `ray start`
+(head and worker nodes on 127.0.0.1, token auth on, stopped by process group), MLflow queries.
+
+Every cluster a test starts is its own: unique temp dir, free ports, a per-test auth token, and
+only the processes it started are stopped (never `ray stop`, which would stop other clusters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from mlflow_tracking.server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A DASS small enough that an epoch of 2 steps takes about a second on one CPU.
+TINY_BASE: dict[str, Any] = {
+    "name": "tiny",
+    "data": {"segment_seconds": 1.0, "num_mel_bins": 32},
+    "model": {
+        "preset": "custom",
+        "dims": [8, 16],
+        "depths": [1, 1],
+        "drop_path_rate": 0.0,
+        "scan_backend": "chunked",
+    },
+    "method": {
+        "regularization": {"enabled": True, "stage": 1, "blocks": "all"},
+        "patch_mix": {"mode": "dual", "projection_dim": 16},
+    },
+    "train": {
+        "num_epochs": 2,
+        "batch_size": 8,
+        "eval_batch_size": 64,
+        "learning_rate": 1.0e-3,
+        "time_mask": 10,
+        "freq_mask": 8,
+        "max_steps_per_epoch": 2,
+        "num_threads": 1,
+    },
+}
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+class RayCluster:
+    """Ray nodes started with `ray start --block` on 127.0.0.1, each in its own process group."""
+
+    def __init__(self) -> None:
+        # Short path: Ray's unix sockets live under the temp dir (108-byte limit).
+        self.temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(16),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _node_ports(self) -> list[str]:
+        return [
+            "--node-ip-address", "127.0.0.1",
+            "--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()),
+            "--metrics-export-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()),
+        ]  # fmt: skip
+
+    def _start(self, arguments: list[str], log_name: str) -> None:
+        ray = str(Path(sys.executable).with_name("ray"))
+        log = open(Path(self.temp_dir) / log_name, "ab")  # noqa: SIM115 (closed with the process)
+        process = subprocess.Popen(
+            [ray, "start", "--block", "--disable-usage-stats", *arguments],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+
+    def start_head(self, *, num_cpus: int, resources: dict[str, float] | None = None) -> None:
+        self._start(
+            [
+                "--head",
+                "--port", str(self.gcs_port),
+                "--dashboard-host", "127.0.0.1",
+                "--dashboard-port", str(self.dashboard_port),
+                "--include-dashboard", "true",
+                "--num-cpus", str(num_cpus),
+                "--num-gpus", "0",
+                "--temp-dir", self.temp_dir,
+                "--resources", json.dumps(resources or {}),
+                *self._node_ports(),
+            ],
+            "head.log",
+        )  # fmt: skip
+        _wait_for_port(self.gcs_port, 120)
+        _wait_for_port(self.dashboard_port, 120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the job API answers once the head is complete
+            try:
+                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=5):
+                    return
+            except urllib.error.HTTPError:
+                return  # answered (401 without the auth token)
+            except OSError:
+                time.sleep(1)
+        raise RuntimeError(f"Ray dashboard did not answer; see {self.temp_dir}/head.log")
+
+    def add_worker(self, *, num_cpus: int, resources: dict[str, float] | None = None) -> None:
+        index = len(self.processes)
+        self._start(
+            [
+                "--address", self.address,
+                "--num-cpus", str(num_cpus),
+                "--num-gpus", "0",
+                "--resources", json.dumps(resources or {}),
+                *self._node_ports(),
+            ],
+            f"worker{index}.log",
+        )  # fmt: skip
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 120) -> None:
+        code = textwrap.dedent(
+            f"""
+            import time, ray
+            ray.init(address="{self.address}", logging_level="ERROR")
+            deadline = time.monotonic() + {timeout_s}
+            while sum(n["Alive"] for n in ray.nodes()) < {count}:
+                if time.monotonic() > deadline:
+                    raise SystemExit("cluster has too few nodes")
+                time.sleep(1)
+            """
+        )
+        subprocess.run(
+            [sys.executable, "-c", code], env=self.env, check=True, timeout=timeout_s + 60
+        )
+
+    def stop(self) -> None:
+        """SIGTERM to each node's process group (`ray start --block` stops its node); what is
+        left after a few seconds (Ray drains a node for up to 30 s) is killed."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the node's other processes too
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=30)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def mlflow_client(uri: str) -> Any:
+    from mlflow_tracking.tracker import make_client
+
+    return make_client(uri)
+
+
+def child_runs(uri: str, experiment: str, parent_run_id: str) -> list[Any]:
+    """Child runs of a parent run (all statuses)."""
+    client = mlflow_client(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    )

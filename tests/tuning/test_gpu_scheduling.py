@@ -1,0 +1,113 @@
+"""GPU scheduling without a GPU: a local Ray with two logical GPUs runs trials asking for 0.5 GPU
+four at a time, each with its own CUDA_VISIBLE_DEVICES; since torch sees no CUDA device here,
+each trial trains on CPU and says why in its MLflow tags."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import ray
+import torch
+from ray import tune
+
+from mlflow_tracking.tracker import (
+    TAG_CUDA_VISIBLE_DEVICES,
+    TAG_DEVICE,
+    TAG_DEVICE_REASON,
+    TAG_GPU_IDS,
+    sqlite_uri,
+)
+from tuning.search_space import load_search_space
+from tuning.sweep import DriverSettings, run_sweep
+
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
+
+from sweep_helpers import child_runs  # noqa: E402
+
+EXPERIMENT = "test-gpu-scheduling"
+# Driver-side record of (time, +1 start / -1 end); the callback runs in this process.
+EVENTS: list[tuple[float, int]] = []
+
+
+class ConcurrencyRecorder(tune.Callback):
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        EVENTS.append((time.monotonic(), 1))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        EVENTS.append((time.monotonic(), -1))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        EVENTS.append((time.monotonic(), -1))
+
+
+def max_running(events: list[tuple[float, int]]) -> int:
+    running = peak = 0
+    for _, change in sorted(events, key=lambda event: (event[0], event[1])):
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.fixture(scope="module")
+def logical_gpu_ray():
+    if ray.is_initialized():  # another module's Ray would hide this one's settings
+        ray.shutdown()
+    temp_dir = tempfile.mkdtemp(prefix="rg", dir="/tmp")
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        _temp_dir=temp_dir,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_half_gpu_trials_run_four_at_a_time_on_cpu(logical_gpu_ray, write_space, tmp_path) -> None:
+    assert not torch.cuda.is_available()
+    space = load_search_space(
+        write_space(
+            tmp_path,
+            "gpu_packing",
+            base_overrides={"train.num_epochs": 1},
+            parameters={"method.patch_mix.alpha": {"grid": [0.5, 1.0, 2.0, 4.0, 8.0]}},
+            search="grid",
+            resources={"cpu": 0.25, "gpu": 0.5},
+        )
+    )
+    settings = DriverSettings(
+        output_root=tmp_path / "runs",
+        storage_path=tmp_path / "runs" / "ray_results",
+        tracking_uri=sqlite_uri(tmp_path / "runs" / "mlflow.db"),
+        experiment=EXPERIMENT,
+        ray_address=None,
+    )
+    EVENTS.clear()
+    outcome = run_sweep(space, settings, callbacks=[ConcurrencyRecorder()])
+    assert [o.status for o in outcome.outcomes] == ["done"] * 5
+    # 2 logical GPUs / 0.5 per trial: four run together, the fifth waits for a free half.
+    assert max_running(EVENTS) == 4
+
+    runs = sorted(
+        child_runs(settings.tracking_uri, EXPERIMENT, outcome.parent_run_id),
+        key=lambda run: run.info.start_time,
+    )
+    assert len(runs) == 5
+    for run in runs:
+        tags = run.data.tags
+        assert tags[TAG_CUDA_VISIBLE_DEVICES] in ("0", "1"), tags[TAG_CUDA_VISIBLE_DEVICES]
+        assert tags[TAG_GPU_IDS] == tags[TAG_CUDA_VISIBLE_DEVICES]
+        assert tags[TAG_DEVICE] == "cpu"
+        assert "torch sees no CUDA device" in tags[TAG_DEVICE_REASON]
+        assert f"Ray assigned GPU {tags[TAG_GPU_IDS]}" in tags[TAG_DEVICE_REASON]
+    first_four = Counter(run.data.tags[TAG_CUDA_VISIBLE_DEVICES] for run in runs[:4])
+    assert first_four == {"0": 2, "1": 2}

@@ -1,0 +1,124 @@
+"""Sweeps on Ray clusters started with `ray start` on 127.0.0.1 (token authentication on):
+`ray job submit` of a TPE + ASHA sweep, and a two-node cluster whose trials cannot all fit on one
+node, logging to one MLflow server and one storage path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlflow_tracking.tracker import (
+    TAG_GIT_COMMIT,
+    TAG_NODE_ID,
+    TAG_NODE_IP,
+    TAG_STOPPED_EARLY,
+    sqlite_uri,
+)
+from tuning.sweep import STATE_FILE
+
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
+
+from sweep_helpers import REPO, child_runs, mlflow_client  # noqa: E402
+
+SWEEP_SCRIPT = str(REPO / "tuning" / "sweep.py")
+
+
+def parent_run_id(experiment_folder: Path) -> str:
+    import json
+
+    (folder,) = [p for p in experiment_folder.iterdir() if (p / STATE_FILE).is_file()]
+    return json.loads((folder / STATE_FILE).read_text())["parent_run_id"]
+
+
+def test_ray_job_submit_runs_a_tpe_asha_sweep(ray_cluster, write_space, tmp_path) -> None:
+    ray_cluster.start_head(num_cpus=2)
+    space = write_space(
+        tmp_path,
+        "job_sweep",
+        parameters={"method.patch_mix.alpha": {"loguniform": [0.3, 3.0]}},
+        search="tpe",
+        num_samples=3,
+        max_concurrent_trials=2,
+        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 2},
+        resources={"cpu": 1},
+    )
+    out = tmp_path / "out"
+    command = [
+        str(Path(sys.executable).with_name("ray")), "job", "submit",
+        "--address", ray_cluster.dashboard_url,
+        "--working-dir", str(REPO),
+        "--runtime-env-json", '{"env_vars": {"LUNGSRAD_GIT_COMMIT": "test-commit"}}',
+        "--",
+        sys.executable, "tuning/sweep.py",
+        "--space", str(space),
+        "--output-root", str(out),
+        "--experiment", "job-sweep",
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command, env=ray_cluster.env, capture_output=True, text=True, timeout=900
+    )
+    log = completed.stdout + completed.stderr
+    assert completed.returncode == 0, log[-4000:]
+    assert "succeeded" in log.lower(), log[-4000:]
+    assert "best config:" in log and "MLflow:" in log
+
+    uri = sqlite_uri(out / "mlflow.db")
+    parent = parent_run_id(out / "ray_results")
+    runs = child_runs(uri, "job-sweep", parent)
+    assert len(runs) == 3 and all(run.info.status == "FINISHED" for run in runs)
+    assert (next((out / "ray_results").iterdir()) / "best_config.yaml").is_file()
+    # ASHA stops trials whose first epoch is below the rung's median; those close as finished.
+    client = mlflow_client(uri)
+    for run in runs:
+        assert run.data.tags[TAG_GIT_COMMIT] == "test-commit"
+        epochs = client.get_metric_history(run.info.run_id, "epoch")
+        stopped_early = run.data.tags.get(TAG_STOPPED_EARLY) == "true"
+        assert stopped_early == (len(epochs) < 2)
+        # Stopped or not, every run gets its curves and confusion matrix.
+        artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+        assert {"curves.png", "confusion_matrix.csv"} <= artifacts
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(
+    ray_cluster, mlflow_server, write_space, tmp_path
+) -> None:
+    # One `slot` per node: two trials at a time must land on different nodes.
+    ray_cluster.start_head(num_cpus=2, resources={"slot": 1})
+    ray_cluster.add_worker(num_cpus=2, resources={"slot": 1})
+    ray_cluster.wait_for_nodes(2)
+    space = write_space(
+        tmp_path,
+        "two_nodes",
+        base_overrides={"train.num_epochs": 1},
+        parameters={"method.patch_mix.alpha": {"grid": [0.5, 1.0, 2.0, 4.0]}},
+        search="grid",
+        resources={"cpu": 1, "custom": {"slot": 1}},
+    )
+    storage = tmp_path / "shared_storage"
+    completed = subprocess.run(
+        [
+            sys.executable, SWEEP_SCRIPT,
+            "--space", str(space),
+            "--ray-address", ray_cluster.address,
+            "--tracking-uri", mlflow_server.uri,
+            "--experiment", "two-nodes",
+            "--storage-path", str(storage),
+            "--output-root", str(tmp_path / "out"),
+        ],
+        env=ray_cluster.env, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+    assert "2 node(s)" in completed.stdout
+
+    parent = parent_run_id(storage)
+    runs = child_runs(mlflow_server.uri, "two-nodes", parent)
+    assert len(runs) == 4 and all(run.info.status == "FINISHED" for run in runs)
+    nodes = {(run.data.tags[TAG_NODE_ID], run.data.tags[TAG_NODE_IP]) for run in runs}
+    assert len({node_id for node_id, _ in nodes}) == 2, nodes
+    # Every trial wrote to the one storage path and the one tracking server.
+    (experiment,) = [p for p in storage.iterdir() if p.is_dir()]
+    assert len(list(experiment.glob("trial_*"))) == 4
+    assert not (tmp_path / "out" / "mlflow.db").exists()

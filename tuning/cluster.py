@@ -1,0 +1,146 @@
+"""Connecting to Ray: an existing cluster (RAY_ADDRESS, `ray job submit`) or a local one without
+a dashboard, and checking that a trial's resources fit some node before any trial is queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from tuning.search_space import ResourceSpec
+
+# Set by the Ray job supervisor in the environment of a `ray job submit` entrypoint.
+_JOB_ENV_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def in_ray_job() -> bool:
+    """True when this process is the entrypoint of `ray job submit` (its folder is temporary)."""
+    return _JOB_ENV_VARIABLE in os.environ
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the driver connected to."""
+
+    address: str  # GCS address
+    is_local: bool  # True: `connect` started a local Ray
+    owns_connection: bool  # True: `connect` called ray.init (disconnect undoes it)
+    num_nodes: int
+    total_cpus: float
+    total_gpus: float
+
+    def describe(self) -> str:
+        """One line for the console."""
+        kind = "local Ray" if self.is_local else "Ray cluster"
+        return (
+            f"{kind} at {self.address}: {self.num_nodes} node(s), {self.total_cpus:g} CPUs, "
+            f"{self.total_gpus:g} GPUs"
+        )
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> ClusterInfo:
+    """Connects to the cluster at `address` (or RAY_ADDRESS), else starts a local Ray.
+
+    A local Ray uses this machine's CPUs and GPUs and runs no dashboard (Ray's own gRPC
+    ports rely on its token authentication, on by default since Ray 2.60). Ray's log lines
+    below WARNING are hidden.
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    owns_connection = not ray.is_initialized()
+    if not owns_connection:
+        is_local = False
+    elif address is not None:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        except Exception as error:  # ConnectionError, AuthenticationError, ... differ by cause
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(
+                f"cannot join the Ray cluster at '{address}' ({reason[:200]}); start it with "
+                "`ray start --head`, fix --ray-address / RAY_ADDRESS, and with token "
+                "authentication set RAY_AUTH_MODE=token and the cluster's token"
+            ) from None
+        is_local = False
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            dashboard_host="127.0.0.1",
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+        is_local = True
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    totals = ray.cluster_resources()
+    context = ray.get_runtime_context()
+    gcs_address = getattr(context, "gcs_address", None) or address or "local"
+    return ClusterInfo(
+        address=str(gcs_address),
+        is_local=is_local,
+        owns_connection=owns_connection,
+        num_nodes=len(nodes),
+        total_cpus=float(totals.get("CPU", 0.0)),
+        total_gpus=float(totals.get("GPU", 0.0)),
+    )
+
+
+def _check_reachable(address: str) -> None:
+    """Fails at once for a host:port GCS address nothing listens on (Ray would retry for
+    minutes); other forms ("auto", "ray://...") are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ValueError(
+            f"cannot join the Ray cluster at '{address}': nothing answers there ({error}); start "
+            "it with `ray start --head` or fix --ray-address / RAY_ADDRESS"
+        ) from None
+
+
+def check_resources(resources: ResourceSpec) -> None:
+    """Raises ValueError (one line) when no alive node can ever hold one trial."""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    wanted = {"CPU": resources.cpu, "GPU": resources.gpu, **resources.custom}
+    for name, amount in wanted.items():
+        if amount <= 0:
+            continue
+        largest = max((node.get(name, 0.0) for node in nodes), default=0.0)
+        if largest + 1e-9 < amount:
+            total = sum(node.get(name, 0.0) for node in nodes)
+            key = {"CPU": "resources.cpu", "GPU": "resources.gpu"}.get(
+                name, f"resources.custom.{name}"
+            )
+            unit = {"CPU": "CPUs", "GPU": "GPUs"}.get(name, f"'{name}'")
+            raise ValueError(
+                f"{key} asks for {amount:g} {unit} per trial but no node of the Ray cluster has "
+                f"that many (largest node: {largest:g}, cluster total: {total:g}); lower {key} "
+                "or add nodes that have them"
+            )
+    for node in nodes:
+        if all(node.get(name, 0.0) + 1e-9 >= amount for name, amount in wanted.items()):
+            return
+    raise ValueError(
+        f"no single node of the Ray cluster has all of {wanted} for one trial; lower resources "
+        "or add a node that has them together"
+    )
+
+
+def disconnect(info: ClusterInfo) -> None:
+    """Disconnects from Ray unless the caller had connected before `connect` (then it stays).
+
+    A local Ray this process started is shut down with it; a cluster keeps running.
+    """
+    import ray
+
+    if info.owns_connection and ray.is_initialized():
+        ray.shutdown()

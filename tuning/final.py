@@ -1,0 +1,159 @@
+"""Final training: `python tuning/final.py --config best_config.yaml --seeds 0 1 2 3 4` trains the
+seeds as parallel Ray trials under one MLflow parent run and prints a Table-1 style summary (Sp,
+Se, Score, 4-class and 2-class, mean +- std over seeds).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    _REPO_ROOT = str(Path(__file__).resolve().parents[1])
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path[0] = _REPO_ROOT
+    elif _REPO_ROOT not in sys.path:
+        sys.path.insert(0, _REPO_ROOT)
+
+import argparse
+from collections.abc import Sequence
+
+from lungsrad.config import apply_overrides, load_config, write_text_atomic
+from lungsrad.metrics import SELECTION_SCORE
+from mlflow_tracking.tracker import RunTracker
+from tuning.cluster import ClusterInfo, connect, disconnect
+from tuning.search_space import BASE_POINT, ResourceSpec, SchedulerSpec, SearchSpace
+from tuning.sweep import (
+    EXIT_NO_RESULT,
+    add_common_arguments,
+    data_root_for,
+    default_output_root,
+    make_settings,
+    open_tracking,
+    print_outcome,
+    run_command,
+    run_sweep,
+)
+
+TABLE1_FILE = "table1.md"
+
+
+def final_space(
+    config_path: str | Path,
+    *,
+    seeds: Sequence[int],
+    resources: ResourceSpec,
+    data_root: Path | None,
+    max_failures: int = 2,
+) -> SearchSpace:
+    """A seeds-only search space around one config file (no parameters, grid over seeds).
+
+    Raises:
+        FileNotFoundError / ValueError: missing file, bad config, or a config_version written
+            by another version of the code (one line naming the file).
+    """
+    path = Path(config_path)
+    config = load_config(path)
+    if data_root is not None:
+        config = apply_overrides(config, {"data.root": str(data_root)})
+    if not seeds or len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise ValueError(f"--seeds must be distinct integers >= 0, got {list(seeds)}")
+    return SearchSpace(
+        name=f"final-{config.name}",
+        path=path.resolve(),
+        text=path.read_text(encoding="utf-8"),
+        variants={BASE_POINT: config},
+        parameters=(),
+        search="grid",
+        search_seed=0,
+        scheduler=SchedulerSpec(),
+        num_samples=1,
+        max_concurrent_trials=None,
+        resources=resources,
+        seeds=tuple(seeds),
+        protocol=config.train.protocol,
+        metric=SELECTION_SCORE,
+        mode="max",
+        max_failures=max_failures,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The final.py argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="tuning/final.py",
+        description="Train one config on several seeds (parallel Ray trials) and summarise.",
+    )
+    parser.add_argument(
+        "--config", required=True, help="run config, e.g. a sweep's best_config.yaml"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="train.seed values"
+    )
+    parser.add_argument("--cpu", type=float, default=1.0, help="CPUs per seed run")
+    parser.add_argument(
+        "--gpu",
+        type=float,
+        default=None,
+        help="GPUs per seed run, fractions allowed (default: 1 when the cluster has GPUs, else 0)",
+    )
+    parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed seed run")
+    add_common_arguments(parser)
+    return parser
+
+
+def _gpu_per_run(requested: float | None, cluster: ClusterInfo | None) -> float:
+    if requested is not None:
+        if requested < 0:
+            raise ValueError(f"--gpu must be >= 0, got {requested}")
+        return requested
+    assert cluster is not None
+    return 1.0 if cluster.total_gpus >= 1 else 0.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of tuning/final.py."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from tuning.results import table1_markdown, table1_metrics
+
+        root = default_output_root(args.output_root)
+        config = load_config(args.config)
+        data_root = data_root_for([config], args.data, root)
+        if args.cpu <= 0:
+            raise ValueError(f"--cpu must be > 0, got {args.cpu}")
+        settings = make_settings(args, experiment=f"lungsrad-final-{config.name}", role="final")
+        open_tracking(settings)  # a bad tracking URI fails here, before Ray starts
+        # Without --gpu the cluster decides (one GPU per seed run when it has GPUs), so Ray is
+        # joined first; run_sweep then reuses the connection.
+        cluster = connect(args.ray_address) if args.gpu is None else None
+        try:
+            space = final_space(
+                args.config,
+                seeds=args.seeds,
+                resources=ResourceSpec(cpu=args.cpu, gpu=_gpu_per_run(args.gpu, cluster)),
+                data_root=data_root,
+                max_failures=args.max_failures,
+            )
+            outcome = run_sweep(space, settings, export_best=False)
+        finally:
+            if cluster is not None:
+                disconnect(cluster)
+        title = f"Final '{config.name}' ({space.protocol} protocol), seeds {list(space.seeds)}"
+        table = table1_markdown(outcome.outcomes, title=title)
+        write_text_atomic(outcome.folder / TABLE1_FILE, table)
+        parent = RunTracker(outcome.tracking, run_id=outcome.parent_run_id)
+        parent.log_text(table, TABLE1_FILE)
+        parent.log_metrics(table1_metrics(outcome.outcomes), step=0)
+        parent.finish("FINISHED" if outcome.best is not None else "FAILED")
+        print_outcome(outcome, role="final training")
+        print(f"table: {outcome.folder / TABLE1_FILE}\n")
+        print(table)
+        return 0 if outcome.best is not None else EXIT_NO_RESULT
+
+    return run_command(body, args.tracking_uri)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,998 @@
+"""Search-space YAML files (search_spaces/*.yaml): parsing, validation against ExperimentConfig,
+and the Ray Tune param space they become. The format is documented in search_spaces/README.md.
+
+Loading needs no Ray: every path, domain and setting is checked here, so a typo fails in about a
+second naming the file, line and key, before a cluster is started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import json
+import math
+import re
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lungsrad.config import (
+    ExperimentConfig,
+    apply_overrides,
+    check_config_path,
+    config_from_dict,
+    flatten_config,
+    load_config,
+)
+from lungsrad.metrics import (
+    EPOCH,
+    EVAL_KEYS,
+    REPORT_EPOCH,
+    REPORT_PREFIX,
+    SELECTION_SCORE,
+    SPLIT_TEST,
+    SPLIT_VALIDATION,
+    TRAIN_CE_LOSS,
+    TRAIN_FREQ_LOSS,
+    TRAIN_LEARNING_RATE,
+    TRAIN_LOSS,
+    TRAIN_TIME_LOSS,
+    metric_name,
+)
+
+SearchKind = Literal["tpe", "grid", "one_at_a_time"]
+SEARCH_KINDS: tuple[str, ...] = ("tpe", "grid", "one_at_a_time")
+DOMAIN_KINDS: tuple[str, ...] = ("choice", "grid", "uniform", "loguniform", "int")
+PROTOCOLS: tuple[str, ...] = ("paper", "validated")
+TOP_LEVEL_KEYS: tuple[str, ...] = (
+    "name",
+    "description",
+    "base",
+    "base_overrides",
+    "variants",
+    "parameters",
+    "search",
+    "search_seed",
+    "scheduler",
+    "num_samples",
+    "max_concurrent_trials",
+    "resources",
+    "seeds",
+    "protocol",
+    "metric",
+    "mode",
+    "max_failures",
+)
+SCHEDULER_KEYS: tuple[str, ...] = ("kind", "grace_period", "reduction_factor", "max_t")
+RESOURCE_KEYS: tuple[str, ...] = ("cpu", "gpu", "custom")
+# Set through `seeds` / `protocol`, never as swept parameters.
+RESERVED_PATHS = {"train.seed": "seeds", "train.protocol": "protocol"}
+# Keys of a Tune trial config besides the swept parameters.
+VARIANT_KEY = "variant"
+SEED_KEY = "seed"
+POINT_KEY = "point"
+BASE_POINT = "base"
+# Grids larger than this are validated value by value instead of point by point.
+MAX_POINTS_CHECKED = 2000
+# An `int` domain with at most this many values has each value checked against the config.
+MAX_INT_VALUES_CHECKED = 1000
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def known_metrics(protocol: str) -> tuple[str, ...]:
+    """Metric names a trial reports under `protocol` (what `metric:` may name)."""
+    splits = [SPLIT_TEST] + ([SPLIT_VALIDATION] if protocol == "validated" else [])
+    names = [SELECTION_SCORE, REPORT_EPOCH, EPOCH]
+    names += [metric_name(REPORT_PREFIX, key) for key in EVAL_KEYS]
+    names += [metric_name(split, key) for split in splits for key in EVAL_KEYS]
+    names += [TRAIN_LOSS, TRAIN_CE_LOSS, TRAIN_TIME_LOSS, TRAIN_FREQ_LOSS, TRAIN_LEARNING_RATE]
+    return tuple(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parsed space
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One swept parameter: a dotted config path, or a named group setting several paths.
+
+    Discrete values (choice/grid) that are not plain scalars (lists, group mappings) travel
+    through Tune and Optuna as string labels and are decoded by `overrides`.
+    """
+
+    name: str  # dotted config path, or a group name (values are {path: value} mappings)
+    kind: str  # choice | grid | uniform | loguniform | int
+    values: tuple[Any, ...] = ()  # choice/grid: the values as written
+    low: float | None = None  # uniform/loguniform/int: lower bound (inclusive)
+    high: float | None = None  # uniform/loguniform/int: upper bound (inclusive)
+    labels: tuple[str, ...] = ()  # choice/grid: one label per value (used when encoded)
+    is_group: bool = False  # values are {path: value} mappings
+
+    @property
+    def is_discrete(self) -> bool:
+        """Listed values (choice/grid) rather than a range."""
+        return self.kind in ("choice", "grid")
+
+    @property
+    def is_encoded(self) -> bool:
+        """Values travel through Tune as labels (groups and non-scalar values)."""
+        return self.is_group or not all(isinstance(v, _SCALARS) for v in self.values)
+
+    @property
+    def tune_values(self) -> tuple[Any, ...]:
+        """Discrete values as Tune sees them (labels when encoded)."""
+        return self.labels if self.is_encoded else self.values
+
+    def listed_values(self) -> tuple[Any, ...]:
+        """Every value one_at_a_time visits: listed values, or each integer of an `int` range."""
+        if self.is_discrete:
+            return self.tune_values
+        if self.kind == "int":
+            assert self.low is not None and self.high is not None
+            return tuple(range(int(self.low), int(self.high) + 1))
+        raise ValueError(f"parameter '{self.name}' has no listed values ({self.kind} range)")
+
+    def overrides(self, sampled: Any) -> dict[str, Any]:
+        """Config overrides (dotted path -> value) for a value as Tune sampled it."""
+        if self.is_encoded:
+            try:
+                value = self.values[self.labels.index(sampled)]
+            except ValueError:
+                raise ValueError(
+                    f"parameter '{self.name}' has no value labelled {sampled!r}"
+                ) from None
+            if self.is_group:
+                return {path: item for path, item in value.items() if path != "label"}
+            return {self.name: value}
+        if self.kind == "int":
+            return {self.name: int(sampled)}
+        return {self.name: sampled}
+
+    def label(self, sampled: Any) -> str:
+        """Short text for a sampled value (plots, tags, progress lines)."""
+        if isinstance(sampled, float):
+            return f"{sampled:.6g}"
+        return str(sampled)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """Trial scheduler: `none` (run every trial to the end) or ASHA early stopping."""
+
+    kind: Literal["none", "asha"] = "none"
+    grace_period: int = 1  # epochs every trial runs before it may be stopped
+    reduction_factor: float = 2.0  # keep 1/reduction_factor of trials at each rung
+    max_t: int | None = None  # epochs of the longest trial; None: the base config's num_epochs
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """Resources of one trial (fractional GPUs pack several trials on one device)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+    custom: dict[str, float] = field(default_factory=dict)  # Ray custom resources
+
+    def as_dict(self) -> dict[str, float]:
+        """{"cpu": .., "gpu": .., custom...} for tune.with_resources."""
+        return {"cpu": self.cpu, "gpu": self.gpu, **self.custom}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search-space file."""
+
+    name: str
+    path: Path  # the YAML file
+    text: str  # its content (logged with the sweep)
+    variants: dict[str, ExperimentConfig]  # base configs by name ("base" when none listed)
+    parameters: tuple[Parameter, ...]
+    search: str
+    search_seed: int
+    scheduler: SchedulerSpec
+    num_samples: int
+    max_concurrent_trials: int | None
+    resources: ResourceSpec
+    seeds: tuple[int, ...]
+    protocol: str
+    metric: str
+    mode: str
+    max_failures: int
+    description: str = ""
+
+    # -- derived ---------------------------------------------------------------------------
+
+    @property
+    def has_variants(self) -> bool:
+        """More than one base config (e.g. the Table 2 rows)."""
+        return len(self.variants) > 1
+
+    @property
+    def base_config(self) -> ExperimentConfig:
+        """The first variant's base config."""
+        return next(iter(self.variants.values()))
+
+    @property
+    def max_epochs(self) -> int:
+        """The largest train.num_epochs of any base config."""
+        return max(config.train.num_epochs for config in self.variants.values())
+
+    def parameter(self, name: str) -> Parameter:
+        """The parameter called `name`."""
+        for parameter in self.parameters:
+            if parameter.name == name:
+                return parameter
+        raise KeyError(name)
+
+    def points(self) -> list[dict[str, Any]]:
+        """one_at_a_time: the base point, then each parameter's values with the others at base.
+
+        A value equal to the base config's own value is the base point again and is skipped.
+        Each point is {"parameter": name or "base", "value": value as Tune carries it}.
+        """
+        points: list[dict[str, Any]] = [{"parameter": BASE_POINT, "value": None}]
+        base = self.base_config
+        for parameter in self.parameters:
+            for value in parameter.listed_values():
+                if apply_overrides(base, parameter.overrides(value)) == base:
+                    continue
+                points.append({"parameter": parameter.name, "value": value})
+        return points
+
+    def base_labels(self) -> dict[str, str]:
+        """Each parameter's value in the (first) base config, labelled as trials label it.
+
+        A group whose values all differ from the base config gets "base".
+        """
+        base = self.base_config
+        flat = flatten_config(base)
+        labels: dict[str, str] = {}
+        for parameter in self.parameters:
+            if not parameter.is_group:
+                labels[parameter.name] = parameter.label(flat[parameter.name])
+                continue
+            labels[parameter.name] = BASE_POINT
+            for value in parameter.listed_values():
+                if apply_overrides(base, parameter.overrides(value)) == base:
+                    labels[parameter.name] = parameter.label(value)
+                    break
+        return labels
+
+    def num_trials(self) -> int | None:
+        """Trials the sweep will run (None: unknown in advance)."""
+        if self.search == "tpe":
+            return self.num_samples
+        seeds_and_variants = len(self.seeds) * len(self.variants)
+        if self.search == "one_at_a_time":
+            return len(self.points()) * seeds_and_variants
+        grid = math.prod(len(p.values) for p in self.parameters if p.is_discrete)
+        return grid * self.num_samples * seeds_and_variants
+
+    def resolve(self, trial_config: Mapping[str, Any]) -> ResolvedTrial:
+        """The experiment config and labels of one Tune trial config."""
+        variant = trial_config.get(VARIANT_KEY, next(iter(self.variants)))
+        if variant not in self.variants:
+            raise ValueError(f"trial config names unknown variant {variant!r}")
+        overrides: dict[str, Any] = {}
+        values: dict[str, str] = {}
+        if self.search == "one_at_a_time":
+            point = trial_config[POINT_KEY]
+            if point["parameter"] != BASE_POINT:
+                parameter = self.parameter(point["parameter"])
+                overrides.update(parameter.overrides(point["value"]))
+                values[parameter.name] = parameter.label(point["value"])
+        else:
+            for parameter in self.parameters:
+                sampled = trial_config[parameter.name]
+                overrides.update(parameter.overrides(sampled))
+                values[parameter.name] = parameter.label(sampled)
+        seed = int(trial_config.get(SEED_KEY, self.seeds[0]))
+        overrides["train.seed"] = seed
+        config = apply_overrides(self.variants[variant], overrides)
+        return ResolvedTrial(
+            config=config, variant=variant, values=values, seed=seed, overrides=overrides
+        )
+
+    def param_space(self) -> dict[str, Any]:
+        """The Ray Tune param space (needs Ray)."""
+        from ray import tune
+
+        space: dict[str, Any] = {}
+        if self.has_variants:
+            names = list(self.variants)
+            space[VARIANT_KEY] = (
+                tune.choice(names) if self.search == "tpe" else tune.grid_search(names)
+            )
+        if self.search == "one_at_a_time":
+            space[POINT_KEY] = tune.grid_search(self.points())
+        else:
+            for parameter in self.parameters:
+                space[parameter.name] = _tune_domain(parameter, search=self.search)
+        space[SEED_KEY] = (
+            tune.grid_search(list(self.seeds)) if len(self.seeds) > 1 else self.seeds[0]
+        )
+        return space
+
+
+@dataclass(frozen=True)
+class ResolvedTrial:
+    """What a Tune trial config means."""
+
+    config: ExperimentConfig  # base variant + sampled overrides + seed
+    variant: str  # base config name
+    values: dict[str, str]  # swept parameter -> label of its value in this trial
+    seed: int  # train.seed
+    overrides: dict[str, Any]  # dotted path -> value applied on the variant's base config
+
+    def describe_config(self) -> str:
+        """The configuration without its seed, e.g. "variant=lung_srad method.patch_mix.alpha=0.5"
+        ("base config" for the unchanged base)."""
+        parts = [f"variant={self.variant}"] if self.variant != BASE_POINT else []
+        parts += [f"{name}={label}" for name, label in self.values.items()]
+        return " ".join(parts) or "base config"
+
+    def describe(self) -> str:
+        """The configuration and its seed on one line."""
+        return f"{self.describe_config()} seed={self.seed}"
+
+    def group_key(self) -> str:
+        """Identifies the configuration regardless of seed (seeds of one point share it)."""
+        return json.dumps({"variant": self.variant, "values": self.values}, sort_keys=True)
+
+
+def _tune_domain(parameter: Parameter, *, search: str) -> Any:
+    from ray import tune
+
+    if parameter.is_discrete:
+        values = list(parameter.tune_values)
+        return tune.grid_search(values) if search == "grid" else tune.choice(values)
+    assert parameter.low is not None and parameter.high is not None
+    if parameter.kind == "uniform":
+        return tune.uniform(parameter.low, parameter.high)
+    if parameter.kind == "loguniform":
+        return tune.loguniform(parameter.low, parameter.high)
+    return tune.randint(int(parameter.low), int(parameter.high) + 1)  # upper bound exclusive
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+class _Locator:
+    """Line numbers of the keys of a YAML document (for error messages)."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines: dict[tuple[str, ...], int] = {}
+        try:
+            node = yaml.compose(text)
+        except yaml.YAMLError:
+            node = None
+        if node is not None:
+            self._walk(node, ())
+
+    def _walk(self, node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode) and len(prefix) < 3:
+            for key_node, value_node in node.value:
+                key = (*prefix, str(key_node.value))
+                self.lines[key] = key_node.start_mark.line + 1
+                self._walk(value_node, key)
+
+    def where(self, keys: Sequence[str]) -> str:
+        """ "FILE:LINE" of the deepest of `keys` found in the document ("FILE" when none)."""
+        for depth in range(len(keys), 0, -1):
+            line = self.lines.get(tuple(keys[:depth]))
+            if line is not None:
+                return f"{self.path}:{line}"
+        return str(self.path)
+
+    def error(self, keys: Sequence[str], message: str) -> ValueError:
+        """ValueError "FILE:LINE: message" with the line of the deepest known key."""
+        return ValueError(f"{self.where(keys)}: {message}")
+
+
+def load_search_space(path: str | Path, *, data_root: str | Path | None = None) -> SearchSpace:
+    """Reads and validates a search-space YAML file.
+
+    Args:
+        path: the YAML file.
+        data_root: dataset folder to set as data.root of every base config (the --data flag).
+
+    Raises:
+        FileNotFoundError: the file or a base config is missing.
+        ValueError: one line "FILE:LINE: what is wrong and what to do".
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"search space file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ValueError(
+            f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})"
+        ) from None
+    locate = _Locator(path, text)
+    if not isinstance(document, Mapping):
+        raise locate.error(
+            [], "a search space must be a YAML mapping (see search_spaces/README.md)"
+        )
+    _check_keys(document, TOP_LEVEL_KEYS, locate, [])
+
+    name = document.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise locate.error(["name"], f"name must be letters, digits, '_', '-' or '.', got {name!r}")
+    protocol = document.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise locate.error(
+            ["protocol"], f"protocol must be 'paper' or 'validated', got {protocol!r}"
+        )
+
+    variants = _load_variants(document, path, locate, protocol=protocol, data_root=data_root)
+    protocols = {config.train.protocol for config in variants.values()}
+    if len(protocols) > 1:
+        raise locate.error(
+            ["variants"],
+            f"the variants use different train.protocol {sorted(protocols)}; set "
+            "`protocol:` in the search space",
+        )
+    protocol = protocols.pop()
+
+    search = document.get("search", "tpe")
+    if search not in SEARCH_KINDS:
+        raise locate.error(
+            ["search"], f"search must be one of {', '.join(SEARCH_KINDS)}, got {search!r}"
+        )
+    parameters = _load_parameters(document.get("parameters") or {}, locate, search=search)
+    for parameter in parameters:
+        _check_values(parameter, variants, locate)
+
+    seeds = _load_seeds(document.get("seeds", [0]), locate)
+    num_samples = _positive_int(document.get("num_samples", 1), "num_samples", locate)
+    if search == "tpe":
+        if len(seeds) > 1:
+            raise locate.error(
+                ["seeds"],
+                "search 'tpe' samples one seed per configuration: give one seed and "
+                "train the best config on more seeds with tuning/final.py --seeds ...",
+            )
+        if not parameters:
+            raise locate.error(["parameters"], "search 'tpe' needs at least one parameter")
+    if search == "one_at_a_time" and num_samples != 1:
+        raise locate.error(
+            ["num_samples"],
+            "search 'one_at_a_time' visits each listed value once: set "
+            "num_samples to 1 and use `seeds` for repeats",
+        )
+    max_concurrent = document.get("max_concurrent_trials")
+    if max_concurrent is not None:
+        max_concurrent = _positive_int(max_concurrent, "max_concurrent_trials", locate)
+
+    metric = document.get("metric", SELECTION_SCORE)
+    if metric not in known_metrics(protocol):
+        close = difflib.get_close_matches(str(metric), known_metrics(protocol), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise locate.error(
+            ["metric"], f"metric {metric!r} is not reported under protocol '{protocol}'{hint}"
+        )
+    mode = document.get("mode", "max")
+    if mode not in ("max", "min"):
+        raise locate.error(["mode"], f"mode must be 'max' or 'min', got {mode!r}")
+    max_failures = document.get("max_failures", 2)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < -1:
+        raise locate.error(
+            ["max_failures"],
+            f"max_failures must be an integer >= 0 (-1: retry forever), got {max_failures!r}",
+        )
+    search_seed = document.get("search_seed", 0)
+    if isinstance(search_seed, bool) or not isinstance(search_seed, int) or search_seed < 0:
+        raise locate.error(
+            ["search_seed"], f"search_seed must be an integer >= 0, got {search_seed!r}"
+        )
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        raise locate.error(["description"], "description must be text")
+
+    space = SearchSpace(
+        name=name,
+        path=path.resolve(),
+        text=text,
+        variants=variants,
+        parameters=parameters,
+        search=search,
+        search_seed=search_seed,
+        scheduler=_load_scheduler(document.get("scheduler", "none"), locate, variants),
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent,
+        resources=_load_resources(document.get("resources", {}), locate),
+        seeds=seeds,
+        protocol=protocol,
+        metric=metric,
+        mode=mode,
+        max_failures=max_failures,
+        description=description.strip(),
+    )
+    _check_points(space, locate)
+    return space
+
+
+def _check_keys(
+    mapping: Mapping[str, Any], known: Sequence[str], locate: _Locator, where: list[str]
+) -> None:
+    for key in mapping:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            prefix = ".".join(where) + "." if where else ""
+            raise locate.error(
+                [*where, str(key)],
+                f"unknown key '{prefix}{key}'{hint} (known: {', '.join(known)})",
+            )
+
+
+def _flatten_overrides(values: Any, locate: _Locator, where: list[str]) -> dict[str, Any]:
+    """Dotted-path overrides from a mapping that may nest ({train: {seed: 1}} == train.seed)."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise locate.error(where, f"{'.'.join(where)} must be a mapping of config paths to values")
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                walk(value, f"{path}.")
+            else:
+                flat[path] = value
+
+    walk(values, "")
+    for path in flat:
+        try:
+            check_config_path(path)
+        except ValueError as error:
+            raise locate.error(
+                [*where, path.split(".")[0]], f"{'.'.join(where)}: {error}"
+            ) from None
+    return flat
+
+
+def _base_config(
+    base: Any, overrides: dict[str, Any], *, space_dir: Path, locate: _Locator, where: list[str]
+) -> ExperimentConfig:
+    if base is None:
+        config = config_from_dict({})
+    else:
+        if not isinstance(base, str):
+            raise locate.error(where, f"{'.'.join(where)} must be a path to a run config YAML")
+        base_path = (space_dir / base).resolve() if not Path(base).is_absolute() else Path(base)
+        if not base_path.is_file():
+            raise FileNotFoundError(f"{locate.where(where)}: base config not found: {base_path}")
+        config = load_config(base_path)
+    try:
+        return apply_overrides(config, overrides)
+    except ValueError as error:
+        raise locate.error(where, f"base overrides: {error}") from None
+
+
+def _load_variants(
+    document: Mapping[str, Any],
+    path: Path,
+    locate: _Locator,
+    *,
+    protocol: str | None,
+    data_root: str | Path | None,
+) -> dict[str, ExperimentConfig]:
+    space_dir = path.parent
+    top_overrides = _flatten_overrides(document.get("base_overrides"), locate, ["base_overrides"])
+    for reserved, setting in RESERVED_PATHS.items():
+        if reserved in top_overrides and setting == "seeds":
+            raise locate.error(
+                ["base_overrides"], f"set {reserved} through `{setting}:`, not base_overrides"
+            )
+    extra: dict[str, Any] = {}
+    if protocol is not None:
+        extra["train.protocol"] = protocol
+    if data_root is not None:
+        extra["data.root"] = str(Path(data_root).expanduser().resolve())
+
+    listed = document.get("variants")
+    if listed is None:
+        return {
+            BASE_POINT: _base_config(
+                document.get("base"),
+                {**top_overrides, **extra},
+                space_dir=space_dir,
+                locate=locate,
+                where=["base" if "base" in document else "base_overrides"],
+            )
+        }
+    if not isinstance(listed, Mapping) or not listed:
+        raise locate.error(
+            ["variants"],
+            "variants must be a non-empty mapping name -> base config path or "
+            "{base: path, base_overrides: {...}}",
+        )
+    variants: dict[str, ExperimentConfig] = {}
+    for name, spec in listed.items():
+        where = ["variants", str(name)]
+        if not isinstance(name, str) or not _NAME_PATTERN.match(name) or name == BASE_POINT:
+            raise locate.error(where, f"variant name {name!r} must be a word other than 'base'")
+        if isinstance(spec, str) or spec is None:
+            spec = {"base": spec}
+        if not isinstance(spec, Mapping):
+            raise locate.error(where, f"variant '{name}' must be a path or a mapping")
+        _check_keys(spec, ("base", "base_overrides"), locate, where)
+        own = _flatten_overrides(spec.get("base_overrides"), locate, [*where, "base_overrides"])
+        if "train.seed" in own:
+            raise locate.error(where, "set train.seed through `seeds:`, not base_overrides")
+        variants[name] = _base_config(
+            spec.get("base", document.get("base")),
+            {**top_overrides, **own, **extra},
+            space_dir=space_dir,
+            locate=locate,
+            where=where,
+        )
+    return variants
+
+
+def _load_parameters(values: Any, locate: _Locator, *, search: str) -> tuple[Parameter, ...]:
+    if not isinstance(values, Mapping):
+        raise locate.error(
+            ["parameters"], "parameters must be a mapping: dotted.config.path: {choice: [...]}"
+        )
+    parameters = []
+    for name, spec in values.items():
+        where = ["parameters", str(name)]
+        if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in DOMAIN_KINDS:
+            raise locate.error(
+                where,
+                f"parameter '{name}' needs exactly one domain: "
+                + " | ".join(f"{{{kind}: ...}}" for kind in DOMAIN_KINDS),
+            )
+        kind, domain = next(iter(spec.items()))
+        parameters.append(_parse_parameter(str(name), kind, domain, locate, where, search=search))
+    return tuple(parameters)
+
+
+def _parse_parameter(
+    name: str, kind: str, domain: Any, locate: _Locator, where: list[str], *, search: str
+) -> Parameter:
+    if name in RESERVED_PATHS:
+        raise locate.error(where, f"'{name}' is set by `{RESERVED_PATHS[name]}:`, not swept")
+    if kind in ("choice", "grid"):
+        if not isinstance(domain, list) or not domain:
+            raise locate.error(
+                where, f"parameter '{name}': {kind} needs a non-empty list of values"
+            )
+        if search == "tpe" and kind == "grid":
+            raise locate.error(
+                where,
+                f"parameter '{name}': 'grid' domains need search 'grid' or "
+                "'one_at_a_time'; use 'choice' with tpe",
+            )
+        is_group = all(isinstance(value, Mapping) for value in domain)
+        if is_group:
+            labels = [_group_label(value) for value in domain]
+            for value in domain:
+                paths = [path for path in value if path != "label"]
+                if not paths:
+                    raise locate.error(where, f"parameter '{name}': a group value sets no path")
+                for path in paths:
+                    if path in RESERVED_PATHS:
+                        raise locate.error(
+                            where,
+                            f"parameter '{name}': '{path}' is set by "
+                            f"`{RESERVED_PATHS[path]}:`, not swept",
+                        )
+                    try:
+                        check_config_path(path)
+                    except ValueError as error:
+                        raise locate.error(where, f"parameter '{name}': {error}") from None
+        else:
+            try:
+                check_config_path(name)
+            except ValueError as error:
+                raise locate.error(where, f"parameter '{name}': {error}") from None
+            if any(isinstance(value, Mapping) for value in domain):
+                raise locate.error(
+                    where,
+                    f"parameter '{name}': mix of mappings and plain values; a group "
+                    "(several paths per value) needs a mapping for every value",
+                )
+            labels = [value if isinstance(value, str) else json.dumps(value) for value in domain]
+        if len(set(labels)) != len(labels):
+            raise locate.error(where, f"parameter '{name}': {kind} lists a value twice")
+        return Parameter(
+            name=name,
+            kind=kind,
+            values=tuple(_freeze(value) for value in domain),
+            labels=tuple(str(label) for label in labels),
+            is_group=is_group,
+        )
+
+    annotation = _check_path(name, locate, where)
+    if (
+        not isinstance(domain, list)
+        or len(domain) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in domain)
+    ):
+        raise locate.error(
+            where, f"parameter '{name}': {kind} needs [low, high] numbers, got {domain!r}"
+        )
+    low, high = domain
+    if not low < high:
+        raise locate.error(
+            where, f"parameter '{name}': {kind} bounds must satisfy low < high, got [{low}, {high}]"
+        )
+    if kind == "loguniform" and low <= 0:
+        raise locate.error(
+            where, f"parameter '{name}': loguniform needs low > 0 (it samples log-space), got {low}"
+        )
+    base_types = _number_types(annotation)
+    if kind == "int":
+        if not all(isinstance(v, int) for v in domain):
+            raise locate.error(
+                where, f"parameter '{name}': int bounds must be integers, got {domain}"
+            )
+        if int not in base_types:
+            raise locate.error(where, f"parameter '{name}' is not an integer setting; use uniform")
+    elif float not in base_types:
+        raise locate.error(
+            where,
+            f"parameter '{name}' is not a number setting"
+            + ("; use int: [low, high] for integers" if int in base_types else ""),
+        )
+    return Parameter(name=name, kind=kind, low=low, high=high)
+
+
+def _check_path(name: str, locate: _Locator, where: list[str]) -> Any:
+    try:
+        return check_config_path(name)
+    except ValueError as error:
+        raise locate.error(where, f"parameter '{name}': {error}") from None
+
+
+def _number_types(annotation: Any) -> set[type]:
+    args = typing.get_args(annotation) or (annotation,)
+    return {arg for arg in args if arg in (int, float)}
+
+
+def _freeze(value: Any) -> Any:
+    """Tuples for lists, so parameters stay hashable and immutable."""
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, Mapping):
+        return {key: _freeze(item) for key, item in value.items()}
+    return value
+
+
+def _group_label(value: Mapping[str, Any]) -> str:
+    if "label" in value:
+        return str(value["label"])
+    return ",".join(
+        f"{path.rsplit('.', 1)[-1]}={item if isinstance(item, str) else json.dumps(item)}"
+        for path, item in value.items()
+    )
+
+
+def _candidate_values(parameter: Parameter) -> list[Any]:
+    """Values to type-check: every listed value, int ranges in full when small, else bounds."""
+    if parameter.is_discrete:
+        return list(parameter.tune_values)
+    assert parameter.low is not None and parameter.high is not None
+    if parameter.kind == "int":
+        count = int(parameter.high) - int(parameter.low) + 1
+        if count <= MAX_INT_VALUES_CHECKED:
+            return list(range(int(parameter.low), int(parameter.high) + 1))
+        return [int(parameter.low), int(parameter.high)]
+    low, high = float(parameter.low), float(parameter.high)
+    middle = math.sqrt(low * high) if parameter.kind == "loguniform" else (low + high) / 2
+    return [low, middle, high]
+
+
+def _check_values(
+    parameter: Parameter, variants: Mapping[str, ExperimentConfig], locate: _Locator
+) -> None:
+    where = ["parameters", parameter.name]
+    for variant, base in variants.items():
+        for value in _candidate_values(parameter):
+            try:
+                apply_overrides(base, parameter.overrides(value))
+            except ValueError as error:
+                on = f" on variant '{variant}'" if len(variants) > 1 else ""
+                raise locate.error(
+                    where,
+                    f"parameter '{parameter.name}' value {parameter.label(value)}{on} is "
+                    f"not a valid config: {error}",
+                ) from None
+
+
+def _iterate_grid(space: SearchSpace) -> Iterator[dict[str, Any]]:
+    discrete = [p for p in space.parameters if p.is_discrete]
+    for combination in itertools.product(*(p.tune_values for p in discrete)):
+        overrides: dict[str, Any] = {}
+        for parameter, value in zip(discrete, combination, strict=True):
+            overrides.update(parameter.overrides(value))
+        yield overrides
+
+
+def _check_points(space: SearchSpace, locate: _Locator) -> None:
+    """Every point one_at_a_time or grid visits is a valid config (joint constraints too)."""
+    if space.search == "one_at_a_time":
+        for parameter in space.parameters:
+            if not parameter.is_discrete and parameter.kind != "int":
+                raise locate.error(
+                    ["parameters", parameter.name],
+                    f"parameter '{parameter.name}': "
+                    "one_at_a_time needs listed values (choice, grid or int)",
+                )
+        combos: Iterator[dict[str, Any]] = iter(
+            space.resolve({POINT_KEY: point}).overrides for point in space.points()
+        )
+        limit = None
+    elif space.search == "grid":
+        combos = _iterate_grid(space)
+        limit = MAX_POINTS_CHECKED
+    else:
+        return
+    for index, overrides in enumerate(combos):
+        if limit is not None and index >= limit:
+            break
+        for variant, base in space.variants.items():
+            try:
+                apply_overrides(base, overrides)
+            except ValueError as error:
+                on = f" on variant '{variant}'" if space.has_variants else ""
+                shown = ", ".join(
+                    f"{k}={json.dumps(v) if isinstance(v, (list, tuple)) else v}"
+                    for k, v in overrides.items()
+                    if k != "train.seed"
+                )
+                raise locate.error(
+                    ["parameters"], f"the point {{{shown}}}{on} is not a valid config: {error}"
+                ) from None
+
+
+def _load_seeds(values: Any, locate: _Locator) -> tuple[int, ...]:
+    if isinstance(values, int) and not isinstance(values, bool):
+        values = [values]
+    if (
+        not isinstance(values, list)
+        or not values
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values)
+    ):
+        raise locate.error(
+            ["seeds"], f"seeds must be a non-empty list of integers >= 0, got {values!r}"
+        )
+    if len(set(values)) != len(values):
+        raise locate.error(["seeds"], f"seeds lists a seed twice: {values}")
+    return tuple(values)
+
+
+def _positive_int(value: Any, key: str, locate: _Locator) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise locate.error([key], f"{key} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _load_scheduler(
+    value: Any, locate: _Locator, variants: Mapping[str, ExperimentConfig]
+) -> SchedulerSpec:
+    if value is None or value == "none":
+        return SchedulerSpec()
+    if value == "asha":
+        value = {"kind": "asha"}
+    if not isinstance(value, Mapping):
+        raise locate.error(
+            ["scheduler"],
+            f"scheduler must be 'none', 'asha' or {{kind: asha, grace_period: .., "
+            f"reduction_factor: .., max_t: ..}}, got {value!r}",
+        )
+    _check_keys(value, SCHEDULER_KEYS, locate, ["scheduler"])
+    kind = value.get("kind", "asha")
+    if kind not in ("none", "asha"):
+        raise locate.error(
+            ["scheduler", "kind"], f"scheduler kind must be 'none' or 'asha', got {kind!r}"
+        )
+    if kind == "none":
+        if len(value) > 1:
+            raise locate.error(["scheduler"], "scheduler 'none' takes no settings")
+        return SchedulerSpec()
+    max_epochs = max(config.train.num_epochs for config in variants.values())
+    grace_period = value.get("grace_period", 1)
+    if isinstance(grace_period, bool) or not isinstance(grace_period, int) or grace_period < 1:
+        raise locate.error(
+            ["scheduler", "grace_period"],
+            f"scheduler.grace_period must be an integer >= 1 (epochs), got {grace_period!r}",
+        )
+    reduction = value.get("reduction_factor", 2)
+    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or reduction <= 1:
+        raise locate.error(
+            ["scheduler", "reduction_factor"],
+            f"scheduler.reduction_factor must be > 1, got {reduction!r}",
+        )
+    max_t = value.get("max_t", max_epochs)
+    if isinstance(max_t, bool) or not isinstance(max_t, int) or max_t < grace_period:
+        raise locate.error(
+            ["scheduler", "max_t"],
+            f"scheduler.max_t must be an integer >= grace_period ({grace_period}), got {max_t!r}",
+        )
+    if max_t > max_epochs:
+        raise locate.error(
+            ["scheduler", "max_t"],
+            f"scheduler.max_t ({max_t}) exceeds train.num_epochs "
+            f"({max_epochs}); trials never get that far",
+        )
+    return SchedulerSpec(
+        kind="asha", grace_period=grace_period, reduction_factor=float(reduction), max_t=max_t
+    )
+
+
+def _load_resources(value: Any, locate: _Locator) -> ResourceSpec:
+    if not isinstance(value, Mapping):
+        raise locate.error(
+            ["resources"], f"resources must be a mapping {{cpu: 1, gpu: 0.25}}, got {value!r}"
+        )
+    _check_keys(value, RESOURCE_KEYS, locate, ["resources"])
+    cpu = value.get("cpu", 1)
+    gpu = value.get("gpu", 0)
+    for key, amount in (("cpu", cpu), ("gpu", gpu)):
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            raise locate.error(
+                ["resources", key], f"resources.{key} must be a number >= 0, got {amount!r}"
+            )
+    if cpu == 0 and gpu == 0:
+        raise locate.error(["resources"], "resources: a trial needs some cpu or gpu")
+    if gpu > 1 and gpu != int(gpu):
+        raise locate.error(
+            ["resources", "gpu"], f"resources.gpu above 1 must be a whole number of GPUs, got {gpu}"
+        )
+    custom = value.get("custom") or {}
+    if not isinstance(custom, Mapping) or any(
+        not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0
+        for k, v in custom.items()
+    ):
+        raise locate.error(
+            ["resources", "custom"],
+            f"resources.custom must map resource names to amounts > 0, got {custom!r}",
+        )
+    for key in custom:
+        if key.lower() in ("cpu", "gpu", "memory"):
+            raise locate.error(["resources", "custom"], f"'{key}' is not a custom resource")
+    return ResourceSpec(
+        cpu=float(cpu), gpu=float(gpu), custom={k: float(v) for k, v in custom.items()}
+    )
+
+
+def space_summary(space: SearchSpace) -> dict[str, Any]:
+    """Settings of the sweep as flat params (logged on the MLflow parent run)."""
+    summary: dict[str, Any] = {
+        "sweep.name": space.name,
+        "sweep.search": space.search,
+        "sweep.search_seed": space.search_seed,
+        "sweep.num_samples": space.num_samples,
+        "sweep.max_concurrent_trials": space.max_concurrent_trials,
+        "sweep.seeds": list(space.seeds),
+        "sweep.protocol": space.protocol,
+        "sweep.metric": space.metric,
+        "sweep.mode": space.mode,
+        "sweep.max_failures": space.max_failures,
+        "sweep.variants": list(space.variants),
+        "sweep.parameters": [p.name for p in space.parameters],
+        "sweep.num_trials": space.num_trials(),
+    }
+    summary.update(
+        {f"sweep.scheduler.{k}": v for k, v in dataclasses.asdict(space.scheduler).items()}
+    )
+    summary.update({f"sweep.resources.{k}": v for k, v in space.resources.as_dict().items()})
+    return summary

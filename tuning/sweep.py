@@ -1,0 +1,707 @@
+"""Sweep driver: `python tuning/sweep.py --space search_spaces/NAME.yaml`, locally or as the
+entrypoint of `ray job submit --working-dir . -- python tuning/sweep.py ...`.
+
+Validates the search space, checks MLflow, prepares data and the shared feature set, then runs a
+Ray Tune experiment (Optuna TPE / grid / one-at-a-time, optional ASHA) whose trials are
+`tuning.trainable.train_trial`; at the end exports best_config.yaml and a summary.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a file (`python tuning/sweep.py`, `ray job submit ... python tuning/sweep.py`):
+    # the repository root, not tuning/, must be importable.
+    _REPO_ROOT = str(Path(__file__).resolve().parents[1])
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path[0] = _REPO_ROOT
+    elif _REPO_ROOT not in sys.path:
+        sys.path.insert(0, _REPO_ROOT)
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from lungsrad.config import ExperimentConfig, dump_config, write_text_atomic
+from mlflow_tracking.tracker import (
+    TAG_BASE_VALUES,
+    TAG_GIT_COMMIT,
+    TAG_METRIC,
+    TAG_PROTOCOL,
+    TAG_ROLE,
+    TAG_SEARCH_SPACE,
+    TAG_SWEEP,
+    TAG_SWEEP_DIR,
+    RunTracker,
+    TrackingTarget,
+    configure_http_retries,
+    open_experiment,
+    redact_text,
+    sqlite_uri,
+)
+from tuning.search_space import SearchSpace, load_search_space, space_summary
+
+EXIT_BAD_INPUT = 2
+EXIT_NO_RESULT = 1
+STATE_FILE = "sweep.json"
+SYNTHETIC_RECORDINGS = 24  # size of the synthetic dataset the embedded default generates
+SYNTHETIC_SEED = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    """Where a sweep (or final.py's seed runs) writes and connects."""
+
+    output_root: Path  # default home of mlflow.db, synthetic data, ray_results
+    storage_path: Path  # Ray Tune storage (shared by all nodes of a cluster)
+    tracking_uri: str  # may hold credentials; never printed as is
+    experiment: str  # MLflow experiment
+    ray_address: str | None  # None: RAY_ADDRESS or a new local Ray
+    resume: bool = False
+    role: str = "sweep"  # MLflow role of the parent run: sweep | final
+    final_flush_s: float = 120.0  # how long a trial waits for an unreachable MLflow at its end
+
+
+def quiet_ray_output() -> None:
+    """Progress comes from tuning.callbacks.ProgressPrinter: turn off Ray Tune's status tables
+    and its warning about frequent experiment snapshots (every epoch checkpoints on purpose).
+    Values set in the environment are kept."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def default_output_root(explicit: str | Path | None) -> Path:
+    """--output-root, else ./runs; inside a Ray job (temporary working dir) ~/lungsrad_runs."""
+    from tuning.cluster import in_ray_job
+
+    if explicit is not None:
+        return Path(explicit).expanduser().resolve()
+    if in_ray_job():
+        return (Path.home() / "lungsrad_runs").resolve()
+    return Path("runs").resolve()
+
+
+def make_settings(args: argparse.Namespace, *, experiment: str, role: str) -> DriverSettings:
+    """DriverSettings from the common command-line flags."""
+    root = default_output_root(args.output_root)
+    uri = (
+        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(root / "mlflow.db")
+    )
+    storage = (
+        Path(args.storage_path).expanduser().resolve()
+        if args.storage_path
+        else root / "ray_results"
+    )
+    return DriverSettings(
+        output_root=root,
+        storage_path=storage,
+        tracking_uri=uri,
+        experiment=args.experiment or experiment,
+        ray_address=args.ray_address,
+        resume=getattr(args, "resume", False),
+        role=role,
+    )
+
+
+def open_tracking(settings: DriverSettings) -> TrackingTarget:
+    """Checks the tracking URI and opens the experiment (artifacts under OUTPUT_ROOT for
+    database stores); ValueError in one line naming the URI when it is not usable."""
+    return open_experiment(
+        settings.tracking_uri,
+        settings.experiment,
+        artifact_root=settings.output_root / "mlflow-artifacts",
+    )
+
+
+def git_commit() -> str:
+    """HEAD commit of the code's checkout (+ '-dirty' with local changes), or 'unknown'.
+
+    $LUNGSRAD_GIT_COMMIT wins: `ray job submit --working-dir` uploads no .git folder, so the
+    submitting shell passes the commit (README, cluster use).
+    """
+    if os.environ.get("LUNGSRAD_GIT_COMMIT"):
+        return os.environ["LUNGSRAD_GIT_COMMIT"]
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty and commit else (commit or "unknown")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def data_root_for(
+    configs: Sequence[ExperimentConfig], explicit: str | Path | None, root: Path
+) -> Path | None:
+    """--data, else None when the base configs name a dataset, else the synthetic data folder."""
+    if explicit is not None:
+        path = Path(explicit).expanduser().resolve()
+        if not path.is_dir():
+            raise FileNotFoundError(f"--data folder not found: {path}")
+        return path
+    if all(config.data.root is not None for config in configs):
+        return None
+    return root / "synthetic_data"
+
+
+def ensure_synthetic_data(folder: Path) -> None:
+    """Generates the embedded default's synthetic dataset on first use."""
+    from lungsrad.data.synthetic import write_synthetic_dataset
+
+    if (folder / "ICBHI_challenge_train_test.txt").is_file():
+        return
+    print(f"generating synthetic data ({SYNTHETIC_RECORDINGS} recordings) in {folder}", flush=True)
+    write_synthetic_dataset(folder, num_recordings=SYNTHETIC_RECORDINGS, seed=SYNTHETIC_SEED)
+
+
+def shared_feature_set(space: SearchSpace) -> Any:
+    """The FeatureSet every trial shares, or None when trials need different features.
+
+    Trials that sweep feature settings (data.*) or variants with different data sections build
+    their own features (from the on-disk cache) instead.
+    """
+    from lungsrad.data.features import SETTINGS_OUTSIDE_FINGERPRINT, build_feature_set
+
+    split_only = {f"data.{name}" for name in SETTINGS_OUTSIDE_FINGERPRINT} - {
+        "data.root",
+        "data.split_file",
+        "data.cache_dir",
+    }
+    swept = {path for p in space.parameters for path in _parameter_paths(p)}
+    if any(path.startswith("data.") and path not in split_only for path in swept):
+        print("trials sweep data settings: each trial builds its own features", flush=True)
+        return None
+    data_sections = {
+        json.dumps(
+            {k: v for k, v in vars(config.data).items() if f"data.{k}" not in split_only},
+            sort_keys=True,
+            default=str,
+        )
+        for config in space.variants.values()
+    }
+    if len(data_sections) > 1:
+        print(
+            "variants use different data settings: each trial builds its own features", flush=True
+        )
+        return None
+    data = space.base_config.data
+    started = time.perf_counter()
+    feature_set = build_feature_set(data, data.root, show_progress=True)
+    print(
+        f"features: {len(feature_set)} cycles, fingerprint {feature_set.fingerprint[:12]} "
+        f"({time.perf_counter() - started:.1f} s; shared with every trial through Ray's object "
+        "store)",
+        flush=True,
+    )
+    return feature_set
+
+
+def _parameter_paths(parameter: Any) -> list[str]:
+    if parameter.is_group:
+        return [path for value in parameter.values for path in value if path != "label"]
+    return [parameter.name]
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep folder
+
+
+@dataclass(frozen=True)
+class SweepFolder:
+    """A Tune experiment folder plus our sweep.json (parent run id, experiment)."""
+
+    path: Path
+    parent_run_id: str | None
+    is_new: bool
+
+
+def _read_state(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def locate_sweep_folder(space: SearchSpace, settings: DriverSettings) -> SweepFolder:
+    """A new timestamped folder, or with --resume the latest folder of this sweep name."""
+    if not settings.resume:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = settings.storage_path / f"{space.name}_{stamp}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = settings.storage_path / f"{space.name}_{stamp}-{suffix}"
+        return SweepFolder(path=path, parent_run_id=None, is_new=True)
+    candidates = sorted(
+        (p for p in settings.storage_path.glob(f"{space.name}_*") if (p / STATE_FILE).is_file()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not candidates:
+        raise FileNotFoundError(
+            f"--resume: no earlier sweep '{space.name}' under {settings.storage_path}; run "
+            "without --resume to start one (or pass the --storage-path it used)"
+        )
+    folder = candidates[-1]
+    state = _read_state(folder)
+    if state.get("experiment") != settings.experiment:
+        raise ValueError(
+            f"--resume: {folder} logged to MLflow experiment '{state.get('experiment')}', not "
+            f"'{settings.experiment}'; pass --experiment {state.get('experiment')}"
+        )
+    return SweepFolder(path=folder, parent_run_id=state.get("parent_run_id"), is_new=False)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tune
+
+
+def _search_algorithm(space: SearchSpace) -> Any:
+    if space.search == "tpe":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.search_seed))
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Tune applies max_concurrent_trials only to Searchers; the grid generator takes it itself.
+    return BasicVariantGenerator(
+        random_state=space.search_seed, max_concurrent=space.max_concurrent_trials or 0
+    )
+
+
+def _scheduler(space: SearchSpace) -> Any:
+    if space.scheduler.kind != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    from lungsrad.metrics import EPOCH
+
+    return ASHAScheduler(
+        time_attr=EPOCH,
+        max_t=space.scheduler.max_t or space.max_epochs,
+        grace_period=space.scheduler.grace_period,
+        reduction_factor=space.scheduler.reduction_factor,
+    )
+
+
+def build_tuner(
+    space: SearchSpace,
+    folder: SweepFolder,
+    settings: DriverSettings,
+    *,
+    feature_set: Any,
+    context: Any,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """A new Tuner, or the restored one of a resumed sweep folder."""
+    from ray import tune
+
+    from tuning.callbacks import MlflowRunCloser, ProgressPrinter
+    from tuning.trainable import best_metric_name, train_trial
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, feature_set=feature_set, context=context),
+        space.resources.as_dict(),
+    )
+    if not folder.is_new and tune.Tuner.can_restore(str(folder.path)):
+        return tune.Tuner.restore(
+            str(folder.path), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    return tune.Tuner(
+        trainable,
+        param_space=space.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=best_metric_name(space.metric),
+            mode=space.mode,
+            search_alg=_search_algorithm(space),
+            scheduler=_scheduler(space),
+            num_samples=space.num_samples,
+            max_concurrent_trials=space.max_concurrent_trials if space.search == "tpe" else None,
+            trial_dirname_creator=_trial_dirname,
+            # A finished trial's process (torch, MLflow client, compiled kernels loaded) runs
+            # the next trial: saves seconds of imports per trial.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=folder.path.name,
+            storage_path=str(folder.path.parent),
+            failure_config=tune.FailureConfig(max_failures=space.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+            callbacks=[ProgressPrinter(space), MlflowRunCloser(space), *callbacks],
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a finished sweep produced."""
+
+    folder: Path
+    tracking: TrackingTarget
+    parent_run_id: str
+    outcomes: list  # tuning.results.TrialOutcome
+    best: Any  # tuning.results.BestChoice | None
+    best_config_path: Path | None
+    summary_path: Path
+    seconds: float
+
+
+def _parent_tracker(
+    space: SearchSpace,
+    settings: DriverSettings,
+    target: TrackingTarget,
+    folder: SweepFolder,
+    commit: str,
+) -> RunTracker:
+    if folder.parent_run_id is not None:
+        tracker = RunTracker(target, run_id=folder.parent_run_id)
+        try:
+            run = target.client().get_run(folder.parent_run_id)
+        except Exception:
+            raise ValueError(
+                f"--resume: the sweep's MLflow parent run {folder.parent_run_id} is not in "
+                f"'{target.display_uri}' (experiment '{target.experiment_name}'); pass the "
+                "--tracking-uri the sweep started with"
+            ) from None
+        if run.info.status != "RUNNING":
+            target.client().update_run(folder.parent_run_id, status="RUNNING")
+        return tracker
+    tracker = RunTracker(
+        target,
+        run_name=folder.path.name,
+        tags={
+            TAG_ROLE: settings.role,
+            TAG_SWEEP: space.name,
+            TAG_SWEEP_DIR: str(folder.path),
+            TAG_SEARCH_SPACE: str(space.path),
+            TAG_PROTOCOL: space.protocol,
+            TAG_METRIC: space.metric,
+            TAG_GIT_COMMIT: commit,
+            TAG_BASE_VALUES: json.dumps(space.base_labels(), sort_keys=True),
+        },
+    )
+    tracker.log_params(space_summary(space))
+    tracker.log_text(space.text, f"search_space/{space.path.name}")
+    for name, config in space.variants.items():
+        tracker.log_text(dump_config(config), f"base_configs/{name}.yaml")
+    if not tracker.flush(force=True):
+        raise ValueError(
+            f"MLflow at '{target.display_uri}' did not accept the sweep's parent run "
+            f"({tracker.last_error})"
+        )
+    return tracker
+
+
+def run_sweep(
+    space: SearchSpace,
+    settings: DriverSettings,
+    *,
+    callbacks: Sequence[Any] = (),
+    num_cpus: int | None = None,
+    export_best: bool = True,
+) -> SweepOutcome:
+    """Runs (or resumes) a sweep end to end and exports its best configuration.
+
+    Order: sweep folder (--resume) -> MLflow check -> data -> Ray -> resources check -> parent
+    run -> Tune -> export. Everything that can be wrong with the input fails before a trial starts.
+
+    Args:
+        space: the validated search space (data.root already set).
+        settings: output, storage, tracking and Ray settings.
+        callbacks: extra Tune callbacks (tests use them to observe trials).
+        num_cpus: CPUs of a local Ray (None: all of this machine's).
+        export_best: write best_config.yaml (final.py's seed runs have nothing to choose).
+
+    Raises:
+        ValueError / FileNotFoundError: bad input, unreachable MLflow, resources no node has.
+    """
+    started = time.perf_counter()
+    quiet_ray_output()
+    folder = locate_sweep_folder(space, settings)
+    settings.output_root.mkdir(parents=True, exist_ok=True)
+    target = open_tracking(settings)
+    configure_http_retries()
+
+    # Torch and Ray load only once the cheap checks above have passed.
+    from tuning.callbacks import bind_tracking
+    from tuning.cluster import check_resources, connect, disconnect
+    from tuning.results import (
+        SUMMARY_FILE,
+        choose_best,
+        collect_outcomes,
+        export_best_config,
+        summary_markdown,
+    )
+    from tuning.trainable import SweepContext, best_metric_name
+
+    data_root = space.base_config.data.root
+    if data_root is not None and Path(data_root) == settings.output_root / "synthetic_data":
+        ensure_synthetic_data(Path(data_root))
+    feature_set = shared_feature_set(space)
+
+    cluster = connect(settings.ray_address, num_cpus=num_cpus)
+    try:
+        print(cluster.describe(), flush=True)
+        check_resources(space.resources)
+        commit = git_commit()
+        parent = _parent_tracker(space, settings, target, folder, commit)
+        assert parent.run_id is not None
+        folder.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            folder.path / STATE_FILE,
+            json.dumps(
+                {
+                    "sweep": space.name,
+                    "search_space": str(space.path),
+                    "experiment": target.experiment_name,
+                    "experiment_id": target.experiment_id,
+                    "tracking_uri": target.display_uri,
+                    "parent_run_id": parent.run_id,
+                    "git_commit": commit,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
+        bind_tracking(target, parent.run_id)
+        total = space.num_trials()
+        print(
+            f"{settings.role} '{space.name}': {total if total is not None else '?'} trials "
+            f"({space.search}, scheduler {space.scheduler.kind}, protocol {space.protocol}, "
+            f"metric {space.metric} {space.mode}); results in {folder.path}; MLflow "
+            f"'{target.display_uri}' experiment '{target.experiment_name}' parent run "
+            f"{parent.run_id}",
+            flush=True,
+        )
+        context = SweepContext(
+            space=space,
+            tracking=target,
+            parent_run_id=parent.run_id,
+            git_commit=commit,
+            role="trial" if settings.role == "sweep" else "final_seed",
+            final_flush_s=settings.final_flush_s,
+        )
+        tuner = build_tuner(
+            space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
+        )
+        grid = tuner.fit()
+    finally:
+        disconnect(cluster)
+
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished > 0:
+        # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
+        parent.flush(force=True)
+        raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
+    outcomes = collect_outcomes(grid, space)
+    best = choose_best(outcomes, mode=space.mode)
+    summary = summary_markdown(space, outcomes, best)
+    summary_path = folder.path / SUMMARY_FILE
+    write_text_atomic(summary_path, summary)
+    parent.log_text(summary, SUMMARY_FILE)
+    best_path = None
+    if best is not None and export_best:
+        best_path = export_best_config(
+            best,
+            folder.path,
+            header=(
+                f"Best configuration of sweep '{space.name}' ({folder.path.name}): "
+                f"{best.representative.resolved.describe_config()}\n"
+                f"mean {best_metric_name(space.metric)} over {len(best.members)} seed(s): "
+                f"{best.mean_value:.4f} (protocol {space.protocol}); MLflow parent run "
+                f"{parent.run_id}\n"
+                "Train it on several seeds: "
+                "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
+            ),
+        )
+        parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
+        parent.log_metrics({f"{best_metric_name(space.metric)}": best.mean_value}, step=0)
+        parent.set_tags(
+            {
+                "lungsrad.best_trial_id": best.representative.trial_id,
+                "lungsrad.best_config": str(best_path),
+            }
+        )
+    done = sum(outcome.status == "done" for outcome in outcomes)
+    parent.set_tags(
+        {"lungsrad.trials_done": str(done), "lungsrad.trials_total": str(len(outcomes))}
+    )
+    if export_best:
+        parent.finish("FINISHED" if best is not None else "FAILED")
+    else:
+        parent.flush(force=True)
+    return SweepOutcome(
+        folder=folder.path,
+        tracking=target,
+        parent_run_id=parent.run_id,
+        outcomes=outcomes,
+        best=best,
+        best_config_path=best_path,
+        summary_path=summary_path,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _staged(file: Path, folder: Path) -> Path:
+    """A folder holding only `file` under the name best_config.yaml (for log_artifacts)."""
+    import shutil
+
+    from tuning.results import BEST_CONFIG_FILE
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy2(file, folder / BEST_CONFIG_FILE)
+    return folder
+
+
+def mlflow_ui_hint(target: TrackingTarget) -> str:
+    """How to look at the runs."""
+    uri = target.display_uri
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} (experiment '{target.experiment_name}')"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+
+
+def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
+    """The closing lines: counts, best trial, where best_config.yaml and the runs are."""
+    done = sum(o.status == "done" for o in outcome.outcomes)
+    failed = len(outcome.outcomes) - done
+    print(
+        f"{role} finished in {outcome.seconds:.0f} s: {len(outcome.outcomes)} trials, {done} done, "
+        f"{failed} failed"
+    )
+    if outcome.best is not None and role == "sweep":
+        described = outcome.best.representative.resolved.describe_config()
+        seeds = len(outcome.best.members)
+        print(f"best: {described} (mean {outcome.best.mean_value:.2f} over {seeds} seed(s))")
+    if outcome.best_config_path is not None:
+        print(f"best config: {outcome.best_config_path}")
+    print(f"summary: {outcome.summary_path}")
+    print(
+        f"MLflow: {outcome.tracking.display_uri}, experiment '{outcome.tracking.experiment_name}', "
+        f"parent run {outcome.parent_run_id}"
+    )
+    print(f"  view: {mlflow_ui_hint(outcome.tracking)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by sweep.py and final.py."""
+    parser.add_argument("--data", default=None, help="dataset folder (default: synthetic data)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUTPUT_ROOT/mlflow.db)",
+    )
+    parser.add_argument("--experiment", default=None, help="MLflow experiment name")
+    parser.add_argument(
+        "--storage-path",
+        default=None,
+        help="Ray Tune storage folder, shared by all nodes (default: OUTPUT_ROOT/ray_results)",
+    )
+    parser.add_argument(
+        "--output-root",
+        default=None,
+        help="folder for mlflow.db, synthetic data and results (default: ./runs; in a Ray job "
+        "~/lungsrad_runs)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else start a local Ray on 127.0.0.1)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The sweep.py argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="tuning/sweep.py", description="Run a Lung-SRAD hyper-parameter sweep on Ray Tune."
+    )
+    parser.add_argument("--space", required=True, help="search-space YAML (search_spaces/*.yaml)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the latest sweep of this space (finished trials are kept)",
+    )
+    add_common_arguments(parser)
+    return parser
+
+
+def run_command(function: Any, uri: str | None) -> int:
+    """Runs a CLI body; user errors become one line on stderr and exit status 2."""
+    try:
+        return function()
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if uri:
+            message = redact_text(message, uri)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: continue with the same command and --resume", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of tuning/sweep.py."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        root = default_output_root(args.output_root)
+        if args.output_root is None and root != Path("runs").resolve():
+            print(f"running inside a Ray job: outputs go to {root} (set --output-root to change)")
+        preview = load_search_space(args.space)
+        data_root = data_root_for(list(preview.variants.values()), args.data, root)
+        space = load_search_space(args.space, data_root=data_root) if data_root else preview
+        settings = make_settings(args, experiment=f"lungsrad-{space.name}", role="sweep")
+        outcome = run_sweep(space, settings)
+        print_outcome(outcome)
+        return 0 if outcome.best is not None else EXIT_NO_RESULT
+
+    return run_command(body, args.tracking_uri)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
