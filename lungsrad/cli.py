@@ -32,7 +32,13 @@ def _data_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report.format_text())
-    return 0 if report.is_usable else EXIT_BAD_INPUT
+    if report.is_usable:
+        return 0
+    # The report above lists every problem; stderr gets one line naming the first.
+    first = str(report.problems[0]) if report.problems else "no breathing cycles found"
+    more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+    print(f"lungsrad: error: {args.directory} is not usable: {first}{more}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -237,7 +237,9 @@ def compute_feature_set(
     )
     labels, patient_ids, names, splits = [], [], [], []
     position = 0
-    progress = tqdm(recordings, desc="ICBHI features", unit="recording", disable=not show_progress)
+    progress = tqdm(
+        recordings, desc="ICBHI features", unit="recording", disable=None if show_progress else True
+    )
     with _single_torch_thread():
         for recording in progress:
             waveforms = load_cycle_waveforms(recording, data_config)

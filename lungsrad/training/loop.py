@@ -164,7 +164,8 @@ def train_one_epoch(
     bar = tqdm(
         total=total_steps,
         desc=f"epoch {epoch}/{train.num_epochs}",
-        disable=not show_progress,
+        # None: shown on a terminal only, so a log or an error line on stderr stays clean.
+        disable=None if show_progress else True,
         leave=False,
         dynamic_ncols=True,
     )
