@@ -4,9 +4,11 @@ atomic and corruption-safe writes)."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +96,28 @@ def test_second_build_reads_the_cache_without_decoding(
 
 
 def test_progress_bar_can_be_shown_and_hidden(
-    small_dataset: Path, data_config: DataConfig, capsys: pytest.CaptureFixture[str]
+    small_dataset: Path,
+    data_config: DataConfig,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Not a terminal (a log file, a captured stream): no bar, so error lines stay alone.
     build_feature_set(data_config, small_dataset, show_progress=True)
-    assert "ICBHI features" in capsys.readouterr().err
+    assert "ICBHI features" not in capsys.readouterr().err
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    build_feature_set(
+        dataclasses.replace(data_config, padding="zero", segment_seconds=3.0),
+        small_dataset,
+        show_progress=True,
+    )
+    monkeypatch.undo()
+    assert "ICBHI features" in terminal.getvalue()
     build_feature_set(
         dataclasses.replace(data_config, padding="zero"), small_dataset, show_progress=False
     )
