@@ -27,11 +27,13 @@ class LayerNorm2d(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, C, H, W) -> (batch, C, H, W) (channels-last in memory)."""
-        weight, bias = self.weight, self.bias
+        weight: torch.Tensor | None = self.weight
+        bias: torch.Tensor | None = self.bias
         if weight is not None and weight.dtype != x.dtype:
             # A float32 scan output meeting half-precision parameters (model.half() without AMP);
             # under autocast layer_norm runs in float32 whatever is passed.
-            weight, bias = weight.to(x.dtype), bias.to(x.dtype) if bias is not None else None
+            weight = weight.to(x.dtype)
+            bias = bias.to(x.dtype) if bias is not None else None
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, weight, bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
@@ -341,7 +343,9 @@ class DASS(nn.Module):
                 f"DASS has no block ({stage}, {index}); depths are {list(self.depths)} "
                 "(stage and index count from 0)"
             )
-        return self.layers[stage].blocks[index]
+        block = self.layers[stage].get_submodule(f"blocks.{index}")
+        assert isinstance(block, VSSBlock)
+        return block
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, frames, mel_bins) -> patch embedding (batch, dims[0], H, W).

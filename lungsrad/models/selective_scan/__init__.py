@@ -44,10 +44,10 @@ _logged_choices: set[tuple[str, str]] = set()
 
 def available_backends() -> tuple[str, ...]:
     """Backends usable here: 'reference', 'chunked', plus 'mamba_ssm' with CUDA and mamba-ssm."""
-    names = ("reference", "chunked")
+    names = ["reference", "chunked"]
     if torch.cuda.is_available() and is_mamba_ssm_installed():
-        names += ("mamba_ssm",)
-    return names
+        names.append("mamba_ssm")
+    return tuple(names)
 
 
 def check_backend(backend: str) -> None:
