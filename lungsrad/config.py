@@ -6,13 +6,14 @@ fail with a `ValueError` naming the key, so a typo never costs a training run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
 import tempfile
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -457,20 +458,30 @@ def dump_config(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename (never a torn file)."""
+@contextlib.contextmanager
+def atomic_destination(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; once the block succeeds the file is fsynced and
+    renamed onto `path`, so readers never see a torn file. On failure it is removed and any
+    previous `path` stays intact. Temporary names are `.NAME.*.tmp`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp_path = Path(tmp_name)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
+        yield tmp_path
+        with open(tmp_path, "rb+") as stream:
             os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp_path, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp_path.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Writes `text` to `path` through a temporary file and a rename (never a torn file)."""
+    with atomic_destination(path) as tmp_path:
+        tmp_path.write_text(text, encoding="utf-8")
 
 
 def save_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> None:

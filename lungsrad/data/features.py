@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torchaudio
 from torchaudio.compliance import kaldi
 from tqdm.auto import tqdm
 
-from lungsrad.config import DataConfig
+from lungsrad.config import DataConfig, atomic_destination
 from lungsrad.data.icbhi import Recording, load_cycle_waveforms, scan_dataset
 
 # Bump when the feature pipeline changes in a way DataConfig does not show (e.g. slicing rules);
@@ -177,28 +176,19 @@ def _load_cache(path: Path, fingerprint: str) -> FeatureSet | None:
 
 def _save_cache(path: Path, feature_set: FeatureSet) -> None:
     """Writes through a temporary file and a rename: readers never see a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(
-                {
-                    "format": CACHE_FORMAT,
-                    "fingerprint": feature_set.fingerprint,
-                    "features": feature_set.features,
-                    "labels": feature_set.labels,
-                    "patient_ids": list(feature_set.patient_ids),
-                    "recordings": list(feature_set.recordings),
-                    "official_split": list(feature_set.official_split),
-                },
-                stream,
-            )
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_destination(path) as tmp_path:
+        torch.save(
+            {
+                "format": CACHE_FORMAT,
+                "fingerprint": feature_set.fingerprint,
+                "features": feature_set.features,
+                "labels": feature_set.labels,
+                "patient_ids": list(feature_set.patient_ids),
+                "recordings": list(feature_set.recordings),
+                "official_split": list(feature_set.official_split),
+            },
+            tmp_path,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

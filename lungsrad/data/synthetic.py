@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from lungsrad.config import write_text_atomic
+from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.data.layout import DIAGNOSIS_FILE_NAME, SPLIT_FILE_NAME, SPLITS
 from lungsrad.metrics import CLASS_NAMES
 
@@ -299,14 +298,8 @@ def _synthesize(rng: np.random.Generator, plan: _PlannedRecording) -> np.ndarray
 
 
 def _write_wav_atomic(path: Path, audio: np.ndarray, rate: int, subtype: str) -> None:
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        soundfile.write(tmp_name, audio, rate, subtype=subtype, format="WAV")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_destination(path) as tmp_path:
+        soundfile.write(tmp_path, audio, rate, subtype=subtype, format="WAV")
 
 
 def _own_files(out_dir: Path) -> set[str]:

@@ -19,7 +19,6 @@ import io
 import math
 import os
 import pickle
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lungsrad.config import ExperimentConfig, RegularizationConfig, write_text_atomic
+from lungsrad.config import (
+    ExperimentConfig,
+    RegularizationConfig,
+    atomic_destination,
+    write_text_atomic,
+)
 from lungsrad.method.spectral_regularization import (
     attach_spectral_regularization,
     gaussian_kernel1d,
@@ -489,16 +493,8 @@ def plot_curves(
     figure.suptitle(title)
     # Fixed margins instead of a layout engine: constrained layout draws the figure twice.
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.9, wspace=0.35, hspace=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=110)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_destination(path) as tmp_path:
+        figure.savefig(tmp_path, format="png", dpi=110)
 
 
 def _band_ratio(curve: ResponseCurve) -> float:

@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -21,7 +20,12 @@ from typing import Any
 import torch
 import yaml
 
-from lungsrad.config import ExperimentConfig, config_from_dict, flatten_config
+from lungsrad.config import (
+    ExperimentConfig,
+    atomic_destination,
+    config_from_dict,
+    flatten_config,
+)
 
 CHECKPOINT_FORMAT = "lungsrad-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -74,17 +78,8 @@ def save_atomic(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Non
     An interrupted write (exception, kill, full disk) leaves any previous file at `path` intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(dict(payload), stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_destination(path) as tmp_path:
+        torch.save(dict(payload), tmp_path)
     _fsync_directory(path.parent)
 
 

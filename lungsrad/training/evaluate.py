@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lungsrad.config import write_text_atomic
+from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.data.features import FeatureSet, build_feature_set
 from lungsrad.data.loaders import split_indices
 from lungsrad.metrics import (
@@ -117,15 +116,8 @@ def plot_confusion(matrix: np.ndarray, path: str | os.PathLike[str], *, title: s
             color = "white" if count > threshold else "black"
             axes.text(column, row, str(count), ha="center", va="center", color=color)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        figure.savefig(tmp_name, format="png")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_destination(path) as tmp_path:
+        figure.savefig(tmp_path, format="png")
 
 
 def evaluate_checkpoint(
