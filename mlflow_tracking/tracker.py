@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import math
 import os
 import re
@@ -208,6 +209,10 @@ def make_client(uri: str) -> Any:
     """MlflowClient for `uri`; http credentials move to MLFLOW_TRACKING_USERNAME/PASSWORD."""
     from mlflow.tracking import MlflowClient
 
+    # "Creating initial MLflow database tables..." on the first use of a SQLite store is noise
+    # on stderr (where a failed command's one-line error goes).
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     clean, user, password = split_credentials(uri)
     if user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user

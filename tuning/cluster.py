@@ -36,7 +36,7 @@ class ClusterInfo:
         kind = "local Ray" if self.is_local else "Ray cluster"
         return (
             f"{kind} at {self.address}: {self.num_nodes} node(s), {self.total_cpus:g} CPUs, "
-            f"{self.total_gpus:g} GPUs"
+            f"{self.total_gpus:g} GPUs; token authentication: {token_auth_mode()}"
         )
 
 
@@ -50,6 +50,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
+    _hide_token_auth_notice()
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     owns_connection = not ray.is_initialized()
@@ -88,6 +89,25 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
         total_cpus=float(totals.get("CPU", 0.0)),
         total_gpus=float(totals.get("GPU", 0.0)),
     )
+
+
+class _DropTokenAuthEnabledNotice(logging.Filter):
+    """Drops Ray's stderr notice that token authentication is on (the secure default this project
+    keeps; describe() says so on stdout). Its warning that authentication is OFF stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _hide_token_auth_notice() -> None:
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropTokenAuthEnabledNotice) for f in logger.filters):
+        logger.addFilter(_DropTokenAuthEnabledNotice())
+
+
+def token_auth_mode() -> str:
+    """Ray's token authentication mode as this process sees it ("token" unless turned off)."""
+    return os.environ.get("RAY_AUTH_MODE", "token (default)")
 
 
 def _check_reachable(address: str) -> None:

@@ -441,7 +441,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Runs (or resumes) a sweep end to end and exports its best configuration.
 
-    Order: sweep folder (--resume) -> MLflow check -> data -> Ray -> resources check -> parent
+    Order: sweep folder (--resume) -> MLflow check -> Ray -> resources check -> data -> parent
     run -> Tune -> export. Everything that can be wrong with the input fails before a trial starts.
 
     Args:
@@ -473,15 +473,15 @@ def run_sweep(
     )
     from tuning.trainable import SweepContext, best_metric_name
 
-    data_root = space.base_config.data.root
-    if data_root is not None and Path(data_root) == settings.output_root / "synthetic_data":
-        ensure_synthetic_data(Path(data_root))
-    feature_set = shared_feature_set(space)
-
     cluster = connect(settings.ray_address, num_cpus=num_cpus)
     try:
         print(cluster.describe(), flush=True)
+        # Before data and features: a trial no node can hold fails in seconds, not minutes.
         check_resources(space.resources)
+        data_root = space.base_config.data.root
+        if data_root is not None and Path(data_root) == settings.output_root / "synthetic_data":
+            ensure_synthetic_data(Path(data_root))
+        feature_set = shared_feature_set(space)
         commit = git_commit()
         parent = _parent_tracker(space, settings, target, folder, commit)
         assert parent.run_id is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,20 @@ STREAM_GLOBAL = 3  # torch's global RNG (drop path and anything else that uses i
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; names the epoch and step."""
+
+
+def _optimizer_step(step_function: Callable[[], object], epoch: int, step: int) -> None:
+    """Runs the optimizer update; an update too large for the parameters' dtype (Adam's
+    lr / (1 - beta1) past float32's range) is a diverging run, not a crash."""
+    try:
+        step_function()
+    except RuntimeError as error:
+        if "overflow" not in str(error):
+            raise
+        raise NonFiniteLossError(
+            f"optimizer update overflowed at epoch {epoch}, step {step} ({error}); lower "
+            "train.learning_rate"
+        ) from error
 
 
 def stream_seed(seed: int, epoch: int, stream: int) -> int:
@@ -200,13 +214,13 @@ def train_one_epoch(
                 if train.grad_clip_norm is not None:
                     grad_scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip_norm)
-                grad_scaler.step(optimizer)
+                _optimizer_step(lambda: grad_scaler.step(optimizer), epoch, step)
                 grad_scaler.update()
             else:
                 loss.backward()
                 if train.grad_clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip_norm)
-                optimizer.step()
+                _optimizer_step(optimizer.step, epoch, step)
             batch_size = int(batch_indices.shape[0])
             sums += values.double() * batch_size
             num_samples += batch_size

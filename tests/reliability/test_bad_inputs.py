@@ -358,13 +358,6 @@ CASES = [
         "sweep: more GPUs than the cluster has",
         space_too_many_gpus,
         r"resources\.gpu asks for 4 GPUs",
-        (
-            pytest.mark.skip(
-                reason="checked only after features are built and a local Ray starts (~45 s on "
-                "2 CPUs), and Ray's token-auth warning and the feature progress bar also go to "
-                "stderr; see the report"
-            ),
-        ),
     ),
     Case(
         "sweep: --resume with no previous sweep",

@@ -253,6 +253,16 @@ def test_non_finite_loss_raises_naming_epoch_and_step(tmp_path, make_tiny_config
     assert epoch_checkpoints(tmp_path) == []
 
 
+def test_an_optimizer_update_that_overflows_is_a_non_finite_loss(
+    tmp_path, make_tiny_config, tiny_features
+):
+    # Adam's step size lr / (1 - beta1) = 1e39 is past float32's range: torch refuses the update.
+    config = make_tiny_config(train__learning_rate=1.0e38)
+    with pytest.raises(NonFiniteLossError, match="optimizer update overflowed at epoch 1, step 1"):
+        run_experiment(config, output_dir=tmp_path, feature_set=tiny_features, show_progress=False)
+    assert epoch_checkpoints(tmp_path) == []
+
+
 def test_validated_protocol_selects_on_validation_and_reports_test(
     tmp_path, make_tiny_config, tiny_features
 ):
