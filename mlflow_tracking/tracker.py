@@ -51,6 +51,7 @@ TAG_CUDA_VISIBLE_DEVICES = "lungsrad.cuda_visible_devices"
 TAG_FAILURE = "lungsrad.failure"  # why the run failed (one line)
 TAG_PREVIOUS_FAILURE = "lungsrad.previous_failure"  # failure of an earlier attempt (retried)
 TAG_STARTS = "lungsrad.attempts"  # how many times the trial process (re)started this run
+TAG_RESUMED_FROM_EPOCH = "lungsrad.resumed_from_epoch"  # last start's checkpoint epoch (0: fresh)
 TAG_STOPPED_EARLY = "lungsrad.stopped_early"  # "true": the scheduler stopped the trial
 TAG_BEST_EPOCH = "lungsrad.best_epoch"  # the epoch the protocol selected
 PARENT_RUN_TAG = "mlflow.parentRunId"

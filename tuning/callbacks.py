@@ -128,7 +128,8 @@ class ProgressPrinter(tune.Callback):
 
 
 class MlflowRunCloser(tune.Callback):
-    """Closes a trial's MLflow run when the trial's own process could not.
+    """Closes a trial's MLflow run when the trial's own process could not, and records why a
+    retried trial failed.
 
     A trial closes its run itself. This covers a trial killed more often than max_failures
     allows (FAILED with the reason), and a trial the scheduler stopped early: Tune may end its
@@ -146,7 +147,12 @@ class MlflowRunCloser(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._close(trial, "FAILED", reason=_trial_error_line(trial))
 
-    def _close(self, trial: Any, status: str, *, reason: str | None) -> None:
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # The trial failed and Tune retries it (e.g. its worker was killed): record why on the
+        # run, which stays RUNNING; the retry moves the reason to lungsrad.previous_failure.
+        self._close(trial, None, reason=_trial_error_line(trial))
+
+    def _close(self, trial: Any, status: str | None, *, reason: str | None) -> None:
         target: TrackingTarget | None = _DRIVER_TRACKING.get("target")
         if target is None:
             return
@@ -166,7 +172,7 @@ class MlflowRunCloser(tune.Callback):
                     client.set_tag(run.info.run_id, TAG_FAILURE, reason)
                 if status == "FINISHED":
                     self._add_missing_artifacts(client, run, trial)
-                if run.info.status == "RUNNING":
+                if status is not None and run.info.status == "RUNNING":
                     client.set_terminated(run.info.run_id, status=status)
         except Exception as error:  # MLflow down: the run stays RUNNING; the sweep goes on
             warnings.warn(

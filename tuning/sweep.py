@@ -52,6 +52,7 @@ from tuning.search_space import SearchSpace, load_search_space, space_summary
 EXIT_BAD_INPUT = 2
 EXIT_NO_RESULT = 1
 STATE_FILE = "sweep.json"
+EXPERIMENT_STATE_PERIOD_S = 1  # seconds between saves of Tune's experiment state (at most)
 SYNTHETIC_RECORDINGS = 24  # size of the synthetic dataset the embedded default generates
 SYNTHETIC_SEED = 0
 
@@ -75,11 +76,16 @@ class DriverSettings:
 
 
 def quiet_ray_output() -> None:
-    """Progress comes from tuning.callbacks.ProgressPrinter: turn off Ray Tune's status tables
-    and its warning about frequent experiment snapshots (every epoch checkpoints on purpose).
-    Values set in the environment are kept."""
+    """Ray Tune settings of a sweep driver. Progress comes from tuning.callbacks.ProgressPrinter:
+    turn off Tune's status tables and its warning about frequent experiment snapshots (every
+    epoch checkpoints on purpose), and save the experiment state often. Values set in the
+    environment are kept."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune saves the experiment state (which trials finished) at most every 10+ s by default;
+    # a driver killed inside that window would re-run a finished trial on --resume. The state
+    # of a sweep is small (trial table + searcher), so it is saved every step of at least 1 s.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(EXPERIMENT_STATE_PERIOD_S))
 
 
 def default_output_root(explicit: str | Path | None) -> Path:

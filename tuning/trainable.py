@@ -41,6 +41,7 @@ from mlflow_tracking.tracker import (
     TAG_NODE_IP,
     TAG_PREVIOUS_FAILURE,
     TAG_PROTOCOL,
+    TAG_RESUMED_FROM_EPOCH,
     TAG_ROLE,
     TAG_SCAN_BACKEND,
     TAG_SEED,
@@ -154,6 +155,7 @@ class _TrialReporter(TrainingCallback):
                 TAG_DEVICE: info.device,
                 TAG_DEVICE_NAME: info.device_name,
                 TAG_AMP: info.amp_dtype,
+                TAG_RESUMED_FROM_EPOCH: str(info.start_epoch - 1),
             }
         )
         self.tracker.log_params(

@@ -1,0 +1,388 @@
+"""Fault injection on real sweeps (issue 6): `tuning/sweep.py` runs as its own process with its
+own local Ray and a SQLite MLflow store, and the test kills parts of it with SIGKILL.
+
+- A trial's worker process killed mid-epoch: Ray retries the trial from its last checkpoint, the
+  trial keeps one MLflow run, and its metrics equal those of the uninterrupted sweep.
+- The driver (and with it the local Ray) killed mid-sweep: `--resume` finishes the sweep without
+  re-running a finished trial, with one child run per trial under the original parent run, and
+  exports the same best config as the uninterrupted sweep.
+
+All three sweeps (uninterrupted, worker killed, driver killed) run the same search space: a grid
+of three small trials, one at a time, on the deterministic CPU path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
+from sweep_helpers import TINY_BASE, child_runs, mlflow_client  # noqa: E402
+
+from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
+from lungsrad.metrics import EPOCH, REPORT_SCORE, TRAIN_LOSS  # noqa: E402
+from mlflow_tracking.tracker import (  # noqa: E402
+    PARENT_RUN_TAG,
+    TAG_PREVIOUS_FAILURE,
+    TAG_RESUMED_FROM_EPOCH,
+    TAG_STARTS,
+    TAG_TRIAL_ID,
+    TAG_WORKER_PID,
+    sqlite_uri,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
+
+REPO = Path(__file__).resolve().parents[2]
+SWEEP = REPO / "tuning" / "sweep.py"
+NAME = "fault_sweep"
+EXPERIMENT = f"lungsrad-{NAME}"
+NUM_EPOCHS = 3
+TEMPERATURES = [0.05, 0.2, 0.8]
+SWEEP_TIMEOUT_S = 600
+# The metrics that must be identical with and without the fault (every epoch).
+COMPARED = [REPORT_SCORE, TRAIN_LOSS]
+
+
+@pytest.fixture(scope="module")
+def fault_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The search space of all three sweeps (data and feature cache shared)."""
+    folder = tmp_path_factory.mktemp("fault_space")
+    data = folder / "data"
+    write_synthetic_dataset(data, num_recordings=14, seed=0)
+    base = json.loads(json.dumps(TINY_BASE))
+    base["name"] = NAME
+    # Epochs of a few seconds, so that a kill right after epoch 1's checkpoint lands in epoch 2.
+    base["data"].update(
+        {
+            "root": str(data),
+            "cache_dir": str(folder / "cache"),
+            "segment_seconds": 2.0,
+            "num_mel_bins": 64,
+        }
+    )
+    base["train"].update({"num_epochs": NUM_EPOCHS, "batch_size": 4, "max_steps_per_epoch": 12})
+    path = folder / f"{NAME}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": NAME,
+                "base_overrides": base,
+                "parameters": {"method.patch_mix.temperature": {"grid": TEMPERATURES}},
+                "search": "grid",
+                "max_concurrent_trials": 1,
+                "max_failures": 2,
+                "resources": {"cpu": 1},
+            },
+            sort_keys=False,
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs (other than this one) whose command line or environment contains `text`."""
+    found = []
+    needle = text.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline or needle in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class SweepProcess:
+    """`tuning/sweep.py` in its own session, with its own Ray temp dir (so that what it leaves
+    behind after a SIGKILL can be found and stopped); output goes to a log file."""
+
+    def __init__(self, space: Path, root: Path, log: Path, *extra: str) -> None:
+        # Short path: Ray's unix sockets live under it (108-byte limit).
+        self.ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")
+        self.log = log
+        env = {**os.environ, "RAY_TMPDIR": self.ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
+        command = [sys.executable, str(SWEEP), "--space", str(space), "--output-root", str(root)]
+        with open(log, "ab") as stream:
+            self.process = subprocess.Popen(
+                command + list(extra),
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=root.parent,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if self.process.poll() is not None:
+                pytest.fail(f"the sweep ended before {what}:\n{self.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} after {timeout_s} s:\n{self.output()[-4000:]}")
+            time.sleep(0.1)
+
+    def finish(self, timeout_s: float = SWEEP_TIMEOUT_S) -> str:
+        """Waits for the sweep to exit with status 0 and returns its output."""
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the sweep did not finish in {timeout_s} s:\n{self.output()[-4000:]}")
+        output = self.output()
+        assert self.process.returncode == 0, output[-4000:]
+        return output
+
+    def kill(self) -> None:
+        """SIGKILL to the driver's process group, then to every process of its Ray (the GCS,
+        raylet and agents can outlive the driver)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+        _kill_all(_processes_mentioning(self.ray_tmp))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        _kill_all(_processes_mentioning(self.ray_tmp))
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What a sweep left: its output root, Tune folder and MLflow runs."""
+
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return sqlite_uri(self.root / "mlflow.db")
+
+    @property
+    def folder(self) -> Path:
+        folders = sorted((self.root / "ray_results").glob(f"{NAME}_*"))
+        assert len(folders) == 1, folders
+        return folders[0]
+
+    @property
+    def parent_run_id(self) -> str:
+        return json.loads((self.folder / "sweep.json").read_text())["parent_run_id"]
+
+    def trial_dirs(self) -> list[Path]:
+        return sorted((self.root / "ray_results").glob(f"{NAME}_*/trial_*"), key=lambda p: p.name)
+
+    def children(self) -> list[Any]:
+        return child_runs(self.uri, EXPERIMENT, self.parent_run_id)
+
+    def best_config(self) -> dict[str, Any]:
+        return yaml.safe_load((self.folder / "best_config.yaml").read_text())
+
+    def curves(self) -> dict[float, dict[str, list[tuple[int, float]]]]:
+        """{temperature: {metric: [(epoch, value), ...]}} of the sweep's trial runs."""
+        client = mlflow_client(self.uri)
+        curves = {}
+        for run in self.children():
+            temperature = float(run.data.params["method.patch_mix.temperature"])
+            curves[temperature] = {
+                key: sorted(
+                    (m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)
+                )
+                for key in COMPARED
+            }
+        return curves
+
+
+def _checkpoints(trial_dir: Path) -> list[str]:
+    return sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+
+
+def _reported_epochs(trial_dir: Path) -> list[int]:
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    return [int(json.loads(line)[EPOCH]) for line in lines if line.strip()]
+
+
+def _done_trial_ids(output: str) -> list[str]:
+    return re.findall(r"\] (\S+) done in ", output)
+
+
+def _trial_id(trial_dir: Path) -> str:
+    return trial_dir.name.removeprefix("trial_")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(fault_space: Path, tmp_path_factory: pytest.TempPathFactory) -> SweepRecord:
+    """The reference: the same sweep without faults."""
+    root = tmp_path_factory.mktemp("uninterrupted") / "runs"
+    root.mkdir()
+    sweep = SweepProcess(fault_space, root, root.parent / "sweep.log")
+    try:
+        output = sweep.finish()
+    finally:
+        sweep.close()
+    assert "3 trials, 3 done, 0 failed" in output, output[-4000:]
+    return SweepRecord(root)
+
+
+@pytest.fixture
+def sweeps() -> Iterator[list[SweepProcess]]:
+    """Sweep processes a test starts; whatever is left of them is killed afterwards."""
+    started: list[SweepProcess] = []
+    try:
+        yield started
+    finally:
+        for sweep in started:
+            sweep.close()
+
+
+def _assert_same_curves(record: SweepRecord, reference: SweepRecord) -> None:
+    got, expected = record.curves(), reference.curves()
+    assert sorted(got) == sorted(expected) == TEMPERATURES
+    for temperature, metrics in expected.items():
+        for key, values in metrics.items():
+            assert [step for step, _ in values] == list(range(1, NUM_EPOCHS + 1)), (key, values)
+            assert all(math.isfinite(value) for _, value in values), (key, values)
+            assert got[temperature][key] == values, (temperature, key)
+
+
+def test_a_trial_worker_killed_mid_epoch_resumes_from_its_checkpoint(
+    fault_space: Path,
+    uninterrupted: SweepRecord,
+    tmp_path: Path,
+    sweeps: list[SweepProcess],
+) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    record = SweepRecord(root)
+    client = mlflow_client(record.uri)  # imports MLflow before the clock starts
+    sweep = SweepProcess(fault_space, root, tmp_path / "sweep.log")
+    sweeps.append(sweep)
+    workers: dict[str, int] = {}
+
+    def first_trial_checkpointed() -> bool:
+        dirs = record.trial_dirs()
+        if not dirs:
+            return False
+        trial_id = _trial_id(dirs[0])
+        if trial_id not in workers:  # the worker's pid is tagged when the trial starts
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            if experiment is None:
+                return False
+            runs = client.search_runs(
+                [experiment.experiment_id], filter_string=f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'"
+            )
+            if not runs:
+                return False
+            workers[trial_id] = int(runs[0].data.tags[TAG_WORKER_PID])
+        return bool(_checkpoints(dirs[0]))
+
+    sweep.wait_until(first_trial_checkpointed, "epoch 1 checkpoint", 300)
+    trial_dir = record.trial_dirs()[0]
+    trial_id = _trial_id(trial_dir)
+    pid = workers[trial_id]
+    # Epoch 2 is being trained: epoch 1's checkpoint is there, epoch 2's is not.
+    assert _checkpoints(trial_dir) == ["checkpoint_000000"], _checkpoints(trial_dir)
+    os.kill(pid, signal.SIGKILL)
+    output = sweep.finish()
+
+    assert "3 trials, 3 done, 0 failed" in output, output[-4000:]
+    assert f"{trial_id} failed, retrying from its last checkpoint" in output, output[-4000:]
+    # Restarted from epoch 1's checkpoint: Tune saw epochs 1, 2, 3 once each (a restart from
+    # scratch would report epoch 1 twice).
+    assert _reported_epochs(trial_dir) == [1, 2, 3]
+    children = record.children()
+    assert len(children) == 3
+    killed = [run for run in children if run.data.tags[TAG_TRIAL_ID] == trial_id]
+    assert len(killed) == 1, "the retried trial must continue its MLflow run"
+    tags = killed[0].data.tags
+    assert killed[0].info.status == "FINISHED"
+    assert tags[TAG_STARTS] == "2" and tags[TAG_RESUMED_FROM_EPOCH] == "1", tags
+    assert TAG_PREVIOUS_FAILURE in tags, tags
+    assert int(tags[TAG_WORKER_PID]) != pid
+    _assert_same_curves(record, uninterrupted)
+    assert record.best_config() == uninterrupted.best_config()
+
+
+def test_a_killed_driver_resumes_without_rerunning_finished_trials(
+    fault_space: Path,
+    uninterrupted: SweepRecord,
+    tmp_path: Path,
+    sweeps: list[SweepProcess],
+) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    record = SweepRecord(root)
+    first = SweepProcess(fault_space, root, tmp_path / "first.log")
+    sweeps.append(first)
+
+    def second_trial_checkpointed() -> bool:
+        dirs = record.trial_dirs()
+        one_done = len(_done_trial_ids(first.output())) == 1
+        return one_done and any(_checkpoints(d) for d in dirs[1:])
+
+    first.wait_until(second_trial_checkpointed, "finished first trial + running second", 400)
+    first.kill()
+    done_before = _done_trial_ids(first.output())
+    folder, parent = record.folder, record.parent_run_id
+    statuses = {run.data.tags[TAG_TRIAL_ID]: run.info.status for run in record.children()}
+    assert sorted(statuses.values()) == ["FINISHED", "RUNNING"], statuses  # mid-sweep for real
+
+    second = SweepProcess(fault_space, root, tmp_path / "resume.log", "--resume")
+    sweeps.append(second)
+    output = second.finish()
+    assert "3 trials, 3 done, 0 failed" in output, output[-4000:]
+    for trial_id in done_before:
+        assert f"{trial_id} started" not in output, f"finished trial {trial_id} ran again"
+        assert f"{trial_id} restored" not in output, f"finished trial {trial_id} ran again"
+
+    assert record.folder == folder and record.parent_run_id == parent
+    client = mlflow_client(record.uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if PARENT_RUN_TAG not in run.data.tags]
+    assert [run.info.run_id for run in parents] == [parent], "--resume must reuse the parent run"
+    assert parents[0].info.status == "FINISHED"
+    children = record.children()
+    assert len(children) == len(runs) - 1 == 3
+    assert len({run.data.tags[TAG_TRIAL_ID] for run in children}) == 3
+    for run in children:
+        tags = run.data.tags
+        assert run.info.status == "FINISHED", tags
+        if tags[TAG_TRIAL_ID] in done_before:
+            assert tags[TAG_STARTS] == "1", tags  # never started again
+        elif statuses.get(tags[TAG_TRIAL_ID]) == "RUNNING":
+            assert tags[TAG_STARTS] == "2" and tags[TAG_RESUMED_FROM_EPOCH] != "0", tags
+    _assert_same_curves(record, uninterrupted)
+    assert record.best_config() == uninterrupted.best_config()
