@@ -102,7 +102,10 @@ class ProgressPrinter(tune.Callback):
         self._print(f"{self._tag(trial)} restored from its last checkpoint")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._print(f"{self._tag(trial)} failed, retrying from its last checkpoint")
+        self._print(
+            f"{self._tag(trial)} failed, retrying from its last checkpoint: "
+            f"{_trial_error_line(trial)}"
+        )
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any

@@ -64,7 +64,7 @@ def fault_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The search space of all three sweeps (data and feature cache shared)."""
     folder = tmp_path_factory.mktemp("fault_space")
     data = folder / "data"
-    write_synthetic_dataset(data, num_recordings=14, seed=0)
+    write_synthetic_dataset(data, num_recordings=30, seed=0)
     base = json.loads(json.dumps(TINY_BASE))
     base["name"] = NAME
     # Epochs of a few seconds, so that a kill right after epoch 1's checkpoint lands in epoch 2.
@@ -76,7 +76,7 @@ def fault_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "num_mel_bins": 64,
         }
     )
-    base["train"].update({"num_epochs": NUM_EPOCHS, "batch_size": 4, "max_steps_per_epoch": 12})
+    base["train"].update({"num_epochs": NUM_EPOCHS, "batch_size": 4, "max_steps_per_epoch": 24})
     path = folder / f"{NAME}.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -348,9 +348,15 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(
     sweeps.append(first)
 
     def second_trial_checkpointed() -> bool:
-        dirs = record.trial_dirs()
-        one_done = len(_done_trial_ids(first.output())) == 1
-        return one_done and any(_checkpoints(d) for d in dirs[1:])
+        if len(_done_trial_ids(first.output())) != 1:
+            return False
+        checkpoints = [c for d in record.trial_dirs()[1:] for c in d.glob("checkpoint_*")]
+        states = list(record.root.glob(f"ray_results/{NAME}_*/experiment_state-*.json"))
+        if not checkpoints or not states:
+            return False
+        # Tune has saved its experiment state since the checkpoint (so a restore knows it).
+        saved = max(state.stat().st_mtime_ns for state in states)
+        return saved > max(c.stat().st_mtime_ns for c in checkpoints)
 
     first.wait_until(second_trial_checkpointed, "finished first trial + running second", 400)
     first.kill()
