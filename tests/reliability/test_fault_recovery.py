@@ -17,13 +17,9 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +28,13 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
-from sweep_helpers import TINY_BASE, child_runs, mlflow_client  # noqa: E402
+from sweep_helpers import (  # noqa: E402
+    SECONDS_PER_EPOCH_BASE,
+    SweepProcess,
+    child_runs,
+    mlflow_client,
+    write_tiny_space,
+)
 
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
 from lungsrad.metrics import EPOCH, REPORT_SCORE, TRAIN_LOSS  # noqa: E402
@@ -48,13 +50,10 @@ from mlflow_tracking.tracker import (  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
 
-REPO = Path(__file__).resolve().parents[2]
-SWEEP = REPO / "tuning" / "sweep.py"
 NAME = "fault_sweep"
 EXPERIMENT = f"lungsrad-{NAME}"
 NUM_EPOCHS = 3
 TEMPERATURES = [0.05, 0.2, 0.8]
-SWEEP_TIMEOUT_S = 600
 # The metrics that must be identical with and without the fault (every epoch).
 COMPARED = [REPORT_SCORE, TRAIN_LOSS]
 
@@ -65,120 +64,20 @@ def fault_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("fault_space")
     data = folder / "data"
     write_synthetic_dataset(data, num_recordings=30, seed=0)
-    base = json.loads(json.dumps(TINY_BASE))
-    base["name"] = NAME
     # Epochs of a few seconds, so that a kill right after epoch 1's checkpoint lands in epoch 2.
-    base["data"].update(
-        {
-            "root": str(data),
-            "cache_dir": str(folder / "cache"),
-            "segment_seconds": 2.0,
-            "num_mel_bins": 64,
-        }
-    )
-    base["train"].update({"num_epochs": NUM_EPOCHS, "batch_size": 4, "max_steps_per_epoch": 24})
-    path = folder / f"{NAME}.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": NAME,
-                "base_overrides": base,
-                "parameters": {"method.patch_mix.temperature": {"grid": TEMPERATURES}},
-                "search": "grid",
-                "max_concurrent_trials": 1,
-                "max_failures": 2,
-                "resources": {"cpu": 1},
-            },
-            sort_keys=False,
-        ),
-        encoding="utf-8",
+    base = json.loads(json.dumps(SECONDS_PER_EPOCH_BASE))
+    base["train"]["num_epochs"] = NUM_EPOCHS
+    path = write_tiny_space(
+        folder / f"{NAME}.yaml",
+        data=data,
+        base=base,
+        parameters={"method.patch_mix.temperature": {"grid": TEMPERATURES}},
+        search="grid",
+        max_concurrent_trials=1,
+        max_failures=2,
+        resources={"cpu": 1},
     )
     return path
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs (other than this one) whose command line or environment contains `text`."""
-    found = []
-    needle = text.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline or needle in environ:
-            found.append(int(entry.name))
-    return found
-
-
-def _kill_all(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-class SweepProcess:
-    """`tuning/sweep.py` in its own session, with its own Ray temp dir (so that what it leaves
-    behind after a SIGKILL can be found and stopped); output goes to a log file."""
-
-    def __init__(self, space: Path, root: Path, log: Path, *extra: str) -> None:
-        # Short path: Ray's unix sockets live under it (108-byte limit).
-        self.ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")
-        self.log = log
-        env = {**os.environ, "RAY_TMPDIR": self.ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
-        command = [sys.executable, str(SWEEP), "--space", str(space), "--output-root", str(root)]
-        with open(log, "ab") as stream:
-            self.process = subprocess.Popen(
-                command + list(extra),
-                stdout=stream,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=root.parent,
-                start_new_session=True,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if self.process.poll() is not None:
-                pytest.fail(f"the sweep ended before {what}:\n{self.output()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {what} after {timeout_s} s:\n{self.output()[-4000:]}")
-            time.sleep(0.1)
-
-    def finish(self, timeout_s: float = SWEEP_TIMEOUT_S) -> str:
-        """Waits for the sweep to exit with status 0 and returns its output."""
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"the sweep did not finish in {timeout_s} s:\n{self.output()[-4000:]}")
-        output = self.output()
-        assert self.process.returncode == 0, output[-4000:]
-        return output
-
-    def kill(self) -> None:
-        """SIGKILL to the driver's process group, then to every process of its Ray (the GCS,
-        raylet and agents can outlive the driver)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=30)
-        _kill_all(_processes_mentioning(self.ray_tmp))
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.kill()
-        _kill_all(_processes_mentioning(self.ray_tmp))
-        shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
 
 @dataclass(frozen=True)

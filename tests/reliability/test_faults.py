@@ -1,5 +1,7 @@
 """Fault injection on a real local Ray with real MLflow (issue 6): a trial whose loss becomes NaN
-stops, its MLflow run is FAILED with the reason, and the sweep goes on with the other trial.
+stops, its MLflow run is FAILED with the reason, and the sweep goes on with the other trial; an
+unreachable MLflow stops the driver before any trial; a `mlflow server` that goes away mid-sweep
+loses no metric once it is back. (Killed workers and drivers: test_fault_recovery.py.)
 """
 
 from __future__ import annotations
@@ -7,15 +9,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
-from sweep_helpers import TINY_BASE, mlflow_client  # noqa: E402
+from sweep_helpers import (  # noqa: E402
+    SECONDS_PER_EPOCH_BASE,
+    SWEEP,
+    TINY_BASE,
+    SweepProcess,
+    mlflow_client,
+    write_tiny_space,
+)
 
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
+from lungsrad.metrics import EPOCH, REPORT_SCORE  # noqa: E402
+from mlflow_tracking.server import LocalTrackingServer, free_port  # noqa: E402
 from mlflow_tracking.tracker import TAG_FAILURE, sqlite_uri  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,3 +82,101 @@ def test_nan_trial_is_failed_with_its_reason_and_the_sweep_goes_on(tmp_path: Pat
     assert diverged.info.status == "FAILED"
     assert "not finite" in diverged.data.tags.get(TAG_FAILURE, ""), diverged.data.tags
     assert by_rate[1.0e-3].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+@pytest.mark.mlflow
+def test_an_unreachable_mlflow_stops_the_sweep_before_any_trial(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, num_recordings=8, seed=0)
+    space = write_tiny_space(
+        tmp_path / "no_mlflow.yaml",
+        data=data,
+        parameters={"method.patch_mix.alpha": {"grid": [1.0]}},
+        search="grid",
+    )
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    root = tmp_path / "runs"
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, str(SWEEP), "--space", str(space), "--tracking-uri", uri]
+        + ["--output-root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    seconds = time.monotonic() - started
+    report = f"exit {completed.returncode}\n{completed.stderr}\n{completed.stdout}"
+    assert completed.returncode == 2, report
+    assert completed.stderr.splitlines() == [completed.stderr.strip()], report  # one line
+    assert uri in completed.stderr and "not reachable" in completed.stderr, report
+    assert "Traceback" not in completed.stderr
+    # Stopped before Ray, features or any trial: no Tune folder, and no Ray started.
+    assert not (root / "ray_results").exists(), report
+    assert "local Ray" not in completed.stdout, report
+    assert seconds < 120, f"took {seconds:.0f} s to notice"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.mlflow
+def test_metrics_logged_while_the_mlflow_server_is_down_arrive_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, num_recordings=30, seed=0)
+    epochs = 12
+    base = json.loads(json.dumps(SECONDS_PER_EPOCH_BASE))
+    base["train"]["num_epochs"] = epochs
+    space = write_tiny_space(
+        tmp_path / "outage.yaml",
+        data=data,
+        base=base,
+        parameters={"method.patch_mix.alpha": {"grid": [1.0]}},
+        search="grid",
+        resources={"cpu": 1},
+    )
+    root = tmp_path / "runs"
+    root.mkdir()
+    server = LocalTrackingServer(tmp_path / "mlflow").start()
+    client = mlflow_client(server.uri)  # imports MLflow before the sweep starts
+    sweep = SweepProcess(space, root, tmp_path / "sweep.log", "--tracking-uri", server.uri)
+    try:
+
+        def trial_epochs_in_mlflow() -> int:
+            experiment = client.get_experiment_by_name("lungsrad-outage")
+            if experiment is None:
+                return 0
+            runs = client.search_runs([experiment.experiment_id], "tags.`lungsrad.role` = 'trial'")
+            if not runs:
+                return 0
+            return len(client.get_metric_history(runs[0].info.run_id, EPOCH))
+
+        def latest_checkpoint() -> int:
+            """Index of the newest Tune checkpoint of the trial (epoch - 1), -1 before any."""
+            names = [p.name for p in root.glob("ray_results/outage_*/trial_*/checkpoint_*")]
+            return max((int(name.rsplit("_", 1)[1]) for name in names), default=-1)
+
+        sweep.wait_until(lambda: trial_epochs_in_mlflow() >= 1, "epoch 1 in MLflow", 300)
+        server.stop()
+        at_stop = latest_checkpoint()
+        # The last epoch reaches Tune only after the trial closed its run: stay clear of it.
+        assert at_stop + 2 < epochs - 1, f"MLflow stopped too late (checkpoint {at_stop})"
+        # Training goes on without MLflow: two more epochs are trained and checkpointed.
+        sweep.wait_until(
+            lambda: latest_checkpoint() >= at_stop + 2, "epochs trained while MLflow is down", 300
+        )
+        server = LocalTrackingServer(tmp_path / "mlflow", port=server.port).start()
+        output = sweep.finish()
+        client = mlflow_client(server.uri)
+        experiment = client.get_experiment_by_name("lungsrad-outage")
+        runs = client.search_runs([experiment.experiment_id])
+        trial = next(run for run in runs if run.data.tags.get("lungsrad.role") == "trial")
+        history = client.get_metric_history(trial.info.run_id, REPORT_SCORE)
+    finally:
+        sweep.close()
+        server.stop()
+    assert "1 trials, 1 done, 0 failed" in output, output[-4000:]
+    assert len(runs) == 2 and {run.info.status for run in runs} == {"FINISHED"}
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))

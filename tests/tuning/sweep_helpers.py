@@ -20,8 +20,12 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from mlflow_tracking.server import free_port
 
@@ -53,6 +57,34 @@ TINY_BASE: dict[str, Any] = {
         "num_threads": 1,
     },
 }
+
+
+# Overrides of TINY_BASE that make an epoch last a few seconds on one CPU (with 30 synthetic
+# recordings): long enough for a fault test to act inside an epoch.
+SECONDS_PER_EPOCH_BASE: dict[str, Any] = {
+    "data": {"segment_seconds": 2.0, "num_mel_bins": 64},
+    "train": {"batch_size": 4, "max_steps_per_epoch": 24},
+}
+
+
+def write_tiny_space(
+    path: Path,
+    *,
+    data: Path,
+    parameters: dict[str, Any],
+    base: dict[str, Any] | None = None,
+    **keys: Any,
+) -> Path:
+    """Writes a search space named after the file: TINY_BASE with `base` merged in (one level
+    of sections), data.root = data, the feature cache beside the file, and the top-level keys."""
+    merged = json.loads(json.dumps(TINY_BASE))
+    merged["name"] = path.stem
+    merged["data"].update({"root": str(data), "cache_dir": str(path.parent / "cache")})
+    for section, values in (base or {}).items():
+        merged.setdefault(section, {}).update(values)
+    document = {"name": path.stem, "base_overrides": merged, "parameters": parameters, **keys}
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def _wait_for_port(port: int, timeout_s: float) -> None:
@@ -198,3 +230,92 @@ def child_runs(uri: str, experiment: str, parent_run_id: str) -> list[Any]:
     return client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
     )
+
+
+SWEEP = REPO / "tuning" / "sweep.py"
+SWEEP_TIMEOUT_S = 600
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs (other than this one) whose command line or environment contains `text`."""
+    found = []
+    needle = text.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline or needle in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class SweepProcess:
+    """`tuning/sweep.py` in its own session, with its own Ray temp dir (so that what it leaves
+    behind after a SIGKILL can be found and stopped); output goes to a log file."""
+
+    def __init__(self, space: Path, root: Path, log: Path, *extra: str) -> None:
+        # Short path: Ray's unix sockets live under it (108-byte limit).
+        self.ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")
+        self.log = log
+        env = {**os.environ, "RAY_TMPDIR": self.ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
+        command = [sys.executable, str(SWEEP), "--space", str(space), "--output-root", str(root)]
+        with open(log, "ab") as stream:
+            self.process = subprocess.Popen(
+                command + list(extra),
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=root.parent,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if self.process.poll() is not None:
+                pytest.fail(f"the sweep ended before {what}:\n{self.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} after {timeout_s} s:\n{self.output()[-4000:]}")
+            time.sleep(0.1)
+
+    def finish(self, timeout_s: float = SWEEP_TIMEOUT_S) -> str:
+        """Waits for the sweep to exit with status 0 and returns its output."""
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the sweep did not finish in {timeout_s} s:\n{self.output()[-4000:]}")
+        output = self.output()
+        assert self.process.returncode == 0, output[-4000:]
+        return output
+
+    def kill(self) -> None:
+        """SIGKILL to the driver's process group, then to every process of its Ray (the GCS,
+        raylet and agents can outlive the driver)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+        _kill_all(_processes_mentioning(self.ray_tmp))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        _kill_all(_processes_mentioning(self.ray_tmp))
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
