@@ -21,6 +21,7 @@ from lungsrad.training.checkpoints import (
     prune_checkpoints,
     read_checkpoint,
     read_resumable_checkpoint,
+    remove_stale_temporary_files,
     save_atomic,
 )
 
@@ -105,3 +106,57 @@ def test_resume_config_check_ignores_paths_but_not_training_settings(tmp_path):
     changed = apply_overrides(saved, {"train.learning_rate": 1e-3, "train.num_epochs": 9})
     with pytest.raises(CheckpointError, match=r"different config \(train.learning_rate"):
         check_resume_config(saved, changed, path=tmp_path / "x.pt")
+
+
+_WRITER = """
+import sys, torch
+from lungsrad.training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, save_atomic
+path, start = sys.argv[1], int(sys.argv[2])
+weight = torch.randn(8_000_000)  # 32 MB: most of the loop's time is spent inside the write
+for epoch in range(start, start + 1000):
+    save_atomic({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
+                 "config": "", "model": {"weight": weight}, "objective": {}, "optimizer": {},
+                 "scheduler": {}, "epoch": epoch, "history": [],
+                 "best": None}, path)
+    print(epoch, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_killed_while_writing_never_leaves_a_torn_checkpoint(tmp_path):
+    """SIGKILL a real writer at random moments until one kill lands inside a write (its partial
+    temporary file is left behind): the checkpoint at the path is always the last complete one."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = epoch_folder(tmp_path, 1) / CHECKPOINT_FILE
+    rng = random.Random(0)
+    last = 0
+    torn_writes = 0
+    for _ in range(12):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), str(last + 1)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None
+        written = int(writer.stdout.readline())  # one complete write, then kill at random
+        time.sleep(rng.uniform(0.0, 0.4))
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+        written = max([written] + [int(line) for line in writer.stdout.read().split()])
+        payload = read_resumable_checkpoint(path)  # never torn
+        # The kill may land after the rename but before the print: then one more is complete.
+        assert payload["epoch"] in (written, written + 1)
+        last = payload["epoch"]
+        leftovers = list(path.parent.glob(".*.tmp"))
+        if any(tmp.stat().st_size > 0 for tmp in leftovers):
+            torn_writes += 1
+        remove_stale_temporary_files(tmp_path)
+        assert not list(path.parent.glob(".*.tmp"))
+        if torn_writes >= 2:
+            break
+    assert torn_writes >= 1, "no kill landed inside a write; the test proved nothing"
