@@ -1,4 +1,5 @@
-"""Security defaults (issue 6): what the project starts listens on 127.0.0.1 only, and the
+"""Security defaults (issue 6): what the project starts listens on 127.0.0.1 only (MLflow server,
+Ray dashboard), the local Ray of a sweep refuses clients without its token, and the
 credentials of an http tracking URI reach neither MLflow params/tags nor the sweep's output.
 
 Bound addresses are read from /proc/net/tcp{,6} (no psutil in the environment). Redaction of
@@ -8,8 +9,10 @@ single messages is covered in tests/mlflow_tracking/test_tracker.py; here a whol
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,45 @@ def test_tracking_uri_credentials_never_reach_mlflow_or_the_output(tmp_path: Pat
         if path.is_file() and path.suffix in {".json", ".yaml", ".md", ".txt"}
     )
     assert PASSWORD not in saved
+
+
+_JOIN = (
+    "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+    "print('JOINED', ray.cluster_resources().get('CPU'))"
+)
+_LOCAL_RAY_PROBE = f"""
+import os, subprocess, sys
+from tuning.cluster import connect, disconnect
+info = connect(None, num_cpus=1)  # the local Ray a sweep starts
+try:
+    for label, token in (("wrong", "0" * 32), ("own", None)):
+        env = {{**os.environ, "RAY_AUTH_MODE": "token"}}
+        env.pop("RAY_AUTH_TOKEN", None)
+        if token is not None:
+            env["RAY_AUTH_TOKEN"] = token
+        joined = subprocess.run(
+            [sys.executable, "-c", {_JOIN!r}, info.address],
+            env=env, capture_output=True, text=True, timeout=180,
+        )
+        print(label, joined.returncode, "JOINED" in joined.stdout, flush=True)
+finally:
+    disconnect(info)
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_local_ray_of_a_sweep_refuses_a_client_without_its_token(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", _LOCAL_RAY_PROBE],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ra", dir="/tmp")},
+        timeout=500,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    lines = dict(line.split(" ", 1) for line in completed.stdout.splitlines() if " " in line)
+    assert lines.get("wrong") == "1 False", output[-3000:]  # another token: refused
+    assert lines.get("own") == "0 True", output[-3000:]  # the user's own token: joins
