@@ -108,7 +108,10 @@ def redact_text(text: str, uri: str) -> str:
     parsed = urllib.parse.urlsplit(uri)
     if "@" in parsed.netloc:
         userinfo = parsed.netloc.rsplit("@", 1)[0]
-        for secret in {userinfo, userinfo.partition(":")[2]} - {""}:
+        password = userinfo.partition(":")[2]
+        secrets = {userinfo, password, urllib.parse.unquote(password)} - {""}
+        # Longest first: "user:password" before "password", or "user:***" would be left.
+        for secret in sorted(secrets, key=len, reverse=True):
             text = text.replace(secret, "***")
     return re.sub(r"//[^/@\s]+:[^/@\s]+@", "//***@", text)
 

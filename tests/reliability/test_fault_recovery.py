@@ -19,7 +19,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,25 @@ def _done_trial_ids(output: str) -> list[str]:
     return re.findall(r"\] (\S+) done in ", output)
 
 
+def _state_knows_checkpoint(folder: Path, trial_id: str) -> bool:
+    """True once Tune's saved experiment state lists a checkpoint of the trial in the trial's
+    checkpoint manager (a restore then continues from it). A state saved between the trial's
+    result and the checkpoint's registration has the result but no checkpoint."""
+    for path in folder.glob("experiment_state-*.json"):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):  # being rewritten
+            continue
+        for trial_json, runtime_json in state.get("trial_data", []):
+            if json.loads(trial_json).get("trial_id") != trial_id:
+                continue
+            manager = json.dumps(json.loads(runtime_json).get("checkpoint_manager"))
+            # Stored pickled (hex) by Ray's JSON encoder; the path names the folder.
+            if "checkpoint_0000" in manager or b"checkpoint_0000".hex() in manager:
+                return True
+    return False
+
+
 def _trial_id(trial_dir: Path) -> str:
     return trial_dir.name.removeprefix("trial_")
 
@@ -156,11 +175,27 @@ def uninterrupted(fault_space: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture
-def sweeps() -> Iterator[list[SweepProcess]]:
-    """Sweep processes a test starts; whatever is left of them is killed afterwards."""
+def record(tmp_path: Path) -> SweepRecord:
+    """The output root of the test's sweep."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    return SweepRecord(root)
+
+
+@pytest.fixture
+def start(
+    fault_space: Path, record: SweepRecord, tmp_path: Path
+) -> Iterator[Callable[..., SweepProcess]]:
+    """start(log_name, *flags) runs the fault sweep into `record`; whatever is left of the
+    processes it started is killed after the test."""
     started: list[SweepProcess] = []
+
+    def launch(log_name: str, *flags: str) -> SweepProcess:
+        started.append(SweepProcess(fault_space, record.root, tmp_path / log_name, *flags))
+        return started[-1]
+
     try:
-        yield started
+        yield launch
     finally:
         for sweep in started:
             sweep.close()
@@ -177,17 +212,10 @@ def _assert_same_curves(record: SweepRecord, reference: SweepRecord) -> None:
 
 
 def test_a_trial_worker_killed_mid_epoch_resumes_from_its_checkpoint(
-    fault_space: Path,
-    uninterrupted: SweepRecord,
-    tmp_path: Path,
-    sweeps: list[SweepProcess],
+    uninterrupted: SweepRecord, record: SweepRecord, start: Callable[..., SweepProcess]
 ) -> None:
-    root = tmp_path / "runs"
-    root.mkdir()
-    record = SweepRecord(root)
     client = mlflow_client(record.uri)  # imports MLflow before the clock starts
-    sweep = SweepProcess(fault_space, root, tmp_path / "sweep.log")
-    sweeps.append(sweep)
+    sweep = start("sweep.log")
     workers: dict[str, int] = {}
 
     def first_trial_checkpointed() -> bool:
@@ -235,27 +263,15 @@ def test_a_trial_worker_killed_mid_epoch_resumes_from_its_checkpoint(
 
 
 def test_a_killed_driver_resumes_without_rerunning_finished_trials(
-    fault_space: Path,
-    uninterrupted: SweepRecord,
-    tmp_path: Path,
-    sweeps: list[SweepProcess],
+    uninterrupted: SweepRecord, record: SweepRecord, start: Callable[..., SweepProcess]
 ) -> None:
-    root = tmp_path / "runs"
-    root.mkdir()
-    record = SweepRecord(root)
-    first = SweepProcess(fault_space, root, tmp_path / "first.log")
-    sweeps.append(first)
+    first = start("first.log")
 
     def second_trial_checkpointed() -> bool:
-        if len(_done_trial_ids(first.output())) != 1:
+        dirs = record.trial_dirs()
+        if len(_done_trial_ids(first.output())) != 1 or len(dirs) < 2:
             return False
-        checkpoints = [c for d in record.trial_dirs()[1:] for c in d.glob("checkpoint_*")]
-        states = list(record.root.glob(f"ray_results/{NAME}_*/experiment_state-*.json"))
-        if not checkpoints or not states:
-            return False
-        # Tune has saved its experiment state since the checkpoint (so a restore knows it).
-        saved = max(state.stat().st_mtime_ns for state in states)
-        return saved > max(c.stat().st_mtime_ns for c in checkpoints)
+        return _state_knows_checkpoint(record.folder, _trial_id(dirs[1]))
 
     first.wait_until(second_trial_checkpointed, "finished first trial + running second", 400)
     first.kill()
@@ -264,8 +280,7 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(
     statuses = {run.data.tags[TAG_TRIAL_ID]: run.info.status for run in record.children()}
     assert sorted(statuses.values()) == ["FINISHED", "RUNNING"], statuses  # mid-sweep for real
 
-    second = SweepProcess(fault_space, root, tmp_path / "resume.log", "--resume")
-    sweeps.append(second)
+    second = start("resume.log", "--resume")
     output = second.finish()
     assert "3 trials, 3 done, 0 failed" in output, output[-4000:]
     for trial_id in done_before:
