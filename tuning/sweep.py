@@ -75,7 +75,7 @@ class DriverSettings:
     final_flush_s: float = 120.0  # how long a trial waits for an unreachable MLflow at its end
 
 
-def quiet_ray_output() -> None:
+def set_tune_driver_defaults() -> None:
     """Ray Tune settings of a sweep driver. Progress comes from tuning.callbacks.ProgressPrinter:
     turn off Tune's status tables and its warning about frequent experiment snapshots (every
     epoch checkpoints on purpose), and save the experiment state often. Values set in the
@@ -461,7 +461,7 @@ def run_sweep(
         ValueError / FileNotFoundError: bad input, unreachable MLflow, resources no node has.
     """
     started = time.perf_counter()
-    quiet_ray_output()
+    set_tune_driver_defaults()
     folder = locate_sweep_folder(space, settings)
     settings.output_root.mkdir(parents=True, exist_ok=True)
     target = open_tracking(settings)

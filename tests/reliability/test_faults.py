@@ -13,13 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
 from sweep_helpers import (  # noqa: E402
     SECONDS_PER_EPOCH_BASE,
     SWEEP,
-    TINY_BASE,
     SweepProcess,
     mlflow_client,
     write_tiny_space,
@@ -30,7 +28,6 @@ from lungsrad.metrics import EPOCH, REPORT_SCORE  # noqa: E402
 from mlflow_tracking.server import LocalTrackingServer, free_port  # noqa: E402
 from mlflow_tracking.tracker import TAG_FAILURE, sqlite_uri  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 # AdamW moves every weight by about the learning rate: 1e30 overflows the activations at step 2
 # (1e38 would instead overflow inside the optimizer, before the loss check).
 DIVERGING_LEARNING_RATE = 1.0e30
@@ -42,27 +39,17 @@ DIVERGING_LEARNING_RATE = 1.0e30
 def test_nan_trial_is_failed_with_its_reason_and_the_sweep_goes_on(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_synthetic_dataset(data, num_recordings=8, seed=0)
-    base = json.loads(json.dumps(TINY_BASE))
-    base["name"] = "nan_sweep"
-    base["data"].update({"root": str(data), "cache_dir": str(tmp_path / "cache")})
-    base["train"].update({"num_epochs": 1, "max_steps_per_epoch": 2})
-    space = tmp_path / "nan_sweep.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {
-                "name": "nan_sweep",
-                "base_overrides": base,
-                "parameters": {"train.learning_rate": {"grid": [1.0e-3, DIVERGING_LEARNING_RATE]}},
-                "search": "grid",
-                "max_failures": 1,
-            }
-        ),
-        encoding="utf-8",
+    space = write_tiny_space(
+        tmp_path / "nan_sweep.yaml",
+        data=data,
+        base={"train": {"num_epochs": 1, "max_steps_per_epoch": 2}},
+        parameters={"train.learning_rate": {"grid": [1.0e-3, DIVERGING_LEARNING_RATE]}},
+        search="grid",
+        max_failures=1,
     )
     root = tmp_path / "runs"
     completed = subprocess.run(
-        [sys.executable, str(REPO / "tuning" / "sweep.py"), "--space", str(space)]
-        + ["--output-root", str(root)],
+        [sys.executable, str(SWEEP), "--space", str(space)] + ["--output-root", str(root)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

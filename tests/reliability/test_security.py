@@ -16,10 +16,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
-from sweep_helpers import TINY_BASE, RayCluster, mlflow_client  # noqa: E402
+from sweep_helpers import SWEEP, RayCluster, mlflow_client, write_tiny_space  # noqa: E402
 
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
 from mlflow_tracking.server import LocalTrackingServer  # noqa: E402
@@ -95,28 +94,19 @@ def test_ray_dashboard_binds_loopback_only() -> None:
 def test_tracking_uri_credentials_never_reach_mlflow_or_the_output(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_synthetic_dataset(data, num_recordings=8, seed=0)
-    base = json.loads(json.dumps(TINY_BASE))
-    base["name"] = "secret_sweep"
-    base["data"].update({"root": str(data), "cache_dir": str(tmp_path / "cache")})
-    base["train"]["num_epochs"] = 1
-    space = tmp_path / "secret_sweep.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {
-                "name": "secret_sweep",
-                "base_overrides": base,
-                "parameters": {"method.patch_mix.alpha": {"grid": [1.0]}},
-                "search": "grid",
-                "max_failures": 0,
-            }
-        ),
-        encoding="utf-8",
+    space = write_tiny_space(
+        tmp_path / "secret_sweep.yaml",
+        data=data,
+        base={"train": {"num_epochs": 1}},
+        parameters={"method.patch_mix.alpha": {"grid": [1.0]}},
+        search="grid",
+        max_failures=0,
     )
     with LocalTrackingServer(tmp_path / "mlflow") as server:
         uri = server.uri.replace("http://", f"http://alice:{PASSWORD}@")
         completed = subprocess.run(
             [
-                sys.executable, str(REPO / "tuning" / "sweep.py"),
+                sys.executable, str(SWEEP),
                 "--space", str(space),
                 "--tracking-uri", uri,
                 "--output-root", str(tmp_path / "runs"),

@@ -236,29 +236,20 @@ SWEEP = REPO / "tuning" / "sweep.py"
 SWEEP_TIMEOUT_S = 600
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs (other than this one) whose command line or environment contains `text`."""
-    found = []
+def _kill_processes_mentioning(text: str) -> None:
+    """SIGKILLs this user's processes (other than this one) whose command line or environment
+    contains `text`."""
     needle = text.encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
+            found = needle in (entry / "cmdline").read_bytes()
+            found = found or needle in (entry / "environ").read_bytes()
+            if found:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
             continue
-        if needle in cmdline or needle in environ:
-            found.append(int(entry.name))
-    return found
-
-
-def _kill_all(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 class SweepProcess:
@@ -312,10 +303,9 @@ class SweepProcess:
         except ProcessLookupError:
             pass
         self.process.wait(timeout=30)
-        _kill_all(_processes_mentioning(self.ray_tmp))
+        _kill_processes_mentioning(self.ray_tmp)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.kill()
-        _kill_all(_processes_mentioning(self.ray_tmp))
+        """Kills whatever is left of the sweep and its Ray, and removes the Ray temp dir."""
+        self.kill()
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
