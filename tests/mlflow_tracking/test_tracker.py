@@ -5,15 +5,12 @@ an outage of a real `mlflow server` (cut and restored through a TCP relay) that 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 
-from mlflow_tracking.server import LocalTrackingServer, free_port
+from mlflow_tracking.server import LocalTrackingServer
 from mlflow_tracking.tracker import (
     PARENT_RUN_TAG,
     TAG_TRIAL_ID,
@@ -27,6 +24,7 @@ from mlflow_tracking.tracker import (
     split_credentials,
     sqlite_uri,
 )
+from tests.tcp_relay import TcpRelay
 
 
 @pytest.fixture(autouse=True)
@@ -74,13 +72,13 @@ def test_bad_tracking_uri_is_named(uri: str, message: str) -> None:
 
 
 def test_unreachable_server_is_named_without_credentials() -> None:
-    uri = f"http://user:hunter2@127.0.0.1:{free_port()}"
-    started = time.monotonic()
-    with pytest.raises(ValueError, match=r"is not reachable") as raised:
-        open_experiment(uri, "x")
-    assert time.monotonic() - started < 10
+    with TcpRelay() as down:  # a port whose server drops every connection
+        uri = f"http://user:hunter2@127.0.0.1:{down.port}"
+        with pytest.raises(ValueError, match=r"is not reachable") as raised:
+            open_experiment(uri, "x")
+        assert down.dropped == 1, "named after one try, without retrying"
     message = str(raised.value)
-    assert f"'http://***@127.0.0.1:{uri.rsplit(':', 1)[1]}'" in message
+    assert f"'http://***@127.0.0.1:{down.port}'" in message
     assert "hunter2" not in message and "\n" not in message
 
 
@@ -148,16 +146,18 @@ def test_an_update_mlflow_rejects_is_dropped_and_the_rest_arrives(tmp_path: Path
 
 
 def test_undelivered_updates_are_saved_and_reported(tmp_path: Path) -> None:
-    uri = f"http://user:hunter2@127.0.0.1:{free_port()}"
+    down = TcpRelay()  # a port whose server drops every connection
+    uri = f"http://user:hunter2@127.0.0.1:{down.port}"
     target = TrackingTarget(uri=uri, experiment_name="e", experiment_id="1")
     tracker = RunTracker(
         target, run_name="lost", final_flush_s=0.5, pending_path=tmp_path / "pending.json"
     )
     tracker.log_metrics({"score": 3.0}, step=7)
-    started = time.monotonic()
-    with pytest.warns(UserWarning, match="were not delivered; they are saved in") as caught:
+    with down, pytest.warns(UserWarning, match="were not delivered; they are saved in") as caught:
         assert not tracker.finish("FINISHED")
-    assert time.monotonic() - started < 15
+    # final_flush_s (0.5 s) is shorter than the first retry interval (2 s): one more try at
+    # the deadline at most, never a retry loop.
+    assert 1 <= down.dropped <= 2, down.dropped
     assert all("hunter2" not in str(w.message) for w in caught)
     saved = json.loads((tmp_path / "pending.json").read_text())
     metrics = saved["operations"][0]
@@ -167,84 +167,11 @@ def test_undelivered_updates_are_saved_and_reported(tmp_path: Path) -> None:
     assert "hunter2" not in (tmp_path / "pending.json").read_text()
 
 
-class TcpRelay:
-    """Forwards 127.0.0.1:port to a server; `cut()` drops the listener and every connection
-    (the server looks gone), `restore()` listens again on the same port."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.port = free_port()
-        self.listener: socket.socket | None = None
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def restore(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self.listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        with self.lock:
-            if self.listener is not None:
-                # shutdown() wakes the thread blocked in accept(); close() alone would not.
-                try:
-                    self.listener.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self.listener.close()
-                self.listener = None
-            for sock in self.sockets:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
-            self.sockets.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self.lock:
-                if self.listener is not listener:  # cut meanwhile
-                    client.close()
-                    upstream.close()
-                    return
-                self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
 @pytest.mark.mlflow
 @pytest.mark.slow
 def test_metrics_logged_during_a_server_outage_arrive_when_it_returns(tmp_path: Path) -> None:
     with LocalTrackingServer(tmp_path / "server") as server:
         relay = TcpRelay(server.port)
-        relay.restore()
         target = open_experiment(relay.uri, "outage")
         tracker = RunTracker(target, run_name="trial", identity={TAG_TRIAL_ID: "t1"})
         tracker.log_metrics({"epoch": 1, "score": 1.0}, step=1)
@@ -253,13 +180,13 @@ def test_metrics_logged_during_a_server_outage_arrive_when_it_returns(tmp_path: 
         relay.cut()
         for epoch in (2, 3):
             tracker.log_metrics({"epoch": epoch, "score": float(epoch)}, step=epoch)
-            started = time.monotonic()
+            tried = relay.dropped
             assert not tracker.flush(force=True)  # training goes on; the updates wait
-            assert time.monotonic() - started < 10
+            assert relay.dropped == tried + 1, "one try per flush, no retry loop inside it"
         assert tracker.pending == 2 and tracker.last_error
-        started = time.monotonic()
+        tried = relay.dropped
         assert not tracker.flush()  # right after a failure: no network attempt at all
-        assert time.monotonic() - started < 0.05
+        assert relay.dropped == tried
 
         relay.restore()
         with warnings.catch_warnings():
@@ -270,4 +197,4 @@ def test_metrics_logged_during_a_server_outage_arrive_when_it_returns(tmp_path: 
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(tracker.run_id, "score")
         assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0)]
-        relay.cut()
+        relay.close()

@@ -30,6 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
 from sweep_helpers import (  # noqa: E402
     SECONDS_PER_EPOCH_BASE,
+    Held,
     SweepProcess,
     child_runs,
     mlflow_client,
@@ -129,7 +130,12 @@ def _checkpoints(trial_dir: Path) -> list[str]:
 
 
 def _reported_epochs(trial_dir: Path) -> list[int]:
-    lines = (trial_dir / "result.json").read_text().splitlines()
+    """Epochs of the trial's results the driver has written to result.json (whole lines)."""
+    try:
+        text = (trial_dir / "result.json").read_text()
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")[:-1]  # the text after the last newline may be a line being written
     return [int(json.loads(line)[EPOCH]) for line in lines if line.strip()]
 
 
@@ -214,40 +220,29 @@ def _assert_same_curves(record: SweepRecord, reference: SweepRecord) -> None:
 def test_a_trial_worker_killed_mid_epoch_resumes_from_its_checkpoint(
     uninterrupted: SweepRecord, record: SweepRecord, start: Callable[..., SweepProcess]
 ) -> None:
-    client = mlflow_client(record.uri)  # imports MLflow before the clock starts
     sweep = start("sweep.log")
-    workers: dict[str, int] = {}
+    # The first trial's worker is held (SIGSTOP) as soon as the driver has epoch 1's result
+    # and checkpoint, and killed while held: mid-training whatever the speed of the machine.
+    pid = sweep.wait_for_trial_worker()
 
-    def first_trial_checkpointed() -> bool:
+    def first_epoch_reported() -> bool:
         dirs = record.trial_dirs()
-        if not dirs:
-            return False
-        trial_id = _trial_id(dirs[0])
-        if trial_id not in workers:  # the worker's pid is tagged when the trial starts
-            experiment = client.get_experiment_by_name(EXPERIMENT)
-            if experiment is None:
-                return False
-            runs = client.search_runs(
-                [experiment.experiment_id], filter_string=f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'"
-            )
-            if not runs:
-                return False
-            workers[trial_id] = int(runs[0].data.tags[TAG_WORKER_PID])
-        return bool(_checkpoints(dirs[0]))
+        return bool(dirs) and bool(_reported_epochs(dirs[0]))
 
-    sweep.wait_until(first_trial_checkpointed, "epoch 1 checkpoint", 300)
-    trial_dir = record.trial_dirs()[0]
-    trial_id = _trial_id(trial_dir)
-    pid = workers[trial_id]
-    # Epoch 2 is being trained: epoch 1's checkpoint is there, epoch 2's is not.
-    assert _checkpoints(trial_dir) == ["checkpoint_000000"], _checkpoints(trial_dir)
-    os.kill(pid, signal.SIGKILL)
+    sweep.wait_until(first_epoch_reported, "epoch 1 result", 300, interval_s=0.01)
+    with Held(pid):
+        trial_dir = record.trial_dirs()[0]
+        trial_id = _trial_id(trial_dir)
+        # The last epoch's checkpoint comes only after training: one is still to come.
+        checkpointed = len(_checkpoints(trial_dir))
+        assert checkpointed < NUM_EPOCHS, _checkpoints(trial_dir)
+        os.kill(pid, signal.SIGKILL)
     output = sweep.finish()
 
     assert "3 trials, 3 done, 0 failed" in output, output[-4000:]
     assert f"{trial_id} failed, retrying from its last checkpoint" in output, output[-4000:]
-    # Restarted from epoch 1's checkpoint: Tune saw epochs 1, 2, 3 once each (a restart from
-    # scratch would report epoch 1 twice).
+    # Restarted from its checkpoint: Tune saw epochs 1, 2, 3 once each (a restart from scratch
+    # would report epoch 1 twice).
     assert _reported_epochs(trial_dir) == [1, 2, 3]
     children = record.children()
     assert len(children) == 3
@@ -255,7 +250,9 @@ def test_a_trial_worker_killed_mid_epoch_resumes_from_its_checkpoint(
     assert len(killed) == 1, "the retried trial must continue its MLflow run"
     tags = killed[0].data.tags
     assert killed[0].info.status == "FINISHED"
-    assert tags[TAG_STARTS] == "2" and tags[TAG_RESUMED_FROM_EPOCH] == "1", tags
+    assert tags[TAG_STARTS] == "2", tags
+    # From the newest checkpoint Tune had registered (epoch 1, or 2 if it arrived meanwhile).
+    assert 1 <= int(tags[TAG_RESUMED_FROM_EPOCH]) <= checkpointed, tags
     assert TAG_PREVIOUS_FAILURE in tags, tags
     assert int(tags[TAG_WORKER_PID]) != pid
     _assert_same_curves(record, uninterrupted)
@@ -267,14 +264,23 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(
 ) -> None:
     first = start("first.log")
 
-    def second_trial_checkpointed() -> bool:
+    def second_trial_reported() -> bool:
         dirs = record.trial_dirs()
-        if len(_done_trial_ids(first.output())) != 1 or len(dirs) < 2:
-            return False
-        return _state_knows_checkpoint(record.folder, _trial_id(dirs[1]))
+        return len(dirs) >= 2 and bool(_reported_epochs(dirs[1]))
 
-    first.wait_until(second_trial_checkpointed, "finished first trial + running second", 400)
-    first.kill()
+    # The second trial's worker is held once the driver has its first result, so it cannot
+    # finish while the driver saves a state that knows the checkpoint; then all is killed.
+    first.wait_until(second_trial_reported, "second trial's first result", 400, interval_s=0.01)
+    with Held(*first.trial_workers()):
+        running = _trial_id(record.trial_dirs()[1])
+
+        def state_saved() -> bool:
+            if len(_done_trial_ids(first.output())) != 1:  # the driver's line of trial 1
+                return False
+            return _state_knows_checkpoint(record.folder, running)
+
+        first.wait_until(state_saved, "saved state with the running trial's checkpoint", 120)
+        first.kill()
     done_before = _done_trial_ids(first.output())
     folder, parent = record.folder, record.parent_run_id
     statuses = {run.data.tags[TAG_TRIAL_ID]: run.info.status for run in record.children()}

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from mlflow_tracking.server import free_port
+from tests.processes import Held  # noqa: F401 (for the tests that import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -236,20 +237,34 @@ SWEEP = REPO / "tuning" / "sweep.py"
 SWEEP_TIMEOUT_S = 600
 
 
-def _kill_processes_mentioning(text: str) -> None:
-    """SIGKILLs this user's processes (other than this one) whose command line or environment
-    contains `text`."""
+def _processes_mentioning(text: str) -> list[tuple[int, bytes]]:
+    """(pid, command line) of this user's processes (other than this one) whose command line or
+    environment contains `text`."""
     needle = text.encode()
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            found = needle in (entry / "cmdline").read_bytes()
-            found = found or needle in (entry / "environ").read_bytes()
-            if found:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
+            cmdline = (entry / "cmdline").read_bytes()
+            if needle in cmdline or needle in (entry / "environ").read_bytes():
+                found.append((int(entry.name), cmdline))
+        except OSError:
             continue
+    return found
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    for pid, _ in _processes_mentioning(text):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+
+
+# Ray titles a worker process after the actor it runs: a Tune function trainable's actor is
+# `ImplicitFunc` ("ray::ImplicitFunc.train" while training); idle workers are "ray::IDLE".
+TRIAL_WORKER_TITLE = b"ray::ImplicitFunc"
 
 
 class SweepProcess:
@@ -275,14 +290,35 @@ class SweepProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float) -> None:
+    def wait_until(
+        self,
+        condition: Callable[[], bool],
+        what: str,
+        timeout_s: float,
+        *,
+        interval_s: float = 0.1,
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while not condition():
             if self.process.poll() is not None:
                 pytest.fail(f"the sweep ended before {what}:\n{self.output()[-4000:]}")
             if time.monotonic() > deadline:
                 pytest.fail(f"no {what} after {timeout_s} s:\n{self.output()[-4000:]}")
-            time.sleep(0.1)
+            time.sleep(interval_s)
+
+    def trial_workers(self) -> list[int]:
+        """Pids of this sweep's Ray workers that run a Tune trial now (found through the
+        sweep's Ray temp dir in their environment and Ray's process title)."""
+        return [
+            pid
+            for pid, cmdline in _processes_mentioning(self.ray_tmp)
+            if cmdline.startswith(TRIAL_WORKER_TITLE)
+        ]
+
+    def wait_for_trial_worker(self, timeout_s: float = 300) -> int:
+        """The pid of the sweep's one trial worker, once there is exactly one."""
+        self.wait_until(lambda: len(self.trial_workers()) == 1, "trial worker", timeout_s)
+        return self.trial_workers()[0]
 
     def finish(self, timeout_s: float = SWEEP_TIMEOUT_S) -> str:
         """Waits for the sweep to exit with status 0 and returns its output."""

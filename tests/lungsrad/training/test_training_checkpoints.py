@@ -24,6 +24,7 @@ from lungsrad.training.checkpoints import (
     remove_stale_temporary_files,
     save_atomic,
 )
+from tests.processes import Held
 
 
 def _payload(epoch: int) -> dict:
@@ -124,8 +125,9 @@ for epoch in range(start, start + 1000):
 
 @pytest.mark.slow
 def test_a_process_killed_while_writing_never_leaves_a_torn_checkpoint(tmp_path):
-    """SIGKILL a real writer at random moments until one kill lands inside a write (its partial
-    temporary file is left behind): the checkpoint at the path is always the last complete one."""
+    """SIGKILL a real writer inside a write (it is held with SIGSTOP and killed only while its
+    partial temporary file exists) and at random moments: the checkpoint at the path is always
+    the last complete one."""
     import random
     import signal
     import subprocess
@@ -135,28 +137,37 @@ def test_a_process_killed_while_writing_never_leaves_a_torn_checkpoint(tmp_path)
     path = epoch_folder(tmp_path, 1) / CHECKPOINT_FILE
     rng = random.Random(0)
     last = 0
-    torn_writes = 0
-    for _ in range(12):
+
+    def partial_write() -> bool:
+        return any(tmp.stat().st_size > 0 for tmp in path.parent.glob(".*.tmp"))
+
+    for attempt in range(6):
         writer = subprocess.Popen(
             [sys.executable, "-c", _WRITER, str(path), str(last + 1)],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert writer.stdout is not None
-        written = int(writer.stdout.readline())  # one complete write, then kill at random
-        time.sleep(rng.uniform(0.0, 0.4))
-        os.kill(writer.pid, signal.SIGKILL)
+        written = int(writer.stdout.readline())  # one complete write, then a kill
+        inside_write = attempt % 2 == 0
+        if inside_write:
+            # Hold the writer; kill it if it is inside a write, else let it go on a moment.
+            while True:
+                with Held(writer.pid):
+                    if partial_write():
+                        os.kill(writer.pid, signal.SIGKILL)
+                        break
+                time.sleep(0.001)
+        else:
+            time.sleep(rng.uniform(0.0, 0.4))
+            os.kill(writer.pid, signal.SIGKILL)
         writer.wait(timeout=30)
         written = max([written] + [int(line) for line in writer.stdout.read().split()])
         payload = read_resumable_checkpoint(path)  # never torn
         # The kill may land after the rename but before the print: then one more is complete.
         assert payload["epoch"] in (written, written + 1)
         last = payload["epoch"]
-        leftovers = list(path.parent.glob(".*.tmp"))
-        if any(tmp.stat().st_size > 0 for tmp in leftovers):
-            torn_writes += 1
+        if inside_write:
+            assert partial_write(), "the held writer's partial file must be left"
         remove_stale_temporary_files(tmp_path)
         assert not list(path.parent.glob(".*.tmp"))
-        if torn_writes >= 2:
-            break
-    assert torn_writes >= 1, "no kill landed inside a write; the test proved nothing"
