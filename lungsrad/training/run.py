@@ -46,6 +46,7 @@ from lungsrad.metrics import (
     SPLIT_TEST,
     SPLIT_TRAIN,
     SPLIT_VALIDATION,
+    TRAIN_CAPTURE_SECONDS,
     TRAIN_LOSS,
     TRAIN_SAMPLES_PER_SECOND,
     metric_name,
@@ -70,6 +71,9 @@ from lungsrad.training.checkpoints import (
 from lungsrad.training.loop import (
     EpochData,
     NonFiniteLossError,
+    TrainStep,
+    check_capture,
+    conform_optimizer,
     learning_rate_factor,
     train_one_epoch,
 )
@@ -112,6 +116,7 @@ class RunInfo:
     start_epoch: int  # first epoch this call trains (1 = fresh run)
     split_sizes: dict[str, int]  # cycles per split ("train", "test", and "val")
     amp_dtype: str  # "bf16", "fp16" or "off"
+    capture_step: bool = False  # full training batches replayed as one CUDA graph
 
 
 @dataclass
@@ -128,6 +133,11 @@ class RunResult:
     protocol: str = "paper"  # train.protocol
     name: str = ""  # config name
 
+    @property
+    def capture_seconds(self) -> float:
+        """Seconds spent capturing the training step (CUDA graphs), summed over sessions."""
+        return sum(row.get(TRAIN_CAPTURE_SECONDS, 0.0) for row in self.history)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (non-finite numbers become null)."""
         return _json_safe(
@@ -139,6 +149,7 @@ class RunResult:
                 "report": self.report,
                 "confusion": self.confusion.tolist(),
                 "train_seconds": self.train_seconds,
+                "capture_seconds": self.capture_seconds,
                 "info": asdict(self.info),
                 "num_epochs": len(self.history),
             }
@@ -402,6 +413,8 @@ def _run(
     train = config.train
     torch_device = resolve_device(device if device is not None else train.device)
     amp_dtype = resolve_amp_dtype(train.amp, torch_device)
+    if train.capture_step:
+        check_capture(torch_device, amp_dtype)
 
     resume_point = _locate_resume_checkpoint(
         config, output_dir, resume=resume, resume_from=resume_from
@@ -414,8 +427,12 @@ def _run(
     ).to(torch_device)
     parameters = list(model.parameters()) + list(objective.parameters())
     optimizer = torch.optim.Adam(
-        parameters, lr=train.learning_rate, weight_decay=train.weight_decay
+        parameters,
+        lr=train.learning_rate,
+        weight_decay=train.weight_decay,
+        capturable=train.capture_step,
     )
+    conform_optimizer(optimizer, capturable=train.capture_step, device=torch_device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch_index: learning_rate_factor(epoch_index, train)
     )
@@ -447,6 +464,7 @@ def _run(
         model.load_state_dict(payload["model"])
         objective.load_state_dict(payload["objective"])
         optimizer.load_state_dict(payload["optimizer"])
+        conform_optimizer(optimizer, capturable=train.capture_step, device=torch_device)
         scheduler.load_state_dict(payload["scheduler"])
         if grad_scaler is not None and payload.get("grad_scaler"):
             grad_scaler.load_state_dict(payload["grad_scaler"])
@@ -488,6 +506,17 @@ def _run(
         start_epoch=progress.start_epoch,
         split_sizes={name: len(indices) for name, indices in splits.items()},
         amp_dtype=amp_name(amp_dtype),
+        capture_step=train.capture_step,
+    )
+    step_function = TrainStep(
+        model=model,
+        objective=objective,
+        optimizer=optimizer,
+        grad_scaler=grad_scaler,
+        data=data,
+        train=train,
+        amp_dtype=amp_dtype,
+        capture=train.capture_step,
     )
     for callback in callbacks:
         callback.on_run_start(info)
@@ -505,15 +534,11 @@ def _run(
         metrics: dict[str, float] = {EPOCH: float(epoch)}
         metrics.update(
             train_one_epoch(
-                model=model,
-                objective=objective,
-                optimizer=optimizer,
-                grad_scaler=grad_scaler,
+                step_function=step_function,
                 data=data,
                 train=train,
                 seed=train.seed,
                 epoch=epoch,
-                amp_dtype=amp_dtype,
                 show_progress=show_progress,
             )
         )
