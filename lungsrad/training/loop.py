@@ -528,7 +528,8 @@ def predict(
         x = features.index_select(0, indices[start : start + batch_size]).float()
         with autocast_context(device, amp_dtype):
             logits = model(x)
-        predictions.append(logits.float().argmax(dim=1).cpu())
+        predictions.append(logits.argmax(dim=1))
     if not predictions:
         return torch.zeros(0, dtype=torch.int64)
-    return torch.cat(predictions)
+    # One copy to the host at the end: no batch waits for the previous one.
+    return torch.cat(predictions).cpu()

@@ -24,7 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 import lungsrad
-from lungsrad.config import ExperimentConfig, dump_config, save_config, write_text_atomic
+from lungsrad.config import (
+    ExperimentConfig,
+    TrainConfig,
+    dump_config,
+    save_config,
+    write_text_atomic,
+)
 from lungsrad.data.features import FeatureSet, build_feature_set
 from lungsrad.data.loaders import split_indices
 from lungsrad.method.patch_mix import PatchMixObjective
@@ -51,6 +57,7 @@ from lungsrad.metrics import (
     TRAIN_SAMPLES_PER_SECOND,
     metric_name,
 )
+from lungsrad.models import DASS
 from lungsrad.training.checkpoints import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -346,6 +353,71 @@ def _best_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     return best
 
 
+@dataclass
+class TrainingParts:
+    """What trains a run: the model, the patch-mix objective, the optimizer and its schedule."""
+
+    model: DASS
+    objective: PatchMixObjective
+    optimizer: torch.optim.Optimizer  # Adam over model and objective parameters
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # per-epoch learning_rate_factor
+    grad_scaler: torch.amp.GradScaler | None  # fp16 AMP only
+    amp_dtype: torch.dtype | None
+    train: TrainConfig
+
+    def train_step(self, data: EpochData, *, capture: bool) -> TrainStep:
+        """The run's TrainStep over `data` (capture: CUDA graphs; needs capture_step's Adam)."""
+        return TrainStep(
+            model=self.model,
+            objective=self.objective,
+            optimizer=self.optimizer,
+            grad_scaler=self.grad_scaler,
+            data=data,
+            train=self.train,
+            amp_dtype=self.amp_dtype,
+            capture=capture,
+        )
+
+
+def build_training_parts(
+    config: ExperimentConfig, device: torch.device, *, load_initial_checkpoint: bool = True
+) -> TrainingParts:
+    """Model (seeded by train.seed), objective, Adam, schedule and GradScaler of a run on `device`.
+
+    With train.capture_step the Adam is capturable and its lr a device tensor (the form a
+    captured step needs); ValueError when the step cannot be captured on `device`.
+    """
+    train = config.train
+    amp_dtype = resolve_amp_dtype(train.amp, device)
+    if train.capture_step:
+        check_capture(device, amp_dtype)
+    torch.manual_seed(train.seed)
+    model = build_classifier(config, device, load_initial_checkpoint=load_initial_checkpoint)
+    objective = PatchMixObjective(
+        num_features=model.num_features, config=config.method.patch_mix
+    ).to(device)
+    optimizer = torch.optim.Adam(
+        list(model.parameters()) + list(objective.parameters()),
+        lr=train.learning_rate,
+        weight_decay=train.weight_decay,
+        capturable=train.capture_step,
+    )
+    conform_optimizer(optimizer, capturable=train.capture_step, device=device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch_index: learning_rate_factor(epoch_index, train)
+    )
+    grad_scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    return TrainingParts(
+        model=model,
+        objective=objective,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        grad_scaler=grad_scaler,
+        amp_dtype=amp_dtype,
+        train=train,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -420,23 +492,9 @@ def _run(
         config, output_dir, resume=resume, resume_from=resume_from
     )
     # The model before the features, so a bad model.checkpoint fails before any feature work.
-    torch.manual_seed(train.seed)
-    model = build_classifier(config, torch_device, load_initial_checkpoint=resume_point is None)
-    objective = PatchMixObjective(
-        num_features=model.num_features, config=config.method.patch_mix
-    ).to(torch_device)
-    parameters = list(model.parameters()) + list(objective.parameters())
-    optimizer = torch.optim.Adam(
-        parameters,
-        lr=train.learning_rate,
-        weight_decay=train.weight_decay,
-        capturable=train.capture_step,
-    )
-    conform_optimizer(optimizer, capturable=train.capture_step, device=torch_device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch_index: learning_rate_factor(epoch_index, train)
-    )
-    grad_scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    parts = build_training_parts(config, torch_device, load_initial_checkpoint=resume_point is None)
+    model, objective, optimizer = parts.model, parts.objective, parts.optimizer
+    scheduler, grad_scaler = parts.scheduler, parts.grad_scaler
 
     if feature_set is None:
         feature_set = build_feature_set(config.data, config.data.root, show_progress=show_progress)
@@ -508,16 +566,7 @@ def _run(
         amp_dtype=amp_name(amp_dtype),
         capture_step=train.capture_step,
     )
-    step_function = TrainStep(
-        model=model,
-        objective=objective,
-        optimizer=optimizer,
-        grad_scaler=grad_scaler,
-        data=data,
-        train=train,
-        amp_dtype=amp_dtype,
-        capture=train.capture_step,
-    )
+    step_function = parts.train_step(data, capture=train.capture_step)
     for callback in callbacks:
         callback.on_run_start(info)
     if progress.start_epoch == 1:
