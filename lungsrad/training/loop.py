@@ -167,7 +167,7 @@ def _embedding_cells(model: nn.Module, features: torch.Tensor) -> int:
     return int(embedding.shape[2] * embedding.shape[3])
 
 
-class _EpochTotals:
+class EpochTotals:
     """Sample-weighted loss sums of an epoch and its first non-finite step, kept on the device
     so that no step waits for the host; `raise_if_not_finite` is the one place that reads them.
     """
@@ -463,7 +463,7 @@ def train_one_epoch(
 
     model.train()
     objective.train()
-    totals = _EpochTotals(device)
+    totals = EpochTotals(device)
     started = time.perf_counter()
     bar = tqdm(
         total=total_steps,

@@ -14,8 +14,8 @@ from lungsrad.data.loaders import split_indices
 from lungsrad.metrics import TRAIN_CAPTURE_SECONDS, TRAIN_SAMPLES_PER_SECOND
 from lungsrad.training.loop import (
     EpochData,
+    EpochTotals,
     TrainStep,
-    _EpochTotals,
     draw_epoch_randomness,
     learning_rate_factor,
     train_one_epoch,
@@ -126,7 +126,7 @@ def test_eager_and_replayed_steps_never_sync_with_the_host(gpu_config, tiny_feat
             cells=step.cells,
             device=CUDA,
         )
-        totals = _EpochTotals(CUDA)
+        totals = EpochTotals(CUDA)
         batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
         # Warm-up and capture synchronise by design; the steps after them must not.
         first_checked = TrainStep.WARMUP_STEPS + 1 if capture else 1
