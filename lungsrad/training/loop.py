@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from lungsrad.metrics import (
     TRAIN_TIME_LOSS,
 )
 from lungsrad.training.specaugment import sample_mask_uniforms, spec_augment
+
+if TYPE_CHECKING:
+    from lungsrad.models import DASS
 
 # Independent random streams of one epoch; each is seeded from (seed, epoch, stream).
 STREAM_SHUFFLE = 0
@@ -161,7 +165,7 @@ def draw_epoch_randomness(
 
 
 @torch.no_grad()
-def _embedding_cells(model: nn.Module, features: torch.Tensor) -> int:
+def _embedding_cells(model: DASS, features: torch.Tensor) -> int:
     """H * W of the model's patch-embedding map for one feature sample (ast_style's grid)."""
     embedding = model.embed(features[:1].float())
     return int(embedding.shape[2] * embedding.shape[3])
@@ -220,7 +224,7 @@ class TrainStep:
     def __init__(
         self,
         *,
-        model: nn.Module,
+        model: DASS,
         objective: PatchMixObjective,
         optimizer: torch.optim.Optimizer,
         grad_scaler: torch.amp.GradScaler | None,

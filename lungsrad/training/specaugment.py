@@ -63,8 +63,9 @@ def spec_augment(
     batch_size, frames, bins = features.shape
     if (generator is None) == (uniforms is None):
         raise ValueError("spec_augment takes exactly one of generator= and uniforms=")
-    if uniforms is None:
+    if generator is not None:
         uniforms = sample_mask_uniforms(1, batch_size, generator=generator)[0]
+    assert uniforms is not None
     uniforms = uniforms[:, :batch_size].to(features.device)
     masked = torch.zeros(batch_size, frames, bins, dtype=torch.bool, device=features.device)
     if time_mask > 0:
