@@ -76,7 +76,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-steps",
         type=int,
-        default=2,
+        default=1,
         help="steps under torch.profiler (kernel and launch counts)",
     )
     parser.add_argument("--eval-batches", type=int, default=4)
@@ -214,24 +214,22 @@ def _cell(value: float, pattern: str) -> str:
     return format(value, pattern)
 
 
-def print_table(rows: list[Row]) -> None:
-    header = (
-        f"{'backend':<10} {'step':<9} {'train/s':>8} {'eval/s':>8} {'peak GiB':>8} "
-        f"{'kernels/step':>12} {'launches/step':>13} {'GPU busy':>8} {'capture s':>9}"
+TABLE_HEADER = (
+    f"{'backend':<10} {'step':<9} {'train/s':>8} {'eval/s':>8} {'peak GiB':>8} "
+    f"{'kernels/step':>12} {'launches/step':>13} {'GPU busy':>8} {'capture s':>9}"
+)
+
+
+def format_row(row: Row) -> str:
+    name = "captured" if row.captured else "eager"
+    if row.error:
+        return f"{row.backend:<10} {name:<9} FAILED: {row.error}"
+    return (
+        f"{row.backend:<10} {name:<9} {_cell(row.train_per_second, '8.1f')} "
+        f"{_cell(row.eval_per_second, '8.0f')} {_cell(row.peak_gib, '8.2f')} "
+        f"{_cell(row.kernels_per_step, '12.0f')} {_cell(row.launches_per_step, '13.0f')} "
+        f"{_cell(100 * row.busy_share, '7.0f')}% {_cell(row.capture_seconds, '9.1f')}"
     )
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        name = "captured" if row.captured else "eager"
-        if row.error:
-            print(f"{row.backend:<10} {name:<9} FAILED: {row.error}")
-            continue
-        print(
-            f"{row.backend:<10} {name:<9} {_cell(row.train_per_second, '8.1f')} "
-            f"{_cell(row.eval_per_second, '8.0f')} {_cell(row.peak_gib, '8.2f')} "
-            f"{_cell(row.kernels_per_step, '12.0f')} {_cell(row.launches_per_step, '13.0f')} "
-            f"{_cell(100 * row.busy_share, '7.0f')}% {_cell(row.capture_seconds, '9.1f')}"
-        )
 
 
 def _one_line(error: BaseException) -> str:
@@ -253,22 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     failed = False
     rows = []
+    print(f"\n{TABLE_HEADER}\n{'-' * len(TABLE_HEADER)}", flush=True)
     for backend in backends:
         for captured in (False, True):
             try:
-                rows.append(measure_row(backend, captured, args, device))
+                row = measure_row(backend, captured, args, device)
             except Exception as error:  # one failing row must not hide the others
                 traceback.print_exc()
-                rows.append(Row(backend, captured, error=_one_line(error)))
+                row = Row(backend, captured, error=_one_line(error))
                 failed = True
+            rows.append(row)
+            print(format_row(row), flush=True)  # row by row: a time limit keeps what is done
             torch.cuda.empty_cache()
-            print(
-                f"  measured {backend} {'captured' if captured else 'eager'} "
-                f"({time.perf_counter() - started:.0f} s so far)",
-                flush=True,
-            )
-    print()
-    print_table(rows)
 
     method_backend = resolve_backend(args.method_backend, device)
     bare = {(row.backend, row.captured): row.train_per_second for row in rows}

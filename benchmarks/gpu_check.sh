@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU check (issue 11): the `gpu` tests, then benchmarks/gpu_check.py's side-by-side
 # figures (every available scan backend, eager and captured step, full-method epoch).
-# Needs a CUDA host with `pip install -e .` done; about 5 minutes on one H100/H200.
+# Needs a CUDA host with `pip install -e .` done. Time limits (180 s tests + 290 s benchmarks)
+# keep the whole check under 8 minutes on one H100/H200.
 #
 #   bash benchmarks/gpu_check.sh [gpu_check.py options]      # PYTHON=... to pick the interpreter
 set -uo pipefail
@@ -18,11 +19,11 @@ if ! "$PYTHON" -c "import pytest" 2>/dev/null; then
 fi
 
 echo "== gpu tests (python -m pytest -m gpu) =="
-timeout 240 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
+timeout 180 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 tests_status=$?
 echo
 echo "== benchmarks =="
-timeout 420 "$PYTHON" benchmarks/gpu_check.py "$@"
+timeout 290 "$PYTHON" benchmarks/gpu_check.py "$@"
 bench_status=$?
 echo
 echo "gpu_check: gpu tests exit ${tests_status}, benchmarks exit ${bench_status} (0 = passed)"
