@@ -484,9 +484,6 @@ def _run(
 ) -> RunResult:
     train = config.train
     torch_device = resolve_device(device if device is not None else train.device)
-    amp_dtype = resolve_amp_dtype(train.amp, torch_device)
-    if train.capture_step:
-        check_capture(torch_device, amp_dtype)
 
     resume_point = _locate_resume_checkpoint(
         config, output_dir, resume=resume, resume_from=resume_from
@@ -494,7 +491,7 @@ def _run(
     # The model before the features, so a bad model.checkpoint fails before any feature work.
     parts = build_training_parts(config, torch_device, load_initial_checkpoint=resume_point is None)
     model, objective, optimizer = parts.model, parts.objective, parts.optimizer
-    scheduler, grad_scaler = parts.scheduler, parts.grad_scaler
+    scheduler, grad_scaler, amp_dtype = parts.scheduler, parts.grad_scaler, parts.amp_dtype
 
     if feature_set is None:
         feature_set = build_feature_set(config.data, config.data.root, show_progress=show_progress)
