@@ -1,8 +1,11 @@
-"""One training epoch and one evaluation pass over in-memory features, plus the per-epoch random
-streams and learning-rate schedule that make a resumed run replay an uninterrupted one.
+"""One training epoch (`TrainStep`, eager or captured as a CUDA graph) and one evaluation pass
+over in-memory features, plus the per-epoch random streams and learning-rate schedule that make a
+resumed run replay an uninterrupted one.
 
 The whole feature set sits as one float16 tensor on the training device; batches are
-`index_select`ed from it and cast to float32, so no DataLoader or worker is involved.
+`index_select`ed from it and cast to float32, so no DataLoader or worker is involved. Nothing in
+a step waits for the device: random numbers are drawn per epoch up front, and losses and the
+NaN/inf flag stay on the device until the host looks at them.
 """
 
 from __future__ import annotations
