@@ -1,8 +1,10 @@
-"""Training throughput of DASS-small (samples/s of a full optimiser step), per scan backend.
+"""Training throughput of DASS-small (samples/s of a full optimiser step), per scan backend, with
+the eager and (on CUDA) the captured CUDA-graph step side by side.
 
-Input (batch, 798, 128) fbanks (8 s cycles), 4 classes, AdamW, on CUDA when present (bf16
-autocast by default) else CPU. A CPU step at batch 16 takes tens of seconds; use --batch-size
-and --steps to shorten it.
+The step is the one `lungsrad train` runs (`lungsrad.training.loop.TrainStep`: plain
+cross-entropy, Adam) on synthetic (batch, 798, 128) fbanks (8 s cycles), 4 classes, bf16
+autocast on CUDA by default, float32 on CPU. A CPU step at batch 16 takes tens of seconds; use
+--batch-size and --steps to shorten it. `benchmarks/gpu_check.py` builds on these helpers.
 
     python benchmarks/train_throughput.py                         # GPU host
     python benchmarks/train_throughput.py --batch-size 2 --steps 2  # CPU
@@ -17,7 +19,10 @@ import time
 
 import torch
 
-from lungsrad.models import DASS, available_backends
+from lungsrad.config import ExperimentConfig, apply_overrides, config_from_dict
+from lungsrad.models import available_backends
+from lungsrad.training.loop import EpochData, EpochTotals, TrainStep, draw_epoch_randomness
+from lungsrad.training.run import TrainingParts, build_training_parts
 
 
 def peak_memory_text(device: torch.device) -> str:
@@ -29,39 +34,112 @@ def peak_memory_text(device: torch.device) -> str:
     return f"peak process RSS so far {peak_kib / 2**20:.2f} GiB"
 
 
-def measure(backend: str, args: argparse.Namespace, device: torch.device) -> None:
-    torch.manual_seed(0)
-    model = DASS.small(num_classes=4, scan_backend=backend).to(device).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=1e-6)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
-    use_amp = amp_dtype is not None and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    x = torch.randn(args.batch_size, args.frames, args.mel_bins, device=device)
-    labels = torch.randint(0, 4, (args.batch_size,), device=device)
+def bare_step_config(
+    backend: str, *, batch_size: int, amp: str, capture: bool, device: torch.device
+) -> ExperimentConfig:
+    """DASS-small with plain cross-entropy (no SpecAugment, patch-mix or smoothing)."""
+    return config_from_dict(
+        {
+            "model": {"preset": "small", "scan_backend": backend, "checkpoint": None},
+            "train": {
+                "batch_size": batch_size,
+                "amp": amp if device.type == "cuda" else "off",
+                "use_specaugment": False,
+                "capture_step": capture,
+                "device": device.type,
+            },
+        }
+    )
 
-    def step() -> float:
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), labels)
-        optimiser.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
-        return loss.item()  # synchronises
 
-    for _ in range(args.warmup):
-        step()
+def synthetic_parts(
+    config: ExperimentConfig,
+    device: torch.device,
+    *,
+    num_cycles: int,
+    frames: int = 798,
+    mel_bins: int = 128,
+) -> tuple[TrainingParts, EpochData]:
+    """The run's training parts and `num_cycles` random float16 fbanks with random labels."""
+    config = apply_overrides(config, {"model.checkpoint": None})
+    parts = build_training_parts(config, device)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(num_cycles, frames, mel_bins, generator=generator).half()
+    labels = torch.randint(0, config.model.num_classes, (num_cycles,), generator=generator)
+    data = EpochData(
+        features=features.to(device),
+        labels=labels.to(device),
+        train_indices=torch.arange(num_cycles, device=device),
+    )
+    return parts, data
+
+
+def run_steps(step: TrainStep, *, count: int, first: int = 0) -> None:
+    """`count` training steps on the first batch of the data (random numbers of steps
+    first..first+count-1 of epoch 1), checked for NaN/inf once at the end."""
+    batch = step.train.batch_size
+    randomness = draw_epoch_randomness(
+        seed=0,
+        epoch=1,
+        num_steps=first + count,
+        batch_size=batch,
+        mixes=step.objective.mixes,
+        alpha=step.objective.config.alpha,
+        cells=step.cells,
+        device=step.device,
+    )
+    indices = step.data.train_indices[:batch]
+    totals = EpochTotals(step.device)
+    for index in range(first, first + count):
+        totals.add(step(indices, randomness[index], epoch=1, step=index + 1), batch)
+    totals.raise_if_not_finite(epoch=1)
+
+
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    best, mean = min(times), sum(times) / len(times)
+        torch.cuda.synchronize(device)
+
+
+def time_steps(
+    step: TrainStep, *, warmup: int, steps: int, budget_seconds: float | None = None
+) -> tuple[float, int]:
+    """(mean seconds per step, steps timed) after `warmup` untimed steps (on CUDA with capture,
+    warm-up includes TrainStep.WARMUP_STEPS eager steps and the capture). With
+    `budget_seconds`, one more untimed step estimates the step time and at most that many
+    seconds of steps (3 at least) are timed. Resets the CUDA peak-memory statistics first."""
+    run_steps(step, count=warmup)
+    synchronize(step.device)
+    if step.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(step.device)
+    first = warmup
+    if budget_seconds is not None:
+        started = time.perf_counter()
+        run_steps(step, count=1, first=first)
+        synchronize(step.device)
+        estimate = max(time.perf_counter() - started, 1e-6)
+        steps = max(3, min(steps, int(budget_seconds / estimate)))
+        first += 1
+    started = time.perf_counter()
+    run_steps(step, count=steps, first=first)
+    synchronize(step.device)
+    return (time.perf_counter() - started) / steps, steps
+
+
+def measure(backend: str, capture: bool, args: argparse.Namespace, device: torch.device) -> None:
+    config = bare_step_config(
+        backend, batch_size=args.batch_size, amp=args.amp, capture=capture, device=device
+    )
+    parts, data = synthetic_parts(
+        config, device, num_cycles=args.batch_size, frames=args.frames, mel_bins=args.mel_bins
+    )
+    step = parts.train_step(data, capture=capture)
+    seconds, _ = time_steps(step, warmup=args.warmup, steps=args.steps)
+    label = f"{backend} {'captured' if capture else 'eager'}"
     print(
-        f"{backend:<10} batch {args.batch_size:>3}: {args.batch_size / mean:8.2f} samples/s "
-        f"(mean step {mean:.3f} s, best {best:.3f} s, {args.steps} steps after {args.warmup} "
-        f"warm-up); {peak_memory_text(device)}",
+        f"{label:<20} batch {args.batch_size:>3}: {args.batch_size / seconds:8.2f} samples/s "
+        f"(mean step {seconds:.3f} s over {args.steps} steps after {args.warmup} warm-up"
+        f"{f', capture {step.capture_seconds:.1f} s' if capture else ''}); "
+        f"{peak_memory_text(device)}",
         flush=True,
     )
 
@@ -70,7 +148,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=None, help="timed steps (CUDA 20, CPU 3)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (CUDA 3, CPU 1)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help=f"untimed steps (CUDA {TrainStep.WARMUP_STEPS + 2}, CPU 1)",
+    )
     parser.add_argument("--frames", type=int, default=798)
     parser.add_argument("--mel-bins", type=int, default=128)
     parser.add_argument(
@@ -86,6 +169,7 @@ def main() -> None:
         help="default: every available backend except 'reference' (a Python "
         "loop over 6400 positions; add it explicitly to time it)",
     )
+    parser.add_argument("--no-capture", action="store_true", help="CUDA: time the eager step only")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,7 +177,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
     args.steps = args.steps if args.steps is not None else (20 if cuda else 3)
-    args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    args.warmup = (
+        args.warmup if args.warmup is not None else (TrainStep.WARMUP_STEPS + 2 if cuda else 1)
+    )
     backends = args.backends or [b for b in available_backends() if b != "reference"]
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     amp = args.amp if cuda else "off (CPU)"
@@ -101,15 +187,17 @@ def main() -> None:
         f"DASS-small training step on {name}; torch {torch.__version__}; input "
         f"({args.batch_size}, {args.frames}, {args.mel_bins}); autocast {amp}"
     )
+    captures = [False] if not cuda or args.no_capture or args.amp == "fp16" else [False, True]
     for backend in backends:
         if backend not in available_backends():
             print(
                 f"{backend:<10} not available here (available: {', '.join(available_backends())})"
             )
             continue
-        measure(backend, args, device)
-        if cuda:
-            torch.cuda.empty_cache()
+        for capture in captures:
+            measure(backend, capture, args, device)
+            if cuda:
+                torch.cuda.empty_cache()
     return None
 
 

@@ -122,6 +122,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap on optimiser steps per epoch (smoke runs)
     grad_clip_norm: float | None = None  # clip gradient norm; None: no clipping
     num_threads: int | None = None  # torch CPU threads; None: torch's default
+    capture_step: bool = False  # replay full training batches as one CUDA graph (CUDA, bf16/off)
+    finite_check_steps: int = 50  # steps between host looks at the NaN/inf flag (0: epoch end)
 
 
 @dataclass(frozen=True)
@@ -399,6 +401,8 @@ def validate_config(config: ExperimentConfig) -> None:
         raise ValueError(f"train.grad_clip_norm must be > 0 or null, got {train.grad_clip_norm}")
     if train.num_threads is not None and train.num_threads < 1:
         raise ValueError(f"train.num_threads must be >= 1 or null, got {train.num_threads}")
+    if train.finite_check_steps < 0:
+        raise ValueError(f"train.finite_check_steps must be >= 0, got {train.finite_check_steps}")
 
 
 def _validate_regularization(regularization: RegularizationConfig, depths: tuple[int, ...]) -> None:

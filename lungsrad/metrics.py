@@ -44,6 +44,8 @@ TRAIN_TIME_LOSS = "train/time_mix_loss"
 TRAIN_FREQ_LOSS = "train/freq_mix_loss"
 TRAIN_LEARNING_RATE = "train/learning_rate"
 TRAIN_SAMPLES_PER_SECOND = "train/samples_per_second"
+# Seconds spent capturing the training step as a CUDA graph this epoch (train.capture_step only).
+TRAIN_CAPTURE_SECONDS = "train/capture_seconds"
 EPOCH = "epoch"
 
 # The score the protocol selects epochs by (test for 'paper', val for 'validated'), this epoch.

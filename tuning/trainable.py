@@ -88,29 +88,64 @@ class SweepContext:
     final_flush_s: float = 120.0  # how long a finished trial waits for an unreachable MLflow
 
 
-def choose_device(requested: str) -> tuple[str, str]:
-    """("cuda" | "cpu", reason) from what Ray assigned this trial and what torch can see.
+def decide_device(
+    requested: str,
+    *,
+    gpu_ids: list[str],
+    visible_devices: str,
+    cuda_device_count: int,
+    node: str,
+    torch_build: str,
+) -> tuple[str, str]:
+    """("cuda" | "cpu", reason) for a trial, from what Ray assigned and what torch can see.
 
-    CUDA is used whenever Ray gave the trial a GPU that torch can see; a trial that asked for no
-    GPU never touches one (it would share a device Ray gave to another trial).
+    CUDA is used whenever Ray gave the trial a GPU; a trial that asked for no GPU never touches
+    one (it would share a device Ray gave to another trial). A GPU that Ray assigned but torch
+    cannot see is a misconfigured node: an error, never a silent (100x slower) CPU run.
+
+    Args:
+        requested: train.device of the trial's config.
+        gpu_ids: ray.get_gpu_ids() as strings.
+        visible_devices: CUDA_VISIBLE_DEVICES of the worker ("<unset>" when unset).
+        cuda_device_count: CUDA devices torch sees (0 when CUDA is unavailable).
+        node: the Ray node, for the error ("node <id> (<ip>)").
+        torch_build: torch's version and CUDA build, for the error.
+
+    Raises:
+        ValueError: Ray assigned a GPU that torch cannot see (one line: node, devices, fix).
     """
-    import ray
-    import torch
-
-    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
     if requested == "cpu":
         return "cpu", "train.device is 'cpu' in the config"
     if not gpu_ids:
         return "cpu", "the trial asked Ray for no GPU (resources.gpu: 0)"
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+    assigned = ",".join(gpu_ids)
+    if cuda_device_count > 0:
         return "cuda", (
-            f"Ray assigned GPU {','.join(gpu_ids)} (CUDA_VISIBLE_DEVICES={visible}); torch sees "
-            f"{torch.cuda.device_count()} device(s)"
+            f"Ray assigned GPU {assigned} (CUDA_VISIBLE_DEVICES={visible_devices}); torch sees "
+            f"{cuda_device_count} device(s)"
         )
-    return "cpu", (
-        f"Ray assigned GPU {','.join(gpu_ids)} (CUDA_VISIBLE_DEVICES={visible}) but torch sees no "
-        f"CUDA device (torch {torch.__version__}, CUDA build {torch.version.cuda}); running on CPU"
+    raise ValueError(
+        f"Ray assigned GPU {assigned} to this trial on {node} with CUDA_VISIBLE_DEVICES="
+        f"{visible_devices}, but torch ({torch_build}) sees no CUDA device there; fix that "
+        "node's driver or torch build (a CUDA build of torch), start its Ray with --num-gpus 0 "
+        "if it has no usable GPU, or set resources.gpu: 0 or train.device: cpu to train on CPU"
+    )
+
+
+def choose_device(requested: str) -> tuple[str, str]:
+    """decide_device with this worker's Ray assignment, environment and torch."""
+    import ray
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    node_id = ray.get_runtime_context().get_node_id()
+    return decide_device(
+        requested,
+        gpu_ids=[str(i) for i in ray.get_gpu_ids()],
+        visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        cuda_device_count=count,
+        node=f"Ray node {node_id} ({ray.util.get_node_ip_address()})",
+        torch_build=f"torch {torch.__version__}, CUDA build {torch.version.cuda}",
     )
 
 

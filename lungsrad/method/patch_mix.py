@@ -7,6 +7,7 @@ with Lung-SRAD's consecutive time-segment and frequency-band mixes on the (freq,
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -41,13 +42,14 @@ class MixedBatch:
 
     Attributes:
         mixed: (B, C, H, W) map; `replaced` cells come from sample `permutation[b]`.
-        lam: fraction of the H x W cells each sample keeps (recomputed after rounding).
+        lam: fraction of the H x W cells each sample keeps (recomputed after rounding); a 0-d
+            tensor when the mix came from `MixDraw` tensors, else a float.
         permutation: (B,) int64, the partner of each sample.
         replaced: (H, W) bool, True where the partner's values were pasted (same for all b).
     """
 
     mixed: torch.Tensor
-    lam: float
+    lam: float | torch.Tensor
     permutation: torch.Tensor
     replaced: torch.Tensor
 
@@ -102,13 +104,25 @@ def segment_mix(
         permutation = torch.randperm(batch, generator=generator, device=device)
     width = int(round((1.0 - lam) * size))
     start = int(torch.randint(0, size - width + 1, (1,), generator=generator, device=device))
-    inside = torch.zeros(size, dtype=torch.bool)
-    inside[start : start + width] = True
-    if axis == "time":
-        replaced = inside.view(1, size).expand(height, size)
-    else:
-        replaced = inside.view(size, 1).expand(size, width_cells)
+    replaced = _segment_cells(axis, (height, width_cells), start, width, h.device)
     return _paste(h, permutation, replaced, kept=1.0 - width / size)
+
+
+def _segment_cells(
+    axis: str,
+    grid: tuple[int, int],
+    start: int | torch.Tensor,
+    width: int | torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
+    """(H, W) bool: the band [start, start + width) of the time (columns) or freq (rows) axis."""
+    height, width_cells = grid
+    size = width_cells if axis == "time" else height
+    positions = torch.arange(size, device=device)
+    inside = (positions >= start) & (positions < start + width)
+    if axis == "time":
+        return inside.view(1, size).expand(height, size)
+    return inside.view(size, 1).expand(size, width_cells)
 
 
 def random_patch_mix(
@@ -142,15 +156,19 @@ def random_patch_mix(
     return _paste(h, permutation, replaced.view(height, width_cells), kept=1.0 - count / cells)
 
 
-def _check_map(h: torch.Tensor, lam: float) -> None:
+def _check_map(h: torch.Tensor, lam: float | None = None) -> None:
     if h.dim() != 4:
         raise ValueError(f"patch mixing expects a (B, C, H, W) map, got shape {tuple(h.shape)}")
-    if not 0.0 <= lam <= 1.0:
+    if lam is not None and not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
 
 
 def _paste(
-    h: torch.Tensor, permutation: torch.Tensor, replaced: torch.Tensor, *, kept: float
+    h: torch.Tensor,
+    permutation: torch.Tensor,
+    replaced: torch.Tensor,
+    *,
+    kept: float | torch.Tensor,
 ) -> MixedBatch:
     permutation = permutation.to(h.device)
     replaced = replaced.to(h.device)
@@ -178,11 +196,132 @@ def mix_batch(
     raise ValueError(f"unknown patch-mix kind {kind!r}; use 'time', 'freq' or 'ast_style'")
 
 
+@dataclass(frozen=True)
+class MixDraw:
+    """The random numbers of one mix of one training step, as tensors on the step's device.
+
+    A captured (CUDA-graph) step reads them as inputs, and no host decision depends on their
+    values, so the step never waits for the device. Rows of a whole epoch are drawn up front by
+    `sample_mix_draws` and viewed with `unpack_mix_draws`.
+
+    Attributes:
+        lam: () float32 draw of Beta(alpha, alpha).
+        position: () uniform in [0, 1): where the segment starts (time and freq mixes).
+        partner_keys: (drawn batch,) uniforms; a batch of b samples pairs sample i with the
+            stable argsort of the first b keys.
+        cell_keys: (H * W,) uniforms for ast_style (empty otherwise); the round((1 - lam) H W)
+            cells of lowest key are replaced.
+    """
+
+    lam: torch.Tensor
+    position: torch.Tensor
+    partner_keys: torch.Tensor
+    cell_keys: torch.Tensor
+
+
+def _draw_width(kind: MixKind, batch_size: int, cells: int) -> int:
+    return 2 + batch_size + (cells if kind == "ast_style" else 0)
+
+
+def sample_mix_draws(
+    kinds: tuple[MixKind, ...],
+    *,
+    alpha: float,
+    num_steps: int,
+    batch_size: int,
+    cells: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Every random number the mixes `kinds` need for `num_steps` batches, packed in rows.
+
+    Args:
+        kinds: the mixes of one step, in order (PatchMixObjective.mixes).
+        alpha: Beta(alpha, alpha) parameter of lambda.
+        num_steps: rows to draw.
+        batch_size: the full batch size (a smaller last batch uses the first keys).
+        cells: H * W of the patch-embedding map (used by ast_style only).
+        generator: CPU generator; the Beta draws come from numpy seeded by one of its draws.
+
+    Returns:
+        (num_steps, width) float32 on the CPU; `unpack_mix_draws` views one row.
+    """
+    if not alpha > 0:
+        raise ValueError(f"method.patch_mix.alpha must be > 0, got {alpha}")
+    columns = []
+    for kind in kinds:
+        # torch's Beta sampler takes no generator: numpy's, seeded from `generator`.
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        lam = np.random.default_rng(seed).beta(alpha, alpha, size=(num_steps, 1))
+        columns.append(torch.from_numpy(lam).float())
+        width = _draw_width(kind, batch_size, cells) - 1
+        columns.append(torch.rand(num_steps, width, generator=generator))
+    if not columns:
+        return torch.zeros(num_steps, 0)
+    return torch.cat(columns, dim=1)
+
+
+def unpack_mix_draws(
+    row: torch.Tensor, kinds: tuple[MixKind, ...], *, batch_size: int, cells: int
+) -> tuple[MixDraw, ...]:
+    """Views of one row of `sample_mix_draws` (same kinds, batch_size and cells) as MixDraws."""
+    draws = []
+    offset = 0
+    for kind in kinds:
+        width = _draw_width(kind, batch_size, cells)
+        part = row[offset : offset + width]
+        draws.append(
+            MixDraw(
+                lam=part[0],
+                position=part[1],
+                partner_keys=part[2 : 2 + batch_size],
+                cell_keys=part[2 + batch_size :],
+            )
+        )
+        offset += width
+    assert offset == row.shape[0], "row drawn for other kinds, batch size or grid"
+    return tuple(draws)
+
+
+def mix_from_draw(h: torch.Tensor, *, kind: MixKind, draw: MixDraw) -> MixedBatch:
+    """Applies one mix with lambda, partners and positions taken from `draw` (no host sync).
+
+    Same maths as `segment_mix` / `random_patch_mix`; lam of the result is a 0-d tensor.
+
+    Args:
+        h: (B, C, H, W) patch-embedding map, B <= len(draw.partner_keys).
+        kind: "time", "freq" or "ast_style".
+        draw: the step's random numbers for this mix, on h's device.
+    """
+    _check_map(h)
+    batch, _, height, width_cells = h.shape
+    permutation = torch.argsort(draw.partner_keys[:batch], stable=True)
+    if kind == "ast_style":
+        cells = height * width_cells
+        if draw.cell_keys.shape[0] != cells:
+            raise ValueError(
+                f"ast_style draw holds {draw.cell_keys.shape[0]} cell keys for a {height} x "
+                f"{width_cells} map; draw it for {cells} cells"
+            )
+        count = torch.round((1.0 - draw.lam) * cells)
+        rank = torch.argsort(torch.argsort(draw.cell_keys, stable=True), stable=True)
+        replaced = (rank < count).view(height, width_cells)
+        return _paste(h, permutation, replaced, kept=1.0 - count / cells)
+    if kind not in ("time", "freq"):
+        raise ValueError(f"unknown patch-mix kind {kind!r}; use 'time', 'freq' or 'ast_style'")
+    size = width_cells if kind == "time" else height
+    width = torch.round((1.0 - draw.lam) * size)
+    # floor(u * (size - width + 1)) is uniform over the size - width + 1 starts; the minimum
+    # guards a float32 u * n that rounds up to n.
+    start = torch.minimum(torch.floor(draw.position * (size - width + 1)), size - width)
+    replaced = _segment_cells(kind, (height, width_cells), start, width, h.device)
+    return _paste(h, permutation, replaced, kept=1.0 - width / size)
+
+
 def patch_mix_contrastive_loss(
     projection_mixed: torch.Tensor,
     projection_target: torch.Tensor,
     permutation: torch.Tensor,
-    lam: float,
+    lam: float | torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
     """Patch-mix InfoNCE loss (Bae et al. 2023).
@@ -195,7 +334,7 @@ def patch_mix_contrastive_loss(
         projection_mixed: (B, D) projections of the mixed samples.
         projection_target: (B, D) projections of the unmixed samples (the targets).
         permutation: (B,) partner of each mixed sample.
-        lam: fraction of each mixed sample that is its own.
+        lam: fraction of each mixed sample that is its own (float or 0-d tensor).
         temperature: tau > 0.
 
     Returns:
@@ -276,6 +415,7 @@ class PatchMixObjective(nn.Module):
         labels: torch.Tensor,
         *,
         generator: torch.Generator | None = None,
+        draws: tuple[MixDraw, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Computes the training loss of one batch.
 
@@ -284,6 +424,8 @@ class PatchMixObjective(nn.Module):
             x: (B, T, F) fbank batch.
             labels: (B,) int64 class indices.
             generator: source of lambda, permutations and mix positions (global RNG when None).
+            draws: the step's random numbers, one MixDraw per mix of the mode (see
+                `sample_mix_draws`); used instead of `generator` when given.
 
         Returns:
             total: scalar, ce + time_loss_weight * time_mix + freq_loss_weight * freq_mix.
@@ -308,15 +450,17 @@ class PatchMixObjective(nn.Module):
         block_mixed = config.gradient_block == "mixed"
         target_features = pooled.detach() if config.gradient_block == "target" else pooled
         projection_target = self.projection(target_features)
-        for kind in self.mixes:
-            if block_mixed:
-                with torch.no_grad():
-                    batch = mix_batch(
-                        embedding.detach(), kind=kind, alpha=config.alpha, generator=generator
-                    )
-                    mixed_features = model.forward_from_embedding(batch.mixed)
-            else:
-                batch = mix_batch(embedding, kind=kind, alpha=config.alpha, generator=generator)
+        if draws is not None and len(draws) != len(self.mixes):
+            raise ValueError(
+                f"mode {config.mode!r} needs {len(self.mixes)} draws, got {len(draws)}"
+            )
+        for index, kind in enumerate(self.mixes):
+            with torch.no_grad() if block_mixed else contextlib.nullcontext():
+                source = embedding.detach() if block_mixed else embedding
+                if draws is not None:
+                    batch = mix_from_draw(source, kind=kind, draw=draws[index])
+                else:
+                    batch = mix_batch(source, kind=kind, alpha=config.alpha, generator=generator)
                 mixed_features = model.forward_from_embedding(batch.mixed)
             loss = patch_mix_contrastive_loss(
                 self.projection(mixed_features),

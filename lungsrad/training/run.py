@@ -24,7 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 import lungsrad
-from lungsrad.config import ExperimentConfig, dump_config, save_config, write_text_atomic
+from lungsrad.config import (
+    ExperimentConfig,
+    TrainConfig,
+    dump_config,
+    save_config,
+    write_text_atomic,
+)
 from lungsrad.data.features import FeatureSet, build_feature_set
 from lungsrad.data.loaders import split_indices
 from lungsrad.method.patch_mix import PatchMixObjective
@@ -46,10 +52,12 @@ from lungsrad.metrics import (
     SPLIT_TEST,
     SPLIT_TRAIN,
     SPLIT_VALIDATION,
+    TRAIN_CAPTURE_SECONDS,
     TRAIN_LOSS,
     TRAIN_SAMPLES_PER_SECOND,
     metric_name,
 )
+from lungsrad.models import DASS
 from lungsrad.training.checkpoints import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -70,6 +78,9 @@ from lungsrad.training.checkpoints import (
 from lungsrad.training.loop import (
     EpochData,
     NonFiniteLossError,
+    TrainStep,
+    check_capture,
+    conform_optimizer,
     learning_rate_factor,
     train_one_epoch,
 )
@@ -112,6 +123,7 @@ class RunInfo:
     start_epoch: int  # first epoch this call trains (1 = fresh run)
     split_sizes: dict[str, int]  # cycles per split ("train", "test", and "val")
     amp_dtype: str  # "bf16", "fp16" or "off"
+    capture_step: bool = False  # full training batches replayed as one CUDA graph
 
 
 @dataclass
@@ -128,6 +140,11 @@ class RunResult:
     protocol: str = "paper"  # train.protocol
     name: str = ""  # config name
 
+    @property
+    def capture_seconds(self) -> float:
+        """Seconds spent capturing the training step (CUDA graphs), summed over sessions."""
+        return sum(row.get(TRAIN_CAPTURE_SECONDS, 0.0) for row in self.history)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (non-finite numbers become null)."""
         return _json_safe(
@@ -139,6 +156,7 @@ class RunResult:
                 "report": self.report,
                 "confusion": self.confusion.tolist(),
                 "train_seconds": self.train_seconds,
+                "capture_seconds": self.capture_seconds,
                 "info": asdict(self.info),
                 "num_epochs": len(self.history),
             }
@@ -335,6 +353,71 @@ def _best_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     return best
 
 
+@dataclass
+class TrainingParts:
+    """What trains a run: the model, the patch-mix objective, the optimizer and its schedule."""
+
+    model: DASS
+    objective: PatchMixObjective
+    optimizer: torch.optim.Optimizer  # Adam over model and objective parameters
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # per-epoch learning_rate_factor
+    grad_scaler: torch.amp.GradScaler | None  # fp16 AMP only
+    amp_dtype: torch.dtype | None
+    train: TrainConfig
+
+    def train_step(self, data: EpochData, *, capture: bool) -> TrainStep:
+        """The run's TrainStep over `data` (capture: CUDA graphs; needs capture_step's Adam)."""
+        return TrainStep(
+            model=self.model,
+            objective=self.objective,
+            optimizer=self.optimizer,
+            grad_scaler=self.grad_scaler,
+            data=data,
+            train=self.train,
+            amp_dtype=self.amp_dtype,
+            capture=capture,
+        )
+
+
+def build_training_parts(
+    config: ExperimentConfig, device: torch.device, *, load_initial_checkpoint: bool = True
+) -> TrainingParts:
+    """Model (seeded by train.seed), objective, Adam, schedule and GradScaler of a run on `device`.
+
+    With train.capture_step the Adam is capturable and its lr a device tensor (the form a
+    captured step needs); ValueError when the step cannot be captured on `device`.
+    """
+    train = config.train
+    amp_dtype = resolve_amp_dtype(train.amp, device)
+    if train.capture_step:
+        check_capture(device, amp_dtype)
+    torch.manual_seed(train.seed)
+    model = build_classifier(config, device, load_initial_checkpoint=load_initial_checkpoint)
+    objective = PatchMixObjective(
+        num_features=model.num_features, config=config.method.patch_mix
+    ).to(device)
+    optimizer = torch.optim.Adam(
+        list(model.parameters()) + list(objective.parameters()),
+        lr=train.learning_rate,
+        weight_decay=train.weight_decay,
+        capturable=train.capture_step,
+    )
+    conform_optimizer(optimizer, capturable=train.capture_step, device=device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch_index: learning_rate_factor(epoch_index, train)
+    )
+    grad_scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    return TrainingParts(
+        model=model,
+        objective=objective,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        grad_scaler=grad_scaler,
+        amp_dtype=amp_dtype,
+        train=train,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -401,25 +484,14 @@ def _run(
 ) -> RunResult:
     train = config.train
     torch_device = resolve_device(device if device is not None else train.device)
-    amp_dtype = resolve_amp_dtype(train.amp, torch_device)
 
     resume_point = _locate_resume_checkpoint(
         config, output_dir, resume=resume, resume_from=resume_from
     )
     # The model before the features, so a bad model.checkpoint fails before any feature work.
-    torch.manual_seed(train.seed)
-    model = build_classifier(config, torch_device, load_initial_checkpoint=resume_point is None)
-    objective = PatchMixObjective(
-        num_features=model.num_features, config=config.method.patch_mix
-    ).to(torch_device)
-    parameters = list(model.parameters()) + list(objective.parameters())
-    optimizer = torch.optim.Adam(
-        parameters, lr=train.learning_rate, weight_decay=train.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch_index: learning_rate_factor(epoch_index, train)
-    )
-    grad_scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    parts = build_training_parts(config, torch_device, load_initial_checkpoint=resume_point is None)
+    model, objective, optimizer = parts.model, parts.objective, parts.optimizer
+    scheduler, grad_scaler, amp_dtype = parts.scheduler, parts.grad_scaler, parts.amp_dtype
 
     if feature_set is None:
         feature_set = build_feature_set(config.data, config.data.root, show_progress=show_progress)
@@ -447,6 +519,7 @@ def _run(
         model.load_state_dict(payload["model"])
         objective.load_state_dict(payload["objective"])
         optimizer.load_state_dict(payload["optimizer"])
+        conform_optimizer(optimizer, capturable=train.capture_step, device=torch_device)
         scheduler.load_state_dict(payload["scheduler"])
         if grad_scaler is not None and payload.get("grad_scaler"):
             grad_scaler.load_state_dict(payload["grad_scaler"])
@@ -488,7 +561,9 @@ def _run(
         start_epoch=progress.start_epoch,
         split_sizes={name: len(indices) for name, indices in splits.items()},
         amp_dtype=amp_name(amp_dtype),
+        capture_step=train.capture_step,
     )
+    step_function = parts.train_step(data, capture=train.capture_step)
     for callback in callbacks:
         callback.on_run_start(info)
     if progress.start_epoch == 1:
@@ -505,15 +580,11 @@ def _run(
         metrics: dict[str, float] = {EPOCH: float(epoch)}
         metrics.update(
             train_one_epoch(
-                model=model,
-                objective=objective,
-                optimizer=optimizer,
-                grad_scaler=grad_scaler,
+                step_function=step_function,
                 data=data,
                 train=train,
                 seed=train.seed,
                 epoch=epoch,
-                amp_dtype=amp_dtype,
                 show_progress=show_progress,
             )
         )

@@ -1,7 +1,9 @@
 """mamba-ssm's fused CUDA selective scan (`selective_scan_fn`) behind the reference's signature.
 
 Follows state-spaces/mamba `mamba_ssm/ops/selective_scan_interface.py`; mamba-ssm is the optional
-extra `cuda` and is imported lazily, only when this backend is used.
+extra `cuda` and is imported lazily, only when this backend is used. Installed means its compiled
+extension `selective_scan_cuda` imports: newer mamba-ssm builds it only on request
+(MAMBA_KEEP_CUDA_BUILD=TRUE), and without it `selective_scan_fn` imports but fails when called.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from collections.abc import Callable
 
 import torch
 
-INSTALL_COMMAND = 'MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation ".[cuda]"'
+INSTALL_COMMAND = (
+    'MAMBA_FORCE_BUILD=TRUE MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation ".[cuda]"'
+)
 INSTALL_HINT = (
-    f"install mamba-ssm on a CUDA host with `{INSTALL_COMMAND}` (builds from source; needs nvcc "
-    "and a CUDA build of torch), or choose model.scan_backend 'chunked'"
+    f"install mamba-ssm on a CUDA host with `{INSTALL_COMMAND}` (compiles its selective_scan_cuda "
+    "extension from source: needs nvcc matching torch.version.cuda and a CUDA build of torch, "
+    "and takes minutes per GPU architecture), or choose model.scan_backend 'auto'"
 )
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -22,6 +27,13 @@ _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @functools.cache
 def _import_selective_scan_fn() -> Callable[..., torch.Tensor] | ImportError:
+    # torch (imported above) first: the extension links against its libraries.
+    try:
+        import selective_scan_cuda  # noqa: F401  (mamba-ssm's compiled scan)
+    except ImportError as error:
+        return ImportError(
+            f"mamba-ssm's compiled extension selective_scan_cuda is missing ({error})"
+        )
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError as error:
@@ -30,7 +42,8 @@ def _import_selective_scan_fn() -> Callable[..., torch.Tensor] | ImportError:
 
 
 def is_mamba_ssm_installed() -> bool:
-    """Whether `mamba_ssm`'s compiled selective scan imports (says nothing about a GPU)."""
+    """Whether mamba-ssm's compiled `selective_scan_cuda` and its `selective_scan_fn` import
+    (says nothing about a GPU)."""
     return not isinstance(_import_selective_scan_fn(), ImportError)
 
 

@@ -14,10 +14,13 @@ from lungsrad.method.patch_mix import (
     PART_KEYS,
     PatchMixObjective,
     mix_batch,
+    mix_from_draw,
     patch_mix_contrastive_loss,
     random_patch_mix,
+    sample_mix_draws,
     sample_mix_lambda,
     segment_mix,
+    unpack_mix_draws,
 )
 
 
@@ -374,3 +377,78 @@ def test_objective_runs_under_bf16_autocast(standin_model):
         )
     total.backward()
     assert torch.isfinite(total) and parts["time_mix"] > 0 and parts["freq_mix"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixes from random numbers drawn up front (what the training step uses)
+
+
+def _draws(kinds, *, steps=40, batch=5, cells=0, alpha=1.0, seed=0):
+    rows = sample_mix_draws(
+        kinds,
+        alpha=alpha,
+        num_steps=steps,
+        batch_size=batch,
+        cells=cells,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return [unpack_mix_draws(row, kinds, batch_size=batch, cells=cells) for row in rows]
+
+
+@pytest.mark.parametrize("kind", ["time", "freq"])
+def test_segment_mix_from_draws_is_one_band_of_the_drawn_width(kind):
+    h = _distinct_map()
+    height, width = h.shape[2:]
+    size = width if kind == "time" else height
+    starts = set()
+    for (draw,) in _draws((kind,)):
+        result = mix_from_draw(h, kind=kind, draw=draw)
+        expected_width = round((1 - float(draw.lam)) * size)
+        band = result.replaced[0] if kind == "time" else result.replaced[:, 0]
+        assert int(band.sum()) == expected_width
+        if expected_width:
+            inside = band.nonzero().flatten()
+            assert torch.equal(inside, torch.arange(inside[0], inside[0] + expected_width))
+            starts.add(int(inside[0]))
+        assert isinstance(result.lam, torch.Tensor)
+        assert float(result.lam) == pytest.approx(1 - expected_width / size)
+        assert torch.equal(result.permutation, torch.argsort(draw.partner_keys, stable=True))
+        replaced = result.replaced.expand_as(h[:, 0])
+        for b in range(h.shape[0]):
+            partner = int(result.permutation[b])
+            assert torch.equal(result.mixed[b][:, replaced[b]], h[partner][:, replaced[b]])
+            assert torch.equal(result.mixed[b][:, ~replaced[b]], h[b][:, ~replaced[b]])
+    assert len(starts) > 1  # the position is drawn, not fixed
+
+
+def test_a_smaller_last_batch_pairs_within_itself_and_ast_style_counts_cells():
+    (draw,) = _draws(("time",), steps=1)[0]
+    small = mix_from_draw(_distinct_map(batch=3), kind="time", draw=draw)
+    assert sorted(small.permutation.tolist()) == [0, 1, 2]
+    h = _distinct_map(height=5, width=7)
+    for (draw,) in _draws(("ast_style",), cells=35, steps=10):
+        result = mix_from_draw(h, kind="ast_style", draw=draw)
+        count = round((1 - float(draw.lam)) * 35)
+        assert int(result.replaced.sum()) == count
+        assert float(result.lam) == pytest.approx(1 - count / 35)
+    with pytest.raises(ValueError, match="cell keys"):
+        mix_from_draw(_distinct_map(height=4, width=4), kind="ast_style", draw=draw)
+
+
+def test_objective_with_draws_is_reproducible_and_uses_them(tiny_dass):
+    tiny_dass = tiny_dass()
+    objective = PatchMixObjective(
+        num_features=tiny_dass.num_features,
+        config=PatchMixConfig(mode="dual", projection_dim=8),
+    )
+    x = torch.randn(4, 64, 32)
+    labels = torch.tensor([0, 1, 2, 3])
+    tiny_dass.eval()  # no drop path: the draws are the only randomness
+    objective.eval()
+    first, second = _draws(("time", "freq"), steps=2, batch=4)
+    loss_a = objective(tiny_dass, x, labels, draws=first)[0]
+    loss_b = objective(tiny_dass, x, labels, draws=first)[0]
+    loss_c = objective(tiny_dass, x, labels, draws=second)[0]
+    assert torch.equal(loss_a, loss_b) and not torch.equal(loss_a, loss_c)
+    with pytest.raises(ValueError, match="needs 2 draws"):
+        objective(tiny_dass, x, labels, draws=first[:1])
