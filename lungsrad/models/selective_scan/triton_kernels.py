@@ -87,7 +87,7 @@ def scan_forward_kernel(
     col_ok = cols < channels
     rows = tl.arange(0, BLOCK_T)
     for kk in tl.static_range(DIRECTIONS):
-        k = group * DIRECTIONS + kk
+        k = (group * DIRECTIONS + kk).to(tl.int64)
         params = k * channels + cols
         A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
         bias = tl.zeros([BLOCK_C], COMPUTE)
@@ -151,7 +151,7 @@ def scan_backward_kernel(
     col_ok = cols < channels
     rows = tl.arange(0, BLOCK_T)
     for kk in tl.static_range(DIRECTIONS):
-        k = group * DIRECTIONS + kk
+        k = (group * DIRECTIONS + kk).to(tl.int64)
         params = k * channels + cols
         A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
         bias = tl.zeros([BLOCK_C], COMPUTE)
@@ -222,9 +222,7 @@ def scan_backward_kernel(
             tl.store(grad_delta_ptr + d_offset + pos[:, None] * sd_p, grad_dt, mask=valid)
 
             grad_drive = adjoint * ds
-            tl.store(
-                part_B_ptr + part_base + pos, tl.sum(grad_drive * u, axis=1), mask=step_ok
-            )
+            tl.store(part_B_ptr + part_base + pos, tl.sum(grad_drive * u, axis=1), mask=step_ok)
             tl.store(part_C_ptr + part_base + pos, tl.sum(dy * states, axis=1), mask=step_ok)
             grad_u = grad_drive * gate_b[:, None] + skip[None, :] * dy
             grad_u_at = grad_u_ptr + x_offset + pos[:, None] * su_p

@@ -108,7 +108,9 @@ def default_block_sizes(
         return min(16, _next_power_of_2(length)), min(8, _next_power_of_2(channels))
     processors = torch.cuda.get_device_properties(device).multi_processor_count
     block_c = min(32, max(8, _next_power_of_2(channels)))
-    while block_c > 8 and batch * math.ceil(channels / block_c) * programs_per_item < 2 * processors:
+    while (
+        block_c > 8 and batch * math.ceil(channels / block_c) * programs_per_item < 2 * processors
+    ):
         block_c //= 2
     block_t = min(_TILE_ELEMENTS // block_c, max(16, _next_power_of_2(length)))
     return block_t, block_c
@@ -196,12 +198,15 @@ def triton_scan_forward(
     num_chunks = math.ceil(length / block_t)
     y = torch.empty(u.shape, dtype=dtype, device=u.device)
     states = torch.empty((batch, directions, num_chunks, channels), dtype=dtype, device=u.device)
+    options = _launch_options(
+        kernels, D, delta_bias, delta_softplus, fused, dtype, block_t, block_c, num_chunks
+    )
     kernels.scan_forward_kernel[_grid(batch, directions, channels, block_c, fused)](
         u, delta, A, B, C, D if D is not None else A, delta_bias if delta_bias is not None else A,
         y, states,
         length, channels, height, width,
         *_strides(u, delta, B, channels, fused),
-        **_launch_options(kernels, D, delta_bias, delta_softplus, fused, dtype, block_t, block_c, num_chunks),
+        **options,
     )  # fmt: skip
     return y, states
 
@@ -251,13 +256,16 @@ def triton_scan_backward(
     part_A, part_D, part_bias = (
         torch.empty((batch, directions * channels), dtype=dtype, device=u.device) for _ in range(3)
     )
+    options = _launch_options(
+        kernels, D, delta_bias, delta_softplus, fused, dtype, block_t, block_c, states.shape[2]
+    )
     kernels.scan_backward_kernel[_grid(batch, directions, channels, block_c, fused)](
         grad_y, u, delta, A, B, C, D if D is not None else A,
         delta_bias if delta_bias is not None else A, states,
         grad_u, grad_delta, part_B, part_C, part_A, part_D, part_bias,
         length, channels, height, width, batch,
         *_strides(u, delta, B, channels, fused),
-        **_launch_options(kernels, D, delta_bias, delta_softplus, fused, dtype, block_t, block_c, states.shape[2]),
+        **options,
     )  # fmt: skip
     return (
         grad_u,
