@@ -117,8 +117,9 @@ def scan_forward_kernel(
             states = local + through * state[None, :]
             state = _row(states, rows, BLOCK_T - 1)  # padded steps keep the state (a=1, x=0)
             y = states * gate_c[:, None] + skip[None, :] * u
-            if FUSED and kk > 0:
-                y += tl.load(y_base + pos[:, None] * su_p, mask=valid, other=0.0)
+            if FUSED:
+                if kk > 0:
+                    y += tl.load(y_base + pos[:, None] * su_p, mask=valid, other=0.0)
             tl.store(y_base + pos[:, None] * su_p, y, mask=valid)
         if FUSED:
             # The next direction reads (and adds to) map positions other threads wrote.
@@ -226,8 +227,9 @@ def scan_backward_kernel(
             tl.store(part_C_ptr + part_base + pos, tl.sum(dy * states, axis=1), mask=step_ok)
             grad_u = grad_drive * gate_b[:, None] + skip[None, :] * dy
             grad_u_at = grad_u_ptr + x_offset + pos[:, None] * su_p
-            if FUSED and kk > 0:
-                grad_u += tl.load(grad_u_at, mask=valid, other=0.0)
+            if FUSED:
+                if kk > 0:
+                    grad_u += tl.load(grad_u_at, mask=valid, other=0.0)
             tl.store(grad_u_at, grad_u, mask=valid)
         sums_at = batch * num_directions * channels + params
         tl.store(part_A_ptr + sums_at, sum_A, mask=col_ok)
