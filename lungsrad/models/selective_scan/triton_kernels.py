@@ -10,10 +10,12 @@ is read when the kernels are decorated).
 
 Every tensor is addressed as [batch, direction, position, channel] through explicit strides:
 - plain (FUSED = False): the scan's (batch, K * Cd, L) tensors, direction k = channel group.
-- fused SS2D (FUSED = True): u, y, du, dy are one (batch, H * W, C) map shared by the four
+- fused SS2D (FUSED = True): u and dy are one (batch, H * W, C) map shared by the four
   directions; direction k reads scan step l at map position p_k(l) (0 row-major, 1 column-major,
-  2 and 3 the same reversed), and the program sums the four directions' outputs (and du) into
-  the map itself, one direction after the other: no atomics, no 4x copy.
+  2 and 3 the same reversed). y and du are either that map too, the program summing the four
+  directions into it one after the other (ACCUMULATE: no atomics, no 4x copy, but only batch x
+  channel-block programs), or one map per direction (one program per direction, summed
+  afterwards), whichever gives the GPU enough programs.
 """
 
 from __future__ import annotations
@@ -72,13 +74,14 @@ def scan_forward_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, states_ptr,
     length, channels, height, width,
     su_b, su_k, su_p, su_c,
+    so_b, so_k, so_p, so_c,
     sd_b, sd_k, sd_p, sd_c,
     sg_b, sg_k, sg_p,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FUSED: tl.constexpr,
-    DIRECTIONS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr,
-    BLOCK_C: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+    DIRECTIONS: tl.constexpr, ACCUMULATE: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CHUNKS: tl.constexpr,
 ):  # fmt: skip
-    """y (u's layout, float32/64); states (batch, K, num_chunks, channels): h entering chunks."""
+    """y (float32/64, out strides); states (batch, K, NUM_CHUNKS, channels): h entering chunks."""
     batch = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
     group = tl.program_id(2)
@@ -97,7 +100,7 @@ def scan_forward_kernel(
         if HAS_D:
             skip = tl.load(D_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
         u_base = u_ptr + batch * su_b + k * su_k + cols[None, :] * su_c
-        y_base = y_ptr + batch * su_b + k * su_k + cols[None, :] * su_c
+        y_base = y_ptr + batch * so_b + k * so_k + cols[None, :] * so_c
         d_base = delta_ptr + batch * sd_b + k * sd_k + cols[None, :] * sd_c
         g_base = batch * sg_b + k * sg_k
         s_base = states_ptr + ((batch * num_directions + k) * NUM_CHUNKS) * channels + cols
@@ -117,11 +120,11 @@ def scan_forward_kernel(
             states = local + through * state[None, :]
             state = _row(states, rows, BLOCK_T - 1)  # padded steps keep the state (a=1, x=0)
             y = states * gate_c[:, None] + skip[None, :] * u
-            if FUSED:
+            if ACCUMULATE:
                 if kk > 0:
-                    y += tl.load(y_base + pos[:, None] * su_p, mask=valid, other=0.0)
-            tl.store(y_base + pos[:, None] * su_p, y, mask=valid)
-        if FUSED:
+                    y += tl.load(y_base + pos[:, None] * so_p, mask=valid, other=0.0)
+            tl.store(y_base + pos[:, None] * so_p, y, mask=valid)
+        if ACCUMULATE:
             # The next direction reads (and adds to) map positions other threads wrote.
             tl.debug_barrier()
 
@@ -132,15 +135,16 @@ def scan_backward_kernel(
     grad_u_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr, part_D_ptr, part_bias_ptr,
     length, channels, height, width, batch_size,
     su_b, su_k, su_p, su_c,
+    so_b, so_k, so_p, so_c,
     sd_b, sd_k, sd_p, sd_c,
     sg_b, sg_k, sg_p,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FUSED: tl.constexpr,
-    DIRECTIONS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr,
-    BLOCK_C: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+    DIRECTIONS: tl.constexpr, ACCUMULATE: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CHUNKS: tl.constexpr,
 ):  # fmt: skip
     """Gradients of one (batch item, channel block, direction group).
 
-    grad_u like u (float32/64, summed over directions when FUSED), grad_delta like delta;
+    grad_u like y (float32/64, out strides), grad_delta like delta;
     part_B, part_C: (channel blocks, batch, K, L) sums over this block's channels;
     part_A, part_D, part_bias: (batch, K * channels) sums over positions.
     """
@@ -162,6 +166,7 @@ def scan_backward_kernel(
         if HAS_D:
             skip = tl.load(D_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
         x_offset = batch * su_b + k * su_k + cols[None, :] * su_c
+        o_offset = batch * so_b + k * so_k + cols[None, :] * so_c
         d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
         g_base = batch * sg_b + k * sg_k
         part_base = (block * batch_size + batch) * num_directions * length + k * length
@@ -226,8 +231,8 @@ def scan_backward_kernel(
             tl.store(part_B_ptr + part_base + pos, tl.sum(grad_drive * u, axis=1), mask=step_ok)
             tl.store(part_C_ptr + part_base + pos, tl.sum(dy * states, axis=1), mask=step_ok)
             grad_u = grad_drive * gate_b[:, None] + skip[None, :] * dy
-            grad_u_at = grad_u_ptr + x_offset + pos[:, None] * su_p
-            if FUSED:
+            grad_u_at = grad_u_ptr + o_offset + pos[:, None] * so_p
+            if ACCUMULATE:
                 if kk > 0:
                     grad_u += tl.load(grad_u_at, mask=valid, other=0.0)
             tl.store(grad_u_at, grad_u, mask=valid)
@@ -235,5 +240,5 @@ def scan_backward_kernel(
         tl.store(part_A_ptr + sums_at, sum_A, mask=col_ok)
         tl.store(part_D_ptr + sums_at, sum_D, mask=col_ok)
         tl.store(part_bias_ptr + sums_at, sum_bias, mask=col_ok)
-        if FUSED:
+        if ACCUMULATE:
             tl.debug_barrier()

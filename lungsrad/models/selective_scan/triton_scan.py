@@ -99,22 +99,29 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def default_block_sizes(
-    batch: int, channels: int, length: int, *, programs_per_item: int, device: torch.device
-) -> tuple[int, int]:
-    """(BLOCK_T, BLOCK_C): channel blocks small enough to give every SM two programs (down to 8
-    channels), then as many positions per chunk as the tile allows. Untuned: see
-    benchmarks/scan_gpu.py."""
+def default_launch(
+    batch: int, channels: int, length: int, *, directions: int, fused: bool, device: torch.device
+) -> tuple[int, int, int]:
+    """(BLOCK_T, BLOCK_C, directions per program) for a scan of `directions` x `channels`.
+
+    A fused scan sums its four directions inside one program unless that leaves fewer than four
+    programs per SM even with 8-channel blocks (then one program per direction, summed after);
+    channel blocks shrink (down to 8) until every SM has two programs; chunks take as many
+    positions as the tile allows. Untuned: see benchmarks/scan_gpu.py.
+    """
     if device.type != "cuda":  # the interpreter: small tiles, its scans are Python loops
-        return min(16, _next_power_of_2(length)), min(8, _next_power_of_2(channels))
+        per_program = directions if fused else 1
+        return min(16, _next_power_of_2(length)), min(8, _next_power_of_2(channels)), per_program
     processors = torch.cuda.get_device_properties(device).multi_processor_count
+    per_program = 1
+    if fused and batch * math.ceil(channels / 8) >= 4 * processors:
+        per_program = directions
+    groups = directions // per_program
     block_c = min(32, max(8, _next_power_of_2(channels)))
-    while (
-        block_c > 8 and batch * math.ceil(channels / block_c) * programs_per_item < 2 * processors
-    ):
+    while block_c > 8 and batch * math.ceil(channels / block_c) * groups < 2 * processors:
         block_c //= 2
     block_t = min(_TILE_ELEMENTS // block_c, max(16, _next_power_of_2(length)))
-    return block_t, block_c
+    return block_t, block_c, per_program
 
 
 def _geometry(u: torch.Tensor, B: torch.Tensor, fused: bool) -> tuple[int, int, int, int]:
@@ -126,17 +133,33 @@ def _geometry(u: torch.Tensor, B: torch.Tensor, fused: bool) -> tuple[int, int, 
     return batch, B.shape[1], total // B.shape[1], length
 
 
+def _map_strides(t: torch.Tensor) -> tuple[int, int, int, int]:
+    """[batch, direction, position, channel] strides of a (batch, L, C) map shared by the
+    directions, or of (K, batch, L, C) maps, one per direction."""
+    if t.dim() == 3:
+        return (t.stride(0), 0, t.stride(1), t.stride(2))
+    return (t.stride(1), t.stride(0), t.stride(2), t.stride(3))
+
+
 def _strides(
-    u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, channels: int, fused: bool
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    B: torch.Tensor,
+    out: torch.Tensor,
+    channels: int,
+    fused: bool,
 ) -> tuple[int, ...]:
-    """[batch, direction, position, channel] strides of u (and y, du, dy), delta, and B / C."""
-    if fused:  # u (batch, L, C) shared by the directions, delta (K, batch, L, C)
-        x = (u.stride(0), 0, u.stride(1), u.stride(2))
-        d = (delta.stride(1), delta.stride(0), delta.stride(2), delta.stride(3))
-    else:  # u and delta (batch, K * channels, L)
-        x = (u.stride(0), channels * u.stride(1), u.stride(2), u.stride(1))
-        d = (delta.stride(0), channels * delta.stride(1), delta.stride(2), delta.stride(1))
-    return (*x, *d, B.stride(0), B.stride(1), B.stride(2))
+    """[batch, direction, position, channel] strides of u (and dy), of out (y or du), of delta,
+    and [batch, direction, position] of B (and C)."""
+    if fused:
+        sizes = (*_map_strides(u), *_map_strides(out), *_map_strides(delta))
+    else:  # (batch, K * channels, L) tensors, direction k = channel group
+        sizes = tuple(
+            size
+            for t in (u, out, delta)
+            for size in (t.stride(0), channels * t.stride(1), t.stride(2), t.stride(1))
+        )
+    return (*sizes, B.stride(0), B.stride(1), B.stride(2))
 
 
 def _launch_options(
@@ -146,10 +169,10 @@ def _launch_options(
     delta_softplus: bool,
     fused: bool,
     dtype: torch.dtype,
-    block_t: int,
-    block_c: int,
+    blocks: tuple[int, int, int],
     num_chunks: int,
 ) -> dict[str, Any]:
+    block_t, block_c, per_program = blocks
     # The chunk count is a compile-time constant: the interpreter cannot loop over a run-time
     # integer with numpy 2 (one compiled kernel per sequence length, four in DASS).
     return {
@@ -158,7 +181,8 @@ def _launch_options(
         "HAS_BIAS": delta_bias is not None,
         "SOFTPLUS": delta_softplus,
         "FUSED": fused,
-        "DIRECTIONS": 4 if fused else 1,
+        "DIRECTIONS": per_program,
+        "ACCUMULATE": fused and per_program > 1,
         "COMPUTE": kernels.tl.float64 if dtype == torch.float64 else kernels.tl.float32,
         "BLOCK_T": block_t,
         "BLOCK_C": block_c,
@@ -166,8 +190,20 @@ def _launch_options(
     }
 
 
-def _grid(batch: int, directions: int, channels: int, block_c: int, fused: bool) -> tuple:
-    return (batch, math.ceil(channels / block_c), 1 if fused else directions)
+def _grid(batch: int, directions: int, channels: int, blocks: tuple[int, int, int]) -> tuple:
+    _, block_c, per_program = blocks
+    return (batch, math.ceil(channels / block_c), directions // per_program)
+
+
+def _check_launch(fused: bool, directions: int, blocks: tuple[int, int, int]) -> None:
+    block_t, block_c, per_program = blocks
+    if any(b < 1 or b & (b - 1) for b in (block_t, block_c)):
+        raise ValueError(f"triton scan: block sizes must be powers of 2, got {blocks[:2]}")
+    if per_program not in ((1, directions) if fused else (1,)):
+        raise ValueError(
+            f"triton scan: {per_program} directions per program; the fused scan takes 1 or "
+            f"{directions}, the plain one 1"
+        )
 
 
 @torch.library.custom_op("lungsrad::triton_scan_forward", mutates_args=())
@@ -185,6 +221,7 @@ def triton_scan_forward(
     fused: bool,
     block_t: int,
     block_c: int,
+    directions_per_program: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scan of contiguous inputs; returns (y, states entering every chunk).
 
@@ -192,31 +229,35 @@ def triton_scan_forward(
     Fused SS2D (K = 4, L = height * width): u (batch, L, C), delta (4, batch, L, C), B, C
     (batch, 4, L), A, D, delta_bias (4 * C,); y (batch, L, C) sums the four directions.
     y: u's shape, float32 (float64 for float64 input); states: (batch, K, chunks, Cd).
+    Programs scan `directions_per_program` directions each (plain: 1; fused: 1 or 4).
     """
     kernels = load_kernels()
+    blocks = (block_t, block_c, directions_per_program)
     batch, directions, channels, length = _geometry(u, B, fused)
+    _check_launch(fused, directions, blocks)
     dtype = compute_dtype(u, delta, A, B, C, D, delta_bias)
     num_chunks = -(-length // block_t)  # integer maths: SymInt-safe
-    y = torch.empty(u.shape, dtype=dtype, device=u.device)
-    states = torch.empty((batch, directions, num_chunks, channels), dtype=dtype, device=u.device)
+    separate = fused and directions_per_program == 1  # one output map per direction
+    y = u.new_empty((directions, *u.shape) if separate else u.shape, dtype=dtype)
+    states = u.new_empty((batch, directions, num_chunks, channels), dtype=dtype)
     options = _launch_options(
-        kernels, D, delta_bias, delta_softplus, fused, dtype, block_t, block_c, num_chunks
+        kernels, D, delta_bias, delta_softplus, fused, dtype, blocks, num_chunks
     )
-    kernels.scan_forward_kernel[_grid(batch, directions, channels, block_c, fused)](
+    kernels.scan_forward_kernel[_grid(batch, directions, channels, blocks)](
         u, delta, A, B, C, D if D is not None else A, delta_bias if delta_bias is not None else A,
         y, states,
         length, channels, height, width,
-        *_strides(u, delta, B, channels, fused),
+        *_strides(u, delta, B, y, channels, fused),
         **options,
     )  # fmt: skip
-    return y, states
+    return (y.sum(0) if separate else y), states
 
 
 @triton_scan_forward.register_fake
-def _(u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, fused, block_t, block_c):
+def _(u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, fused, block_t, *_):
     batch, directions, channels, length = _geometry(u, B, fused)
     dtype = compute_dtype(u, delta, A, B, C, D, delta_bias)
-    num_chunks = -(-length // block_t)  # integer maths: SymInt-safe
+    num_chunks = -(-length // block_t)
     return (
         u.new_empty(u.shape, dtype=dtype),
         u.new_empty((batch, directions, num_chunks, channels), dtype=dtype),
@@ -240,6 +281,7 @@ def triton_scan_backward(
     fused: bool,
     block_t: int,
     block_c: int,
+    directions_per_program: int,
 ) -> tuple[
     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 ]:
@@ -247,29 +289,32 @@ def triton_scan_backward(
     contiguous like y. u's gradient is in the compute dtype, delta's in delta's dtype, the others
     in the compute dtype (D's and delta_bias's are sums even when D / delta_bias are None)."""
     kernels = load_kernels()
+    blocks = (block_t, block_c, directions_per_program)
     batch, directions, channels, length = _geometry(u, B, fused)
+    _check_launch(fused, directions, blocks)
     dtype = states.dtype
-    num_blocks = math.ceil(channels / block_c)
-    grad_u = torch.empty(u.shape, dtype=dtype, device=u.device)
+    separate = fused and directions_per_program == 1
+    grad_u = u.new_empty((directions, *u.shape) if separate else u.shape, dtype=dtype)
     grad_delta = torch.empty_like(delta)
-    part_B = torch.empty((num_blocks, batch, directions, length), dtype=dtype, device=u.device)
+    num_blocks = math.ceil(channels / block_c)
+    part_B = u.new_empty((num_blocks, batch, directions, length), dtype=dtype)
     part_C = torch.empty_like(part_B)
     part_A, part_D, part_bias = (
-        torch.empty((batch, directions * channels), dtype=dtype, device=u.device) for _ in range(3)
+        u.new_empty((batch, directions * channels), dtype=dtype) for _ in range(3)
     )
     options = _launch_options(
-        kernels, D, delta_bias, delta_softplus, fused, dtype, block_t, block_c, states.shape[2]
+        kernels, D, delta_bias, delta_softplus, fused, dtype, blocks, states.shape[2]
     )
-    kernels.scan_backward_kernel[_grid(batch, directions, channels, block_c, fused)](
+    kernels.scan_backward_kernel[_grid(batch, directions, channels, blocks)](
         grad_y, u, delta, A, B, C, D if D is not None else A,
         delta_bias if delta_bias is not None else A, states,
         grad_u, grad_delta, part_B, part_C, part_A, part_D, part_bias,
         length, channels, height, width, batch,
-        *_strides(u, delta, B, channels, fused),
+        *_strides(u, delta, B, grad_u, channels, fused),
         **options,
     )  # fmt: skip
     return (
-        grad_u,
+        grad_u.sum(0) if separate else grad_u,
         grad_delta,
         part_A.sum(0),
         part_B.sum(0),
@@ -349,7 +394,7 @@ def selective_scan_triton(
         D: (channels,) or None.
         delta_bias: (channels,) or None.
         delta_softplus: apply softplus to delta + delta_bias.
-        block_sizes: (positions, channels) per program tile; None: `default_block_sizes`.
+        block_sizes: (positions, channels) per program tile; None: `default_launch`'s.
 
     Returns:
         (batch, channels, L): float64 for float64 input, otherwise float32.
@@ -359,9 +404,10 @@ def selective_scan_triton(
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     batch, total, length = u.shape
     groups = B.shape[1]
-    block_t, block_c = block_sizes or default_block_sizes(
-        batch, total // groups, length, programs_per_item=groups, device=u.device
+    block_t, block_c, _ = default_launch(
+        batch, total // groups, length, directions=groups, fused=False, device=u.device
     )
+    block_t, block_c = block_sizes or (block_t, block_c)
     y, _ = triton_scan_forward(
         u.contiguous(),
         delta.contiguous(),
@@ -376,6 +422,7 @@ def selective_scan_triton(
         False,
         block_t,
         block_c,
+        1,
     )
     return y
 
@@ -393,6 +440,7 @@ def ss2d_scan_triton(
     width: int,
     delta_softplus: bool = True,
     block_sizes: tuple[int, int] | None = None,
+    directions_per_program: int | None = None,
 ) -> torch.Tensor:
     """SS2D's four-direction scan of a map, cross-scan and cross-merge done by the kernels.
 
@@ -410,7 +458,9 @@ def ss2d_scan_triton(
         delta_bias: (4 * C,) or None.
         height: H of the map (frequency), width: W (time).
         delta_softplus: apply softplus to delta + delta_bias.
-        block_sizes: (positions, channels) per program tile; None: `default_block_sizes`.
+        block_sizes: (positions, channels) per program tile; None: `default_launch`'s.
+        directions_per_program: 4 (each program sums the directions into the map) or 1 (one
+            program per direction, maps summed after); None: `default_launch`'s.
 
     Returns:
         (batch, L, C): the four directions summed, float64 for float64 input, else float32.
@@ -422,9 +472,10 @@ def ss2d_scan_triton(
             f"ss2d_scan_triton: u (batch, {height} x {width}, C) and delta (4, batch, L, C) "
             f"expected, got {tuple(u.shape)} and {tuple(delta.shape)}"
         )
-    block_t, block_c = block_sizes or default_block_sizes(
-        batch, channels, length, programs_per_item=1, device=u.device
+    block_t, block_c, per_program = default_launch(
+        batch, channels, length, directions=4, fused=True, device=u.device
     )
+    block_t, block_c = block_sizes or (block_t, block_c)
     y, _ = triton_scan_forward(
         u.contiguous(),
         delta.contiguous(),
@@ -439,5 +490,6 @@ def ss2d_scan_triton(
         True,
         block_t,
         block_c,
+        directions_per_program or per_program,
     )
     return y

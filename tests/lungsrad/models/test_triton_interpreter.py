@@ -112,9 +112,15 @@ def test_d_state_above_one_is_refused():
 
 def test_custom_op_passes_opcheck():
     u, delta, A, B, C, D, bias = (t.detach() for t in make_inputs(2, 4, 2, 1, 9))
-    args = (u, delta, A[:, 0], B[:, :, 0], C[:, :, 0], D, bias, True, 0, 0, False, 4, 2)
+    args = (u, delta, A[:, 0], B[:, :, 0], C[:, :, 0], D, bias, True, 0, 0, False, 4, 2, 1)
     for t in args[:7]:
         t.requires_grad_()
+    torch.library.opcheck(triton_scan_forward, args)
+
+
+def test_fused_custom_op_passes_opcheck():
+    inputs = [t.detach().requires_grad_() for t in make_map_inputs(1, 2, 2, 3)]
+    args = (*inputs[:2], inputs[2][:, 0], *inputs[3:], True, 2, 3, True, 4, 2, 1)
     torch.library.opcheck(triton_scan_forward, args)
 
 
@@ -167,31 +173,47 @@ def unfused_ss2d_scan(u, delta, A, B, C, D, bias, *, height: int, width: int) ->
 
 
 @pytest.mark.parametrize(
-    ("batch", "channels", "height", "width", "blocks"),
+    ("batch", "channels", "height", "width", "blocks", "per_program"),
     [
-        pytest.param(2, 6, 5, 7, (8, 4), id="h-not-w-chunks-blocks"),
-        pytest.param(1, 3, 4, 3, (16, 2), id="one-chunk"),
+        pytest.param(2, 3, 5, 7, (8, 2), 4, id="h-not-w-chunks-blocks-summed-in-program"),
+        pytest.param(2, 3, 5, 7, (8, 2), 1, id="h-not-w-chunks-blocks-program-per-direction"),
+        pytest.param(1, 3, 4, 3, (16, 2), 4, id="one-chunk"),
     ],
 )
-def test_fused_ss2d_scan_matches_reference_composition(batch, channels, height, width, blocks):
+def test_fused_ss2d_scan_matches_reference_composition(
+    batch, channels, height, width, blocks, per_program
+):
     inputs = make_map_inputs(batch, channels, height, width)
     expected = outputs_and_grads(unfused_ss2d_scan, inputs, height=height, width=width)
     actual = outputs_and_grads(
-        ss2d_scan_triton, inputs, height=height, width=width, block_sizes=blocks
+        ss2d_scan_triton,
+        inputs,
+        height=height,
+        width=width,
+        block_sizes=blocks,
+        directions_per_program=per_program,
     )
     torch.testing.assert_close(actual[0], expected[0], rtol=1e-10, atol=1e-12)
     assert_all_close(actual[1], expected[1], rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("per_program", [4, 1])
 @pytest.mark.parametrize("direction", [0, 1, 2, 3])
-def test_fused_ss2d_scan_each_direction_alone(direction):
+def test_fused_ss2d_scan_each_direction_alone(direction, per_program):
     # Zero output gates elsewhere isolate one direction's index arithmetic (the skip D too).
     u, delta, A, B, C, D, bias = make_map_inputs(1, 2, 3, 4, seed=direction)
     keep = torch.zeros(1, 4, 1, dtype=torch.float64)
     keep[:, direction] = 1
     inputs = [u, delta, A, B, (C * keep).detach().requires_grad_(), None, bias]
     expected = outputs_and_grads(unfused_ss2d_scan, inputs, height=3, width=4)
-    actual = outputs_and_grads(ss2d_scan_triton, inputs, height=3, width=4, block_sizes=(4, 2))
+    actual = outputs_and_grads(
+        ss2d_scan_triton,
+        inputs,
+        height=3,
+        width=4,
+        block_sizes=(4, 2),
+        directions_per_program=per_program,
+    )
     assert expected[0].abs().max() > 0.1
     torch.testing.assert_close(actual[0], expected[0], rtol=1e-10, atol=1e-12)
     assert_all_close(actual[1], expected[1], rtol=1e-9, atol=1e-11)
@@ -213,7 +235,7 @@ def test_fused_ss2d_module_matches_unfused(dtype):
         module.A_logs.normal_(0.0, 0.5)
         module.Ds.normal_()
         module.dt_projs_bias.normal_(0.0, 0.5)
-    x = torch.randn(2, 12, 5, 7, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 12, 3, 7, dtype=dtype).contiguous(memory_format=torch.channels_last)
     y_ref, g_ref = ss2d_outputs_and_grads(module, x)
     module.scan_backend = "triton"
     y, g = ss2d_outputs_and_grads(module, x)
