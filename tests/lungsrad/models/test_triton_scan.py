@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,58 @@ def test_triton_backend_keeps_parameter_names_and_shapes():
         k: v.shape for k, v in plain.state_dict().items()
     }
     plain.load_state_dict(fused.state_dict())
+
+
+def compile_for_hopper(kernel, pointer_types: dict[str, str], options: dict) -> dict:
+    """PTX of `kernel` compiled for sm_90 with these launch options (no GPU needed)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    constants = {k: v for k, v in options.items() if k != "num_warps"}
+    signature = {
+        name: "constexpr"
+        if name in constants
+        else pointer_types.get(name, "*fp32")
+        if name.endswith("_ptr")
+        else "i32"
+        for name in kernel.arg_names
+    }
+    source = ASTSource(kernel, signature, constexprs=constants)
+    compiled = triton.compile(
+        source, target=GPUTarget("cuda", 90, 32), options={"num_warps": options["num_warps"]}
+    )
+    return compiled.asm["ptx"]
+
+
+@pytest.mark.slow  # about 10-40 s the first time (Triton caches compiled kernels on disk)
+@needs_triton
+@pytest.mark.skipif(is_interpreter_on(), reason="Triton's interpreter is on in this process")
+@pytest.mark.parametrize("per_program", [1, 4])
+def test_kernels_compile_for_hopper_with_the_launch_options(per_program, tmp_path):
+    # The interpreter accepts code the compiler refuses; this compiles what a GPU run launches
+    # (DASS-small stage 0 under bf16 autocast), option names included, and checks for spills.
+    triton_scan = importlib.import_module("lungsrad.models.selective_scan.triton_scan")
+    kernels = triton_scan.load_kernels()
+    ptxas = Path(kernels.triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.is_file():
+        pytest.skip(f"Triton's ptxas not found at {ptxas}")
+    launch = (64, 8, per_program)
+    options = triton_scan._launch_options(
+        kernels, torch.ones(1), torch.ones(1), True, True, torch.float32, launch, 100
+    )
+    half = {name: "*bf16" for name in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "grad_delta_ptr")}
+    for kernel in (kernels.scan_forward_kernel, kernels.scan_backward_kernel):
+        ptx = tmp_path / f"{kernel.__name__}.ptx"
+        ptx.write_text(compile_for_hopper(kernel, half, options))
+        target = re.search(r"^\.target (\S+)", ptx.read_text(), re.MULTILINE).group(1)
+        report = subprocess.run(
+            [str(ptxas), f"-arch={target}", "-v", str(ptx), "-o", str(tmp_path / "k.cubin")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+        assert " 0 bytes spill stores" in report, report
 
 
 # ---------------------------------------------------------------------------------------------
