@@ -70,6 +70,22 @@ def _decay_and_drive(delta, u, gate_b, A, bias, valid, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _channel_parameters(
+    A_ptr, bias_ptr, D_ptr, params, col_ok,
+    HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """(A, delta_bias, D) of the channels at `params` (zeros for an absent bias or D)."""
+    A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    bias = tl.zeros([BLOCK_C], COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    skip = tl.zeros([BLOCK_C], COMPUTE)
+    if HAS_D:
+        skip = tl.load(D_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    return A, bias, skip
+
+
+@triton.jit
 def scan_forward_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, states_ptr,
     length, channels, height, width,
@@ -92,13 +108,9 @@ def scan_forward_kernel(
     for kk in tl.static_range(DIRECTIONS):
         k = (group * DIRECTIONS + kk).to(tl.int64)
         params = k * channels + cols
-        A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
-        bias = tl.zeros([BLOCK_C], COMPUTE)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
-        skip = tl.zeros([BLOCK_C], COMPUTE)
-        if HAS_D:
-            skip = tl.load(D_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+        A, bias, skip = _channel_parameters(
+            A_ptr, bias_ptr, D_ptr, params, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
+        )
         u_base = u_ptr + batch * su_b + k * su_k + cols[None, :] * su_c
         y_base = y_ptr + batch * so_b + k * so_k + cols[None, :] * so_c
         d_base = delta_ptr + batch * sd_b + k * sd_k + cols[None, :] * sd_c
@@ -158,13 +170,9 @@ def scan_backward_kernel(
     for kk in tl.static_range(DIRECTIONS):
         k = (group * DIRECTIONS + kk).to(tl.int64)
         params = k * channels + cols
-        A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
-        bias = tl.zeros([BLOCK_C], COMPUTE)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
-        skip = tl.zeros([BLOCK_C], COMPUTE)
-        if HAS_D:
-            skip = tl.load(D_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+        A, bias, skip = _channel_parameters(
+            A_ptr, bias_ptr, D_ptr, params, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
+        )
         x_offset = batch * su_b + k * su_k + cols[None, :] * su_c
         o_offset = batch * so_b + k * so_k + cols[None, :] * so_c
         d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c

@@ -133,7 +133,7 @@ def test_triton_backend_keeps_parameter_names_and_shapes():
     plain.load_state_dict(fused.state_dict())
 
 
-def compile_for_hopper(kernel, pointer_types: dict[str, str], options: dict) -> dict:
+def compile_for_hopper(kernel, pointer_types: dict[str, str], options: dict) -> str:
     """PTX of `kernel` compiled for sm_90 with these launch options (no GPU needed)."""
     import triton
     from triton.backends.compiler import GPUTarget
