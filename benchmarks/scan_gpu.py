@@ -18,6 +18,7 @@ mamba_ssm appears only where it is installed.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -55,7 +56,11 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 def launches_and_busy(fn: Callable[[], object]) -> tuple[int, float]:
     """(GPU kernels and copies launched, GPU-busy share of the wall time) of one call."""
     torch.cuda.synchronize()
-    activities = [torch.profiler.ProfilerActivity.CUDA]
+    activity = torch.profiler.ProfilerActivity
+    # CUDA alone keeps the profiler's own CPU overhead out of the wall time, where supported.
+    activities = [activity.CUDA]
+    if activity.CUDA not in torch.profiler.supported_activities():
+        activities.append(activity.CPU)
     with torch.profiler.profile(activities=activities) as profile:
         start = time.perf_counter()
         fn()
@@ -88,73 +93,80 @@ def scan_inputs(
     if fused:
         u = torch.randn(batch, length, channels, device=device, dtype=dtype)
         delta = 0.5 * torch.randn(4, batch, length, channels, device=device, dtype=dtype)
-        gates = torch.randn(2, batch, 4, length, device=device, dtype=dtype)
+        gate_shape: tuple[int, ...] = (batch, 4, length)
     else:
         u = torch.randn(batch, scanned, length, device=device, dtype=dtype)
         delta = 0.5 * torch.randn(batch, scanned, length, device=device, dtype=dtype)
-        gates = torch.randn(2, batch, 4, 1, length, device=device, dtype=dtype)
+        gate_shape = (batch, 4, 1, length)
     tensors = [
         u,
         delta,
         -torch.empty(scanned, 1, device=device).uniform_(1.0, 4.0),
-        gates[0],
-        gates[1],
+        torch.randn(gate_shape, device=device, dtype=dtype),
+        torch.randn(gate_shape, device=device, dtype=dtype),
         torch.ones(scanned, device=device),
         dt + torch.log(-torch.expm1(-dt)),
     ]
     return [t.requires_grad_() for t in tensors]
 
 
-def scan_cases(
-    channels: int, height: int, width: int, args: argparse.Namespace
-) -> dict[str, tuple[Callable[[], torch.Tensor], torch.Tensor]]:
+Cases = dict[str, tuple[Callable[[], torch.Tensor], torch.Tensor]]
+
+
+def scan_cases(channels: int, height: int, width: int, args: argparse.Namespace) -> Cases:
     """name -> (forward, gradient of its output) for the bare scans."""
     dtype, length = DTYPES[args.dtype], height * width
-    cases = {}
-    plain = scan_inputs(args.batch_size, channels, length, dtype, fused=False)
+    cases: Cases = {}
+    u, delta, A, B, C, D, bias = scan_inputs(args.batch_size, channels, length, dtype, fused=False)
+    gradient = torch.randn_like(u, dtype=torch.float32)
     for backend in args.backends:
-
-        def forward(backend: str = backend) -> torch.Tensor:
-            if backend == "triton":
-                return selective_scan_triton(*plain, block_sizes=args.block_sizes)
-            return selective_scan(*plain, backend=backend)
-
-        cases[f"scan {backend}"] = (forward, torch.randn_like(plain[0], dtype=torch.float32))
-    if "triton" in args.backends:
-        fused = scan_inputs(args.batch_size, channels, length, dtype, fused=True)
-
-        def forward_fused() -> torch.Tensor:
-            return ss2d_scan_triton(
-                *fused, height=height, width=width, block_sizes=args.block_sizes
+        if backend == "triton":
+            forward = functools.partial(
+                selective_scan_triton, u, delta, A, B, C, D, bias, block_sizes=args.block_sizes
             )
-
-        cases["scan triton-fused"] = (
-            forward_fused,
-            torch.randn_like(fused[0], dtype=torch.float32),
+        else:
+            forward = functools.partial(selective_scan, u, delta, A, B, C, D, bias, backend=backend)
+        cases[f"scan {backend}"] = (forward, gradient)
+    if "triton" in args.backends:
+        u, delta, A, B, C, D, bias = scan_inputs(
+            args.batch_size, channels, length, dtype, fused=True
         )
+        fused = functools.partial(
+            ss2d_scan_triton,
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            bias,
+            height=height,
+            width=width,
+            block_sizes=args.block_sizes,
+        )
+        cases["scan triton-fused"] = (fused, torch.randn_like(u, dtype=torch.float32))
     return cases
 
 
-def ss2d_cases(
-    channels: int, height: int, width: int, args: argparse.Namespace
-) -> dict[str, tuple[Callable[[], torch.Tensor], torch.Tensor]]:
+def run_ss2d(module: SS2D, x: torch.Tensor, use_bf16: bool) -> torch.Tensor:
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        return module(x)
+
+
+def ss2d_cases(channels: int, height: int, width: int, args: argparse.Namespace) -> Cases:
     """name -> (forward, gradient of its output) for the SS2D block, one module per backend
     with the same weights."""
     torch.manual_seed(0)
     reference = SS2D(channels).cuda()
     x = torch.randn(args.batch_size, channels, height, width, device="cuda")
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-    grad = torch.randn(args.batch_size, channels, height, width, device="cuda")
-    cases = {}
+    gradient = torch.randn(args.batch_size, channels, height, width, device="cuda")
+    cases: Cases = {}
     for backend in args.backends:
         module = SS2D(channels, scan_backend=backend).cuda()
         module.load_state_dict(reference.state_dict())
-
-        def forward(module: SS2D = module) -> torch.Tensor:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
-                return module(x)
-
-        cases[f"SS2D {backend}"] = (forward, grad)
+        forward = functools.partial(run_ss2d, module, x, args.dtype == "bfloat16")
+        cases[f"SS2D {backend}"] = (forward, gradient)
     return cases
 
 
@@ -169,18 +181,18 @@ def measure(
         y = forward()
         y.backward(grad.to(y.dtype))
 
-    launches, busy = launches_and_busy(forward_backward)
+    timings = [median_ms(forward_only, repeats), median_ms(forward_backward, repeats)]
+    launches, busy = launches_and_busy(forward_backward)  # after the warm-up (compilation)
     return [
         name,
-        f"{median_ms(forward_only, repeats):9.3f}",
-        f"{median_ms(forward_backward, repeats):9.3f}",
+        *(f"{ms:9.3f}" for ms in timings),
         f"{peak_gib(forward_backward):7.3f}",
         f"{launches:8d}",
         f"{100 * busy:6.1f}",
     ]
 
 
-def agreement(cases: dict, names: list[str]) -> str:
+def agreement(cases: Cases, names: list[str]) -> str:
     """max |y - y_chunked| / max |y_chunked| of the SS2D outputs, per backend."""
     with torch.no_grad():
         outputs = {n: cases[n][0]().float() for n in names}

@@ -153,6 +153,7 @@ def _strides(
 ) -> tuple[int, ...]:
     """[batch, direction, position, channel] strides of u (and dy), of out (y or du), of delta,
     and [batch, direction, position] of B (and C)."""
+    sizes: tuple[int, ...]
     if fused:
         sizes = (*_map_strides(u), *_map_strides(out), *_map_strides(delta))
     else:  # (batch, K * channels, L) tensors, direction k = channel group
