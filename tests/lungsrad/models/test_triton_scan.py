@@ -282,3 +282,22 @@ def test_dass_small_trains_a_step_with_triton():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.gpu
+@needs_cuda_triton
+def test_golden_logits_with_triton_on_cuda(monkeypatch):
+    # The reference implementation's logits (shared/dass_reference), through the fused kernels.
+    golden_path = REPOSITORY.parent / "shared" / "dass_reference" / "dass_tiny.pt"
+    if not golden_path.is_file():
+        pytest.skip(f"golden DASS data not found at {golden_path}")
+    from lungsrad.models import load_dass_checkpoint
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    golden = torch.load(golden_path, map_location="cpu", weights_only=True)
+    model = DASS(num_classes=4, dims=(32, 64, 128, 256), depths=(1, 1, 2, 1), scan_backend="triton")
+    load_dass_checkpoint(model, golden["state_dict"])
+    with torch.no_grad():
+        logits = model.cuda().eval()(golden["input"].cuda())
+    torch.testing.assert_close(logits.cpu(), golden["logits"], atol=1e-4, rtol=0)
