@@ -10,7 +10,6 @@ torch.compile see one opaque op.
 
 # No `from __future__ import annotations`: torch.library reads the op signatures' annotations.
 
-import functools
 import math
 from types import ModuleType
 from typing import Any
@@ -31,13 +30,25 @@ _TILE_ELEMENTS = 512
 NUM_WARPS = 4
 
 
-@functools.cache
+# What importing the kernels gave (the module or the ImportError), whether they were built for
+# the interpreter, and SM counts per device: memoised in a plain dict rather than
+# functools.cache, which torch.compile warns about and traces through.
+_memo: dict[Any, Any] = {}
+
+
 def _load_kernels() -> ModuleType | ImportError:
-    try:
-        from lungsrad.models.selective_scan import triton_kernels
-    except ImportError as error:
-        return error
-    return triton_kernels
+    if "kernels" not in _memo:
+        try:
+            from lungsrad.models.selective_scan import triton_kernels
+        except ImportError as error:
+            _memo["kernels"] = error
+        else:
+            from triton.runtime.interpreter import InterpretedFunction
+
+            kernel = triton_kernels.scan_forward_kernel
+            _memo["interpreted"] = isinstance(kernel, InterpretedFunction)
+            _memo["kernels"] = triton_kernels
+    return _memo["kernels"]
 
 
 def is_triton_installed() -> bool:
@@ -45,15 +56,17 @@ def is_triton_installed() -> bool:
     return not isinstance(_load_kernels(), ImportError)
 
 
-@functools.cache
 def is_interpreter_on() -> bool:
     """Whether the kernels were built for Triton's interpreter (TRITON_INTERPRET=1 at import)."""
-    kernels = _load_kernels()
-    if isinstance(kernels, ImportError):
-        return False
-    from triton.runtime.interpreter import InterpretedFunction
+    _load_kernels()
+    return bool(_memo.get("interpreted", False))
 
-    return isinstance(kernels.scan_forward_kernel, InterpretedFunction)
+
+def _processor_count(device: torch.device) -> int:
+    key = ("processors", device.index)
+    if key not in _memo:
+        _memo[key] = torch.cuda.get_device_properties(device).multi_processor_count
+    return _memo[key]
 
 
 def load_kernels() -> ModuleType:
@@ -114,7 +127,7 @@ def default_launch(
     if device.type != "cuda":  # the interpreter: small tiles, its scans are Python loops
         per_program = directions if fused else 1
         return min(16, _next_power_of_2(length)), min(8, _next_power_of_2(channels)), per_program
-    processors = torch.cuda.get_device_properties(device).multi_processor_count
+    processors = _processor_count(device)
     per_program = 1
     if fused and batch * math.ceil(channels / 8) >= 4 * processors:
         per_program = directions

@@ -256,3 +256,16 @@ def test_dass_with_triton_backend_matches_chunked():
         model.scan_backend = "triton"
         actual = model(fbank)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_ss2d_compiles_in_one_graph():
+    # Dynamo, fake tensors and the autograd registration (aot_eager: no C++ compiler needed).
+    torch.manual_seed(0)
+    module = SS2D(6, scan_backend="triton")
+    x = torch.randn(2, 6, 3, 5)
+    expected = ss2d_outputs_and_grads(module, x)
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    actual = ss2d_outputs_and_grads(compiled, x)
+    torch.testing.assert_close(actual[0], expected[0])
+    for a, e in zip(actual[1], expected[1], strict=True):
+        torch.testing.assert_close(a, e)
