@@ -108,6 +108,11 @@ def check_triton_inputs(u: torch.Tensor, A: torch.Tensor) -> None:
         raise ValueError(
             f"selective scan backend 'triton' needs a non-empty input, got shape {tuple(u.shape)}"
         )
+    if u[0].numel() >= 2**31:  # offsets inside one batch item are 32-bit in the kernels
+        raise ValueError(
+            f"selective scan backend 'triton' takes under 2**31 elements per batch item, got "
+            f"{tuple(u.shape)}; use backend 'chunked' for this shape"
+        )
 
 
 def _next_power_of_2(n: int) -> int:
@@ -211,7 +216,9 @@ def _grid(batch: int, directions: int, channels: int, blocks: tuple[int, int, in
     return (batch, math.ceil(channels / block_c), directions // per_program)
 
 
-def _check_launch(fused: bool, directions: int, blocks: tuple[int, int, int]) -> None:
+def _check_launch(
+    fused: bool, directions: int, channels: int, blocks: tuple[int, int, int]
+) -> None:
     block_t, block_c, per_program = blocks
     if any(b < 1 or b & (b - 1) for b in (block_t, block_c)):
         raise ValueError(f"triton scan: block sizes must be powers of 2, got {blocks[:2]}")
@@ -219,6 +226,12 @@ def _check_launch(fused: bool, directions: int, blocks: tuple[int, int, int]) ->
         raise ValueError(
             f"triton scan: {per_program} directions per program; the fused scan takes 1 or "
             f"{directions}, the plain one 1"
+        )
+    grid = _grid(1, directions, channels, blocks)
+    if max(grid[1:]) > 65535:  # CUDA's limit on the second and third grid dimensions
+        raise ValueError(
+            f"selective scan backend 'triton' cannot launch {directions} channel groups of "
+            f"{channels} channels (grid {grid}); use backend 'chunked' for this shape"
         )
 
 
@@ -250,7 +263,7 @@ def triton_scan_forward(
     kernels = load_kernels()
     blocks = (block_t, block_c, directions_per_program)
     batch, directions, channels, length = _geometry(u, B, fused)
-    _check_launch(fused, directions, blocks)
+    _check_launch(fused, directions, channels, blocks)
     dtype = compute_dtype(u, delta, A, B, C, D, delta_bias)
     num_chunks = -(-length // block_t)  # integer maths: SymInt-safe
     separate = fused and directions_per_program == 1  # one output map per direction
@@ -307,7 +320,7 @@ def triton_scan_backward(
     kernels = load_kernels()
     blocks = (block_t, block_c, directions_per_program)
     batch, directions, channels, length = _geometry(u, B, fused)
-    _check_launch(fused, directions, blocks)
+    _check_launch(fused, directions, channels, blocks)
     dtype = states.dtype
     separate = fused and directions_per_program == 1
     grad_u = u.new_empty((directions, *u.shape) if separate else u.shape, dtype=dtype)

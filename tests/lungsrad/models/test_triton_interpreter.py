@@ -269,3 +269,15 @@ def test_fused_ss2d_compiles_in_one_graph():
     torch.testing.assert_close(actual[0], expected[0])
     for a, e in zip(actual[1], expected[1], strict=True):
         torch.testing.assert_close(a, e)
+
+
+def test_shapes_the_kernels_cannot_take_are_refused():
+    # 32-bit offsets inside a batch item: refused before anything is materialised.
+    u = torch.zeros(()).expand(1, 2**16, 2**15)
+    A, gates = torch.full((2**16, 1), -1.0), torch.zeros(()).expand(1, 1, 1, 2**15)
+    with pytest.raises(ValueError, match=r"under 2\*\*31 elements per batch item.*'chunked'"):
+        selective_scan(u, u, A, gates, gates, backend="triton")
+    # More channel groups than a CUDA grid dimension holds.
+    inputs = [t.detach() for t in make_inputs(1, 2**16 + 2, 2**16 + 2, 1, 2)]
+    with pytest.raises(ValueError, match=r"cannot launch 65538 channel groups.*'chunked'"):
+        selective_scan(*inputs, backend="triton")
