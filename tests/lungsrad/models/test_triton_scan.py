@@ -204,9 +204,12 @@ def test_triton_matches_reference_on_cuda(batch, channels, groups, length, dtype
     y_ref, g_ref = outputs_and_grads(selective_scan_reference, inputs)
     y, g = outputs_and_grads(lambda *a: selective_scan(*a, backend="triton"), inputs)
     assert y.dtype == dtype
-    tolerance = {"rtol": 1e-9, "atol": 1e-11} if dtype == torch.float64 else {}
-    torch.testing.assert_close(y, y_ref, **tolerance)
-    assert_all_close(g, g_ref, **(tolerance or {"rtol": 1e-3, "atol": 1e-3}))
+    if dtype == torch.float64:
+        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+        assert_all_close(g, g_ref, rtol=1e-9, atol=1e-11)
+    else:  # float32 sums over thousands of steps in another order
+        torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+        assert_all_close(g, g_ref, rtol=1e-3, atol=1e-3)
 
 
 def ss2d_step(module: torch.nn.Module, x: torch.Tensor, weights: torch.Tensor) -> list:
