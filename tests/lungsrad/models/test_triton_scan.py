@@ -22,6 +22,7 @@ from lungsrad.models.selective_scan import (
     resolve_backend,
     selective_scan,
     selective_scan_reference,
+    ss2d_scan_triton,
 )
 from lungsrad.models.selective_scan.triton_scan import is_interpreter_on, is_triton_installed
 
@@ -238,15 +239,55 @@ def ss2d_pair(dim: int) -> tuple[SS2D, SS2D]:
 def test_fused_ss2d_matches_chunked_at_dass_small_shapes(dim, height, width):
     # The four stage maps of DASS-small on an ICBHI segment (128 mel bins x 798 frames).
     chunked, fused = ss2d_pair(dim)
-    x = torch.randn(4, dim, height, width, device="cuda").contiguous(
+    # Batch 16 as in training: the launch heuristic sums the directions inside a program for
+    # the wide stages and gives each direction its own program for the long ones.
+    x = torch.randn(16, dim, height, width, device="cuda").contiguous(
         memory_format=torch.channels_last
     )
-    weights = torch.randn(4, dim, height, width, device="cuda")
+    weights = torch.randn(16, dim, height, width, device="cuda")
     expected, actual = ss2d_step(chunked, x, weights), ss2d_step(fused, x, weights)
     names = ["y", "x", *(name for name, _ in fused.named_parameters())]
     for name, a, e in zip(names, actual, expected, strict=True):
         scale = e.abs().max()
         assert (a - e).abs().max() <= 1e-4 * scale + 1e-6, name
+
+
+@pytest.mark.gpu
+@needs_cuda_triton
+@pytest.mark.parametrize(("channels", "height", "width"), [(96, 32, 199), (768, 4, 25)])
+def test_fused_scan_launch_variants_agree_on_cuda(channels, height, width):
+    # Directions summed inside a program vs one program per direction, and another tile.
+    length, batch = height * width, 16
+    generator = torch.Generator(device="cuda").manual_seed(0)
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return torch.randn(*shape, device="cuda", generator=generator) * scale
+
+    inputs = [
+        randn(batch, length, channels).bfloat16(),
+        randn(4, batch, length, channels, scale=0.5).bfloat16(),
+        -torch.exp(randn(4 * channels, 1, scale=0.5)),
+        randn(batch, 4, length).bfloat16(),
+        randn(batch, 4, length).bfloat16(),
+        randn(4 * channels),
+        randn(4 * channels, scale=0.5) - 3.0,
+    ]
+    inputs = [t.requires_grad_() for t in inputs]
+    results = [
+        outputs_and_grads(
+            ss2d_scan_triton,
+            inputs,
+            height=height,
+            width=width,
+            block_sizes=blocks,
+            directions_per_program=per_program,
+        )
+        for blocks, per_program in [((64, 8), 1), ((64, 8), 4), ((32, 16), 4)]
+    ]
+    for y, grads in results[1:]:
+        torch.testing.assert_close(y, results[0][0], rtol=1e-5, atol=1e-5)
+        for a, e in zip(grads, results[0][1], strict=True):
+            torch.testing.assert_close(a.float(), e.float(), rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.gpu
