@@ -139,7 +139,7 @@ class SS2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, C, H, W) -> (batch, C, H, W)."""
         u = F.silu(self.conv2d(self.in_proj(x)))
-        backend = resolve_backend(self.scan_backend, u.device)
+        backend = resolve_backend(self.scan_backend, u.device, d_state=self.d_state)
         if backend == "triton" and self.d_state == 1:
             y = self._scan_fused(u)
         else:

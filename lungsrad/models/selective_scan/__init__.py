@@ -78,24 +78,28 @@ def check_backend(backend: str) -> None:
         load_kernels()
 
 
-def _choose_auto(device: torch.device) -> tuple[str, str]:
+def _choose_auto(device: torch.device, d_state: int) -> tuple[str, str]:
     """(backend, why) for 'auto' on `device`."""
     if device.type != "cuda":
         return "chunked", f"the CPU default ({device.type} tensors)"
-    if is_triton_installed():
+    if d_state == 1 and is_triton_installed():
         return "triton", "CUDA tensors and triton imports"
+    triton_missing = (
+        "triton does not import" if d_state == 1 else f"triton needs d_state 1, not {d_state}"
+    )
     if is_mamba_ssm_installed():
-        return "mamba_ssm", "triton does not import, mamba-ssm is installed"
-    return "chunked", "SLOW on a GPU: neither triton nor mamba-ssm imports"
+        return "mamba_ssm", f"{triton_missing}, mamba-ssm is installed"
+    return "chunked", f"SLOW on a GPU: {triton_missing} and mamba-ssm is not installed"
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend for tensors on `device` ('auto': triton on CUDA, else mamba_ssm
-    when installed, else chunked). Logs the choice of 'auto' and why, once per device type."""
+def resolve_backend(backend: str, device: torch.device, *, d_state: int = 1) -> str:
+    """The concrete backend for tensors on `device` ('auto': triton on CUDA for d_state 1, else
+    mamba_ssm when installed, else chunked). Logs the choice of 'auto' and why, once per device
+    type and choice."""
     check_backend(backend)
     if backend != "auto":
         return backend
-    chosen, reason = _choose_auto(device)
+    chosen, reason = _choose_auto(device, d_state)
     key = (device.type, chosen)
     if key not in _logged_choices:
         _logged_choices.add(key)
@@ -178,5 +182,5 @@ def selective_scan(
         (batch, channels, L): float64 for float64 input, otherwise float32.
     """
     _check_shapes(u, delta, A, B, C, D, delta_bias)
-    implementation = _IMPLEMENTATIONS[resolve_backend(backend, u.device)]
+    implementation = _IMPLEMENTATIONS[resolve_backend(backend, u.device, d_state=A.shape[1])]
     return implementation(u, delta, A, B, C, D, delta_bias, delta_softplus)

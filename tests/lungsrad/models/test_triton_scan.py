@@ -103,6 +103,16 @@ def test_auto_picks_triton_for_cuda_tensors_and_says_why(caplog, monkeypatch):
     assert "on cpu: using 'chunked'" in messages[1]
 
 
+@needs_triton
+def test_auto_skips_triton_for_d_state_above_one(caplog, monkeypatch):
+    monkeypatch.setattr(scan_module, "_logged_choices", set())
+    monkeypatch.setattr(scan_module, "is_mamba_ssm_installed", lambda: False)
+    with caplog.at_level(logging.INFO, logger=scan_module.__name__):
+        assert resolve_backend("auto", torch.device("cuda"), d_state=2) == "chunked"
+    (record,) = [r for r in caplog.records if "backend 'auto'" in r.getMessage()]
+    assert "triton needs d_state 1, not 2" in record.getMessage()
+
+
 def test_auto_on_cuda_without_triton_or_mamba_warns(caplog, monkeypatch):
     monkeypatch.setattr(scan_module, "_logged_choices", set())
     monkeypatch.setattr(scan_module, "is_triton_installed", lambda: False)
