@@ -62,7 +62,7 @@ class ModelConfig:
     num_classes: int = 4  # 4 (normal/crackle/wheeze/both); 2-class scores derive from these
     drop_path_rate: float | None = None  # stochastic depth; None: the preset's (custom: 0.0)
     checkpoint: str | None = None  # DASS release or lungsrad checkpoint to initialise from
-    scan_backend: Literal["auto", "reference", "chunked", "mamba_ssm"] = "auto"  # selective scan
+    scan_backend: Literal["auto", "reference", "chunked", "mamba_ssm", "triton"] = "auto"  # scan
 
 
 @dataclass(frozen=True)

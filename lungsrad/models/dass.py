@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lungsrad.config import MODEL_PRESETS
-from lungsrad.models.selective_scan import check_backend, selective_scan
+from lungsrad.models.selective_scan import (
+    check_backend,
+    resolve_backend,
+    selective_scan,
+    ss2d_scan_triton,
+)
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -133,29 +138,78 @@ class SS2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, C, H, W) -> (batch, C, H, W)."""
-        batch, _, height, width = x.shape
+        u = F.silu(self.conv2d(self.in_proj(x)))
+        backend = resolve_backend(self.scan_backend, u.device, d_state=self.d_state)
+        if backend == "triton" and self.d_state == 1:
+            y = self._scan_fused(u)
+        else:
+            y = self._scan(u, backend)
+        y = self.out_norm(y).to(x.dtype)
+        return self.out_proj(y)
+
+    def _scan_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(A, D, delta_bias) of the 4 * C scanned channels, at least float32."""
+        return (
+            -torch.exp(_at_least_float32(self.A_logs)),
+            _at_least_float32(self.Ds),
+            _at_least_float32(self.dt_projs_bias).reshape(-1),
+        )
+
+    def _scan(self, u: torch.Tensor, backend: str) -> torch.Tensor:
+        """The four-direction scan through `cross_scan` / `cross_merge`: (batch, C, H, W) ->
+        (batch, C, H, W), float32 (float64 for a float64 model), like the reference kernel."""
+        batch, _, height, width = u.shape
         length = height * width
         rank, state = self.dt_rank, self.d_state
-        u = F.silu(self.conv2d(self.in_proj(x)))
         xs = cross_scan(u)  # (batch, 4, C, L)
         projected = torch.matmul(self.x_proj_weight, xs)  # (batch, 4, R + 2N, L)
         dts = torch.matmul(self.dt_projs_weight, projected[:, :, :rank])  # (batch, 4, C, L)
         gates_b = projected[:, :, rank : rank + state]  # (batch, 4, N, L)
         gates_c = projected[:, :, rank + state :]
+        A, D, delta_bias = self._scan_parameters()
         ys = selective_scan(
             xs.view(batch, -1, length),
             dts.view(batch, -1, length),
-            -torch.exp(_at_least_float32(self.A_logs)),
+            A,
             gates_b,
             gates_c,
-            _at_least_float32(self.Ds),
-            _at_least_float32(self.dt_projs_bias).reshape(-1),
+            D,
+            delta_bias,
             delta_softplus=True,
-            backend=self.scan_backend,
-        )  # float32 (float64 for a float64 model), like the reference kernel
-        y = cross_merge(ys.view(batch, self.num_directions, -1, length), height, width)
-        y = self.out_norm(y).to(x.dtype)
-        return self.out_proj(y)
+            backend=backend,
+        )
+        return cross_merge(ys.view(batch, self.num_directions, -1, length), height, width)
+
+    def _scan_fused(self, u: torch.Tensor) -> torch.Tensor:
+        """`_scan` with the Triton kernels reading the four scan orders of the map in place.
+
+        The projections are per position, so they run once on the map in its own order for all
+        four directions; the kernels read direction k's step l at its map position and sum the
+        directions into one output map (no 4x copies in or out).
+        """
+        batch, channels, height, width = u.shape
+        length = height * width
+        rank, state = self.dt_rank, self.d_state
+        directions = self.num_directions
+        tokens = u.permute(0, 2, 3, 1).reshape(batch, length, channels)  # free if channels-last
+        projected = F.linear(tokens, self.x_proj_weight.reshape(-1, channels))
+        projected = projected.view(batch, length, directions, rank + 2 * state)
+        ranks = projected[..., :rank].permute(2, 0, 1, 3).reshape(directions, -1, rank)
+        dts = torch.matmul(ranks, self.dt_projs_weight.transpose(1, 2))  # (4, batch * L, C)
+        gates = projected[..., rank:].permute(0, 2, 3, 1)  # (batch, 4, 2, L)
+        A, D, delta_bias = self._scan_parameters()
+        y = ss2d_scan_triton(
+            tokens,
+            dts.view(directions, batch, length, channels),
+            A,
+            gates[:, :, 0],
+            gates[:, :, 1],
+            D,
+            delta_bias,
+            height=height,
+            width=width,
+        )  # (batch, L, C) float32 (float64 for a float64 model)
+        return y.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
 def _at_least_float32(parameter: torch.Tensor) -> torch.Tensor:
@@ -247,7 +301,8 @@ class DASS(nn.Module):
         depths: blocks per stage.
         drop_path_rate: stochastic depth of the last block; rates rise linearly from 0 over all
             blocks in order, the same rate for both branches of a block.
-        scan_backend: selective scan backend, 'auto' | 'reference' | 'chunked' | 'mamba_ssm'.
+        scan_backend: selective scan backend, 'auto' | 'reference' | 'chunked' | 'mamba_ssm' |
+            'triton'.
     """
 
     def __init__(

@@ -1,7 +1,8 @@
 """One selective-scan entry point with interchangeable backends (mamba-ssm's conventions).
 
 Backends: `reference` (sequential loop, the truth), `chunked` (vectorised PyTorch, the CPU
-default), `mamba_ssm` (CUDA kernel of state-spaces/mamba, the CUDA default when installed).
+default), `triton` (Triton kernels, d_state 1, the CUDA default), `mamba_ssm` (CUDA kernel of
+state-spaces/mamba, optional build).
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from lungsrad.models.selective_scan.cuda_kernel import (
     selective_scan_mamba,
 )
 from lungsrad.models.selective_scan.reference import selective_scan_reference
+from lungsrad.models.selective_scan.triton_scan import (
+    is_interpreter_on,
+    is_triton_installed,
+    load_kernels,
+    selective_scan_triton,
+    ss2d_scan_triton,
+)
 
 __all__ = [
     "BACKENDS",
@@ -29,52 +37,76 @@ __all__ = [
     "selective_scan_chunked",
     "selective_scan_mamba",
     "selective_scan_reference",
+    "selective_scan_triton",
+    "ss2d_scan_triton",
 ]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "reference", "chunked", "mamba_ssm")
+BACKENDS = ("auto", "reference", "chunked", "mamba_ssm", "triton")
 _IMPLEMENTATIONS = {
     "reference": selective_scan_reference,
     "chunked": selective_scan_chunked,
     "mamba_ssm": selective_scan_mamba,
+    "triton": selective_scan_triton,
 }
 _logged_choices: set[tuple[str, str]] = set()
 
 
 def available_backends() -> tuple[str, ...]:
-    """Backends usable here: 'reference', 'chunked', plus 'mamba_ssm' with CUDA and mamba-ssm."""
+    """Backends usable here: 'reference', 'chunked', plus 'mamba_ssm' with CUDA and mamba-ssm,
+    plus 'triton' with triton and CUDA (or Triton's interpreter)."""
     names = ["reference", "chunked"]
     if torch.cuda.is_available() and is_mamba_ssm_installed():
         names.append("mamba_ssm")
+    if is_triton_installed() and (torch.cuda.is_available() or is_interpreter_on()):
+        names.append("triton")
     return tuple(names)
 
 
 def check_backend(backend: str) -> None:
     """Raises ValueError for an unknown name, ImportError (with the install command) when
-    'mamba_ssm' is asked for and cannot load. Call it when a model is built, to fail early."""
+    'mamba_ssm' or 'triton' is asked for and cannot load. Call it when a model is built, to fail
+    early."""
     if backend not in BACKENDS:
         raise ValueError(
             f"unknown selective scan backend {backend!r}; choose one of {', '.join(BACKENDS)}"
         )
     if backend == "mamba_ssm":
         load_selective_scan_fn()
+    if backend == "triton":
+        load_kernels()
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend for tensors on `device` ('auto': mamba_ssm on CUDA when installed,
-    else chunked). Logs the choice of 'auto' once per device type."""
+def _choose_auto(device: torch.device, d_state: int) -> tuple[str, str]:
+    """(backend, why) for 'auto' on `device`."""
+    if device.type != "cuda":
+        return "chunked", f"the CPU default ({device.type} tensors)"
+    if d_state == 1 and is_triton_installed():
+        return "triton", "CUDA tensors and triton imports"
+    triton_missing = (
+        "triton does not import" if d_state == 1 else f"triton needs d_state 1, not {d_state}"
+    )
+    if is_mamba_ssm_installed():
+        return "mamba_ssm", f"{triton_missing}, mamba-ssm is installed"
+    return "chunked", f"SLOW on a GPU: {triton_missing} and mamba-ssm is not installed"
+
+
+def resolve_backend(backend: str, device: torch.device, *, d_state: int = 1) -> str:
+    """The concrete backend for tensors on `device` ('auto': triton on CUDA for d_state 1, else
+    mamba_ssm when installed, else chunked). Logs the choice of 'auto' and why, once per device
+    type and choice."""
     check_backend(backend)
     if backend != "auto":
         return backend
-    chosen = "mamba_ssm" if device.type == "cuda" and is_mamba_ssm_installed() else "chunked"
+    chosen, reason = _choose_auto(device, d_state)
     key = (device.type, chosen)
     if key not in _logged_choices:
         _logged_choices.add(key)
-        reason = (
-            "" if chosen == "mamba_ssm" or device.type != "cuda" else " (mamba-ssm not installed)"
+        level = logging.WARNING if device.type == "cuda" and chosen == "chunked" else logging.INFO
+        logger.log(
+            level, "selective scan backend 'auto' on %s: using %r (%s)", device.type, chosen, reason
         )
-        logger.info("selective scan backend 'auto' on %s: using %r%s", device.type, chosen, reason)
     return chosen
 
 
@@ -144,11 +176,11 @@ def selective_scan(
         D: (channels,) skip gains, or None.
         delta_bias: (channels,), or None.
         delta_softplus: apply softplus to delta + delta_bias.
-        backend: 'auto', 'reference', 'chunked' or 'mamba_ssm'.
+        backend: 'auto', 'reference', 'chunked', 'mamba_ssm' or 'triton' (d_state N = 1).
 
     Returns:
         (batch, channels, L): float64 for float64 input, otherwise float32.
     """
     _check_shapes(u, delta, A, B, C, D, delta_bias)
-    implementation = _IMPLEMENTATIONS[resolve_backend(backend, u.device)]
+    implementation = _IMPLEMENTATIONS[resolve_backend(backend, u.device, d_state=A.shape[1])]
     return implementation(u, delta, A, B, C, D, delta_bias, delta_softplus)
