@@ -342,9 +342,27 @@ class ResolvedTrial:
         """The configuration and its seed on one line."""
         return f"{self.describe_config()} seed={self.seed}"
 
+    def describe_short(self) -> str:
+        """A run name: the swept values by their last path component and the seed, e.g.
+        "temperature=0.05 sigma=1.2 seed=0" (the MLflow runs table shows about 30 characters)."""
+        names = short_parameter_names(list(self.values))
+        parts = [self.variant] if self.variant != BASE_POINT else []
+        parts += [f"{names[name]}={label}" for name, label in self.values.items()]
+        return " ".join([*parts, f"seed={self.seed}"])
+
     def group_key(self) -> str:
         """Identifies the configuration regardless of seed (seeds of one point share it)."""
         return json.dumps({"variant": self.variant, "values": self.values}, sort_keys=True)
+
+
+def short_parameter_names(names: Sequence[str]) -> dict[str, str]:
+    """Each dotted parameter path by its last component ("method.patch_mix.temperature" ->
+    "temperature"); paths whose last components collide keep their full path."""
+    last = [name.rsplit(".", 1)[-1] for name in names]
+    return {
+        name: short if last.count(short) == 1 else name
+        for name, short in zip(names, last, strict=True)
+    }
 
 
 def _tune_domain(parameter: Parameter, *, search: str) -> Any:
