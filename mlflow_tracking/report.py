@@ -51,6 +51,7 @@ class TrialPoint:
     variant: str
     seed: int | None
     metrics: dict[str, float]
+    config_name: str = ""  # the run config's `name` param
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def child_points(client: Any, experiment_id: str, parent_run_id: str) -> list[Tr
                     variant=tags.get(TAG_VARIANT, BASE),
                     seed=int(seed) if seed is not None and seed.isdigit() else None,
                     metrics=dict(run.data.metrics),
+                    config_name=run.data.params.get("name", ""),
                 )
             )
         token = page.token

@@ -483,6 +483,7 @@ def run_sweep(
         choose_best,
         collect_outcomes,
         export_best_config,
+        selection_record,
         summary_markdown,
     )
     from tuning.trainable import SweepContext, best_metric_name
@@ -538,15 +539,18 @@ def run_sweep(
             space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
         )
         grid = tuner.fit()
+        unfinished = len(grid) - grid.num_terminated - grid.num_errors
+        outcomes = collect_outcomes(grid, space) if unfinished == 0 else []
+        if outcomes and space.reseed is not None:
+            outcomes += _run_reseed(space, outcomes, folder, parent, feature_set, context)
     finally:
         disconnect(cluster)
 
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
     if unfinished > 0:
         # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
         parent.flush(force=True)
         raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
-    outcomes = collect_outcomes(grid, space)
+    reseeded = space.reseed is not None
     best = choose_best(outcomes, mode=space.mode)
     summary = summary_markdown(space, outcomes, best)
     summary_path = folder.path / SUMMARY_FILE
@@ -566,6 +570,7 @@ def run_sweep(
                 "Train it on several seeds: "
                 "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
             ),
+            record=selection_record(best, metric=best_metric_name(space.metric), reseeded=reseeded),
         )
         parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
         parent.set_tags({"lungsrad.best_config": str(best_path)})
@@ -595,6 +600,24 @@ def run_sweep(
         summary_path=summary_path,
         seconds=time.perf_counter() - started,
     )
+
+
+def _run_reseed(
+    space: SearchSpace,
+    outcomes: list,
+    folder: SweepFolder,
+    parent: RunTracker,
+    feature_set: Any,
+    context: Any,
+) -> list:
+    """The re-seeded trials of `reseed` (tuning.reseed); an interrupt keeps the parent run."""
+    from tuning.reseed import run_reseed
+
+    try:
+        return run_reseed(space, outcomes, folder.path, feature_set=feature_set, context=context)
+    except KeyboardInterrupt:
+        parent.flush(force=True)
+        raise
 
 
 def parent_run_name(space: SearchSpace, role: str) -> str:
