@@ -40,9 +40,7 @@ def _param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = sorted({key for config in configs for key in config})
     space: dict[str, Any] = {_INDEX_KEY: tune.grid_search(list(range(len(configs))))}
     for key in keys:
-        space[key] = tune.sample_from(
-            lambda spec, key=key: configs[spec.config[_INDEX_KEY]].get(key)
-        )
+        space[key] = tune.sample_from(lambda config, key=key: configs[config[_INDEX_KEY]].get(key))
     return space
 
 
