@@ -41,6 +41,7 @@ EXIT_BAD_INPUT = 2
 VARIANT_PARAMETER = "variant"
 BASE = "base"
 REPORT_FOLDER = "report"
+DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
 
 
 @dataclass(frozen=True)
@@ -383,6 +384,27 @@ def build_report(
     )
 
 
+def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
+    """--tracking-uri of the commands that read finished runs."""
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})",
+    )
+
+
+def user_error(error: BaseException, uri: str) -> int:
+    """Prints a user error in one line (credentials of `uri` hidden); the exit status 2."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    print(f"error: {redact_text(message, uri)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def tracking_uri_from(flag: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the local default store."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The report argument parser."""
     parser = argparse.ArgumentParser(
@@ -391,11 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         "parameter importance, slice and contour plots (joint searches).",
     )
     parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)",
-    )
+    add_tracking_uri_argument(parser)
     parser.add_argument("--parent-run-id", default=None, help="sweep parent run (default: latest)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--metric", default=REPORT_SCORE, help=f"metric to plot ({REPORT_SCORE})")
@@ -408,9 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m mlflow_tracking.report`."""
     args = build_parser().parse_args(argv)
-    raw_uri = (
-        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///runs/mlflow.db"
-    )
+    raw_uri = tracking_uri_from(args.tracking_uri)
     try:
         uri = normalize_tracking_uri(raw_uri)
         client = make_client(uri)
@@ -426,9 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_to_parent=not args.no_log,
         )
     except (ValueError, FileNotFoundError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"error: {redact_text(message, raw_uri)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return user_error(error, raw_uri)
     print(report.markdown)
     logged = "" if args.no_log else f"; logged to parent run {report.parent_run_id}"
     print(f"report: {report.table} ({len(report.plots)} plots){logged}")

@@ -1,25 +1,16 @@
-"""Table 2 comparison: `python tuning/compare.py --experiment lungsrad-table2` pairs the variants of
+"""Table 2 comparison: `python -m tuning.compare --experiment lungsrad-table2` pairs the variants of
 a sweep (or of several final.py runs) by seed and reports each ablation step's score difference
 with its 95 % interval (paired t and paired bootstrap), saying when a step is within noise.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    _REPO_ROOT = str(Path(__file__).resolve().parents[1])
-    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-        sys.path[0] = _REPO_ROOT
-    elif _REPO_ROOT not in sys.path:
-        sys.path.insert(0, _REPO_ROOT)
-
 import argparse
 import math
-import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lungsrad.config import write_text_atomic
@@ -31,10 +22,16 @@ from lungsrad.statistics import (
     mean_interval,
     paired_difference,
 )
-from mlflow_tracking.report import BASE, child_points, find_parent_run
-from mlflow_tracking.tracker import make_client, normalize_tracking_uri, redact_text
+from mlflow_tracking.report import (
+    BASE,
+    add_tracking_uri_argument,
+    child_points,
+    find_parent_run,
+    tracking_uri_from,
+    user_error,
+)
+from mlflow_tracking.tracker import make_client, normalize_tracking_uri
 
-EXIT_BAD_INPUT = 2
 COMPARISON_FILE = "table2_comparison.md"
 # The order of the Lung-SRAD paper's Table 2 rows (search_spaces/table2.yaml).
 TABLE2_ORDER = (
@@ -191,7 +188,7 @@ def resolve_order(scores: Mapping[str, Any], requested: Sequence[str] | None) ->
 def build_parser() -> argparse.ArgumentParser:
     """The compare.py argument parser."""
     parser = argparse.ArgumentParser(
-        prog="tuning/compare.py",
+        prog="python -m tuning.compare",
         description="Pair variants by seed and report each step's difference with its interval.",
     )
     parser.add_argument(
@@ -200,11 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="MLflow experiment(s): a Table 2 sweep, or one final.py experiment per variant",
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)",
-    )
+    add_tracking_uri_argument(parser)
     parser.add_argument(
         "--parent-run-id",
         nargs="+",
@@ -221,9 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of tuning/compare.py."""
     args = build_parser().parse_args(argv)
-    raw_uri = (
-        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///runs/mlflow.db"
-    )
+    raw_uri = tracking_uri_from(args.tracking_uri)
     try:
         uri = normalize_tracking_uri(raw_uri)
         client = make_client(uri)
@@ -237,9 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         order = resolve_order(scores, args.order)
     except (ValueError, FileNotFoundError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"error: {redact_text(message, raw_uri)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return user_error(error, raw_uri)
     markdown = comparison_markdown(
         scores, order, metric=args.metric, title=f"Comparison of {', '.join(order)}"
     )
