@@ -557,7 +557,7 @@ def plot_curves(
         VARIANT_SCAN: (":", 1.0),
     }
     for row, axis_name in enumerate(AXES):
-        lowest = 0.0
+        lowest, highest = 0.0, 0.0
         for column, stage in enumerate(stages):
             ax = axes[row][column]
             here = [c for c in curves if c.axis == axis_name and c.stage == stage]
@@ -567,6 +567,7 @@ def plot_curves(
                 linestyle, width = styles[curve.variant]
                 level = curve.relative_db()
                 lowest = min(lowest, float(level.min()))
+                highest = max(highest, float(level.max()))
                 ax.plot(
                     curve.cycles_per_cell,
                     level,
@@ -579,11 +580,15 @@ def plot_curves(
                 )
             smoothed_here = any(c.variant == VARIANT_SCANNED_SMOOTHED for c in here)
             if gaussian is not None and smoothed_here:
-                n = here[0].num_cells
-                gain = gaussian_frequency_response(gaussian[0], gaussian[1], n).numpy()
+                # On a fine grid: the Gaussian is a continuous response (the curves above are
+                # sampled at the stage's patch grid).
+                fine = 256
+                gain = gaussian_frequency_response(gaussian[0], gaussian[1], fine).numpy()
                 with np.errstate(divide="ignore"):
                     level = np.maximum(20 * np.log10(np.maximum(gain, 1e-300)), DB_FLOOR)
-                ax.plot(here[0].cycles_per_cell, level, color="0.5", linewidth=2.5, alpha=0.5)
+                ax.plot(
+                    np.fft.rfftfreq(fine), level, color="0.5", linewidth=2.5, alpha=0.5, zorder=0
+                )
             scanned = [c for c in here if c.variant == VARIANT_SCANNED]
             if scanned:
                 ax.text(
@@ -602,7 +607,7 @@ def plot_curves(
             ax.grid(True, alpha=0.3)
             if scanned:
                 ax.legend(fontsize=6.5, loc="upper right")
-        axes[row][0].set_ylim(max(DB_FLOOR, lowest) - 2, 6)
+        axes[row][0].set_ylim(max(DB_FLOOR, lowest) - 2, max(highest, 0.0) + 4)
     figure.legend(
         handles=[
             Line2D([], [], color="k", linestyle="-", label="scanned part (skip D removed)"),
