@@ -574,14 +574,10 @@ def run_sweep(
         )
         parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
         parent.set_tags({"lungsrad.best_config": str(best_path)})
+    parent.set_tags({RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, settings.role)})
     if best is not None:
         parent.log_metrics(best_metrics(space, best), step=0)
-        parent.set_tags(
-            {
-                "lungsrad.best_trial_id": best.representative.trial_id,
-                RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, settings.role),
-            }
-        )
+        parent.set_tags({"lungsrad.best_trial_id": best.representative.trial_id})
     done = sum(outcome.status == "done" for outcome in outcomes)
     parent.set_tags(
         {"lungsrad.trials_done": str(done), "lungsrad.trials_total": str(len(outcomes))}
@@ -646,18 +642,25 @@ def best_metrics(space: SearchSpace, best: Any) -> dict[str, float]:
 
 
 def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], role: str) -> str:
-    """The parent run's description (markdown, shown on its run page): the winner and its score."""
+    """The parent run's description (markdown, shown on its run page): the winner and its score,
+    or that no trial finished."""
     from tuning.trainable import best_metric_name
 
     done = sum(outcome.status == "done" for outcome in outcomes)
-    seeds = sorted(member.resolved.seed for member in best.members)
-    head = (
-        f"**Best configuration**: {best.representative.resolved.describe_config()}  \n"
-        f"mean `{best_metric_name(space.metric)}` = **{best.mean_value:.2f}** over seed(s) "
-        f"{seeds}; best trial `{best.representative.trial_id}`"
-    )
-    if role != "sweep":
-        head = f"**{role}** of {best.representative.resolved.describe_config()}"
+    if best is None:
+        head = "**No trial finished**: see the failed child runs' `lungsrad.failure` tag"
+    else:
+        seeds = sorted(member.resolved.seed for member in best.members)
+        name = (
+            best.representative.resolved.describe_config()
+            if role == "sweep"
+            else f"config '{best.config.name}'"
+        )
+        head = (
+            f"**{'Best configuration' if role == 'sweep' else 'Final training'}**: {name}  \n"
+            f"mean `{best_metric_name(space.metric)}` = **{best.mean_value:.2f}** over seed(s) "
+            f"{seeds}; best trial `{best.representative.trial_id}`"
+        )
     return (
         f"{head}  \n{done} of {len(outcomes)} trials finished; search `{space.search}`, "
         f"protocol `{space.protocol}`. See the artifacts summary.md and report/."
