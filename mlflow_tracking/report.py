@@ -153,10 +153,10 @@ def parameter_series(
             label = base_label or BASE
         elif one_at_a_time and set(point.values) != {parameter}:
             continue
+        elif parameter in point.values:
+            label = point.values[parameter]
         else:
-            label = point.values.get(parameter)
-            if label is None:
-                continue
+            continue
         series.setdefault(label, []).append(point)
     return series
 
@@ -195,7 +195,10 @@ def plot_parameter(
     from matplotlib.figure import Figure
 
     numeric = all(_number(row.label) is not None for row in rows)
-    positions = [(_number(row.label) if numeric else index) for index, row in enumerate(rows)]
+    positions = [
+        float(_number(row.label) or 0.0) if numeric else float(index)
+        for index, row in enumerate(rows)
+    ]
     figure = Figure(figsize=(5.2, 3.8), dpi=120)
     axes = figure.subplots()
     means = [row.stats[metric].mean for row in rows]

@@ -109,10 +109,11 @@ def _distribution(domain: Domain, labels: Sequence[str]) -> Any:
         IntDistribution,
     )
 
-    if domain.kind == "float":
+    if domain.kind in ("float", "int"):
+        assert domain.low is not None and domain.high is not None  # set by parse_domains
+        if domain.kind == "int":
+            return IntDistribution(int(domain.low), int(domain.high))
         return FloatDistribution(domain.low, domain.high, log=domain.log)
-    if domain.kind == "int":
-        return IntDistribution(int(domain.low or 0), int(domain.high or 0))
     return CategoricalDistribution(tuple(sorted(set(labels))))
 
 
@@ -252,14 +253,15 @@ def write_plots(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         if ranked:
-            axes = pyplot.figure(figsize=(6.4, 0.6 + 0.45 * len(ranked))).subplots()
+            bars = pyplot.figure(figsize=(6.4, 0.6 + 0.45 * len(ranked)))
+            axes = bars.subplots()
             axes.barh(ranked[::-1], [importance[name] for name in ranked[::-1]], color="#4c72b0")
             axes.set_xlabel("importance (fANOVA share of the score's variance, sums to 1)")
             axes.set_title(f"{sweep}: which parameters moved {metric}")
             axes.set_xlim(0, 1)
             plots.append(folder / "importance.png")
-            _save(axes.figure, plots[-1])
-            pyplot.close(axes.figure)
+            _save(bars, plots[-1])
+            pyplot.close(bars)
         if len(study.trials) >= 1:
             names = sorted(importance)
             slices = optuna_plots.plot_slice(study, params=names)
@@ -277,7 +279,7 @@ def write_plots(
             _save(flat[0].figure, plots[-1])
             pyplot.close(flat[0].figure)
         if len(ranked) >= 2 and len(study.trials) >= 3:
-            contour = optuna_plots.plot_contour(study, params=ranked[:2])
+            contour: Any = optuna_plots.plot_contour(study, params=ranked[:2])
             contour.set_title(
                 f"{sweep}: {metric} (%) over the two most important parameters\n"
                 "(interpolated between configurations; dots: trained configurations)",

@@ -6,7 +6,7 @@ rather than one lucky trial. Runs as a second Tune experiment in `<sweep folder>
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,15 @@ def reseed_configs(space: SearchSpace, outcomes: Sequence[TrialOutcome]) -> list
     return configs
 
 
+def _follower(configs: list[dict[str, Any]], key: str) -> Callable[[dict[str, Any]], Any]:
+    """The value of `key` in the re-run config the trial's index names."""
+
+    def value(config: dict[str, Any]) -> Any:
+        return configs[config[_INDEX_KEY]].get(key)
+
+    return value
+
+
 def _param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
     """A grid over the configs' index; every other key follows the index, so a trial's config
     is flat like a search trial's (the trainable resolves it with the same SearchSpace)."""
@@ -40,7 +49,7 @@ def _param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = sorted({key for config in configs for key in config})
     space: dict[str, Any] = {_INDEX_KEY: tune.grid_search(list(range(len(configs))))}
     for key in keys:
-        space[key] = tune.sample_from(lambda config, key=key: configs[config[_INDEX_KEY]].get(key))
+        space[key] = tune.sample_from(_follower(configs, key))
     return space
 
 
