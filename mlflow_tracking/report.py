@@ -1,10 +1,11 @@
-"""Fig. 3-style sensitivity report of a sweep from its MLflow runs:
+"""Report of a sweep from its MLflow runs, by search kind:
 `python -m mlflow_tracking.report --experiment NAME [--tracking-uri URI] [--parent-run-id ID]`.
 
-For each swept parameter: the score (default: the reported test ICBHI Score) against the
-parameter's values, mean and standard deviation over seeds, as PNG plots and a markdown table,
-written to --out and logged to the sweep's parent run. For a one-at-a-time sweep each parameter's
-curve holds its own points plus the shared base point, as in the paper's Fig. 3.
+One-at-a-time sweeps (and grids over variants only) get Fig. 3-style curves: the score (default:
+the reported test ICBHI Score) against each parameter's values, mean and spread over seeds, each
+curve holding its own points plus the shared base point. Joint searches (TPE, grid, random) get
+Optuna's analysis (mlflow_tracking.search_analysis): importance.csv, slice and contour plots.
+Everything is written to --out and logged to the sweep's parent run under report/.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lungsrad.config import write_text_atomic
 from lungsrad.metrics import REPORT_SCORE, REPORT_SENSITIVITY, REPORT_SPECIFICITY
+from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from mlflow_tracking.tracker import (
     PARENT_RUN_TAG,
     TAG_BASE_VALUES,
@@ -40,6 +41,7 @@ EXIT_BAD_INPUT = 2
 VARIANT_PARAMETER = "variant"
 BASE = "base"
 REPORT_FOLDER = "report"
+DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class TrialPoint:
     variant: str
     seed: int | None
     metrics: dict[str, float]
+    config_name: str = ""  # the run config's `name` param
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,7 @@ class Row:
 
     label: str
     count: int
-    mean: dict[str, float]  # metric -> mean over seeds
-    std: dict[str, float]  # metric -> sample std over seeds (0 for one seed)
+    stats: dict[str, MeanInterval]  # metric -> mean, std, 95 % interval over seeds
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class Report:
     plots: list[Path]
     table: Path
     markdown: str
+    kind: str = "curves"  # curves | joint
+    importance: Path | None = None  # joint: importance.csv
+    configurations: list[Any] = field(default_factory=list)  # joint: search_analysis.Configuration
 
 
 def _number(value: str) -> float | None:
@@ -128,6 +133,7 @@ def child_points(client: Any, experiment_id: str, parent_run_id: str) -> list[Tr
                     variant=tags.get(TAG_VARIANT, BASE),
                     seed=int(seed) if seed is not None and seed.isdigit() else None,
                     metrics=dict(run.data.metrics),
+                    config_name=run.data.params.get("name", ""),
                 )
             )
         token = page.token
@@ -147,29 +153,28 @@ def parameter_series(
             label = base_label or BASE
         elif one_at_a_time and set(point.values) != {parameter}:
             continue
+        elif parameter in point.values:
+            label = point.values[parameter]
         else:
-            label = point.values.get(parameter)
-            if label is None:
-                continue
+            continue
         series.setdefault(label, []).append(point)
     return series
 
 
 def aggregate(series: Mapping[str, list[TrialPoint]], metrics: Sequence[str]) -> list[Row]:
-    """Mean and std over seeds per label, ordered numerically when every label is a number."""
-    rows = []
-    for label, members in series.items():
-        mean: dict[str, float] = {}
-        std: dict[str, float] = {}
-        for metric in metrics:
-            values = [
-                m.metrics[metric] for m in members if math.isfinite(m.metrics.get(metric, math.nan))
-            ]
-            mean[metric] = statistics.fmean(values) if values else math.nan
-            std[metric] = (
-                statistics.stdev(values) if len(values) > 1 else (0.0 if values else math.nan)
-            )
-        rows.append(Row(label=label, count=len(members), mean=mean, std=std))
+    """Mean, std and 95 % interval over seeds per label, ordered numerically when every label
+    is a number."""
+    rows = [
+        Row(
+            label=label,
+            count=len(members),
+            stats={
+                metric: mean_interval([m.metrics.get(metric, math.nan) for m in members])
+                for metric in metrics
+            },
+        )
+        for label, members in series.items()
+    ]
     if all(_number(row.label) is not None for row in rows):
         rows.sort(key=lambda row: _number(row.label) or 0.0)
     return rows
@@ -183,21 +188,29 @@ def plot_parameter(
     *,
     metric: str,
     base_label: str | None,
+    title: str,
 ) -> None:
-    """Score vs value: mean with std error bars, single seeds as dots, the base value marked."""
+    """Score vs value: mean with its 95 % interval over seeds (none for one seed), every seed
+    as a dot, the base value marked."""
     from matplotlib.figure import Figure
 
     numeric = all(_number(row.label) is not None for row in rows)
-    positions = [(_number(row.label) if numeric else index) for index, row in enumerate(rows)]
-    figure = Figure(figsize=(4.8, 3.6), dpi=120)
+    positions = [
+        float(_number(row.label) or 0.0) if numeric else float(index)
+        for index, row in enumerate(rows)
+    ]
+    figure = Figure(figsize=(5.2, 3.8), dpi=120)
     axes = figure.subplots()
+    means = [row.stats[metric].mean for row in rows]
+    halves = [row.stats[metric].half_width if row.count > 1 else 0.0 for row in rows]
+    has_spread = any(row.count > 1 for row in rows)
     axes.errorbar(
         positions,
-        [row.mean[metric] for row in rows],
-        yerr=[row.std[metric] for row in rows],
+        means,
+        yerr=[h if math.isfinite(h) else 0.0 for h in halves] if has_spread else None,
         marker="o",
         capsize=4,
-        label="mean ± std over seeds",
+        label="mean, 95 % interval over seeds" if has_spread else "one seed per value",
     )
     for position, row in zip(positions, rows, strict=True):
         seeds = [p.metrics.get(metric, math.nan) for p in series[row.label]]
@@ -208,8 +221,9 @@ def plot_parameter(
         axes.set_xticks(positions, labels=[row.label for row in rows], rotation=30, ha="right")
     elif len(positions) > 2 and min(positions) > 0 and max(positions) / min(positions) > 20:
         axes.set_xscale("log")
-    axes.set_xlabel(parameter)
-    axes.set_ylabel(metric)
+    axes.set_xlabel(f"{parameter} (log scale)" if axes.get_xscale() == "log" else parameter)
+    axes.set_ylabel(f"{metric} (%)")
+    axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,46 +233,39 @@ def plot_parameter(
 
 
 def _cell(row: Row, metric: str) -> str:
-    mean, std = row.mean.get(metric, math.nan), row.std.get(metric, math.nan)
-    return f"{mean:.2f} ± {std:.2f}" if math.isfinite(mean) else "n/a"
+    return format_interval(row.stats[metric])
 
 
 def _safe_name(parameter: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in parameter)
 
 
-def build_report(
-    client: Any,
+def logged_search_space(client: Any, run_id: str) -> str | None:
+    """The search-space YAML logged with a sweep (artifact search_space/*.yaml), or None."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="lungsrad_report_") as scratch:
+            local = Path(client.download_artifacts(run_id, "search_space", scratch))
+            files = sorted(local.glob("*.y*ml"))
+            return files[0].read_text(encoding="utf-8") if files else None
+    except Exception:  # no such artifact (an older sweep, a final run): domains are guessed
+        return None
+
+
+def _curves(
+    points: Sequence[TrialPoint],
+    parameters: Sequence[str],
+    folder: Path,
     *,
-    experiment_id: str,
-    parent_run_id: str | None,
-    out_dir: Path | None,
-    metric: str = REPORT_SCORE,
-    log_to_parent: bool = True,
-) -> Report:
-    """Writes the sensitivity plots and table of a sweep and logs them to its parent run."""
-    parent = find_parent_run(client, experiment_id, parent_run_id)
-    run_id = parent.info.run_id
-    params, tags = parent.data.params, parent.data.tags
-    swept = json.loads(params.get("sweep.parameters", "[]"))
-    variants = json.loads(params.get("sweep.variants", "[]"))
-    one_at_a_time = params.get("sweep.search") == "one_at_a_time"
-    base_labels = json.loads(tags.get(TAG_BASE_VALUES, "{}"))
-    points = child_points(client, experiment_id, run_id)
-    if not points:
-        raise ValueError(f"parent run {run_id} has no finished child runs to report on")
-    parameters = ([VARIANT_PARAMETER] if len(variants) > 1 else []) + list(swept)
-    if not parameters:
-        parameters = [VARIANT_PARAMETER]
-    folder = out_dir or Path("runs") / "reports" / f"{tags.get(TAG_SWEEP, 'sweep')}-{run_id[:8]}"
-    folder = folder.resolve()
+    base_labels: Mapping[str, str],
+    one_at_a_time: bool,
+    metric: str,
+    sweep: str,
+) -> tuple[list[str], list[Path]]:
+    """Fig. 3-style curves and tables, one per parameter (one-at-a-time sweeps, variants)."""
     metrics = [metric, REPORT_SPECIFICITY, REPORT_SENSITIVITY]
-    lines = [
-        f"# Sensitivity report: {tags.get(TAG_SWEEP, run_id)}",
-        "",
-        f"parent run `{run_id}`, {len(points)} finished trials; mean ± sample std over seeds "
-        f"of `{metric}` (test metrics at the protocol's selected epoch).",
-    ]
+    lines: list[str] = []
     plots = []
     for parameter in parameters:
         base_label = base_labels.get(parameter)
@@ -269,7 +276,16 @@ def build_report(
             continue
         rows = aggregate(series, metrics)
         plot_path = folder / f"sensitivity_{_safe_name(parameter)}.png"
-        plot_parameter(parameter, rows, series, plot_path, metric=metric, base_label=base_label)
+        others = "others at the base config" if one_at_a_time else "per variant"
+        plot_parameter(
+            parameter,
+            rows,
+            series,
+            plot_path,
+            metric=metric,
+            base_label=base_label,
+            title=f"{sweep}: {metric} vs {parameter} ({others})",
+        )
         plots.append(plot_path)
         lines += [
             "",
@@ -286,26 +302,121 @@ def build_report(
                 f"| {row.label}{marker} | {row.count} | {_cell(row, metric)} "
                 f"| {_cell(row, REPORT_SPECIFICITY)} | {_cell(row, REPORT_SENSITIVITY)} |"
             )
+    return lines, plots
+
+
+def build_report(
+    client: Any,
+    *,
+    experiment_id: str,
+    parent_run_id: str | None,
+    out_dir: Path | None,
+    metric: str = REPORT_SCORE,
+    log_to_parent: bool = True,
+) -> Report:
+    """Writes the report of a sweep (curves or joint-search analysis, by its search kind) and
+    logs it to the parent run under report/."""
+    from mlflow_tracking.search_analysis import joint_report
+
+    parent = find_parent_run(client, experiment_id, parent_run_id)
+    run_id = parent.info.run_id
+    params, tags = parent.data.params, parent.data.tags
+    swept = json.loads(params.get("sweep.parameters", "[]"))
+    variants = json.loads(params.get("sweep.variants", "[]"))
+    search = params.get("sweep.search", "")
+    one_at_a_time = search == "one_at_a_time"
+    points = child_points(client, experiment_id, run_id)
+    if not points:
+        raise ValueError(f"parent run {run_id} has no finished child runs to report on")
+    sweep = tags.get(TAG_SWEEP, run_id)
+    folder = out_dir or Path("runs") / "reports" / f"{tags.get(TAG_SWEEP, 'sweep')}-{run_id[:8]}"
+    folder = folder.resolve()
+    common = (
+        f"parent run `{run_id}`, search `{search or 'unknown'}`, {len(points)} finished trials; "
+        f"`{metric}` is the test metric at the epoch the protocol selected, in percent."
+    )
+    if swept and not one_at_a_time:
+        analysis = joint_report(
+            points,
+            swept,
+            folder,
+            search_space_text=logged_search_space(client, run_id),
+            sweep=sweep,
+            metric=metric,
+        )
+        lines = [f"# Search report: {sweep}", "", common, *analysis.markdown]
+        table = folder / "search_report.md"
+        plots, importance, configurations = (
+            analysis.plots,
+            analysis.importance,
+            analysis.configurations,
+        )
+        kind = "joint"
+    else:
+        parameters = ([VARIANT_PARAMETER] if len(variants) > 1 else []) + list(swept)
+        curve_lines, plots = _curves(
+            points,
+            parameters or [VARIANT_PARAMETER],
+            folder,
+            base_labels=json.loads(tags.get(TAG_BASE_VALUES, "{}")),
+            one_at_a_time=one_at_a_time,
+            metric=metric,
+            sweep=sweep,
+        )
+        lines = [
+            f"# Sensitivity report: {sweep}",
+            "",
+            common + " Mean ± sample std [95 % Student-t interval] over seeds.",
+            *curve_lines,
+        ]
+        table = folder / "sensitivity.md"
+        importance, configurations, kind = None, [], "curves"
     markdown = "\n".join(lines) + "\n"
-    table = folder / "sensitivity.md"
     write_text_atomic(table, markdown)
     if log_to_parent:
         client.log_artifacts(run_id, str(folder), REPORT_FOLDER)
-    return Report(parent_run_id=run_id, folder=folder, plots=plots, table=table, markdown=markdown)
+    return Report(
+        parent_run_id=run_id,
+        folder=folder,
+        plots=plots,
+        table=table,
+        markdown=markdown,
+        kind=kind,
+        importance=importance,
+        configurations=configurations,
+    )
+
+
+def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
+    """--tracking-uri of the commands that read finished runs."""
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})",
+    )
+
+
+def user_error(error: BaseException, uri: str) -> int:
+    """Prints a user error in one line (credentials of `uri` hidden); the exit status 2."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    print(f"error: {redact_text(message, uri)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def tracking_uri_from(flag: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the local default store."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The report argument parser."""
     parser = argparse.ArgumentParser(
         prog="python -m mlflow_tracking.report",
-        description="Fig. 3-style sensitivity plots and table of a sweep, from MLflow.",
+        description="Report of a sweep from MLflow: Fig. 3-style curves (one-at-a-time) or "
+        "parameter importance, slice and contour plots (joint searches).",
     )
     parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)",
-    )
+    add_tracking_uri_argument(parser)
     parser.add_argument("--parent-run-id", default=None, help="sweep parent run (default: latest)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--metric", default=REPORT_SCORE, help=f"metric to plot ({REPORT_SCORE})")
@@ -318,9 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m mlflow_tracking.report`."""
     args = build_parser().parse_args(argv)
-    raw_uri = (
-        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///runs/mlflow.db"
-    )
+    raw_uri = tracking_uri_from(args.tracking_uri)
     try:
         uri = normalize_tracking_uri(raw_uri)
         client = make_client(uri)
@@ -336,9 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_to_parent=not args.no_log,
         )
     except (ValueError, FileNotFoundError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"error: {redact_text(message, raw_uri)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return user_error(error, raw_uri)
     print(report.markdown)
     logged = "" if args.no_log else f"; logged to parent run {report.parent_run_id}"
     print(f"report: {report.table} ({len(report.plots)} plots){logged}")

@@ -55,6 +55,11 @@ TAG_RESUMED_FROM_EPOCH = "lungsrad.resumed_from_epoch"  # last start's checkpoin
 TAG_STOPPED_EARLY = "lungsrad.stopped_early"  # "true": the scheduler stopped the trial
 TAG_BEST_EPOCH = "lungsrad.best_epoch"  # the epoch the protocol selected
 PARENT_RUN_TAG = "mlflow.parentRunId"
+# The MLflow UI (3.x) opens an experiment by its kind: a training experiment opens on the runs
+# table, one without the tag on the GenAI overview (traces, "Detect issues").
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
+RUN_DESCRIPTION_TAG = "mlflow.note.content"  # the run's "Description" in the MLflow UI
 # Metric of a finished run: RunResult.train_seconds (training + evaluation epochs).
 METRIC_TRAIN_SECONDS = "run.train_seconds"
 
@@ -255,7 +260,11 @@ def open_experiment(
             location = None
             if artifact_root is not None and scheme not in _HTTP_SCHEMES:
                 location = Path(artifact_root).expanduser().resolve().as_uri()
-            experiment_id = client.create_experiment(experiment_name, artifact_location=location)
+            experiment_id = client.create_experiment(
+                experiment_name,
+                artifact_location=location,
+                tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND},
+            )
         elif experiment.lifecycle_stage != "active":
             raise ValueError(
                 f"MLflow experiment '{experiment_name}' at '{redact_uri(uri)}' is deleted; "
@@ -263,6 +272,7 @@ def open_experiment(
             )
         else:
             experiment_id = experiment.experiment_id
+            mark_training_experiment(client, experiment)
     except ValueError:
         raise
     except Exception as error:  # MLflow/SQLAlchemy/requests errors differ per store
@@ -271,6 +281,15 @@ def open_experiment(
             f"MLflow tracking URI '{redact_uri(uri)}' is not usable: {message}"
         ) from None
     return TrackingTarget(uri=uri, experiment_name=experiment_name, experiment_id=experiment_id)
+
+
+def mark_training_experiment(client: Any, experiment: Any) -> None:
+    """Tags an existing experiment as a training experiment when it has no kind yet (one made
+    before this tag was set, or by hand), so the MLflow UI opens it on its runs table."""
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        client.set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Final training: `python tuning/final.py --config best_config.yaml --seeds 0 1 2 3 4` trains the
 seeds as parallel Ray trials under one MLflow parent run and prints a Table-1 style summary (Sp,
-Se, Score, 4-class and 2-class, mean +- std over seeds).
+Se, Score, 4-class and 2-class: mean, std and 95 % Student-t interval over seeds). Compare finals
+of several configs, paired by seed, with `python -m tuning.compare`.
 """
 
 from __future__ import annotations
@@ -150,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_outcome(outcome, role="final training")
         print(f"table: {outcome.folder / TABLE1_FILE}\n")
         print(table)
+        print(
+            "compare with other finals on the same seeds: python -m tuning.compare "
+            f"--parent-run-id {outcome.parent_run_id} OTHER_PARENT_RUN_ID ..."
+        )
         return 0 if outcome.best is not None else EXIT_NO_RESULT
 
     return run_command(body, args.tracking_uri)

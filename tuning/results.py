@@ -4,10 +4,10 @@ sweep's protocol), best_config.yaml export, markdown summaries, and the Table-1 
 
 from __future__ import annotations
 
+import json
 import math
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ from lungsrad.metrics import (
     REPORT_SPECIFICITY,
     REPORT_SPECIFICITY_2CLASS,
 )
+from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from tuning.search_space import ResolvedTrial, SearchSpace
 from tuning.trainable import best_metric_name
 
 BEST_CONFIG_FILE = "best_config.yaml"
+SELECTION_RECORD_PREFIX = "selection: "  # best_config.yaml comment line holding the JSON record
 SUMMARY_FILE = "summary.md"
 TABLE1_ROWS = (
     ("4-class", REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE),
@@ -43,6 +45,7 @@ class TrialOutcome:
     best_value: float  # running best of the sweep metric (NaN: none)
     last: dict[str, Any]  # last reported metrics
     error: str | None = None
+    tune_config: dict[str, Any] = field(default_factory=dict)  # the trial's Tune config
 
     @property
     def report_score(self) -> float:
@@ -60,12 +63,72 @@ class BestChoice:
     @property
     def config(self) -> ExperimentConfig:
         """Resolved config of the best configuration (its lowest-seed trial)."""
-        return min(self.members, key=lambda t: t.resolved.seed).resolved.config
+        return self.representative.resolved.config
 
     @property
     def representative(self) -> TrialOutcome:
         """The lowest-seed trial of the configuration."""
         return min(self.members, key=lambda t: t.resolved.seed)
+
+    @property
+    def seed_scores(self) -> dict[int, float]:
+        """The sweep metric's running best per seed."""
+        return {m.resolved.seed: m.best_value for m in sorted(self.members, key=_seed)}
+
+
+@dataclass(frozen=True)
+class ConfigurationSummary:
+    """One configuration (all its seeds) of a sweep."""
+
+    members: tuple[TrialOutcome, ...]  # every trial of the configuration, failed ones too
+    selection: MeanInterval  # over finished seeds: the sweep metric's running best
+    report: MeanInterval  # over finished seeds: the reported test Score
+
+    @property
+    def done(self) -> tuple[TrialOutcome, ...]:
+        """The finished trials with a finite sweep metric."""
+        return tuple(m for m in self.members if _is_finished(m))
+
+    @property
+    def description(self) -> str:
+        """The configuration without its seed."""
+        return self.members[0].resolved.describe_config()
+
+
+def _is_finished(outcome: TrialOutcome) -> bool:
+    return outcome.status == "done" and math.isfinite(outcome.best_value)
+
+
+def _seed(outcome: TrialOutcome) -> int:
+    return outcome.resolved.seed
+
+
+def _rank_key(value: float, mode: str) -> tuple[bool, float]:
+    """Sort key: best first under `mode`, NaN last."""
+    if not math.isfinite(value):
+        return (True, 0.0)
+    return (False, -value if mode == "max" else value)
+
+
+def summarize_configurations(
+    outcomes: Sequence[TrialOutcome], *, mode: str
+) -> list[ConfigurationSummary]:
+    """Outcomes grouped by configuration (equal variant and swept values), best mean first;
+    configurations without a finished seed last. Ties keep trial order."""
+    groups: dict[str, list[TrialOutcome]] = {}
+    for outcome in outcomes:
+        groups.setdefault(outcome.resolved.group_key(), []).append(outcome)
+    summaries = []
+    for members in groups.values():
+        done = [m for m in members if _is_finished(m)]
+        summaries.append(
+            ConfigurationSummary(
+                members=tuple(sorted(members, key=_seed)),
+                selection=mean_interval([m.best_value for m in done]),
+                report=mean_interval([m.report_score for m in done]),
+            )
+        )
+    return sorted(summaries, key=lambda summary: _rank_key(summary.selection.mean, mode))
 
 
 def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]:
@@ -93,6 +156,7 @@ def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]
                 best_value=float(metrics.get(best_name, math.nan)),
                 last=metrics,
                 error=error,
+                tune_config=dict(result.config),
             )
         )
     return sorted(outcomes, key=lambda outcome: outcome.trial_id)
@@ -105,17 +169,10 @@ def choose_best(outcomes: Sequence[TrialOutcome], *, mode: str) -> BestChoice | 
     validation score of the val-selected epoch, so no test number picks the winner. Failed
     trials and trials without a finite value are left out; ties go to the earlier trial.
     """
-    groups: dict[str, list[TrialOutcome]] = {}
-    for outcome in outcomes:
-        if outcome.status == "done" and math.isfinite(outcome.best_value):
-            groups.setdefault(outcome.resolved.group_key(), []).append(outcome)
-    best: BestChoice | None = None
-    sign = 1.0 if mode == "max" else -1.0
-    for members in groups.values():
-        mean = statistics.fmean(member.best_value for member in members)
-        if best is None or sign * (mean - best.mean_value) > 0:
-            best = BestChoice(members=tuple(members), mean_value=mean)
-    return best
+    for summary in summarize_configurations(outcomes, mode=mode):
+        if summary.done:
+            return BestChoice(members=summary.done, mean_value=summary.selection.mean)
+    return None
 
 
 def write_unique_text(path: Path, text: str) -> Path:
@@ -135,34 +192,68 @@ def write_unique_text(path: Path, text: str) -> Path:
     return candidate
 
 
-def export_best_config(best: BestChoice, folder: Path, *, header: str) -> Path:
-    """Writes best_config.yaml (complete resolved config, with a comment header) into `folder`."""
-    comment = "".join(f"# {line}\n" for line in header.splitlines())
+def selection_record(best: BestChoice, *, metric: str, reseeded: bool) -> dict[str, Any]:
+    """What the export rests on: the metric, seeds, per-seed scores, mean and 95 % interval."""
+    scores = best.seed_scores
+    interval = mean_interval(list(scores.values()))
+    return {
+        "metric": metric,
+        "seeds": list(scores),
+        "scores": [round(value, 6) for value in scores.values()],
+        "mean": round(interval.mean, 6),
+        "ci95": None if interval.count < 2 else [round(interval.low, 6), round(interval.high, 6)],
+        "reseeded": reseeded,
+    }
+
+
+def selection_note(record: dict[str, Any]) -> str:
+    """One sentence on how much the choice can be trusted."""
+    seeds = len(record["seeds"])
+    if seeds == 1:
+        return (
+            f"This choice rests on 1 seed ({record['metric']} {record['mean']:.2f}): a seed's "
+            "spread on ICBHI is about a point, so re-run the top configurations on more seeds "
+            "(search-space key `reseed`) or train this one with tuning/final.py."
+        )
+    low, high = record["ci95"]
+    return (
+        f"This choice rests on {seeds} seeds: mean {record['metric']} {record['mean']:.2f}, "
+        f"95 % interval [{low:.2f}, {high:.2f}]."
+    )
+
+
+def export_best_config(
+    best: BestChoice, folder: Path, *, header: str, record: dict[str, Any]
+) -> Path:
+    """Writes best_config.yaml (complete resolved config) into `folder`, with a comment header
+    and a comment line `selection: {JSON}` (see `read_selection_record`)."""
+    lines = [*header.splitlines(), selection_note(record)]
+    lines.append(SELECTION_RECORD_PREFIX + json.dumps(record))
+    comment = "".join(f"# {line}\n" for line in lines)
     return write_unique_text(folder / BEST_CONFIG_FILE, comment + dump_config(best.config))
+
+
+def read_selection_record(path: Path) -> dict[str, Any]:
+    """The `selection:` record of an exported best_config.yaml.
+
+    Raises:
+        ValueError: the file has no record (not written by export_best_config).
+    """
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# " + SELECTION_RECORD_PREFIX):
+            return json.loads(line[len("# " + SELECTION_RECORD_PREFIX) :])
+    raise ValueError(f"{path} has no '# {SELECTION_RECORD_PREFIX}' line; export it again")
 
 
 def _number(value: float) -> str:
     return f"{value:.2f}" if math.isfinite(value) else "n/a"
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; 0 for one value) of the finite values."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    return statistics.fmean(finite), (statistics.stdev(finite) if len(finite) > 1 else 0.0)
-
-
-def format_mean_std(values: Sequence[float]) -> str:
-    """'mean ± std' (percent values, two decimals)."""
-    mean, std = mean_std(values)
-    return f"{_number(mean)} ± {_number(std)}" if math.isfinite(mean) else "n/a"
-
-
 def summary_markdown(
     space: SearchSpace, outcomes: Sequence[TrialOutcome], best: BestChoice | None
 ) -> str:
-    """Markdown: sweep settings, one row per trial, and per-configuration means over seeds."""
+    """Markdown: sweep settings, configurations best first (mean, std and 95 % interval over
+    seeds), then every trial best first."""
     best_name = best_metric_name(space.metric)
     lines = [
         f"# Sweep `{space.name}`",
@@ -172,63 +263,71 @@ def summary_markdown(
         "",
     ]
     if best is not None:
+        record = selection_record(best, metric=best_name, reseeded=False)
+        chosen = next(c for c in summarize_configurations(best.members, mode=space.mode))
         lines += [
             f"**Best configuration**: {best.representative.resolved.describe_config()} "
-            f"(mean {best_name} {_number(best.mean_value)} over {len(best.members)} seed(s); "
-            f"{REPORT_SCORE} {format_mean_std([m.report_score for m in best.members])})",
+            f"({best_name} {format_interval(chosen.selection)}; "
+            f"{REPORT_SCORE} {format_interval(chosen.report)})",
+            "",
+            selection_note(record),
             "",
         ]
     lines += [
-        f"| trial | configuration | status | epochs | {best_name} | {REPORT_SCORE} |",
-        "|---|---|---|---:|---:|---:|",
+        "## Configurations, best first",
+        "",
+        "mean ± sample std [95 % Student-t interval] over finished seeds; one seed has no spread.",
+        "",
+        f"| rank | configuration | seeds done | {best_name} | {REPORT_SCORE} |",
+        "|---:|---|---:|---:|---:|",
     ]
-    for outcome in outcomes:
+    summaries = summarize_configurations(outcomes, mode=space.mode)
+    for rank, summary in enumerate(summaries, start=1):
+        lines.append(
+            f"| {rank} | {summary.description} | {len(summary.done)}/{len(summary.members)} "
+            f"| {format_interval(summary.selection)} | {format_interval(summary.report)} |"
+        )
+    lines += [
+        "",
+        "## Trials, best first",
+        "",
+        f"| trial | configuration | seed | status | epochs | {best_name} | {REPORT_SCORE} |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    ordered = sorted(outcomes, key=lambda o: _rank_key(o.best_value, space.mode))
+    for outcome in ordered:
         status = outcome.status if outcome.error is None else f"failed: {outcome.error}"
         lines.append(
-            f"| {outcome.trial_id} | {outcome.resolved.describe()} | {status.replace('|', '/')} "
-            f"| {outcome.epochs} | {_number(outcome.best_value)} "
-            f"| {_number(outcome.report_score)} |"
+            f"| {outcome.trial_id} | {outcome.resolved.describe_config()} "
+            f"| {outcome.resolved.seed} | {status.replace('|', '/')} | {outcome.epochs} "
+            f"| {_number(outcome.best_value)} | {_number(outcome.report_score)} |"
         )
-    if len(space.seeds) > 1:
-        groups: dict[str, list[TrialOutcome]] = {}
-        for outcome in outcomes:
-            groups.setdefault(outcome.resolved.group_key(), []).append(outcome)
-        lines += [
-            "",
-            f"| configuration | seeds done | {best_name} mean ± std | {REPORT_SCORE} mean ± std |",
-            "|---|---:|---:|---:|",
-        ]
-        for members in groups.values():
-            done = [m for m in members if m.status == "done"]
-            lines.append(
-                f"| {members[0].resolved.describe_config()} | {len(done)}/{len(members)} "
-                f"| {format_mean_std([m.best_value for m in done])} "
-                f"| {format_mean_std([m.report_score for m in done])} |"
-            )
     return "\n".join(lines) + "\n"
 
 
 def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
-    """Table-1 style summary: Sp, Se, Score (4-class and 2-class) as mean ± std over seeds."""
+    """Table-1 style summary: Sp, Se, Score (4-class and 2-class) as mean ± std [95 % interval]
+    over seeds."""
     done = [o for o in outcomes if o.status == "done"]
     seeds = sorted(o.resolved.seed for o in done)
     lines = [
         f"# {title}",
         "",
         f"{len(done)} of {len(outcomes)} seeds finished ({seeds}); test metrics at the epoch "
-        "the protocol selected; mean ± sample std over seeds, percent.",
+        "the protocol selected; mean ± sample std [95 % Student-t interval of the mean] over "
+        "seeds, percent.",
         "",
         "| task | Sp | Se | Score |",
         "|---|---:|---:|---:|",
     ]
     for label, specificity, sensitivity, score in TABLE1_ROWS:
         cells = [
-            format_mean_std([float(o.last.get(key, math.nan)) for o in done])
+            format_interval(mean_interval([float(o.last.get(key, math.nan)) for o in done]))
             for key in (specificity, sensitivity, score)
         ]
         lines.append(f"| {label} | {' | '.join(cells)} |")
     lines += ["", "| seed | Sp | Se | Score | Score 2-class |", "|---:|---:|---:|---:|---:|"]
-    for outcome in sorted(done, key=lambda o: o.resolved.seed):
+    for outcome in sorted(done, key=_seed):
         values = [
             outcome.last.get(key, math.nan)
             for key in (REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE, REPORT_SCORE_2CLASS)
@@ -243,12 +342,15 @@ def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
 
 
 def table1_metrics(outcomes: Sequence[TrialOutcome]) -> dict[str, float]:
-    """Mean and std over seeds of each REPORT_* metric (logged on the final parent run)."""
+    """Mean, std and 95 % interval over seeds of each REPORT_* metric (logged on the final
+    parent run; NaN std and interval for one seed)."""
     done = [o for o in outcomes if o.status == "done"]
     metrics: dict[str, float] = {}
     for _, *keys in TABLE1_ROWS:
         for key in keys:
-            mean, std = mean_std([float(o.last.get(key, math.nan)) for o in done])
-            metrics[f"{key}_mean"] = mean
-            metrics[f"{key}_std"] = std
+            interval = mean_interval([float(o.last.get(key, math.nan)) for o in done])
+            metrics[f"{key}_mean"] = interval.mean
+            metrics[f"{key}_std"] = interval.std
+            metrics[f"{key}_ci95_low"] = interval.low
+            metrics[f"{key}_ci95_high"] = interval.high
     return metrics

@@ -67,6 +67,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "metric",
     "mode",
     "max_failures",
+    "reseed",
 )
 SCHEDULER_KEYS: tuple[str, ...] = ("kind", "grace_period", "reduction_factor", "max_t")
 RESOURCE_KEYS: tuple[str, ...] = ("cpu", "gpu", "custom")
@@ -173,6 +174,15 @@ class SchedulerSpec:
 
 
 @dataclass(frozen=True)
+class ReseedSpec:
+    """Seed-robust selection: after the search, the top_k configurations run again on `seeds`
+    and the best mean over all their seeds is exported."""
+
+    top_k: int
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ResourceSpec:
     """Resources of one trial (fractional GPUs pack several trials on one device)."""
 
@@ -206,6 +216,7 @@ class SearchSpace:
     mode: str
     max_failures: int
     description: str = ""
+    reseed: ReseedSpec | None = None
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -342,9 +353,27 @@ class ResolvedTrial:
         """The configuration and its seed on one line."""
         return f"{self.describe_config()} seed={self.seed}"
 
+    def describe_short(self) -> str:
+        """A run name: the swept values by their last path component and the seed, e.g.
+        "temperature=0.05 sigma=1.2 seed=0" (the MLflow runs table shows about 30 characters)."""
+        names = short_parameter_names(list(self.values))
+        parts = [self.variant] if self.variant != BASE_POINT else []
+        parts += [f"{names[name]}={label}" for name, label in self.values.items()]
+        return " ".join([*parts, f"seed={self.seed}"])
+
     def group_key(self) -> str:
         """Identifies the configuration regardless of seed (seeds of one point share it)."""
         return json.dumps({"variant": self.variant, "values": self.values}, sort_keys=True)
+
+
+def short_parameter_names(names: Sequence[str]) -> dict[str, str]:
+    """Each dotted parameter path by its last component ("method.patch_mix.temperature" ->
+    "temperature"); paths whose last components collide keep their full path."""
+    last = [name.rsplit(".", 1)[-1] for name in names]
+    return {
+        name: short if last.count(short) == 1 else name
+        for name, short in zip(names, last, strict=True)
+    }
 
 
 def _tune_domain(parameter: Parameter, *, search: str) -> Any:
@@ -520,6 +549,7 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
         mode=mode,
         max_failures=max_failures,
         description=description.strip(),
+        reseed=_load_reseed(document.get("reseed"), seeds, locate),
     )
     _check_points(space, locate)
     return space
@@ -879,6 +909,37 @@ def _load_seeds(values: Any, locate: _Locator) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _load_reseed(value: Any, seeds: tuple[int, ...], locate: _Locator) -> ReseedSpec | None:
+    """`reseed: {top_k: 3, seeds: [1, 2]}`: extra seeds (not among `seeds`) for the top k."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise locate.error(["reseed"], f"reseed must be {{top_k: 3, seeds: [1, 2]}}, got {value!r}")
+    _check_keys(value, ("top_k", "seeds"), locate, ["reseed"])
+    top_k = value.get("top_k")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise locate.error(
+            ["reseed", "top_k"], f"reseed.top_k must be an integer >= 1, got {top_k!r}"
+        )
+    extra = value.get("seeds")
+    if (
+        not isinstance(extra, list)
+        or not extra
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in extra)
+        or len(set(extra)) != len(extra)
+    ):
+        raise locate.error(
+            ["reseed", "seeds"],
+            f"reseed.seeds must be a non-empty list of distinct integers >= 0, got {extra!r}",
+        )
+    if set(extra) & set(seeds):
+        raise locate.error(
+            ["reseed", "seeds"],
+            f"reseed.seeds {extra} repeat the search's seeds {list(seeds)}; list new seeds only",
+        )
+    return ReseedSpec(top_k=top_k, seeds=tuple(extra))
+
+
 def _positive_int(value: Any, key: str, locate: _Locator) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise locate.error([key], f"{key} must be an integer >= 1, got {value!r}")
@@ -991,6 +1052,9 @@ def space_summary(space: SearchSpace) -> dict[str, Any]:
         "sweep.parameters": [p.name for p in space.parameters],
         "sweep.num_trials": space.num_trials(),
     }
+    if space.reseed is not None:
+        summary["sweep.reseed.top_k"] = space.reseed.top_k
+        summary["sweep.reseed.seeds"] = list(space.reseed.seeds)
     summary.update(
         {f"sweep.scheduler.{k}": v for k, v in dataclasses.asdict(space.scheduler).items()}
     )

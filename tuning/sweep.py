@@ -32,6 +32,7 @@ from typing import Any
 
 from lungsrad.config import ExperimentConfig, dump_config, write_text_atomic
 from mlflow_tracking.tracker import (
+    RUN_DESCRIPTION_TAG,
     TAG_BASE_VALUES,
     TAG_GIT_COMMIT,
     TAG_METRIC,
@@ -47,7 +48,12 @@ from mlflow_tracking.tracker import (
     redact_text,
     sqlite_uri,
 )
-from tuning.search_space import SearchSpace, load_search_space, space_summary
+from tuning.search_space import (
+    SearchSpace,
+    load_search_space,
+    short_parameter_names,
+    space_summary,
+)
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_RESULT = 1
@@ -413,8 +419,10 @@ def _parent_tracker(
         return tracker
     tracker = RunTracker(
         target,
-        run_name=folder.path.name,
+        run_name=parent_run_name(space, settings.role),
         tags={
+            RUN_DESCRIPTION_TAG: f"{settings.role} '{space.name}' running; results in "
+            f"{folder.path}",
             TAG_ROLE: settings.role,
             TAG_SWEEP: space.name,
             TAG_SWEEP_DIR: str(folder.path),
@@ -475,6 +483,7 @@ def run_sweep(
         choose_best,
         collect_outcomes,
         export_best_config,
+        selection_record,
         summary_markdown,
     )
     from tuning.trainable import SweepContext, best_metric_name
@@ -530,15 +539,18 @@ def run_sweep(
             space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
         )
         grid = tuner.fit()
+        unfinished = len(grid) - grid.num_terminated - grid.num_errors
+        outcomes = collect_outcomes(grid, space) if unfinished == 0 else []
+        if outcomes and space.reseed is not None:
+            outcomes += _run_reseed(space, outcomes, folder, parent, feature_set, context)
     finally:
         disconnect(cluster)
 
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
     if unfinished > 0:
         # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
         parent.flush(force=True)
         raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
-    outcomes = collect_outcomes(grid, space)
+    reseeded = space.reseed is not None
     best = choose_best(outcomes, mode=space.mode)
     summary = summary_markdown(space, outcomes, best)
     summary_path = folder.path / SUMMARY_FILE
@@ -558,15 +570,14 @@ def run_sweep(
                 "Train it on several seeds: "
                 "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
             ),
+            record=selection_record(best, metric=best_metric_name(space.metric), reseeded=reseeded),
         )
         parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
-        parent.log_metrics({f"{best_metric_name(space.metric)}": best.mean_value}, step=0)
-        parent.set_tags(
-            {
-                "lungsrad.best_trial_id": best.representative.trial_id,
-                "lungsrad.best_config": str(best_path),
-            }
-        )
+        parent.set_tags({"lungsrad.best_config": str(best_path)})
+    parent.set_tags({RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, settings.role)})
+    if best is not None:
+        parent.log_metrics(best_metrics(space, best), step=0)
+        parent.set_tags({"lungsrad.best_trial_id": best.representative.trial_id})
     done = sum(outcome.status == "done" for outcome in outcomes)
     parent.set_tags(
         {"lungsrad.trials_done": str(done), "lungsrad.trials_total": str(len(outcomes))}
@@ -587,6 +598,75 @@ def run_sweep(
     )
 
 
+def _run_reseed(
+    space: SearchSpace,
+    outcomes: list,
+    folder: SweepFolder,
+    parent: RunTracker,
+    feature_set: Any,
+    context: Any,
+) -> list:
+    """The re-seeded trials of `reseed` (tuning.reseed); an interrupt keeps the parent run."""
+    from tuning.reseed import run_reseed
+
+    try:
+        return run_reseed(space, outcomes, folder.path, feature_set=feature_set, context=context)
+    except KeyboardInterrupt:
+        parent.flush(force=True)
+        raise
+
+
+def parent_run_name(space: SearchSpace, role: str) -> str:
+    """A parent run name that says what was swept, e.g. "smoke: tpe over temperature, sigma"."""
+    if role != "sweep":
+        return f"{space.name}: {role} seeds {list(space.seeds)}"[:240]
+    swept = list(short_parameter_names([p.name for p in space.parameters]).values())
+    if space.has_variants:
+        swept.insert(0, f"{len(space.variants)} variants")
+    return f"{space.name}: {space.search} over {', '.join(swept) or 'seeds'}"[:240]
+
+
+def best_metrics(space: SearchSpace, best: Any) -> dict[str, float]:
+    """Parent-run metrics of the winner (shown in the runs table's metric columns)."""
+    import statistics
+
+    from lungsrad.metrics import REPORT_SCORE
+    from tuning.trainable import best_metric_name
+
+    scores = [m.report_score for m in best.members]
+    return {
+        best_metric_name(space.metric): best.mean_value,
+        f"best_config/{REPORT_SCORE}": statistics.fmean(scores),
+        "best_config/seeds": float(len(best.members)),
+    }
+
+
+def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], role: str) -> str:
+    """The parent run's description (markdown, shown on its run page): the winner and its score,
+    or that no trial finished."""
+    from tuning.trainable import best_metric_name
+
+    done = sum(outcome.status == "done" for outcome in outcomes)
+    if best is None:
+        head = "**No trial finished**: see the failed child runs' `lungsrad.failure` tag"
+    else:
+        seeds = sorted(member.resolved.seed for member in best.members)
+        name = (
+            best.representative.resolved.describe_config()
+            if role == "sweep"
+            else f"config '{best.config.name}'"
+        )
+        head = (
+            f"**{'Best configuration' if role == 'sweep' else 'Final training'}**: {name}  \n"
+            f"mean `{best_metric_name(space.metric)}` = **{best.mean_value:.2f}** over seed(s) "
+            f"{seeds}; best trial `{best.representative.trial_id}`"
+        )
+    return (
+        f"{head}  \n{done} of {len(outcomes)} trials finished; search `{space.search}`, "
+        f"protocol `{space.protocol}`. See the artifacts summary.md and report/."
+    )
+
+
 def _staged(file: Path, folder: Path) -> Path:
     """A folder holding only `file` under the name best_config.yaml (for log_artifacts)."""
     import shutil
@@ -600,11 +680,17 @@ def _staged(file: Path, folder: Path) -> Path:
 
 
 def mlflow_ui_hint(target: TrackingTarget) -> str:
-    """How to look at the runs."""
+    """How to look at the runs: the experiment's runs-table address. MLflow 3.x UIs open every
+    experiment in their "GenAI" view (traces) unless the address or the sidebar toggle asks for
+    "Model training", whatever the experiment's kind tag says."""
     uri = target.display_uri
+    page = f"#/experiments/{target.experiment_id}?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} (experiment '{target.experiment_name}')"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+        return f"open {uri.rstrip('/')}/{page}"
+    return (
+        f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
+        f"http://127.0.0.1:5000/{page}"
+    )
 
 
 def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:

@@ -327,7 +327,7 @@ def train_trial(
     trial_tags = _trial_tags(context, trial, device, reason)
     tracker = RunTracker(
         context.tracking,
-        run_name=f"{trial_id} {trial.describe()}"[:240],
+        run_name=trial.describe_short()[:240],
         parent_run_id=context.parent_run_id,
         identity={TAG_TRIAL_ID: trial_id},
         tags=trial_tags,

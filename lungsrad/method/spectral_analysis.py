@@ -47,8 +47,12 @@ Axis = Literal["time", "freq"]
 AXES: tuple[Axis, ...] = ("time", "freq")
 # The scan direction whose within-row (time) or within-frame (freq) blocks give each axis.
 AXIS_DIRECTION: dict[str, int] = {"time": 0, "freq": 1}
-VARIANT_SCAN = "scan"
+VARIANT_SCAN = "scan"  # the whole block: scanned part + skip term D
 VARIANT_SMOOTHED = "scan_then_gaussian"
+VARIANT_SCANNED = "scanned_part"  # the scan without its skip term (D = 0)
+VARIANT_SCANNED_SMOOTHED = "scanned_part_then_gaussian"
+DB_FLOOR = -40.0  # lowest level drawn, dB relative to the response at 0 cycles per patch
+PATCH_EMBED_STRIDE = 4  # input cells (frames, mel bins) per stage-0 patch; x2 per later stage
 CSV_NAME = "spectral_response.csv"
 FIGURE_NAME = "spectral_response.png"
 
@@ -274,19 +278,21 @@ def scan_lag_profile(
     return result
 
 
-def axis_response(inputs: ScanInputs, axis: Axis) -> torch.Tensor:
-    """Per-example, per-channel response of one SS2D along one axis.
+def axis_responses(inputs: ScanInputs, axis: Axis) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example, per-channel response of one SS2D along one axis: the whole block's (scan
+    plus skip term D) and the scanned part's alone (D = 0).
 
     Time: direction 0, the W x W diagonal blocks (one per mel row). Frequency: direction 1, the
     H x H diagonal blocks (one per frame). Each block's lag profile is averaged over the rows
-    (frames), then transformed.
+    (frames), then transformed. D only adds to lag 0, so it lifts every frequency alike: a
+    block whose D outweighs its scan is close to all-pass whatever the scan does.
 
     Args:
         inputs: operands from `ss2d_scan_inputs`.
         axis: "time" or "freq".
 
     Returns:
-        (B, C, n // 2 + 1) float64 magnitudes, n = W (time) or H (freq).
+        (whole, scanned), each (B, C, n // 2 + 1) float64 magnitudes, n = W (time) or H (freq).
     """
     direction = AXIS_DIRECTION[axis]
     segments, cells = (
@@ -296,14 +302,21 @@ def axis_response(inputs: ScanInputs, axis: Axis) -> torch.Tensor:
     batch, channels, _ = delta.shape
     # A diagonal block of M is the mixing matrix of that block's own segment: S_t - S_s does
     # not depend on where the cumulative sum starts.
-    profile = scan_lag_profile(
+    scanned = scan_lag_profile(
         delta.reshape(batch, channels, segments, cells),
         inputs.B[:, direction].reshape(batch, 1, segments, cells),
         inputs.C[:, direction].reshape(batch, 1, segments, cells),
         inputs.A[direction].view(1, channels, 1),
-        inputs.D[direction].view(1, channels, 1),
-    )  # (B, C, segments, cells)
-    return lag_response(profile.mean(-2))
+        0.0,
+    ).mean(-2)  # (B, C, cells)
+    whole = scanned.clone()
+    whole[..., 0] += inputs.D[direction].view(1, channels).to(whole.dtype)
+    return lag_response(whole), lag_response(scanned)
+
+
+def axis_response(inputs: ScanInputs, axis: Axis) -> torch.Tensor:
+    """The whole block's response of `axis_responses` (scan plus skip term)."""
+    return axis_responses(inputs, axis)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,10 +330,18 @@ class ResponseCurve:
     stage: int
     block: int
     axis: Axis
-    variant: str  # VARIANT_SCAN or VARIANT_SMOOTHED (scan response times the Gaussian's)
+    variant: str  # VARIANT_*: whole block or scanned part, before or after the Gaussian
     num_cells: int  # n: W for time, H for freq, at this stage's resolution
     cycles_per_cell: np.ndarray  # (n // 2 + 1,) 0 .. 0.5
     response: np.ndarray  # (n // 2 + 1,)
+    skip_gain: float = math.nan  # mean |D| over the direction's channels
+
+    def relative_db(self) -> np.ndarray:
+        """20 log10 of the response over its value at 0 cycles per patch (floored)."""
+        reference = self.response[0] if self.response[0] > 0 else np.max(self.response)
+        with np.errstate(divide="ignore"):
+            level = 20 * np.log10(np.maximum(self.response, 1e-300) / reference)
+        return np.maximum(level, DB_FLOOR)
 
 
 def _ss2d_of(block: nn.Module) -> nn.Module:
@@ -375,8 +396,9 @@ def spectral_response_curves(
         for stage, depth in enumerate(depths)
         for index in range(depth)
     }
-    sums: dict[tuple[int, int, Axis], torch.Tensor] = {}
+    sums: dict[tuple[int, int, Axis, str], torch.Tensor] = {}
     cells: dict[tuple[int, int, Axis], int] = {}
+    skips: dict[tuple[int, int, Axis], float] = {}
     captured: dict[tuple[int, int], torch.Tensor] = {}
 
     def capture(key: tuple[int, int]):
@@ -397,28 +419,34 @@ def spectral_response_curves(
                 for key, op in ops.items():
                     inputs = ss2d_scan_inputs(op, captured[key].cpu())
                     for axis in AXES:
-                        response = axis_response(inputs, axis)  # (b, C, bins)
-                        total = response.mean(1).sum(0)
-                        entry = (*key, axis)
-                        sums[entry] = sums.get(entry, 0) + total
-                        cells[entry] = inputs.width if axis == "time" else inputs.height
+                        whole, scanned = axis_responses(inputs, axis)  # (b, C, bins) each
+                        for variant, response in (
+                            (VARIANT_SCAN, whole),
+                            (VARIANT_SCANNED, scanned),
+                        ):
+                            entry = (*key, axis, variant)
+                            sums[entry] = sums.get(entry, 0) + response.mean(1).sum(0)
+                        cells[(*key, axis)] = inputs.width if axis == "time" else inputs.height
+                        skips[(*key, axis)] = float(inputs.D[AXIS_DIRECTION[axis]].abs().mean())
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
     smoothed = _smoothed_blocks(model, regularization)
+    after = {VARIANT_SCAN: VARIANT_SMOOTHED, VARIANT_SCANNED: VARIANT_SCANNED_SMOOTHED}
     curves: list[ResponseCurve] = []
-    for (stage, index, axis), total in sums.items():
+    for (stage, index, axis, variant), total in sums.items():
         n = cells[(stage, index, axis)]
+        skip = skips[(stage, index, axis)]
         frequencies = torch.fft.rfftfreq(n, dtype=torch.float64).numpy()
         mean = (total / features.shape[0]).numpy()
-        curves.append(ResponseCurve(stage, index, axis, VARIANT_SCAN, n, frequencies, mean))
+        curves.append(ResponseCurve(stage, index, axis, variant, n, frequencies, mean, skip))
         if (stage, index) in smoothed:
             assert regularization is not None
             gain = gaussian_frequency_response(regularization.kernel_size, regularization.sigma, n)
             curves.append(
                 ResponseCurve(
-                    stage, index, axis, VARIANT_SMOOTHED, n, frequencies, mean * gain.numpy()
+                    stage, index, axis, after[variant], n, frequencies, mean * gain.numpy(), skip
                 )
             )
     return curves
@@ -430,11 +458,21 @@ def spectral_response_curves(
 
 def curves_to_csv(curves: Sequence[ResponseCurve]) -> str:
     """CSV text, one row per curve point: stage, block, axis, variant, num_cells, bin,
-    cycles_per_cell, response."""
+    cycles_per_cell (cycles per patch), response, skip_gain (mean |D| of the direction)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["stage", "block", "axis", "variant", "num_cells", "bin", "cycles_per_cell", "response"]
+        [
+            "stage",
+            "block",
+            "axis",
+            "variant",
+            "num_cells",
+            "bin",
+            "cycles_per_cell",
+            "response",
+            "skip_gain",
+        ]
     )
     for curve in curves:
         for index, (frequency, value) in enumerate(
@@ -450,49 +488,145 @@ def curves_to_csv(curves: Sequence[ResponseCurve]) -> str:
                     index,
                     f"{frequency:.6g}",
                     f"{value:.9g}",
+                    f"{curve.skip_gain:.6g}",
                 ]
             )
     return buffer.getvalue()
 
 
+def patch_spans(config: ExperimentConfig, stages: Sequence[int]) -> dict[tuple[int, str], str]:
+    """What one patch (cell) of each stage spans: along time in milliseconds, along frequency
+    in mel bins (the patch embedding takes 4 x 4 input cells, each later stage halves the grid).
+    """
+    spans: dict[tuple[int, str], str] = {}
+    for stage in stages:
+        factor = PATCH_EMBED_STRIDE * 2**stage
+        spans[(stage, "time")] = f"1 patch = {factor * config.data.frame_shift_ms:g} ms"
+        spans[(stage, "freq")] = f"1 patch = {factor} of {config.data.num_mel_bins} mel bins"
+    return spans
+
+
+def _skip_note(curves: Sequence[ResponseCurve]) -> str:
+    """One line per block: the skip term against the scanned part at 0 cycles per patch."""
+    lines = []
+    for curve in sorted(curves, key=lambda c: c.block):
+        scanned_dc = float(curve.response[0])
+        share = curve.skip_gain / (curve.skip_gain + scanned_dc) if scanned_dc > 0 else 1.0
+        verdict = "whole block ~ all-pass" if share > 0.9 else "scan shapes the block"
+        lines.append(
+            f"b{curve.block}: |D| {curve.skip_gain:.2g} vs scan {scanned_dc:.2g} ({verdict})"
+        )
+    return "\n".join(lines)
+
+
 def plot_curves(
-    curves: Sequence[ResponseCurve], path: str | os.PathLike[str], *, title: str
+    curves: Sequence[ResponseCurve],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    spans: dict[tuple[int, str], str] | None = None,
+    gaussian: tuple[int, float] | None = None,
 ) -> None:
-    """Writes a PNG (atomically): rows = time / frequency axis, columns = stages, one line per
-    block; dashed lines are the responses after the Gaussian smoothing."""
+    """Writes a PNG (atomically) in the layout of the paper's Fig. 2: rows = time / frequency
+    axis, columns = stages, one colour and marker per block; levels in dB relative to the
+    response at 0 cycles per patch on one y-scale per row.
+
+    Solid: the scanned part alone (skip term D removed); dashed: the scanned part after the
+    Gaussian smoothing (smoothed blocks); dotted: the whole block with D, which is flat when D
+    dominates; grey: the Gaussian's own response. Each panel notes |D| against the scan.
+
+    Args:
+        curves: from `spectral_response_curves`.
+        path: the PNG.
+        title: figure title.
+        spans: (stage, axis) -> what one patch spans ("1 patch = 40 ms"), for the x labels.
+        gaussian: (kernel_size, sigma) of the smoothing, to draw its response.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     stages = sorted({curve.stage for curve in curves})
-    figure = Figure(figsize=(4.2 * len(stages), 7.0))
+    figure = Figure(figsize=(4.6 * len(stages), 8.2))
     FigureCanvasAgg(figure)
-    axes = figure.subplots(len(AXES), len(stages), squeeze=False, sharex=True)
-    palette = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+    axes = figure.subplots(len(AXES), len(stages), squeeze=False, sharey="row")
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+    styles = {
+        VARIANT_SCANNED: ("-", 1.6),
+        VARIANT_SCANNED_SMOOTHED: ("--", 1.6),
+        VARIANT_SCAN: (":", 1.0),
+    }
     for row, axis_name in enumerate(AXES):
+        lowest, highest = 0.0, 0.0
         for column, stage in enumerate(stages):
             ax = axes[row][column]
-            for curve in curves:
-                if curve.axis != axis_name or curve.stage != stage:
+            here = [c for c in curves if c.axis == axis_name and c.stage == stage]
+            for curve in here:
+                if curve.variant not in styles:
                     continue
-                smoothed = curve.variant == VARIANT_SMOOTHED
+                linestyle, width = styles[curve.variant]
+                level = curve.relative_db()
+                lowest = min(lowest, float(level.min()))
+                highest = max(highest, float(level.max()))
                 ax.plot(
                     curve.cycles_per_cell,
-                    curve.response,
-                    color=palette[curve.block % len(palette)],
-                    linestyle="--" if smoothed else "-",
-                    label=f"block {curve.block}" + (" + Gaussian" if smoothed else ""),
+                    level,
+                    color=f"C{curve.block % 10}",
+                    linestyle=linestyle,
+                    linewidth=width,
+                    marker=markers[curve.block % len(markers)] if linestyle == "-" else None,
+                    markersize=4,
+                    label=f"block {curve.block}" if curve.variant == VARIANT_SCANNED else None,
                 )
-            ax.ticklabel_format(axis="y", useOffset=False)
-            ax.set_title(f"stage {stage}, {'time' if axis_name == 'time' else 'frequency'} axis")
-            if row == len(AXES) - 1:
-                ax.set_xlabel("cycles per cell")
+            smoothed_here = any(c.variant == VARIANT_SCANNED_SMOOTHED for c in here)
+            if gaussian is not None and smoothed_here:
+                # On a fine grid: the Gaussian is a continuous response (the curves above are
+                # sampled at the stage's patch grid).
+                fine = 256
+                gain = gaussian_frequency_response(gaussian[0], gaussian[1], fine).numpy()
+                with np.errstate(divide="ignore"):
+                    level = np.maximum(20 * np.log10(np.maximum(gain, 1e-300)), DB_FLOOR)
+                ax.plot(
+                    np.fft.rfftfreq(fine), level, color="0.5", linewidth=2.5, alpha=0.5, zorder=0
+                )
+            scanned = [c for c in here if c.variant == VARIANT_SCANNED]
+            if scanned:
+                ax.text(
+                    0.02, 0.02, _skip_note(scanned), transform=ax.transAxes, fontsize=6.5,
+                    va="bottom", ha="left", family="monospace",
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"},
+                )  # fmt: skip
+            name = "time" if axis_name == "time" else "frequency"
+            smoothed_text = " (smoothed)" if smoothed_here else ""
+            ax.set_title(f"stage {stage}, {name} axis{smoothed_text}", fontsize=9)
+            span = (spans or {}).get((stage, axis_name))
+            ax.set_xlabel(f"cycles per patch ({span})" if span else "cycles per patch", fontsize=8)
             if column == 0:
-                ax.set_ylabel("|DFT of lag profile|")
+                ax.set_ylabel(f"{name}: dB re. 0 cycles/patch", fontsize=8)
+            ax.set_xlim(0, 0.5)
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-    figure.suptitle(title)
+            if scanned:
+                ax.legend(fontsize=6.5, loc="upper right")
+        axes[row][0].set_ylim(max(DB_FLOOR, lowest) - 2, max(highest, 0.0) + 4)
+    figure.legend(
+        handles=[
+            Line2D([], [], color="k", linestyle="-", label="scanned part (skip D removed)"),
+            Line2D([], [], color="k", linestyle="--", label="scanned part after the Gaussian"),
+            Line2D([], [], color="k", linestyle=":", label="whole block (scan + D)"),
+            Line2D([], [], color="0.5", linewidth=2.5, alpha=0.5, label="Gaussian alone"),
+        ],
+        loc="lower center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
+    figure.suptitle(
+        f"{title}\n|DFT of each block's lag profile|, averaged over channels and examples; "
+        "0.5 cycles per patch = a period of 2 patches",
+        fontsize=10,
+    )
     # Fixed margins instead of a layout engine: constrained layout draws the figure twice.
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.9, wspace=0.35, hspace=0.3)
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.11, top=0.88, wspace=0.12, hspace=0.38)
     with atomic_destination(path) as tmp_path:
         figure.savefig(tmp_path, format="png", dpi=110)
 
@@ -518,27 +652,45 @@ class SpectralSummary:
     smoothed_blocks: list[tuple[int, int]]
 
     def format_text(self) -> str:
+        """The paths and, per block, how low-pass its scanned part is and how much the skip
+        term D flattens the whole block."""
         lines = [
             f"spectral response of {len({(c.stage, c.block) for c in self.curves})} SS2D blocks, "
             f"{self.num_examples} examples (reading: DFT of the lag profile inside rows/frames)",
             f"  CSV: {self.csv_path}",
             f"  figure: {self.figure_path}",
-            "  high/low band ratio (< 1 means low-pass):",
+            "  high/low band ratio (< 1 means low-pass) of the scanned part (skip D removed) and "
+            "of the whole block (scan + D); D share = |D| / (|D| + scanned response at 0):",
         ]
-        ratio = {(c.stage, c.block, c.axis, c.variant): _band_ratio(c) for c in self.curves}
+        by_key = {(c.stage, c.block, c.axis, c.variant): c for c in self.curves}
+        ratio = {key: _band_ratio(curve) for key, curve in by_key.items()}
         for stage, block in sorted({(c.stage, c.block) for c in self.curves}):
-            line = (
-                f"    stage {stage} block {block}: "
-                f"time {ratio[stage, block, 'time', VARIANT_SCAN]:.3f}, "
-                f"freq {ratio[stage, block, 'freq', VARIANT_SCAN]:.3f}"
-            )
-            if (stage, block) in self.smoothed_blocks:
-                line += (
-                    "; after the Gaussian: "
-                    f"time {ratio[stage, block, 'time', VARIANT_SMOOTHED]:.3f}, "
-                    f"freq {ratio[stage, block, 'freq', VARIANT_SMOOTHED]:.3f}"
+            parts = []
+            for axis in AXES:
+                scanned = by_key.get((stage, block, axis, VARIANT_SCANNED))
+                if scanned is None:
+                    continue
+                dc = float(scanned.response[0])
+                share = scanned.skip_gain / (scanned.skip_gain + dc) if dc > 0 else 1.0
+                text = (
+                    f"{axis} scanned {ratio[stage, block, axis, VARIANT_SCANNED]:.3f}, whole "
+                    f"{ratio[stage, block, axis, VARIANT_SCAN]:.3f} (D share {share:.0%})"
                 )
-            lines.append(line)
+                if (stage, block) in self.smoothed_blocks:
+                    text += (
+                        ", after the Gaussian: scanned "
+                        f"{ratio[stage, block, axis, VARIANT_SCANNED_SMOOTHED]:.3f}"
+                    )
+                parts.append(text)
+            lines.append(f"    stage {stage} block {block}: " + "; ".join(parts))
+        if any(
+            c.variant == VARIANT_SCANNED and c.skip_gain > 9 * float(c.response[0])
+            for c in self.curves
+        ):
+            lines.append(
+                "  D share > 90 %: the skip term passes every frequency alike, so the whole "
+                "block is close to all-pass (ratio ~ 1) whatever its scan does."
+            )
         return "\n".join(lines)
 
 
@@ -630,10 +782,15 @@ def run_spectral_analysis(
     csv_path = output_dir / CSV_NAME
     figure_path = output_dir / FIGURE_NAME
     write_text_atomic(csv_path, curves_to_csv(curves))
+    regularization = config.method.regularization
     plot_curves(
         curves,
         figure_path,
         title=f"SS2D spectral response: {config.name} ({Path(checkpoint).name})",
+        spans=patch_spans(config, sorted({curve.stage for curve in curves})),
+        gaussian=(
+            (regularization.kernel_size, regularization.sigma) if regularization.enabled else None
+        ),
     )
     smoothed = sorted(_smoothed_blocks(model, config.method.regularization))
     return SpectralSummary(

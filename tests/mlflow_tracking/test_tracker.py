@@ -12,8 +12,10 @@ import pytest
 
 from mlflow_tracking.server import LocalTrackingServer
 from mlflow_tracking.tracker import (
+    EXPERIMENT_KIND_TAG,
     PARENT_RUN_TAG,
     TAG_TRIAL_ID,
+    TRAINING_EXPERIMENT_KIND,
     RunTracker,
     TrackingTarget,
     make_client,
@@ -198,3 +200,23 @@ def test_metrics_logged_during_a_server_outage_arrive_when_it_returns(tmp_path: 
         history = client.get_metric_history(tracker.run_id, "score")
         assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0)]
         relay.close()
+
+
+def test_experiments_are_training_experiments(tmp_path: Path) -> None:
+    """The MLflow UI opens a training experiment on its runs table: new experiments carry the
+    kind tag, and an existing experiment without it gets it (one with a kind keeps its own)."""
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    target = open_experiment(uri, "new-experiment")
+    client = make_client(uri)
+    assert client.get_experiment(target.experiment_id).tags[EXPERIMENT_KIND_TAG] == (
+        TRAINING_EXPERIMENT_KIND
+    )
+    old_id = client.create_experiment("made-by-hand")
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old_id).tags
+    open_experiment(uri, "made-by-hand")
+    assert make_client(uri).get_experiment(old_id).tags[EXPERIMENT_KIND_TAG] == (
+        TRAINING_EXPERIMENT_KIND
+    )
+    genai_id = client.create_experiment("genai", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    open_experiment(uri, "genai")
+    assert client.get_experiment(genai_id).tags[EXPERIMENT_KIND_TAG] == "genai_development"

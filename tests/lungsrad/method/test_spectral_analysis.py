@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,14 @@ import torch.nn.functional as F
 from lungsrad.config import config_from_dict, dump_config
 from lungsrad.method.spectral_analysis import (
     VARIANT_SCAN,
+    VARIANT_SCANNED,
+    VARIANT_SCANNED_SMOOTHED,
     VARIANT_SMOOTHED,
     ResponseCurve,
     ScanInputs,
+    SpectralSummary,
     axis_response,
+    axis_responses,
     curves_to_csv,
     gaussian_frequency_response,
     lag_profile,
@@ -175,6 +180,42 @@ def test_axis_response_uses_the_diagonal_blocks_of_the_full_matrix():
         torch.testing.assert_close(got[0], torch.stack(expected), rtol=1e-12, atol=1e-12)
 
 
+def test_skip_term_is_separated_from_the_scanned_part():
+    """With B = 0 the scan adds nothing: the scanned part is 0 and the whole block is |D| at
+    every frequency (all-pass), and the summary says so."""
+    height, width, channels = 2, 6, 3
+    generator = torch.Generator().manual_seed(5)
+    D = torch.randn(4, channels, generator=generator, dtype=torch.float64)
+    inputs = ScanInputs(
+        u=torch.ones(1, 4, channels, height * width, dtype=torch.float64),
+        delta=torch.full((1, 4, channels, height * width), 0.5, dtype=torch.float64),
+        B=torch.zeros(1, 4, height * width, dtype=torch.float64),
+        C=torch.ones(1, 4, height * width, dtype=torch.float64),
+        A=-torch.ones(4, channels, dtype=torch.float64),
+        D=D,
+        height=height,
+        width=width,
+    )
+    whole, scanned = axis_responses(inputs, "time")
+    assert torch.all(scanned == 0)
+    torch.testing.assert_close(whole[0], D[0].abs().view(channels, 1).expand(channels, 4))
+    frequencies = np.fft.rfftfreq(width)
+    curve = ResponseCurve(0, 0, "time", VARIANT_SCANNED, width, frequencies, np.zeros(4), 0.7)
+    flat = ResponseCurve(0, 0, "time", VARIANT_SCAN, width, frequencies, np.full(4, 0.7), 0.7)
+    summary = SpectralSummary(Path("o"), Path("o.csv"), Path("o.png"), 1, [curve, flat], [])
+    text = summary.format_text()
+    assert "time scanned nan, whole 1.000 (D share 100%)" in text
+    assert "close to all-pass" in text
+
+
+def test_relative_db_is_zero_at_dc_and_floored():
+    frequencies = np.fft.rfftfreq(8)
+    curve = ResponseCurve(
+        0, 0, "time", VARIANT_SCANNED, 8, frequencies, np.array([2, 1, 0.2, 0, 2.0])
+    )
+    np.testing.assert_allclose(curve.relative_db(), [0.0, -6.0206, -20.0, -40.0, 0.0], atol=1e-4)
+
+
 def _curve(stage, block, axis, variant, n, scale=1.0):
     frequencies = np.fft.rfftfreq(n)
     return ResponseCurve(stage, block, axis, variant, n, frequencies, scale / (1 + frequencies))
@@ -199,6 +240,7 @@ def test_csv_and_png_outputs(tmp_path):
         "bin": "0",
         "cycles_per_cell": "0",
         "response": "1",
+        "skip_gain": "nan",
     }
     path = tmp_path / "out" / "figure.png"
     plot_curves(curves, path, title="test")
@@ -330,11 +372,12 @@ def test_pipeline_writes_csv_and_png(tiny_dass, tmp_path):
     assert smoothed == {("2", "0"), ("2", "1")}
     # Grids of a 48 x 32 input: stage 0 is 8 (freq) x 12 (time) cells.
     stage0_time = [row for row in rows if row["stage"] == "0" and row["axis"] == "time"]
-    assert {row["num_cells"] for row in stage0_time} == {"12"} and len(stage0_time) == 7
+    assert {row["num_cells"] for row in stage0_time} == {"12"}
+    assert len(stage0_time) == 2 * 7  # whole block and scanned part, 7 bins each
     assert all(math.isfinite(float(row["response"])) for row in rows)
     text = summary.format_text()
     assert "stage 2 block 1: time" in text and "stage 3 block 0: time" in text
-    assert text.count("after the Gaussian") == 2
+    assert text.count("after the Gaussian") == 4  # 2 smoothed blocks x 2 axes
 
 
 def test_smoothed_curve_is_scan_curve_times_gaussian_response(tiny_dass):
@@ -354,7 +397,14 @@ def test_smoothed_curve_is_scan_curve_times_gaussian_response(tiny_dass):
         np.testing.assert_allclose(smoothed.response, scan.response * gain)
     assert (0, 0, "time", VARIANT_SMOOTHED) not in by_key
     plain = spectral_response_curves(model, torch.randn(1, 40, 32))
-    assert {curve.variant for curve in plain} == {VARIANT_SCAN} and len(plain) == 10
+    assert {curve.variant for curve in plain} == {VARIANT_SCAN, VARIANT_SCANNED}
+    assert len(plain) == 20
+    for axis in ("time", "freq"):  # the Gaussian multiplies the scanned part too
+        scanned = by_key[(1, 0, axis, VARIANT_SCANNED)]
+        gain = gaussian_frequency_response(3, 1.0, scanned.num_cells).numpy()
+        np.testing.assert_allclose(
+            by_key[(1, 0, axis, VARIANT_SCANNED_SMOOTHED)].response, scanned.response * gain
+        )
 
 
 @pytest.mark.slow

@@ -1,0 +1,246 @@
+"""Table 2 comparison: `python -m tuning.compare --experiment lungsrad-table2` pairs the variants of
+a sweep (or of several final.py runs) by seed and reports each ablation step's score difference
+with its 95 % interval (paired t and paired bootstrap), saying when a step is within noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lungsrad.config import write_text_atomic
+from lungsrad.metrics import REPORT_SCORE
+from lungsrad.statistics import (
+    CONFIDENCE,
+    PairedDifference,
+    format_interval,
+    mean_interval,
+    paired_difference,
+)
+from mlflow_tracking.report import (
+    BASE,
+    add_tracking_uri_argument,
+    child_points,
+    find_parent_run,
+    tracking_uri_from,
+    user_error,
+)
+from mlflow_tracking.tracker import make_client, normalize_tracking_uri
+
+COMPARISON_FILE = "table2_comparison.md"
+# The order of the Lung-SRAD paper's Table 2 rows (search_spaces/table2.yaml).
+TABLE2_ORDER = (
+    "dass_finetune",
+    "regularization",
+    "ast_style_mix",
+    "freq_mix",
+    "time_mix",
+    "lung_srad",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One comparison: `after` against `before`, paired by seed."""
+
+    before: str
+    after: str
+    difference: PairedDifference
+
+
+def ablation_steps(scores: Mapping[str, Mapping[int, float]], order: Sequence[str]) -> list[Step]:
+    """Each variant against the one before it in `order`, then the last against the first."""
+    pairs = list(zip(order, order[1:], strict=False))
+    if len(order) > 2:
+        pairs.append((order[0], order[-1]))
+    return [
+        Step(before=a, after=b, difference=paired_difference(scores[a], scores[b]))
+        for a, b in pairs
+    ]
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.2f}" if math.isfinite(value) else "n/a"
+
+
+def comparison_markdown(
+    scores: Mapping[str, Mapping[int, float]], order: Sequence[str], *, metric: str, title: str
+) -> str:
+    """Markdown: each variant's mean with its interval, then each step's paired difference."""
+    percent = f"{CONFIDENCE:.0%}"
+    lines = [
+        f"# {title}",
+        "",
+        f"`{metric}` per variant over seeds: mean ± sample std [{percent} Student-t interval].",
+        "",
+        "| variant | seeds | score |",
+        "|---|---|---:|",
+    ]
+    for name in order:
+        seeds = sorted(seed for seed, value in scores[name].items() if math.isfinite(value))
+        lines.append(
+            f"| {name} | {seeds} | {format_interval(mean_interval(list(scores[name].values())))} |"
+        )
+    lines += [
+        "",
+        f"Steps: the later variant minus the earlier on the same seeds (paired); {percent} "
+        "interval of the mean difference by Student t and by paired bootstrap (10000 "
+        "resamples of the seeds). A step whose t interval contains 0 is **within noise**: these "
+        "seeds cannot tell the two variants apart.",
+        "",
+        "| step | paired seeds | per-seed differences | mean difference | t interval "
+        "| bootstrap interval | verdict |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for step in ablation_steps(scores, order):
+        difference = step.difference
+        interval = difference.interval
+        t_cell = (
+            f"[{_signed(interval.low)}, {_signed(interval.high)}]" if interval.count > 1 else "n/a"
+        )
+        boot_cell = (
+            f"[{_signed(difference.bootstrap_low)}, {_signed(difference.bootstrap_high)}]"
+            if interval.count > 1
+            else "n/a"
+        )
+        verdict = difference.verdict
+        lines.append(
+            f"| {step.before} -> {step.after} | {list(difference.seeds)} "
+            f"| {', '.join(_signed(d) for d in difference.differences)} "
+            f"| {_signed(interval.mean)} | {t_cell} | {boot_cell} "
+            f"| {'**within noise**' if verdict == 'within noise' else verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def variant_label(point: Any) -> str:
+    """A child run's variant: its variant tag, else (a final.py seed run) its config name."""
+    if point.variant != BASE:
+        return point.variant
+    return point.config_name or BASE
+
+
+def collect_scores(
+    client: Any, sources: Sequence[tuple[str, str | None]], *, metric: str
+) -> tuple[dict[str, dict[int, float]], list[str]]:
+    """{variant: {seed: score}} of the finished child runs of each (experiment id, parent run id)
+    source (parent None: the experiment's latest sweep or final), and the parent runs used."""
+    scores: dict[str, dict[int, float]] = {}
+    used = []
+    for experiment_id, requested in sources:
+        parent = find_parent_run(client, experiment_id, requested)
+        used.append(parent.info.run_id)
+        for point in child_points(client, parent.info.experiment_id, parent.info.run_id):
+            if point.seed is None:
+                continue
+            if point.values:
+                raise ValueError(
+                    f"parent run {parent.info.run_id} swept parameters {sorted(point.values)}; "
+                    "compare variants of a grid over variants (table2.yaml) or final.py runs"
+                )
+            label = variant_label(point)
+            if point.seed in scores.get(label, {}):
+                raise ValueError(
+                    f"variant '{label}' has seed {point.seed} twice (in two of the parent "
+                    "runs); pass --parent-run-id for one run per variant"
+                )
+            scores.setdefault(label, {})[point.seed] = point.metrics.get(metric, math.nan)
+    return scores, used
+
+
+def find_sources(
+    client: Any, experiments: Sequence[str], parent_run_ids: Sequence[str] | None
+) -> list[tuple[str, str | None]]:
+    """(experiment id, parent run id) pairs: the given parent runs, else each experiment's
+    latest sweep or final parent run."""
+    if parent_run_ids:
+        return [
+            (find_parent_run(client, "", run_id).info.experiment_id, run_id)
+            for run_id in parent_run_ids
+        ]
+    sources: list[tuple[str, str | None]] = []
+    for name in experiments:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise ValueError(f"no MLflow experiment '{name}'")
+        sources.append((experiment.experiment_id, None))
+    return sources
+
+
+def resolve_order(scores: Mapping[str, Any], requested: Sequence[str] | None) -> list[str]:
+    """--order, else the Table 2 order of the known variants followed by the others (sorted)."""
+    if requested:
+        missing = [name for name in requested if name not in scores]
+        if missing:
+            raise ValueError(
+                f"--order names {missing}, not among the variants found: {sorted(scores)}"
+            )
+        return list(requested)
+    known = [name for name in TABLE2_ORDER if name in scores]
+    return known + sorted(name for name in scores if name not in TABLE2_ORDER)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The compare.py argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tuning.compare",
+        description="Pair variants by seed and report each step's difference with its interval.",
+    )
+    parser.add_argument(
+        "--experiment",
+        nargs="+",
+        default=[],
+        help="MLflow experiment(s): a Table 2 sweep, or one final.py experiment per variant",
+    )
+    add_tracking_uri_argument(parser)
+    parser.add_argument(
+        "--parent-run-id",
+        nargs="+",
+        default=None,
+        help="sweep or final parent run(s) (default: the experiment's latest)",
+    )
+    parser.add_argument("--order", nargs="+", default=None, help="variants in step order")
+    parser.add_argument("--metric", default=REPORT_SCORE, help=f"score ({REPORT_SCORE})")
+    parser.add_argument("--out", type=Path, default=None, help=f"folder for {COMPARISON_FILE}")
+    parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of tuning/compare.py."""
+    args = build_parser().parse_args(argv)
+    raw_uri = tracking_uri_from(args.tracking_uri)
+    try:
+        uri = normalize_tracking_uri(raw_uri)
+        client = make_client(uri)
+        if not args.experiment and not args.parent_run_id:
+            raise ValueError("give --experiment NAME [NAME ...] or --parent-run-id ID [ID ...]")
+        sources = find_sources(client, args.experiment, args.parent_run_id)
+        scores, parents = collect_scores(client, sources, metric=args.metric)
+        if len(scores) < 2:
+            raise ValueError(
+                f"found {len(scores)} variant(s) ({sorted(scores)}); a comparison needs two or more"
+            )
+        order = resolve_order(scores, args.order)
+    except (ValueError, FileNotFoundError) as error:
+        return user_error(error, raw_uri)
+    markdown = comparison_markdown(
+        scores, order, metric=args.metric, title=f"Comparison of {', '.join(order)}"
+    )
+    folder = (args.out or Path("runs") / "reports" / f"compare-{parents[0][:8]}").resolve()
+    write_text_atomic(folder / COMPARISON_FILE, markdown)
+    print(markdown)
+    print(f"comparison: {folder / COMPARISON_FILE}")
+    if not args.no_log:
+        client.log_text(parents[0], markdown, f"report/{COMPARISON_FILE}")
+        print(f"logged to parent run {parents[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
