@@ -484,6 +484,26 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         tmp_path.write_text(text, encoding="utf-8")
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[Path]:
+    """Holds an exclusive POSIX lock on `path` (created if missing) for the block.
+
+    The kernel releases it when the process dies (even by SIGKILL), and child processes do not
+    inherit it. Without `blocking`, BlockingIOError is raised at once when another process
+    holds the lock.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as stream:
+        fcntl.lockf(stream.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield path
+        finally:
+            fcntl.lockf(stream.fileno(), fcntl.LOCK_UN)
+
+
 def save_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> None:
     """Writes the resolved config as YAML, atomically."""
     write_text_atomic(path, dump_config(config))

@@ -8,6 +8,7 @@ imports Ray. Limits of the buffer are documented on `RunTracker`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from typing import Any
 TAG_ROLE = "lungsrad.role"  # sweep | trial | final | final_seed
 TAG_SWEEP = "lungsrad.sweep"  # search-space name
 TAG_SWEEP_DIR = "lungsrad.sweep_dir"  # Ray Tune experiment folder (storage path)
+TAG_SWEEP_ID = "lungsrad.sweep_id"  # random id of one sweep (its folder name ends with it)
 TAG_SEARCH_SPACE = "lungsrad.search_space"  # the YAML file
 TAG_TRIAL_ID = "lungsrad.trial_id"  # Ray Tune trial id (stable across retries and --resume)
 TAG_TRIAL_NAME = "lungsrad.trial_name"
@@ -210,7 +212,11 @@ class TrackingTarget:
 
 
 def make_client(uri: str) -> Any:
-    """MlflowClient for `uri`; http credentials move to MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    """MlflowClient for `uri`; http credentials move to MLFLOW_TRACKING_USERNAME/PASSWORD.
+
+    A SQLite store is created (or its schema migrated) under a lock file beside the database,
+    so that several processes opening a new store at once do not race MLflow's migrations.
+    """
     from mlflow.tracking import MlflowClient
 
     # "Creating initial MLflow database tables..." on the first use of a SQLite store is noise
@@ -221,7 +227,68 @@ def make_client(uri: str) -> Any:
     if user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user
         os.environ["MLFLOW_TRACKING_PASSWORD"] = password or ""
-    return MlflowClient(tracking_uri=clean)
+    database = sqlite_path(clean)
+    if database is None:
+        return MlflowClient(tracking_uri=clean)
+    from lungsrad.config import file_lock
+
+    with file_lock(database.with_name(database.name + ".lock")):
+        _repair_half_initialised(database)
+        client = MlflowClient(tracking_uri=clean)
+        try:
+            client.search_experiments(max_results=1)  # creates or migrates the tables now
+        except Exception as error:  # SQLAlchemy/alembic errors differ per cause
+            raise ValueError(
+                f"MLflow store {database} cannot be opened ({_first_line(error)[:200]}); "
+                f"upgrade it with `mlflow db upgrade sqlite:///{database}` or move it aside"
+            ) from None
+    return client
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, None for other URIs."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _repair_half_initialised(database: Path) -> None:
+    """A store left half-initialised by a process killed inside MLflow's table creation or a
+    schema migration (a leftover `_alembic_tmp_*` table, or tables without a schema version)
+    is rebuilt when it holds no run; otherwise ValueError names it. Call under the store lock."""
+    import sqlite3
+
+    if not database.is_file() or database.stat().st_size == 0:
+        return
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        leftovers = sorted(name for name in tables if name.startswith("_alembic_tmp_"))
+        versioned = "alembic_version" in tables and bool(
+            connection.execute("SELECT COUNT(*) FROM alembic_version").fetchone()[0]
+        )
+        if not tables or (versioned and not leftovers):
+            return
+        runs = (
+            connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+        )
+    problem = (
+        f"leftover table {leftovers[0]} of an interrupted schema migration"
+        if leftovers
+        else "tables without a schema version (table creation was interrupted)"
+    )
+    if runs:
+        raise ValueError(
+            f"MLflow store {database} is half-initialised ({problem}) and holds {runs} runs; "
+            "restore it from a backup or move it aside to start a new store"
+        )
+    warnings.warn(f"rebuilding the empty MLflow store {database}: {problem}", stacklevel=3)
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
 
 
 def open_experiment(
@@ -255,7 +322,7 @@ def open_experiment(
             location = None
             if artifact_root is not None and scheme not in _HTTP_SCHEMES:
                 location = Path(artifact_root).expanduser().resolve().as_uri()
-            experiment_id = client.create_experiment(experiment_name, artifact_location=location)
+            experiment_id = _create_experiment(client, experiment_name, location)
         elif experiment.lifecycle_stage != "active":
             raise ValueError(
                 f"MLflow experiment '{experiment_name}' at '{redact_uri(uri)}' is deleted; "
@@ -271,6 +338,17 @@ def open_experiment(
             f"MLflow tracking URI '{redact_uri(uri)}' is not usable: {message}"
         ) from None
     return TrackingTarget(uri=uri, experiment_name=experiment_name, experiment_id=experiment_id)
+
+
+def _create_experiment(client: Any, name: str, location: str | None) -> str:
+    """Creates the experiment; another process creating it at the same moment is no error."""
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,6 +542,16 @@ class RunTracker:
         self.last_error = None
         return True
 
+    def deliver(self, *, timeout_s: float) -> bool:
+        """Flushes until the queue is empty or `timeout_s` has passed; True when all was sent."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.flush(force=True):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(self._backoff, max(0.0, deadline - time.monotonic()), 10.0))
+
     def finish(self, status: str = "FINISHED") -> bool:
         """Ends the run and waits (at most final_flush_s) until everything is sent.
 
@@ -471,13 +559,8 @@ class RunTracker:
         set) and warns.
         """
         self.terminate(status)
-        deadline = time.monotonic() + self.final_flush_s
-        while True:
-            if self.flush(force=True):
-                return True
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(min(self._backoff, max(0.0, deadline - time.monotonic()), 10.0))
+        if self.deliver(timeout_s=self.final_flush_s):
+            return True
         saved = self._save_pending()
         where = f"; they are saved in {saved}" if saved else ""
         warnings.warn(

@@ -69,7 +69,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
             ) from None
         is_local = False
     else:
+        # "local": always a new Ray of this process; without it ray.init joins whatever
+        # cluster Ray's temp folder names (a stale `ray_current_cluster` file makes it retry a
+        # dead address for minutes, a live `ray start` would be joined silently).
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             dashboard_host="127.0.0.1",
