@@ -408,8 +408,8 @@ class RunTracker:
     `dedupe_key` are not sent again.
 
     Limits: the buffer holds at most `max_buffered_values` metric values (oldest dropped, with a
-    warning); `finish()` waits at most `final_flush_s` for the store, then writes what is still
-    queued to `pending_path` (JSON) and warns; artifacts are referenced by path, so their files
+    warning); `finish()` waits at most `timeout_s` for the store, then warns with what is still
+    queued; artifacts are referenced by path, so their files
     must outlive the tracker.
 
     Args:
@@ -419,12 +419,11 @@ class RunTracker:
         parent_run_id: makes a new run a child of this run.
         identity: tags that identify the run (searched before creating one).
         tags: tags set when the run is created.
-        dedupe_key: metric whose stored steps are skipped when an existing run is continued.
+        dedupe_key: metric that marks a per-step update (e.g. the epoch): an update holding it
+            at a step the run already has is skipped (a continued run never logs a step twice).
         max_buffered_values: metric values kept while the store is unreachable.
-        final_flush_s: how long `finish()` keeps retrying an unreachable store.
         retry_interval_s: after a failed flush, further flushes wait this long (doubling, at
             most 60 s) unless forced.
-        pending_path: where `finish()` saves what it could not deliver (JSON).
     """
 
     def __init__(
@@ -438,9 +437,7 @@ class RunTracker:
         tags: Mapping[str, str] | None = None,
         dedupe_key: str | None = None,
         max_buffered_values: int = 200_000,
-        final_flush_s: float = 120.0,
         retry_interval_s: float = 2.0,
-        pending_path: str | os.PathLike[str] | None = None,
     ):
         self.target = target
         self.run_name = run_name
@@ -450,10 +447,9 @@ class RunTracker:
         self.initial_tags = {k: str(v) for k, v in (tags or {}).items()}
         self.dedupe_key = dedupe_key
         self.max_buffered_values = max_buffered_values
-        self.final_flush_s = final_flush_s
         self.retry_interval_s = retry_interval_s
-        self.pending_path = Path(pending_path) if pending_path is not None else None
         self.reused_existing = False
+        self.existing_tags: dict[str, str] = {}  # tags of the run found by `identity`
         self.last_error: str | None = None
         self._queue: collections.deque[_Operation] = collections.deque()
         self._client: Any = None
@@ -552,21 +548,18 @@ class RunTracker:
                 return False
             time.sleep(min(self._backoff, max(0.0, deadline - time.monotonic()), 10.0))
 
-    def finish(self, status: str = "FINISHED") -> bool:
-        """Ends the run and waits (at most final_flush_s) until everything is sent.
+    def finish(self, status: str = "FINISHED", *, timeout_s: float = 120.0) -> bool:
+        """Ends the run and waits (at most `timeout_s`) until everything is sent.
 
-        Returns True when all was delivered; otherwise writes the queue to pending_path (when
-        set) and warns.
+        Returns True when all was delivered; otherwise warns with what was not.
         """
         self.terminate(status)
-        if self.deliver(timeout_s=self.final_flush_s):
+        if self.deliver(timeout_s=timeout_s):
             return True
-        saved = self._save_pending()
-        where = f"; they are saved in {saved}" if saved else ""
         warnings.warn(
-            f"MLflow at '{self.target.display_uri}' stayed unreachable for "
-            f"{self.final_flush_s:.0f} s ({self.last_error}): {len(self._queue)} updates of run "
-            f"{self.run_id or self.run_name} were not delivered{where}",
+            f"MLflow at '{self.target.display_uri}' stayed unreachable for {timeout_s:.0f} s "
+            f"({self.last_error}): {len(self._queue)} updates of run "
+            f"{self.run_id or self.run_name} were not delivered",
             stacklevel=2,
         )
         return False
@@ -587,6 +580,7 @@ class RunTracker:
             if existing is not None:
                 self.run_id = existing.info.run_id
                 self.reused_existing = True
+                self.existing_tags = dict(existing.data.tags)
                 if existing.info.status != "RUNNING":
                     client.update_run(self.run_id, status="RUNNING")
                 if self.dedupe_key is not None:
@@ -628,7 +622,7 @@ class RunTracker:
         batch = [
             Metric(key, value, stamp, step)
             for step, stamp, values in (operation.payload for operation in taken)
-            if step not in self._stored_steps
+            if not self._is_stored(step, values)
             for key, value in values.items()
         ]
         client = self._client_or_new()
@@ -643,7 +637,12 @@ class RunTracker:
         for operation in taken:
             self._queue.popleft()
             self._buffered_values -= len(operation.payload[2])
-            self._stored_steps.add(operation.payload[0])
+            if self.dedupe_key in operation.payload[2]:
+                self._stored_steps.add(operation.payload[0])
+
+    def _is_stored(self, step: int, values: Mapping[str, float]) -> bool:
+        """True for an update of `dedupe_key`'s step that the run already holds."""
+        return self.dedupe_key in values and step in self._stored_steps
 
     def _send(self, operation: _Operation) -> None:
         from mlflow.entities import Param, RunTag
@@ -694,30 +693,6 @@ class RunTracker:
 
     def _warn(self, message: str, error: BaseException) -> None:
         warnings.warn(f"{message}: {self._describe(error)}", stacklevel=3)
-
-    def _save_pending(self) -> Path | None:
-        if self.pending_path is None:
-            return None
-        records = []
-        for operation in self._queue:
-            payload = operation.payload
-            if operation.kind == "metrics":
-                step, stamp, values = payload
-                payload = {"step": step, "timestamp_ms": stamp, "values": values}
-            records.append({"kind": operation.kind, "payload": payload})
-        document = {
-            "tracking_uri": self.target.display_uri,
-            "experiment_id": self.target.experiment_id,
-            "run_id": self.run_id,
-            "run_name": self.run_name,
-            "parent_run_id": self.parent_run_id,
-            "identity": self.identity,
-            "operations": records,
-        }
-        from lungsrad.config import write_text_atomic
-
-        write_text_atomic(self.pending_path, json.dumps(document, indent=1, default=str) + "\n")
-        return self.pending_path
 
 
 def _quote(value: str) -> str:

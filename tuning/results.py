@@ -22,7 +22,7 @@ from lungsrad.metrics import (
     REPORT_SPECIFICITY_2CLASS,
 )
 from tuning.search_space import ResolvedTrial, SearchSpace
-from tuning.trainable import best_metric_name
+from tuning.trainable import FAILURE_KEY, best_metric_name
 
 BEST_CONFIG_FILE = "best_config.yaml"
 SUMMARY_FILE = "summary.md"
@@ -84,11 +84,13 @@ def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]
             error = (
                 str(result.error).strip().splitlines()[0][:300] if str(result.error) else "error"
             )
+        elif FAILURE_KEY in metrics:  # diverged, then stopped by the scheduler before raising
+            error = str(metrics[FAILURE_KEY])
         outcomes.append(
             TrialOutcome(
                 trial_id=trial_id,
                 resolved=space.resolve(result.config),
-                status="failed" if result.error is not None else "done",
+                status="failed" if error is not None else "done",
                 epochs=int(metrics.get(EPOCH, 0) or 0),
                 best_value=float(metrics.get(best_name, math.nan)),
                 last=metrics,

@@ -78,7 +78,6 @@ class DriverSettings:
     resume: bool = False
     resume_id: str | None = None  # --resume SWEEP_ID (None: the only sweep of that name)
     role: str = "sweep"  # MLflow role of the parent run: sweep | final
-    final_flush_s: float = 120.0  # how long a trial waits for an unreachable MLflow at its end
 
 
 def set_tune_driver_defaults() -> None:
@@ -389,7 +388,7 @@ def build_tuner(
     """A new Tuner, or the restored one of a resumed sweep folder."""
     from ray import tune
 
-    from tuning.callbacks import MlflowRunCloser, ProgressPrinter
+    from tuning.callbacks import MlflowLogger, ProgressPrinter
     from tuning.trainable import best_metric_name, train_trial
 
     trainable = tune.with_resources(
@@ -411,7 +410,7 @@ def build_tuner(
             num_samples=space.num_samples,
             max_concurrent_trials=space.max_concurrent_trials if space.search == "tpe" else None,
             trial_dirname_creator=_trial_dirname,
-            # A finished trial's process (torch, MLflow client, compiled kernels loaded) runs
+            # A finished trial's process (torch and compiled kernels loaded) runs
             # the next trial: saves seconds of imports per trial.
             reuse_actors=True,
         ),
@@ -421,7 +420,8 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
-            callbacks=[ProgressPrinter(space), MlflowRunCloser(space), *callbacks],
+            # MLflow first: a trial's progress line is printed once its run holds the event.
+            callbacks=[MlflowLogger(space), ProgressPrinter(space), *callbacks],
         ),
     )
 
@@ -588,7 +588,13 @@ def _run_tune(
     parent = _parent_tracker(space, settings, target, folder, commit)
     assert parent.run_id is not None
     _write_state(folder, space, target, parent_run_id=parent.run_id, git_commit=commit)
-    bind_tracking(target, parent.run_id)
+    bind_tracking(
+        target,
+        parent.run_id,
+        role="trial" if settings.role == "sweep" else "final_seed",
+        git_commit=commit,
+        staging=folder.path / ".mlflow_staging",
+    )
     total = space.num_trials()
     print(
         f"{settings.role} '{space.name}' (sweep id {folder.sweep_id}): "
@@ -598,14 +604,7 @@ def _run_tune(
         f"'{target.experiment_name}' parent run {parent.run_id}",
         flush=True,
     )
-    context = SweepContext(
-        space=space,
-        tracking=target,
-        parent_run_id=parent.run_id,
-        git_commit=commit,
-        role="trial" if settings.role == "sweep" else "final_seed",
-        final_flush_s=settings.final_flush_s,
-    )
+    context = SweepContext(space=space)
     tuner = build_tuner(
         space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
     )

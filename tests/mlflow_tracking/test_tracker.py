@@ -4,7 +4,6 @@ an outage of a real `mlflow server` (cut and restored through a TCP relay) that 
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -147,24 +146,15 @@ def test_an_update_mlflow_rejects_is_dropped_and_the_rest_arrives(tmp_path: Path
     assert run.data.params["lr"] == "0.1" and run.data.metrics["score"] == 1.0
 
 
-def test_undelivered_updates_are_saved_and_reported(tmp_path: Path) -> None:
+def test_undelivered_updates_are_reported_without_credentials() -> None:
     uri = f"http://user:hunter2@127.0.0.1:{free_port()}"
     target = TrackingTarget(uri=uri, experiment_name="e", experiment_id="1")
-    tracker = RunTracker(
-        target, run_name="lost", final_flush_s=0.5, pending_path=tmp_path / "pending.json"
-    )
+    tracker = RunTracker(target, run_name="lost")
     tracker.log_metrics({"score": 3.0}, step=7)
-    started = time.monotonic()
-    with pytest.warns(UserWarning, match="were not delivered; they are saved in") as caught:
-        assert not tracker.finish("FINISHED")
-    assert time.monotonic() - started < 15
+    with pytest.warns(UserWarning, match="2 updates of run lost were not delivered") as caught:
+        assert not tracker.finish("FINISHED", timeout_s=0.5)
     assert all("hunter2" not in str(w.message) for w in caught)
-    saved = json.loads((tmp_path / "pending.json").read_text())
-    metrics = saved["operations"][0]
-    assert metrics["kind"] == "metrics"
-    assert (metrics["payload"]["step"], metrics["payload"]["values"]) == (7, {"score": 3.0})
-    assert saved["operations"][-1] == {"kind": "terminate", "payload": "FINISHED"}
-    assert "hunter2" not in (tmp_path / "pending.json").read_text()
+    assert tracker.pending == 2  # still queued: a later flush can deliver them
 
 
 class TcpRelay:

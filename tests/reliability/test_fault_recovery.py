@@ -223,14 +223,14 @@ def test_a_trial_worker_killed_mid_epoch_resumes_from_its_checkpoint(
         if not dirs:
             return False
         trial_id = _trial_id(dirs[0])
-        if trial_id not in workers:  # the worker's pid is tagged when the trial starts
+        if trial_id not in workers:  # the driver tags the worker's pid with epoch 1's result
             experiment = client.get_experiment_by_name(EXPERIMENT)
             if experiment is None:
                 return False
             runs = client.search_runs(
                 [experiment.experiment_id], filter_string=f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'"
             )
-            if not runs:
+            if not runs or TAG_WORKER_PID not in runs[0].data.tags:
                 return False
             workers[trial_id] = int(runs[0].data.tags[TAG_WORKER_PID])
         return bool(_checkpoints(dirs[0]))
