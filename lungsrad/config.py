@@ -24,6 +24,9 @@ import yaml
 # is refused instead of being silently reinterpreted.
 CONFIG_VERSION = 1
 
+# The fewest classes a classifier may have (ICBHI has 4; a 2-class task is the smallest).
+MIN_NUM_CLASSES = 2
+
 # DASS presets as in the reference code (Saurabhbhati/DASS, src/models/ast_models.py).
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "small": {"dims": (96, 192, 384, 768), "depths": (2, 2, 8, 2), "drop_path_rate": 0.2},
@@ -345,8 +348,10 @@ def validate_config(config: ExperimentConfig) -> None:
         raise ValueError(f"model.dims must be positive even widths, got {list(dims)}")
     if any(d <= 0 for d in depths):
         raise ValueError(f"model.depths must be positive, got {list(depths)}")
-    if model.num_classes < 2:
-        raise ValueError(f"model.num_classes must be at least 2, got {model.num_classes}")
+    if model.num_classes < MIN_NUM_CLASSES:
+        raise ValueError(
+            f"model.num_classes must be at least {MIN_NUM_CLASSES}, got {model.num_classes}"
+        )
     if not 0.0 <= drop_path_rate < 1.0:
         raise ValueError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
 

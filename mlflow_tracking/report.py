@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import write_text_atomic
+from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.metrics import REPORT_SCORE, REPORT_SENSITIVITY, REPORT_SPECIFICITY
 from mlflow_tracking.tracker import (
     PARENT_RUN_TAG,
@@ -212,10 +212,8 @@ def plot_parameter(
     axes.set_ylabel(metric)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_destination(path) as tmp_path:
+        figure.savefig(tmp_path, format="png")
 
 
 def _cell(row: Row, metric: str) -> str:

@@ -18,7 +18,6 @@ import csv
 import io
 import math
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -546,21 +545,11 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[ExperimentCo
     """Reads a lungsrad training checkpoint: (its config, the checkpoint dict)."""
     import yaml
 
+    from lungsrad.checkpoint_format import read_checkpoint
     from lungsrad.config import config_from_dict
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path}: not a readable checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "lungsrad-checkpoint":
-        raise ValueError(
-            f"{path} is not a lungsrad training checkpoint (no 'format': 'lungsrad-checkpoint'); "
-            "pass the checkpoint.pt written by `lungsrad train`"
-        )
+    checkpoint = read_checkpoint(path)
     try:
         config = config_from_dict(yaml.safe_load(checkpoint["config"]) or {})
     except (KeyError, ValueError, yaml.YAMLError) as error:

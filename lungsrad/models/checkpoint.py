@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lungsrad.checkpoint_format import check_checkpoint_format, is_lungsrad_checkpoint
+
 logger = logging.getLogger(__name__)
 
-LUNGSRAD_CHECKPOINT_FORMAT = "lungsrad-checkpoint"
 HEAD_PREFIX = "classifier.head."
 # Stripped when every key carries it: release files (DataParallel around DASS.v), DASS without
 # DataParallel, DataParallel around the backbone, and torch.compile'd modules.
@@ -50,7 +51,8 @@ def _read(path: Path) -> Any:
 def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """The model state dict inside a release file, a wrapper dict or a lungsrad checkpoint."""
     if isinstance(obj, Mapping):
-        if obj.get("format") == LUNGSRAD_CHECKPOINT_FORMAT:
+        if is_lungsrad_checkpoint(obj):
+            obj = check_checkpoint_format(obj, source)
             if not isinstance(obj.get("model"), Mapping):
                 raise ValueError(f"{source}: lungsrad checkpoint without a 'model' state dict")
             obj = obj["model"]
