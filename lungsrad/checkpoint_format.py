@@ -1,6 +1,6 @@
 """The lungsrad checkpoint format, defined once: its marker, its version, and the reader that
 checks both. Training resume (training/checkpoints.py), model loading (models/checkpoint.py) and
-the spectral analysis (method/spectral_analysis.py) all read through here. Imports nothing local.
+the spectral analysis (method/spectral_analysis.py) all read through here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from lungsrad.errors import UserError
 
 CHECKPOINT_FORMAT = "lungsrad-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -28,7 +30,7 @@ _LOAD_ERRORS = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file is unreadable, not a lungsrad checkpoint, or incompatible with the run."""
 
 

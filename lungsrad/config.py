@@ -1,7 +1,8 @@
 """The one typed experiment configuration: frozen dataclasses, YAML load/save, dotted overrides.
 
 Every run (CLI, Ray trial, final training) is `ExperimentConfig`; unknown keys and bad values
-fail with a `ValueError` naming the key, so a typo never costs a training run.
+fail with a `UserError` (lungsrad.errors) naming the key, NaN and inf included, so a typo never
+costs a training run.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import tempfile
 import types
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+from lungsrad.errors import UserError
 
 # Bumped whenever a key is renamed or its meaning changes; a config written by another version
 # is refused instead of being silently reinterpreted.
@@ -182,17 +186,35 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-5" (no dot) as a string; accept numeric strings explicitly.
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def _convert(value: Any, annotation: Any, key: str) -> Any:
     """Converts a YAML value to `annotation`, raising ValueError naming `key` when it cannot."""
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
-            raise ValueError(f"config key '{key}' must be a mapping, got {value!r}")
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
         return _build(annotation, value, prefix=f"{key}.")
     if origin in (Union, types.UnionType):
         args = typing.get_args(annotation)
         if value is None and type(None) in args:
             return None
+        if float in args:  # NaN/inf is refused as such, not as "the wrong type"
+            number = _float_or_none(value)
+            if number is not None and not math.isfinite(number):
+                raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
         for arg in args:
             if arg is type(None):
                 continue
@@ -200,39 +222,36 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ValueError:
                 continue
-        raise ValueError(f"config key '{key}' must be {_type_name(annotation)}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {_type_name(annotation)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(annotation):
-            raise ValueError(
+            raise UserError(
                 f"config key '{key}' must be one of {_type_name(annotation)}, got {value!r}"
             )
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config key '{key}' must be a list, got {value!r}")
+            raise UserError(f"config key '{key}' must be a list, got {value!r}")
         (item_type, _) = typing.get_args(annotation)
         return tuple(_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"config key '{key}' must be true or false, got {value!r}")
+            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config key '{key}' must be an integer, got {value!r}")
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # YAML 1.1 reads "1e-5" (no dot) as a string; accept numeric strings explicitly.
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-            raise ValueError(f"config key '{key}' must be a number, got {value!r}")
-        return float(value)
+        number = _float_or_none(value)
+        if number is None:
+            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
-            raise ValueError(f"config key '{key}' must be a string, got {value!r}")
+            raise UserError(f"config key '{key}' must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config annotation {annotation!r} for '{key}'")
 
@@ -244,7 +263,7 @@ def _build(cls: Any, values: Mapping[str, Any], *, prefix: str = "") -> Any:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ValueError(
+            raise UserError(
                 f"unknown config key '{prefix}{key}'{hint} (known keys: {', '.join(known)})"
             )
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in values.items()}
@@ -254,12 +273,10 @@ def _build(cls: Any, values: Mapping[str, Any], *, prefix: str = "") -> Any:
 def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
     """Builds and validates a config from nested mappings (missing keys take defaults)."""
     if not isinstance(values, Mapping):
-        raise ValueError(
-            f"a config must be a mapping at the top level, got {type(values).__name__}"
-        )
+        raise UserError(f"a config must be a mapping at the top level, got {type(values).__name__}")
     version = values.get("config_version", CONFIG_VERSION)
     if version != CONFIG_VERSION:
-        raise ValueError(
+        raise UserError(
             f"config_version is {version!r} but this lungsrad reads version {CONFIG_VERSION}; "
             "regenerate the config with this version of the code"
         )
@@ -317,7 +334,7 @@ def check_config_path(path: str) -> Any:
     if path not in paths:
         close = difflib.get_close_matches(path, list(paths), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown config path '{path}'{hint}")
+        raise UserError(f"unknown config path '{path}'{hint}")
     return paths[path]
 
 
@@ -338,88 +355,88 @@ def validate_config(config: ExperimentConfig) -> None:
     """Semantic checks across keys; raises ValueError naming the offending key."""
     model = config.model
     if model.preset == "custom" and (model.dims is None or model.depths is None):
-        raise ValueError("model.preset is 'custom': set both model.dims and model.depths")
+        raise UserError("model.preset is 'custom': set both model.dims and model.depths")
     dims, depths, drop_path_rate = resolved_architecture(model)
     if len(dims) != len(depths) or not dims:
-        raise ValueError(
+        raise UserError(
             f"model.dims ({list(dims)}) and model.depths ({list(depths)}) must have the same length"
         )
     if any(d <= 0 for d in dims) or any(d % 2 for d in dims):
-        raise ValueError(f"model.dims must be positive even widths, got {list(dims)}")
+        raise UserError(f"model.dims must be positive even widths, got {list(dims)}")
     if any(d <= 0 for d in depths):
-        raise ValueError(f"model.depths must be positive, got {list(depths)}")
+        raise UserError(f"model.depths must be positive, got {list(depths)}")
     if model.num_classes < MIN_NUM_CLASSES:
-        raise ValueError(
+        raise UserError(
             f"model.num_classes must be at least {MIN_NUM_CLASSES}, got {model.num_classes}"
         )
     if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        raise UserError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
 
     regularization = config.method.regularization
     _validate_regularization(regularization, depths)
 
     patch_mix = config.method.patch_mix
     if patch_mix.alpha <= 0:
-        raise ValueError(f"method.patch_mix.alpha must be > 0, got {patch_mix.alpha}")
+        raise UserError(f"method.patch_mix.alpha must be > 0, got {patch_mix.alpha}")
     if patch_mix.temperature <= 0:
-        raise ValueError(f"method.patch_mix.temperature must be > 0, got {patch_mix.temperature}")
+        raise UserError(f"method.patch_mix.temperature must be > 0, got {patch_mix.temperature}")
     if patch_mix.projection_dim < 1:
-        raise ValueError(
+        raise UserError(
             f"method.patch_mix.projection_dim must be >= 1, got {patch_mix.projection_dim}"
         )
     if patch_mix.time_loss_weight < 0 or patch_mix.freq_loss_weight < 0:
-        raise ValueError("method.patch_mix loss weights must be >= 0")
+        raise UserError("method.patch_mix loss weights must be >= 0")
 
     data = config.data
     if data.sample_rate_hz <= 0:
-        raise ValueError(f"data.sample_rate_hz must be > 0, got {data.sample_rate_hz}")
+        raise UserError(f"data.sample_rate_hz must be > 0, got {data.sample_rate_hz}")
     if data.segment_seconds <= 0:
-        raise ValueError(f"data.segment_seconds must be > 0, got {data.segment_seconds}")
+        raise UserError(f"data.segment_seconds must be > 0, got {data.segment_seconds}")
     if data.num_mel_bins < 8:
-        raise ValueError(f"data.num_mel_bins must be >= 8, got {data.num_mel_bins}")
+        raise UserError(f"data.num_mel_bins must be >= 8, got {data.num_mel_bins}")
     if data.feature_std <= 0:
-        raise ValueError(f"data.feature_std must be > 0, got {data.feature_std}")
+        raise UserError(f"data.feature_std must be > 0, got {data.feature_std}")
     if not 0.0 < data.validation_fraction < 1.0:
-        raise ValueError(
+        raise UserError(
             f"data.validation_fraction must be in (0, 1), got {data.validation_fraction}"
         )
 
     train = config.train
     for key in ("num_epochs", "batch_size", "eval_batch_size", "step_size_epochs"):
         if getattr(train, key) < 1:
-            raise ValueError(f"train.{key} must be >= 1, got {getattr(train, key)}")
+            raise UserError(f"train.{key} must be >= 1, got {getattr(train, key)}")
     if train.learning_rate <= 0:
-        raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
+        raise UserError(f"train.learning_rate must be > 0, got {train.learning_rate}")
     if train.weight_decay < 0:
-        raise ValueError(f"train.weight_decay must be >= 0, got {train.weight_decay}")
+        raise UserError(f"train.weight_decay must be >= 0, got {train.weight_decay}")
     if train.warmup_epochs < 0 or train.warmup_epochs >= train.num_epochs + 1:
-        raise ValueError(f"train.warmup_epochs must be in 0..num_epochs, got {train.warmup_epochs}")
+        raise UserError(f"train.warmup_epochs must be in 0..num_epochs, got {train.warmup_epochs}")
     if train.time_mask < 0 or train.freq_mask < 0:
-        raise ValueError("train.time_mask and train.freq_mask must be >= 0")
+        raise UserError("train.time_mask and train.freq_mask must be >= 0")
     if train.max_steps_per_epoch is not None and train.max_steps_per_epoch < 1:
-        raise ValueError(
+        raise UserError(
             f"train.max_steps_per_epoch must be >= 1 or null, got {train.max_steps_per_epoch}"
         )
     if train.grad_clip_norm is not None and train.grad_clip_norm <= 0:
-        raise ValueError(f"train.grad_clip_norm must be > 0 or null, got {train.grad_clip_norm}")
+        raise UserError(f"train.grad_clip_norm must be > 0 or null, got {train.grad_clip_norm}")
     if train.num_threads is not None and train.num_threads < 1:
-        raise ValueError(f"train.num_threads must be >= 1 or null, got {train.num_threads}")
+        raise UserError(f"train.num_threads must be >= 1 or null, got {train.num_threads}")
 
 
 def _validate_regularization(regularization: RegularizationConfig, depths: tuple[int, ...]) -> None:
     """Kernel checks always; the placement only when the regularization is enabled, so a
     disabled default (stage 2, blocks [2, 3]) does not reject models with fewer blocks."""
     if regularization.kernel_size < 1 or regularization.kernel_size % 2 == 0:
-        raise ValueError(
+        raise UserError(
             "method.regularization.kernel_size must be a positive odd integer, "
             f"got {regularization.kernel_size}"
         )
     if regularization.sigma <= 0:
-        raise ValueError(f"method.regularization.sigma must be > 0, got {regularization.sigma}")
+        raise UserError(f"method.regularization.sigma must be > 0, got {regularization.sigma}")
     if not regularization.enabled:
         return
     if not 0 <= regularization.stage < len(depths):
-        raise ValueError(
+        raise UserError(
             f"method.regularization.stage must be in 0..{len(depths) - 1} "
             f"(the model has {len(depths)} stages), got {regularization.stage}"
         )
@@ -427,7 +444,7 @@ def _validate_regularization(regularization: RegularizationConfig, depths: tuple
         depth = depths[regularization.stage]
         bad = [b for b in regularization.blocks if not 0 <= b < depth]
         if bad or not regularization.blocks:
-            raise ValueError(
+            raise UserError(
                 f"method.regularization.blocks {list(regularization.blocks)} not valid: stage "
                 f"{regularization.stage} has blocks 0..{depth - 1}"
             )
@@ -447,7 +464,7 @@ def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(
+        raise UserError(
             f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"
         ) from None
     if values is None:
@@ -455,7 +472,7 @@ def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
     try:
         return config_from_dict(values)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise UserError(f"{path}: {error}") from None
 
 
 def dump_config(config: ExperimentConfig) -> str:

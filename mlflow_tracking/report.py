@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lungsrad.config import atomic_destination, write_text_atomic
+from lungsrad.errors import USER_ERRORS, UserError
 from lungsrad.metrics import REPORT_SCORE, REPORT_SENSITIVITY, REPORT_SPECIFICITY
 from mlflow_tracking.tracker import (
     PARENT_RUN_TAG,
@@ -88,7 +89,7 @@ def find_parent_run(client: Any, experiment_id: str, parent_run_id: str | None) 
         try:
             return client.get_run(parent_run_id)
         except Exception:
-            raise ValueError(f"parent run {parent_run_id} not found") from None
+            raise UserError(f"parent run {parent_run_id} not found") from None
     runs = [
         run
         for role in ("sweep", "final")
@@ -101,7 +102,7 @@ def find_parent_run(client: Any, experiment_id: str, parent_run_id: str | None) 
     ]
     runs.sort(key=lambda run: run.info.start_time, reverse=True)
     if not runs:
-        raise ValueError("the experiment has no sweep parent run; pass --parent-run-id")
+        raise UserError("the experiment has no sweep parent run; pass --parent-run-id")
     return runs[0]
 
 
@@ -244,7 +245,7 @@ def build_report(
     base_labels = json.loads(tags.get(TAG_BASE_VALUES, "{}"))
     points = child_points(client, experiment_id, run_id)
     if not points:
-        raise ValueError(f"parent run {run_id} has no finished child runs to report on")
+        raise UserError(f"parent run {run_id} has no finished child runs to report on")
     parameters = ([VARIANT_PARAMETER] if len(variants) > 1 else []) + list(swept)
     if not parameters:
         parameters = [VARIANT_PARAMETER]
@@ -324,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = make_client(uri)
         experiment = client.get_experiment_by_name(args.experiment)
         if experiment is None:
-            raise ValueError(f"no MLflow experiment '{args.experiment}' at '{redact_uri(uri)}'")
+            raise UserError(f"no MLflow experiment '{args.experiment}' at '{redact_uri(uri)}'")
         report = build_report(
             client,
             experiment_id=experiment.experiment_id,
@@ -333,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metric=args.metric,
             log_to_parent=not args.no_log,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except USER_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"error: {redact_text(message, raw_uri)}", file=sys.stderr)
         return EXIT_BAD_INPUT

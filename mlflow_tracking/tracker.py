@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lungsrad.errors import UserError
+
 # Tag names every lungsrad run may carry (MLflow tags are strings).
 TAG_ROLE = "lungsrad.role"  # sweep | trial | final | final_seed
 TAG_SWEEP = "lungsrad.sweep"  # search-space name
@@ -132,21 +134,21 @@ def normalize_tracking_uri(uri: str) -> str:
     if scheme not in SUPPORTED_SCHEMES:
         close = [s for s in SUPPORTED_SCHEMES if s[0] == scheme[:1]] if scheme else []
         hint = f" (did you mean {close[0]}://?)" if close else ""
-        raise ValueError(
+        raise UserError(
             f"tracking URI '{shown}' has unsupported scheme '{parsed.scheme}'{hint}; use "
             "sqlite:////ABS/PATH/mlflow.db, http://HOST:PORT or postgresql://USER@HOST/DB"
         )
     if scheme == "sqlite":
         path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
         if not path or path == ":memory:":
-            raise ValueError(
+            raise UserError(
                 f"tracking URI '{shown}' needs a database file: sqlite:////ABS/PATH/mlflow.db"
             )
         return sqlite_uri(path)
     if scheme == "file":
         return Path(urllib.parse.unquote(parsed.path)).expanduser().resolve().as_uri()
     if scheme in _HTTP_SCHEMES and not parsed.hostname:
-        raise ValueError(f"tracking URI '{shown}' has no host; use http://HOST:PORT")
+        raise UserError(f"tracking URI '{shown}' has no host; use http://HOST:PORT")
     return uri
 
 
@@ -163,13 +165,13 @@ def check_server(uri: str, *, timeout_s: float = 5.0) -> None:
         status = error.code
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ValueError(
+        raise UserError(
             f"MLflow tracking server '{redact_uri(uri)}' is not reachable ({reason}); start it "
             "(mlflow server --host 127.0.0.1 --port PORT --backend-store-uri ...) or fix "
             "--tracking-uri"
         ) from None
     if status != 200:
-        raise ValueError(
+        raise UserError(
             f"'{redact_uri(uri)}' answered HTTP {status} on /health: it is not an MLflow "
             "tracking server; fix --tracking-uri"
         )
@@ -238,7 +240,7 @@ def make_client(uri: str) -> Any:
         try:
             client.search_experiments(max_results=1)  # creates or migrates the tables now
         except Exception as error:  # SQLAlchemy/alembic errors differ per cause
-            raise ValueError(
+            raise UserError(
                 f"MLflow store {database} cannot be opened ({_first_line(error)[:200]}); "
                 f"upgrade it with `mlflow db upgrade sqlite:///{database}` or move it aside"
             ) from None
@@ -282,7 +284,7 @@ def _repair_half_initialised(database: Path) -> None:
         else "tables without a schema version (table creation was interrupted)"
     )
     if runs:
-        raise ValueError(
+        raise UserError(
             f"MLflow store {database} is half-initialised ({problem}) and holds {runs} runs; "
             "restore it from a backup or move it aside to start a new store"
         )
@@ -324,7 +326,7 @@ def open_experiment(
                 location = Path(artifact_root).expanduser().resolve().as_uri()
             experiment_id = _create_experiment(client, experiment_name, location)
         elif experiment.lifecycle_stage != "active":
-            raise ValueError(
+            raise UserError(
                 f"MLflow experiment '{experiment_name}' at '{redact_uri(uri)}' is deleted; "
                 "restore it (mlflow experiments restore) or choose another --experiment"
             )
@@ -334,7 +336,7 @@ def open_experiment(
         raise
     except Exception as error:  # MLflow/SQLAlchemy/requests errors differ per store
         message = redact_text(str(error).splitlines()[0] if str(error) else repr(error), uri)
-        raise ValueError(
+        raise UserError(
             f"MLflow tracking URI '{redact_uri(uri)}' is not usable: {message}"
         ) from None
     return TrackingTarget(uri=uri, experiment_name=experiment_name, experiment_id=experiment_id)

@@ -29,6 +29,7 @@ from lungsrad.config import (
     flatten_config,
     load_config,
 )
+from lungsrad.errors import UserError
 from lungsrad.metrics import (
     EPOCH,
     EVAL_KEYS,
@@ -393,9 +394,9 @@ class _Locator:
                 return f"{self.path}:{line}"
         return str(self.path)
 
-    def error(self, keys: Sequence[str], message: str) -> ValueError:
-        """ValueError "FILE:LINE: message" with the line of the deepest known key."""
-        return ValueError(f"{self.where(keys)}: {message}")
+    def error(self, keys: Sequence[str], message: str) -> UserError:
+        """UserError "FILE:LINE: message" with the line of the deepest known key."""
+        return UserError(f"{self.where(keys)}: {message}")
 
 
 def load_search_space(path: str | Path, *, data_root: str | Path | None = None) -> SearchSpace:
@@ -418,7 +419,7 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise ValueError(
+        raise UserError(
             f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})"
         ) from None
     locate = _Locator(path, text)

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from lungsrad.config import ExperimentConfig, dump_config, file_lock, write_text_atomic
+from lungsrad.errors import USER_ERRORS, UserError
 from mlflow_tracking.tracker import (
     TAG_BASE_VALUES,
     TAG_GIT_COMMIT,
@@ -279,7 +280,7 @@ def locate_sweep_folder(space: SearchSpace, settings: DriverSettings) -> SweepFo
     folder = _resumed_folder(space, settings)
     state = _read_state(folder)
     if state.get("experiment") != settings.experiment:
-        raise ValueError(
+        raise UserError(
             f"--resume: {folder} logged to MLflow experiment '{state.get('experiment')}', not "
             f"'{settings.experiment}'; pass --experiment {state.get('experiment')}"
         )
@@ -307,7 +308,7 @@ def _resumed_folder(space: SearchSpace, settings: DriverSettings) -> Path:
         )
     if len(candidates) > 1:
         listed = ", ".join(f"{_recorded_sweep_id(p)} ({p.name})" for p in candidates)
-        raise ValueError(
+        raise UserError(
             f"--resume: {len(candidates)} sweeps '{space.name}' under {settings.storage_path}: "
             f"{listed}; choose one with --resume SWEEP_ID"
         )
@@ -326,7 +327,7 @@ def driver_lock(folder: SweepFolder) -> Iterator[None]:
         try:
             stack.enter_context(file_lock(folder.path / DRIVER_LOCK_FILE, blocking=False))
         except BlockingIOError:
-            raise ValueError(
+            raise UserError(
                 f"--resume: sweep {folder.sweep_id} ({folder.path}) is still running (its "
                 "driver holds the folder's lock); wait until it ends or stop it first"
             ) from None
@@ -456,7 +457,7 @@ def _parent_tracker(
         try:
             run = target.client().get_run(folder.parent_run_id)
         except Exception:
-            raise ValueError(
+            raise UserError(
                 f"--resume: the sweep's MLflow parent run {folder.parent_run_id} is not in "
                 f"'{target.display_uri}' (experiment '{target.experiment_name}'); pass the "
                 "--tracking-uri the sweep started with"
@@ -485,7 +486,7 @@ def _parent_tracker(
         tracker.log_text(dump_config(config), f"base_configs/{name}.yaml")
     # Several drivers starting at once may find a SQLite store busy for a moment.
     if not tracker.deliver(timeout_s=PARENT_RUN_WAIT_S):
-        raise ValueError(
+        raise UserError(
             f"MLflow at '{target.display_uri}' did not accept the sweep's parent run "
             f"({tracker.last_error})"
         )
@@ -777,7 +778,7 @@ def run_command(function: Any, uri: str | None) -> int:
     """Runs a CLI body; user errors become one line on stderr and exit status 2."""
     try:
         return function()
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
+    except USER_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if uri:
             message = redact_text(message, uri)

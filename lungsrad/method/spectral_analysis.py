@@ -34,6 +34,7 @@ from lungsrad.config import (
     atomic_destination,
     write_text_atomic,
 )
+from lungsrad.errors import UserError
 from lungsrad.method.spectral_regularization import (
     attach_spectral_regularization,
     gaussian_kernel1d,
@@ -553,7 +554,7 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[ExperimentCo
     try:
         config = config_from_dict(yaml.safe_load(checkpoint["config"]) or {})
     except (KeyError, ValueError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: the stored config is not usable ({error})") from None
+        raise UserError(f"{path}: the stored config is not usable ({error})") from None
     return config, checkpoint
 
 
@@ -563,7 +564,7 @@ def _example_features(
     from lungsrad.data.features import build_feature_set
 
     if data_root is None and config.data.root is None:
-        raise ValueError("no dataset: pass --data DIR (data.root is not set in the checkpoint)")
+        raise UserError("no dataset: pass --data DIR (data.root is not set in the checkpoint)")
     feature_set = build_feature_set(config.data, data_root, show_progress=False)
     test = [i for i, split in enumerate(feature_set.official_split) if split == "test"]
     pool = test or list(range(len(feature_set.labels)))
@@ -596,7 +597,7 @@ def run_spectral_analysis(
     from lungsrad.models import build_model, load_dass_checkpoint
 
     if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(f"number of examples must be >= 1, got {num_examples!r}")
+        raise UserError(f"number of examples must be >= 1, got {num_examples!r}")
     config, state = load_training_checkpoint(checkpoint)
     # The run's init checkpoint (model.checkpoint) is superseded by the trained weights, and
     # may not exist on this machine; any scan backend gives the same operands.
