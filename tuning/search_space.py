@@ -157,9 +157,11 @@ class Parameter:
         return {self.name: sampled}
 
     def label(self, sampled: Any) -> str:
-        """Short text for a sampled value (plots, tags, progress lines)."""
-        if isinstance(sampled, float):
-            return f"{sampled:.6g}"
+        """The identity of a sampled value as text (tags, seed grouping, report axis): exact,
+        so that two values never share a label (floats as their shortest exact repr; a
+        whole float as the integer it equals, as a float setting stores 1 and 1.0 alike)."""
+        if isinstance(sampled, float) and sampled.is_integer():
+            return str(int(sampled))
         return str(sampled)
 
 
@@ -322,13 +324,22 @@ class SearchSpace:
         return space
 
 
+def display_label(label: str) -> str:
+    """A value label shortened for reading (6 significant digits for numbers); display only."""
+    try:
+        number = float(label)
+    except ValueError:
+        return label
+    return label if number.is_integer() and "." not in label else f"{number:.6g}"
+
+
 @dataclass(frozen=True)
 class ResolvedTrial:
     """What a Tune trial config means."""
 
     config: ExperimentConfig  # base variant + sampled overrides + seed
     variant: str  # base config name
-    values: dict[str, str]  # swept parameter -> label of its value in this trial
+    values: dict[str, str]  # swept parameter -> exact label of its value (Parameter.label)
     seed: int  # train.seed
     overrides: dict[str, Any]  # dotted path -> value applied on the variant's base config
 
@@ -336,7 +347,7 @@ class ResolvedTrial:
         """The configuration without its seed, e.g. "variant=lung_srad method.patch_mix.alpha=0.5"
         ("base config" for the unchanged base)."""
         parts = [f"variant={self.variant}"] if self.variant != BASE_POINT else []
-        parts += [f"{name}={label}" for name, label in self.values.items()]
+        parts += [f"{name}={display_label(label)}" for name, label in self.values.items()]
         return " ".join(parts) or "base config"
 
     def describe(self) -> str:
