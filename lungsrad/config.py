@@ -454,19 +454,30 @@ def _validate_regularization(regularization: RegularizationConfig, depths: tuple
 # Files
 
 
-def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
-    """Reads a YAML run config; errors name the file and the key."""
+def read_yaml_file(path: str | os.PathLike[str], *, what: str) -> tuple[str, Any]:
+    """(text, parsed YAML) of a file the user gave (run config, search space).
+
+    Raises:
+        FileNotFoundError: "<what> not found: PATH".
+        UserError: "PATH: line N is not valid YAML (problem)".
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
+    text = path.read_text(encoding="utf-8")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return text, yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise UserError(
             f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"
         ) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
+    """Reads a YAML run config; errors name the file and the key."""
+    _, values = read_yaml_file(path, what="config file")
     if values is None:
         values = {}
     try:

@@ -28,6 +28,7 @@ from lungsrad.config import (
     config_from_dict,
     flatten_config,
     load_config,
+    read_yaml_file,
 )
 from lungsrad.errors import UserError
 from lungsrad.metrics import (
@@ -483,17 +484,7 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
 
 def _read_document(path: Path) -> tuple[str, Mapping[str, Any], _Locator]:
     """The file's text, its YAML mapping and a locator of its keys' lines."""
-    if not path.is_file():
-        raise FileNotFoundError(f"search space file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(
-            f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})"
-        ) from None
+    text, document = read_yaml_file(path, what="search space file")
     locate = _Locator(path, text)
     if not isinstance(document, Mapping):
         raise locate.error(

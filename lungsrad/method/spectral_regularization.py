@@ -16,7 +16,6 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lungsrad.config import ExperimentConfig, regularized_blocks
-from lungsrad.errors import UserError
 
 if TYPE_CHECKING:
     from lungsrad.models import DASS
@@ -115,15 +114,17 @@ def attach_spectral_regularization(model: DASS, config: ExperimentConfig) -> lis
         return []
     stage = regularization.stage
     depths = tuple(model.depths)
+    # validate_config checks the placement against the config's architecture; these catch a model
+    # that was not built from this config (a bug, hence ValueError).
     if not 0 <= stage < len(depths):
-        raise UserError(
+        raise ValueError(
             f"method.regularization.stage {stage} not valid: the model has stages "
             f"0..{len(depths) - 1}"
         )
     blocks = regularized_blocks(config)
     bad = [index for index in blocks if not 0 <= index < depths[stage]]
     if bad:
-        raise UserError(
+        raise ValueError(
             f"method.regularization.blocks {blocks} not valid: stage {stage} of the model has "
             f"blocks 0..{depths[stage] - 1}"
         )

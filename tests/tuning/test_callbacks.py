@@ -121,6 +121,18 @@ def _steps(target: Any, run: Any, key: str) -> list[int]:
     )
 
 
+def _started_trial(
+    space: SearchSpace, tmp_path: Path, trial_id: str, error: str
+) -> tuple[MlflowLogger, StandInTrial]:
+    """A logger that saw the start of a trial whose error file (read on failure) says `error`."""
+    error_file = tmp_path / f"{trial_id}_error.txt"
+    error_file.write_text(error)
+    logger = MlflowLogger(space)
+    trial = StandInTrial(trial_id, {ALPHA: 0.5, "seed": 0}, error_file=str(error_file))
+    logger.on_trial_start(0, [], trial)
+    return logger, trial
+
+
 def test_a_trial_run_gets_params_facts_epochs_and_checkpoint_artifacts(
     space: SearchSpace, sweep: tuple[Any, str], tmp_path: Path
 ) -> None:
@@ -157,11 +169,8 @@ def test_a_retried_trial_and_a_resumed_driver_continue_the_same_run(
     space: SearchSpace, sweep: tuple[Any, str], tmp_path: Path
 ) -> None:
     target, parent_run_id = sweep
-    error_file = tmp_path / "error.txt"
-    error_file.write_text("Traceback ...\nray.exceptions.ActorDiedError: the worker died\n")
-    logger = MlflowLogger(space)
-    trial = StandInTrial("t_00001", {ALPHA: 0.5, "seed": 0}, error_file=str(error_file))
-    logger.on_trial_start(0, [], trial)
+    error = "Traceback ...\nray.exceptions.ActorDiedError: the worker died\n"
+    logger, trial = _started_trial(space, tmp_path, "t_00001", error)
     logger.on_trial_result(0, [], trial, _result(1))
     logger.on_trial_recover(0, [], trial)
     assert "the worker died" in _child(target, parent_run_id).data.tags[TAG_FAILURE]
@@ -186,11 +195,8 @@ def test_a_diverged_trial_is_failed_with_its_reason(
     space: SearchSpace, sweep: tuple[Any, str], tmp_path: Path
 ) -> None:
     target, parent_run_id = sweep
-    error_file = tmp_path / "error.txt"
-    error_file.write_text("NonFiniteLossError: non-finite loss: training loss is not finite\n")
-    logger = MlflowLogger(space)
-    trial = StandInTrial("t_00002", {ALPHA: 0.5, "seed": 0}, error_file=str(error_file))
-    logger.on_trial_start(0, [], trial)
+    error = "NonFiniteLossError: non-finite loss: training loss is not finite\n"
+    logger, trial = _started_trial(space, tmp_path, "t_00002", error)
     failure = {EPOCH: 0, FAILURE_KEY: "non-finite loss: training loss is not finite"}
     logger.on_trial_result(0, [], trial, failure)
     logger.on_trial_error(0, [], trial)
