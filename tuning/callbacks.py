@@ -21,7 +21,7 @@ from ray import tune
 
 from lungsrad.config import dump_config, flatten_config
 from lungsrad.metrics import EPOCH
-from lungsrad.training.checkpoints import CHECKPOINT_FILE
+from lungsrad.training.checkpoints import CHECKPOINT_FILE, CheckpointError
 from mlflow_tracking.artifacts import write_checkpoint_artifacts
 from mlflow_tracking.tracker import (
     TAG_AMP,
@@ -276,7 +276,14 @@ class MlflowLogger(tune.Callback):
         else:
             if int(last.get(EPOCH, 0)) < self.space.max_epochs:
                 run.tracker.set_tags({TAG_STOPPED_EARLY: "true"})
-            self._log_checkpoint_artifacts(run, trial)
+            try:
+                self._log_checkpoint_artifacts(run, trial)
+            except (CheckpointError, OSError) as error:  # the run keeps its metrics
+                warnings.warn(
+                    f"no artifacts for trial {trial.trial_id}: its last checkpoint is not "
+                    f"usable ({error})",
+                    stacklevel=2,
+                )
             run.tracker.terminate("FINISHED")
         self._flush(run, force=True)
 

@@ -294,8 +294,11 @@ def locate_sweep_folder(space: SearchSpace, settings: DriverSettings) -> SweepFo
 
 def _resumed_folder(space: SearchSpace, settings: DriverSettings) -> Path:
     """The folder --resume [SWEEP_ID] names; several matches are refused, never guessed."""
+    # By the recorded name: the glob alone would also match a space named "<name>_more".
     candidates = sorted(
-        p for p in settings.storage_path.glob(f"{space.name}_*") if (p / STATE_FILE).is_file()
+        p
+        for p in settings.storage_path.glob(f"{space.name}_*")
+        if _read_state(p).get("sweep") == space.name
     )
     wanted = settings.resume_id
     if wanted:
