@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lungsrad.errors import USER_ERRORS, UserError
+
 EXIT_BAD_INPUT = 2
 
 
@@ -88,7 +90,7 @@ def _parse_override(item: str) -> tuple[str, object]:
     import yaml
 
     if "=" not in item:
-        raise ValueError(f"--set expects KEY=VALUE (dotted config path), got {item!r}")
+        raise UserError(f"--set expects KEY=VALUE (dotted config path), got {item!r}")
     key, text = item.split("=", 1)
     return key.strip(), yaml.safe_load(text)
 
@@ -146,7 +148,7 @@ def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     """Runs a handler; user errors become one line on stderr and exit status 2."""
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as error:
+    except USER_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"lungsrad: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

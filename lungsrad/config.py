@@ -1,7 +1,8 @@
 """The one typed experiment configuration: frozen dataclasses, YAML load/save, dotted overrides.
 
 Every run (CLI, Ray trial, final training) is `ExperimentConfig`; unknown keys and bad values
-fail with a `ValueError` naming the key, so a typo never costs a training run.
+fail with a `UserError` (lungsrad.errors) naming the key, NaN and inf included, so a typo never
+costs a training run.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import tempfile
 import types
@@ -20,9 +22,14 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from lungsrad.errors import UserError
+
 # Bumped whenever a key is renamed or its meaning changes; a config written by another version
 # is refused instead of being silently reinterpreted.
 CONFIG_VERSION = 1
+
+# The fewest classes a classifier may have (ICBHI has 4; a 2-class task is the smallest).
+MIN_NUM_CLASSES = 2
 
 # DASS presets as in the reference code (Saurabhbhati/DASS, src/models/ast_models.py).
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -181,17 +188,35 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-5" (no dot) as a string; accept numeric strings explicitly.
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def _convert(value: Any, annotation: Any, key: str) -> Any:
     """Converts a YAML value to `annotation`, raising ValueError naming `key` when it cannot."""
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
-            raise ValueError(f"config key '{key}' must be a mapping, got {value!r}")
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
         return _build(annotation, value, prefix=f"{key}.")
     if origin in (Union, types.UnionType):
         args = typing.get_args(annotation)
         if value is None and type(None) in args:
             return None
+        if float in args:  # NaN/inf is refused as such, not as "the wrong type"
+            number = _float_or_none(value)
+            if number is not None and not math.isfinite(number):
+                raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
         for arg in args:
             if arg is type(None):
                 continue
@@ -199,39 +224,36 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ValueError:
                 continue
-        raise ValueError(f"config key '{key}' must be {_type_name(annotation)}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {_type_name(annotation)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(annotation):
-            raise ValueError(
+            raise UserError(
                 f"config key '{key}' must be one of {_type_name(annotation)}, got {value!r}"
             )
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config key '{key}' must be a list, got {value!r}")
+            raise UserError(f"config key '{key}' must be a list, got {value!r}")
         (item_type, _) = typing.get_args(annotation)
         return tuple(_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"config key '{key}' must be true or false, got {value!r}")
+            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config key '{key}' must be an integer, got {value!r}")
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # YAML 1.1 reads "1e-5" (no dot) as a string; accept numeric strings explicitly.
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-            raise ValueError(f"config key '{key}' must be a number, got {value!r}")
-        return float(value)
+        number = _float_or_none(value)
+        if number is None:
+            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
-            raise ValueError(f"config key '{key}' must be a string, got {value!r}")
+            raise UserError(f"config key '{key}' must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config annotation {annotation!r} for '{key}'")
 
@@ -243,7 +265,7 @@ def _build(cls: Any, values: Mapping[str, Any], *, prefix: str = "") -> Any:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ValueError(
+            raise UserError(
                 f"unknown config key '{prefix}{key}'{hint} (known keys: {', '.join(known)})"
             )
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in values.items()}
@@ -253,12 +275,10 @@ def _build(cls: Any, values: Mapping[str, Any], *, prefix: str = "") -> Any:
 def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
     """Builds and validates a config from nested mappings (missing keys take defaults)."""
     if not isinstance(values, Mapping):
-        raise ValueError(
-            f"a config must be a mapping at the top level, got {type(values).__name__}"
-        )
+        raise UserError(f"a config must be a mapping at the top level, got {type(values).__name__}")
     version = values.get("config_version", CONFIG_VERSION)
     if version != CONFIG_VERSION:
-        raise ValueError(
+        raise UserError(
             f"config_version is {version!r} but this lungsrad reads version {CONFIG_VERSION}; "
             "regenerate the config with this version of the code"
         )
@@ -316,7 +336,7 @@ def check_config_path(path: str) -> Any:
     if path not in paths:
         close = difflib.get_close_matches(path, list(paths), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown config path '{path}'{hint}")
+        raise UserError(f"unknown config path '{path}'{hint}")
     return paths[path]
 
 
@@ -337,88 +357,90 @@ def validate_config(config: ExperimentConfig) -> None:
     """Semantic checks across keys; raises ValueError naming the offending key."""
     model = config.model
     if model.preset == "custom" and (model.dims is None or model.depths is None):
-        raise ValueError("model.preset is 'custom': set both model.dims and model.depths")
+        raise UserError("model.preset is 'custom': set both model.dims and model.depths")
     dims, depths, drop_path_rate = resolved_architecture(model)
     if len(dims) != len(depths) or not dims:
-        raise ValueError(
+        raise UserError(
             f"model.dims ({list(dims)}) and model.depths ({list(depths)}) must have the same length"
         )
     if any(d <= 0 for d in dims) or any(d % 2 for d in dims):
-        raise ValueError(f"model.dims must be positive even widths, got {list(dims)}")
+        raise UserError(f"model.dims must be positive even widths, got {list(dims)}")
     if any(d <= 0 for d in depths):
-        raise ValueError(f"model.depths must be positive, got {list(depths)}")
-    if model.num_classes < 2:
-        raise ValueError(f"model.num_classes must be at least 2, got {model.num_classes}")
+        raise UserError(f"model.depths must be positive, got {list(depths)}")
+    if model.num_classes < MIN_NUM_CLASSES:
+        raise UserError(
+            f"model.num_classes must be at least {MIN_NUM_CLASSES}, got {model.num_classes}"
+        )
     if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        raise UserError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
 
     regularization = config.method.regularization
     _validate_regularization(regularization, depths)
 
     patch_mix = config.method.patch_mix
     if patch_mix.alpha <= 0:
-        raise ValueError(f"method.patch_mix.alpha must be > 0, got {patch_mix.alpha}")
+        raise UserError(f"method.patch_mix.alpha must be > 0, got {patch_mix.alpha}")
     if patch_mix.temperature <= 0:
-        raise ValueError(f"method.patch_mix.temperature must be > 0, got {patch_mix.temperature}")
+        raise UserError(f"method.patch_mix.temperature must be > 0, got {patch_mix.temperature}")
     if patch_mix.projection_dim < 1:
-        raise ValueError(
+        raise UserError(
             f"method.patch_mix.projection_dim must be >= 1, got {patch_mix.projection_dim}"
         )
     if patch_mix.time_loss_weight < 0 or patch_mix.freq_loss_weight < 0:
-        raise ValueError("method.patch_mix loss weights must be >= 0")
+        raise UserError("method.patch_mix loss weights must be >= 0")
 
     data = config.data
     if data.sample_rate_hz <= 0:
-        raise ValueError(f"data.sample_rate_hz must be > 0, got {data.sample_rate_hz}")
+        raise UserError(f"data.sample_rate_hz must be > 0, got {data.sample_rate_hz}")
     if data.segment_seconds <= 0:
-        raise ValueError(f"data.segment_seconds must be > 0, got {data.segment_seconds}")
+        raise UserError(f"data.segment_seconds must be > 0, got {data.segment_seconds}")
     if data.num_mel_bins < 8:
-        raise ValueError(f"data.num_mel_bins must be >= 8, got {data.num_mel_bins}")
+        raise UserError(f"data.num_mel_bins must be >= 8, got {data.num_mel_bins}")
     if data.feature_std <= 0:
-        raise ValueError(f"data.feature_std must be > 0, got {data.feature_std}")
+        raise UserError(f"data.feature_std must be > 0, got {data.feature_std}")
     if not 0.0 < data.validation_fraction < 1.0:
-        raise ValueError(
+        raise UserError(
             f"data.validation_fraction must be in (0, 1), got {data.validation_fraction}"
         )
 
     train = config.train
     for key in ("num_epochs", "batch_size", "eval_batch_size", "step_size_epochs"):
         if getattr(train, key) < 1:
-            raise ValueError(f"train.{key} must be >= 1, got {getattr(train, key)}")
+            raise UserError(f"train.{key} must be >= 1, got {getattr(train, key)}")
     if train.learning_rate <= 0:
-        raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
+        raise UserError(f"train.learning_rate must be > 0, got {train.learning_rate}")
     if train.weight_decay < 0:
-        raise ValueError(f"train.weight_decay must be >= 0, got {train.weight_decay}")
+        raise UserError(f"train.weight_decay must be >= 0, got {train.weight_decay}")
     if train.warmup_epochs < 0 or train.warmup_epochs >= train.num_epochs + 1:
-        raise ValueError(f"train.warmup_epochs must be in 0..num_epochs, got {train.warmup_epochs}")
+        raise UserError(f"train.warmup_epochs must be in 0..num_epochs, got {train.warmup_epochs}")
     if train.time_mask < 0 or train.freq_mask < 0:
-        raise ValueError("train.time_mask and train.freq_mask must be >= 0")
+        raise UserError("train.time_mask and train.freq_mask must be >= 0")
     if train.max_steps_per_epoch is not None and train.max_steps_per_epoch < 1:
-        raise ValueError(
+        raise UserError(
             f"train.max_steps_per_epoch must be >= 1 or null, got {train.max_steps_per_epoch}"
         )
     if train.grad_clip_norm is not None and train.grad_clip_norm <= 0:
-        raise ValueError(f"train.grad_clip_norm must be > 0 or null, got {train.grad_clip_norm}")
+        raise UserError(f"train.grad_clip_norm must be > 0 or null, got {train.grad_clip_norm}")
     if train.num_threads is not None and train.num_threads < 1:
-        raise ValueError(f"train.num_threads must be >= 1 or null, got {train.num_threads}")
+        raise UserError(f"train.num_threads must be >= 1 or null, got {train.num_threads}")
     if train.finite_check_steps < 0:
-        raise ValueError(f"train.finite_check_steps must be >= 0, got {train.finite_check_steps}")
+        raise UserError(f"train.finite_check_steps must be >= 0, got {train.finite_check_steps}")
 
 
 def _validate_regularization(regularization: RegularizationConfig, depths: tuple[int, ...]) -> None:
     """Kernel checks always; the placement only when the regularization is enabled, so a
     disabled default (stage 2, blocks [2, 3]) does not reject models with fewer blocks."""
     if regularization.kernel_size < 1 or regularization.kernel_size % 2 == 0:
-        raise ValueError(
+        raise UserError(
             "method.regularization.kernel_size must be a positive odd integer, "
             f"got {regularization.kernel_size}"
         )
     if regularization.sigma <= 0:
-        raise ValueError(f"method.regularization.sigma must be > 0, got {regularization.sigma}")
+        raise UserError(f"method.regularization.sigma must be > 0, got {regularization.sigma}")
     if not regularization.enabled:
         return
     if not 0 <= regularization.stage < len(depths):
-        raise ValueError(
+        raise UserError(
             f"method.regularization.stage must be in 0..{len(depths) - 1} "
             f"(the model has {len(depths)} stages), got {regularization.stage}"
         )
@@ -426,7 +448,7 @@ def _validate_regularization(regularization: RegularizationConfig, depths: tuple
         depth = depths[regularization.stage]
         bad = [b for b in regularization.blocks if not 0 <= b < depth]
         if bad or not regularization.blocks:
-            raise ValueError(
+            raise UserError(
                 f"method.regularization.blocks {list(regularization.blocks)} not valid: stage "
                 f"{regularization.stage} has blocks 0..{depth - 1}"
             )
@@ -436,25 +458,36 @@ def _validate_regularization(regularization: RegularizationConfig, depths: tuple
 # Files
 
 
-def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
-    """Reads a YAML run config; errors name the file and the key."""
+def read_yaml_file(path: str | os.PathLike[str], *, what: str) -> tuple[str, Any]:
+    """(text, parsed YAML) of a file the user gave (run config, search space).
+
+    Raises:
+        FileNotFoundError: "<what> not found: PATH".
+        UserError: "PATH: line N is not valid YAML (problem)".
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
+    text = path.read_text(encoding="utf-8")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return text, yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(
+        raise UserError(
             f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"
         ) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
+    """Reads a YAML run config; errors name the file and the key."""
+    _, values = read_yaml_file(path, what="config file")
     if values is None:
         values = {}
     try:
         return config_from_dict(values)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise UserError(f"{path}: {error}") from None
 
 
 def dump_config(config: ExperimentConfig) -> str:
@@ -486,6 +519,26 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Writes `text` to `path` through a temporary file and a rename (never a torn file)."""
     with atomic_destination(path) as tmp_path:
         tmp_path.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[Path]:
+    """Holds an exclusive POSIX lock on `path` (created if missing) for the block.
+
+    The kernel releases it when the process dies (even by SIGKILL), and child processes do not
+    inherit it. Without `blocking`, BlockingIOError is raised at once when another process
+    holds the lock.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as stream:
+        fcntl.lockf(stream.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield path
+        finally:
+            fcntl.lockf(stream.fileno(), fcntl.LOCK_UN)
 
 
 def save_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungsrad.config import write_text_atomic
+from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.metrics import (
     CLASS_NAMES,
     EPOCH,
@@ -86,7 +86,8 @@ def plot_curves(
         score_axes.set_title(f"selection: {SELECTION_SCORE}", fontsize=8)
     score_axes.set_xlabel("epoch")
     score_axes.set_ylabel("percent")
-    score_axes.legend(fontsize=7)
+    if score_axes.get_legend_handles_labels()[1]:  # no test/val metrics: no legend
+        score_axes.legend(fontsize=7)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     _save_figure(figure, Path(path))
@@ -122,10 +123,8 @@ def _cell(value: object) -> object:
 
 
 def _save_figure(figure: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png")  # type: ignore[attr-defined]
-    os.replace(tmp, path)
+    with atomic_destination(path) as tmp_path:
+        figure.savefig(tmp_path, format="png")  # type: ignore[attr-defined]
 
 
 def write_checkpoint_artifacts(

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import write_text_atomic
+from lungsrad.config import atomic_destination, write_text_atomic
+from lungsrad.errors import USER_ERRORS, UserError
 from lungsrad.metrics import REPORT_SCORE, REPORT_SENSITIVITY, REPORT_SPECIFICITY
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from mlflow_tracking.tracker import (
@@ -93,7 +94,7 @@ def find_parent_run(client: Any, experiment_id: str, parent_run_id: str | None) 
         try:
             return client.get_run(parent_run_id)
         except Exception:
-            raise ValueError(f"parent run {parent_run_id} not found") from None
+            raise UserError(f"parent run {parent_run_id} not found") from None
     runs = [
         run
         for role in ("sweep", "final")
@@ -106,7 +107,7 @@ def find_parent_run(client: Any, experiment_id: str, parent_run_id: str | None) 
     ]
     runs.sort(key=lambda run: run.info.start_time, reverse=True)
     if not runs:
-        raise ValueError("the experiment has no sweep parent run; pass --parent-run-id")
+        raise UserError("the experiment has no sweep parent run; pass --parent-run-id")
     return runs[0]
 
 
@@ -226,10 +227,8 @@ def plot_parameter(
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_destination(path) as tmp_path:
+        figure.savefig(tmp_path, format="png")
 
 
 def _cell(row: Row, metric: str) -> str:
@@ -327,7 +326,7 @@ def build_report(
     one_at_a_time = search == "one_at_a_time"
     points = child_points(client, experiment_id, run_id)
     if not points:
-        raise ValueError(f"parent run {run_id} has no finished child runs to report on")
+        raise UserError(f"parent run {run_id} has no finished child runs to report on")
     sweep = tags.get(TAG_SWEEP, run_id)
     folder = out_dir or Path("runs") / "reports" / f"{tags.get(TAG_SWEEP, 'sweep')}-{run_id[:8]}"
     folder = folder.resolve()
@@ -435,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = make_client(uri)
         experiment = client.get_experiment_by_name(args.experiment)
         if experiment is None:
-            raise ValueError(f"no MLflow experiment '{args.experiment}' at '{redact_uri(uri)}'")
+            raise UserError(f"no MLflow experiment '{args.experiment}' at '{redact_uri(uri)}'")
         report = build_report(
             client,
             experiment_id=experiment.experiment_id,
@@ -444,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metric=args.metric,
             log_to_parent=not args.no_log,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except USER_ERRORS as error:
         return user_error(error, raw_uri)
     print(report.markdown)
     logged = "" if args.no_log else f"; logged to parent run {report.parent_run_id}"

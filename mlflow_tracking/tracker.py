@@ -8,6 +8,7 @@ imports Ray. Limits of the buffer are documented on `RunTracker`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -23,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lungsrad.errors import UserError
+
 # Tag names every lungsrad run may carry (MLflow tags are strings).
 TAG_ROLE = "lungsrad.role"  # sweep | trial | final | final_seed
 TAG_SWEEP = "lungsrad.sweep"  # search-space name
 TAG_SWEEP_DIR = "lungsrad.sweep_dir"  # Ray Tune experiment folder (storage path)
+TAG_SWEEP_ID = "lungsrad.sweep_id"  # random id of one sweep (its folder name ends with it)
 TAG_SEARCH_SPACE = "lungsrad.search_space"  # the YAML file
 TAG_TRIAL_ID = "lungsrad.trial_id"  # Ray Tune trial id (stable across retries and --resume)
 TAG_TRIAL_NAME = "lungsrad.trial_name"
@@ -135,21 +139,21 @@ def normalize_tracking_uri(uri: str) -> str:
     if scheme not in SUPPORTED_SCHEMES:
         close = [s for s in SUPPORTED_SCHEMES if s[0] == scheme[:1]] if scheme else []
         hint = f" (did you mean {close[0]}://?)" if close else ""
-        raise ValueError(
+        raise UserError(
             f"tracking URI '{shown}' has unsupported scheme '{parsed.scheme}'{hint}; use "
             "sqlite:////ABS/PATH/mlflow.db, http://HOST:PORT or postgresql://USER@HOST/DB"
         )
     if scheme == "sqlite":
         path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
         if not path or path == ":memory:":
-            raise ValueError(
+            raise UserError(
                 f"tracking URI '{shown}' needs a database file: sqlite:////ABS/PATH/mlflow.db"
             )
         return sqlite_uri(path)
     if scheme == "file":
         return Path(urllib.parse.unquote(parsed.path)).expanduser().resolve().as_uri()
     if scheme in _HTTP_SCHEMES and not parsed.hostname:
-        raise ValueError(f"tracking URI '{shown}' has no host; use http://HOST:PORT")
+        raise UserError(f"tracking URI '{shown}' has no host; use http://HOST:PORT")
     return uri
 
 
@@ -166,13 +170,13 @@ def check_server(uri: str, *, timeout_s: float = 5.0) -> None:
         status = error.code
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ValueError(
+        raise UserError(
             f"MLflow tracking server '{redact_uri(uri)}' is not reachable ({reason}); start it "
             "(mlflow server --host 127.0.0.1 --port PORT --backend-store-uri ...) or fix "
             "--tracking-uri"
         ) from None
     if status != 200:
-        raise ValueError(
+        raise UserError(
             f"'{redact_uri(uri)}' answered HTTP {status} on /health: it is not an MLflow "
             "tracking server; fix --tracking-uri"
         )
@@ -215,7 +219,11 @@ class TrackingTarget:
 
 
 def make_client(uri: str) -> Any:
-    """MlflowClient for `uri`; http credentials move to MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    """MlflowClient for `uri`; http credentials move to MLFLOW_TRACKING_USERNAME/PASSWORD.
+
+    A SQLite store is created (or its schema migrated) under a lock file beside the database,
+    so that several processes opening a new store at once do not race MLflow's migrations.
+    """
     from mlflow.tracking import MlflowClient
 
     # "Creating initial MLflow database tables..." on the first use of a SQLite store is noise
@@ -226,7 +234,68 @@ def make_client(uri: str) -> Any:
     if user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user
         os.environ["MLFLOW_TRACKING_PASSWORD"] = password or ""
-    return MlflowClient(tracking_uri=clean)
+    database = sqlite_path(clean)
+    if database is None:
+        return MlflowClient(tracking_uri=clean)
+    from lungsrad.config import file_lock
+
+    with file_lock(database.with_name(database.name + ".lock")):
+        _repair_half_initialised(database)
+        client = MlflowClient(tracking_uri=clean)
+        try:
+            client.search_experiments(max_results=1)  # creates or migrates the tables now
+        except Exception as error:  # SQLAlchemy/alembic errors differ per cause
+            raise UserError(
+                f"MLflow store {database} cannot be opened ({_first_line(error)[:200]}); "
+                f"upgrade it with `mlflow db upgrade sqlite:///{database}` or move it aside"
+            ) from None
+    return client
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, None for other URIs."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _repair_half_initialised(database: Path) -> None:
+    """A store left half-initialised by a process killed inside MLflow's table creation or a
+    schema migration (a leftover `_alembic_tmp_*` table, or tables without a schema version)
+    is rebuilt when it holds no run; otherwise ValueError names it. Call under the store lock."""
+    import sqlite3
+
+    if not database.is_file() or database.stat().st_size == 0:
+        return
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        leftovers = sorted(name for name in tables if name.startswith("_alembic_tmp_"))
+        versioned = "alembic_version" in tables and bool(
+            connection.execute("SELECT COUNT(*) FROM alembic_version").fetchone()[0]
+        )
+        if not tables or (versioned and not leftovers):
+            return
+        runs = (
+            connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+        )
+    problem = (
+        f"leftover table {leftovers[0]} of an interrupted schema migration"
+        if leftovers
+        else "tables without a schema version (table creation was interrupted)"
+    )
+    if runs:
+        raise UserError(
+            f"MLflow store {database} is half-initialised ({problem}) and holds {runs} runs; "
+            "restore it from a backup or move it aside to start a new store"
+        )
+    warnings.warn(f"rebuilding the empty MLflow store {database}: {problem}", stacklevel=3)
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
 
 
 def open_experiment(
@@ -260,13 +329,9 @@ def open_experiment(
             location = None
             if artifact_root is not None and scheme not in _HTTP_SCHEMES:
                 location = Path(artifact_root).expanduser().resolve().as_uri()
-            experiment_id = client.create_experiment(
-                experiment_name,
-                artifact_location=location,
-                tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND},
-            )
+            experiment_id = _create_experiment(client, experiment_name, location)
         elif experiment.lifecycle_stage != "active":
-            raise ValueError(
+            raise UserError(
                 f"MLflow experiment '{experiment_name}' at '{redact_uri(uri)}' is deleted; "
                 "restore it (mlflow experiments restore) or choose another --experiment"
             )
@@ -277,7 +342,7 @@ def open_experiment(
         raise
     except Exception as error:  # MLflow/SQLAlchemy/requests errors differ per store
         message = redact_text(str(error).splitlines()[0] if str(error) else repr(error), uri)
-        raise ValueError(
+        raise UserError(
             f"MLflow tracking URI '{redact_uri(uri)}' is not usable: {message}"
         ) from None
     return TrackingTarget(uri=uri, experiment_name=experiment_name, experiment_id=experiment_id)
@@ -290,6 +355,21 @@ def mark_training_experiment(client: Any, experiment: Any) -> None:
         client.set_experiment_tag(
             experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND
         )
+
+
+def _create_experiment(client: Any, name: str, location: str | None) -> str:
+    """Creates the experiment; another process creating it at the same moment is no error."""
+    try:
+        return client.create_experiment(
+            name,
+            artifact_location=location,
+            tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND},
+        )
+    except Exception:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,8 +429,8 @@ class RunTracker:
     `dedupe_key` are not sent again.
 
     Limits: the buffer holds at most `max_buffered_values` metric values (oldest dropped, with a
-    warning); `finish()` waits at most `final_flush_s` for the store, then writes what is still
-    queued to `pending_path` (JSON) and warns; artifacts are referenced by path, so their files
+    warning); `finish()` waits at most `timeout_s` for the store, then warns with what is still
+    queued; artifacts are referenced by path, so their files
     must outlive the tracker.
 
     Args:
@@ -360,12 +440,11 @@ class RunTracker:
         parent_run_id: makes a new run a child of this run.
         identity: tags that identify the run (searched before creating one).
         tags: tags set when the run is created.
-        dedupe_key: metric whose stored steps are skipped when an existing run is continued.
+        dedupe_key: metric that marks a per-step update (e.g. the epoch): an update holding it
+            at a step the run already has is skipped (a continued run never logs a step twice).
         max_buffered_values: metric values kept while the store is unreachable.
-        final_flush_s: how long `finish()` keeps retrying an unreachable store.
         retry_interval_s: after a failed flush, further flushes wait this long (doubling, at
             most 60 s) unless forced.
-        pending_path: where `finish()` saves what it could not deliver (JSON).
     """
 
     def __init__(
@@ -379,9 +458,7 @@ class RunTracker:
         tags: Mapping[str, str] | None = None,
         dedupe_key: str | None = None,
         max_buffered_values: int = 200_000,
-        final_flush_s: float = 120.0,
         retry_interval_s: float = 2.0,
-        pending_path: str | os.PathLike[str] | None = None,
     ):
         self.target = target
         self.run_name = run_name
@@ -391,10 +468,9 @@ class RunTracker:
         self.initial_tags = {k: str(v) for k, v in (tags or {}).items()}
         self.dedupe_key = dedupe_key
         self.max_buffered_values = max_buffered_values
-        self.final_flush_s = final_flush_s
         self.retry_interval_s = retry_interval_s
-        self.pending_path = Path(pending_path) if pending_path is not None else None
         self.reused_existing = False
+        self.existing_tags: dict[str, str] = {}  # tags of the run found by `identity`
         self.last_error: str | None = None
         self._queue: collections.deque[_Operation] = collections.deque()
         self._client: Any = None
@@ -483,26 +559,28 @@ class RunTracker:
         self.last_error = None
         return True
 
-    def finish(self, status: str = "FINISHED") -> bool:
-        """Ends the run and waits (at most final_flush_s) until everything is sent.
-
-        Returns True when all was delivered; otherwise writes the queue to pending_path (when
-        set) and warns.
-        """
-        self.terminate(status)
-        deadline = time.monotonic() + self.final_flush_s
+    def deliver(self, *, timeout_s: float) -> bool:
+        """Flushes until the queue is empty or `timeout_s` has passed; True when all was sent."""
+        deadline = time.monotonic() + timeout_s
         while True:
             if self.flush(force=True):
                 return True
             if time.monotonic() >= deadline:
-                break
+                return False
             time.sleep(min(self._backoff, max(0.0, deadline - time.monotonic()), 10.0))
-        saved = self._save_pending()
-        where = f"; they are saved in {saved}" if saved else ""
+
+    def finish(self, status: str = "FINISHED", *, timeout_s: float = 120.0) -> bool:
+        """Ends the run and waits (at most `timeout_s`) until everything is sent.
+
+        Returns True when all was delivered; otherwise warns with what was not.
+        """
+        self.terminate(status)
+        if self.deliver(timeout_s=timeout_s):
+            return True
         warnings.warn(
-            f"MLflow at '{self.target.display_uri}' stayed unreachable for "
-            f"{self.final_flush_s:.0f} s ({self.last_error}): {len(self._queue)} updates of run "
-            f"{self.run_id or self.run_name} were not delivered{where}",
+            f"MLflow at '{self.target.display_uri}' stayed unreachable for {timeout_s:.0f} s "
+            f"({self.last_error}): {len(self._queue)} updates of run "
+            f"{self.run_id or self.run_name} were not delivered",
             stacklevel=2,
         )
         return False
@@ -523,6 +601,7 @@ class RunTracker:
             if existing is not None:
                 self.run_id = existing.info.run_id
                 self.reused_existing = True
+                self.existing_tags = dict(existing.data.tags)
                 if existing.info.status != "RUNNING":
                     client.update_run(self.run_id, status="RUNNING")
                 if self.dedupe_key is not None:
@@ -564,7 +643,7 @@ class RunTracker:
         batch = [
             Metric(key, value, stamp, step)
             for step, stamp, values in (operation.payload for operation in taken)
-            if step not in self._stored_steps
+            if not self._is_stored(step, values)
             for key, value in values.items()
         ]
         client = self._client_or_new()
@@ -579,7 +658,12 @@ class RunTracker:
         for operation in taken:
             self._queue.popleft()
             self._buffered_values -= len(operation.payload[2])
-            self._stored_steps.add(operation.payload[0])
+            if self.dedupe_key in operation.payload[2]:
+                self._stored_steps.add(operation.payload[0])
+
+    def _is_stored(self, step: int, values: Mapping[str, float]) -> bool:
+        """True for an update of `dedupe_key`'s step that the run already holds."""
+        return self.dedupe_key in values and step in self._stored_steps
 
     def _send(self, operation: _Operation) -> None:
         from mlflow.entities import Param, RunTag
@@ -630,30 +714,6 @@ class RunTracker:
 
     def _warn(self, message: str, error: BaseException) -> None:
         warnings.warn(f"{message}: {self._describe(error)}", stacklevel=3)
-
-    def _save_pending(self) -> Path | None:
-        if self.pending_path is None:
-            return None
-        records = []
-        for operation in self._queue:
-            payload = operation.payload
-            if operation.kind == "metrics":
-                step, stamp, values = payload
-                payload = {"step": step, "timestamp_ms": stamp, "values": values}
-            records.append({"kind": operation.kind, "payload": payload})
-        document = {
-            "tracking_uri": self.target.display_uri,
-            "experiment_id": self.target.experiment_id,
-            "run_id": self.run_id,
-            "run_name": self.run_name,
-            "parent_run_id": self.parent_run_id,
-            "identity": self.identity,
-            "operations": records,
-        }
-        from lungsrad.config import write_text_atomic
-
-        write_text_atomic(self.pending_path, json.dumps(document, indent=1, default=str) + "\n")
-        return self.pending_path
 
 
 def _quote(value: str) -> str:

@@ -1,5 +1,5 @@
 """Driver-side Tune callbacks: one compact progress line per event (instead of Ray's tables), and
-closing a trial's MLflow run when its process could not (killed, stopped by the scheduler).
+`MlflowLogger`, the only writer of the trials' MLflow runs (trials report to Tune only).
 
 Tune pickles these with the experiment (for `Tuner.restore`), so they hold no tracking URI: the
 driver registers it with `bind_tracking` in the process that runs the sweep.
@@ -7,38 +7,111 @@ driver registers it with `bind_tracking` in the process that runs the sweep.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import sys
-import tempfile
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
+from lungsrad.config import dump_config, flatten_config
 from lungsrad.metrics import EPOCH
-from lungsrad.training.checkpoints import CHECKPOINT_FILE
-from mlflow_tracking.artifacts import CURVES_PNG, write_checkpoint_artifacts
+from lungsrad.training.checkpoints import CHECKPOINT_FILE, CheckpointError
+from mlflow_tracking.artifacts import write_checkpoint_artifacts
 from mlflow_tracking.tracker import (
-    PARENT_RUN_TAG,
+    TAG_AMP,
     TAG_BEST_EPOCH,
+    TAG_CUDA_VISIBLE_DEVICES,
+    TAG_DATA_FINGERPRINT,
+    TAG_DEVICE,
+    TAG_DEVICE_NAME,
+    TAG_DEVICE_REASON,
     TAG_FAILURE,
+    TAG_GIT_COMMIT,
+    TAG_GPU_IDS,
+    TAG_METRIC,
+    TAG_NODE_ID,
+    TAG_NODE_IP,
+    TAG_PREVIOUS_FAILURE,
+    TAG_PROTOCOL,
+    TAG_RESUMED_FROM_EPOCH,
+    TAG_ROLE,
+    TAG_SCAN_BACKEND,
+    TAG_SEED,
+    TAG_STARTS,
     TAG_STOPPED_EARLY,
+    TAG_SWEEP,
     TAG_TRIAL_ID,
+    TAG_TRIAL_NAME,
+    TAG_VALUES,
+    TAG_VARIANT,
+    TAG_WORKER_PID,
+    RunTracker,
     TrackingTarget,
-    redact_text,
 )
 from tuning.search_space import SearchSpace
-from tuning.trainable import best_metric_name
+from tuning.trainable import FACTS_KEY, FAILURE_KEY, TIMING_KEYS, best_metric_name
 
-# The tracking target of the sweep running in this process (never pickled).
-_DRIVER_TRACKING: dict[str, Any] = {}
+# How long the driver waits at the end of a sweep for an unreachable MLflow before it warns.
+FINAL_DELIVERY_S = 120.0
+# Tags from a trial's facts (tuning.trainable._TrialReporter / _trial_facts).
+_FACT_TAGS = {
+    "data_fingerprint": TAG_DATA_FINGERPRINT,
+    "scan_backend": TAG_SCAN_BACKEND,
+    "device": TAG_DEVICE,
+    "device_name": TAG_DEVICE_NAME,
+    "device_reason": TAG_DEVICE_REASON,
+    "amp": TAG_AMP,
+    "node_id": TAG_NODE_ID,
+    "node_ip": TAG_NODE_IP,
+    "worker_pid": TAG_WORKER_PID,
+    "gpu_ids": TAG_GPU_IDS,
+    "cuda_visible_devices": TAG_CUDA_VISIBLE_DEVICES,
+    "resumed_from_epoch": TAG_RESUMED_FROM_EPOCH,
+}
 
 
-def bind_tracking(target: TrackingTarget, parent_run_id: str) -> None:
+@dataclass
+class _DriverTracking:
+    """Where the sweep running in this process writes (never pickled)."""
+
+    target: TrackingTarget
+    parent_run_id: str
+    role: str  # role tag of the trial runs: "trial" or "final_seed"
+    git_commit: str
+    staging: Path  # driver-local folder for artifacts waiting to be uploaded
+    runs: dict[str, _TrialRun] = field(default_factory=dict)
+
+
+@dataclass
+class _TrialRun:
+    """The driver's writer of one trial's run, and what it knows about the run."""
+
+    tracker: RunTracker
+    starts: int = 0  # trial processes started by this driver
+    starts_written: int = 0
+    failure: str | None = None  # why its last process failed (moved to previous_failure)
+
+
+_DRIVER: dict[str, _DriverTracking] = {}
+
+
+def bind_tracking(
+    target: TrackingTarget, parent_run_id: str, *, role: str, git_commit: str, staging: Path
+) -> None:
     """Tells the callbacks of this process where the sweep's MLflow runs are."""
-    _DRIVER_TRACKING.update(target=target, parent_run_id=parent_run_id, client=None)
+    _DRIVER["sweep"] = _DriverTracking(
+        target=target,
+        parent_run_id=parent_run_id,
+        role=role,
+        git_commit=git_commit,
+        staging=staging,
+    )
 
 
 def _trial_error_line(trial: Any) -> str:
@@ -110,6 +183,9 @@ class ProgressPrinter(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        if FAILURE_KEY in result:
+            self._print(f"{self._tag(trial)} {result[FAILURE_KEY]}")
+            return
         epochs = self.space.max_epochs
         value = result.get(self.space.metric, math.nan)
         best = result.get(self.best_name, math.nan)
@@ -130,81 +206,197 @@ class ProgressPrinter(tune.Callback):
         self._print(f"{self._tag(trial)} FAILED: {_trial_error_line(trial)}")
 
 
-class MlflowRunCloser(tune.Callback):
-    """Closes a trial's MLflow run when the trial's own process could not, and records why a
-    retried trial failed.
+class MlflowLogger(tune.Callback):
+    """Writes every trial's MLflow child run from what the trial reports to Tune.
 
-    A trial closes its run itself. This covers a trial killed more often than max_failures
-    allows (FAILED with the reason), and a trial the scheduler stopped early: Tune may end its
-    process right away, so its curves and confusion matrix are made here from the checkpoint
-    Tune kept, and the run is marked FINISHED.
+    A run is found again by its trial-id tag under the parent run (a retry or `--resume`
+    continues it; epochs already stored are not sent twice). Params and config.yaml come from the
+    trial's resolved config, tags from the facts the trial process reports, per-epoch metrics
+    (step = epoch) from its results, and curves, history and confusion matrix from its last Tune
+    checkpoint once it ends. Updates wait in a buffer while MLflow is unreachable and are retried
+    on each step of Tune's loop; the trial never waits for MLflow.
     """
 
     def __init__(self, space: SearchSpace):
-        self.num_epochs = space.max_epochs
-        self.space_name = space.name
+        self.space = space
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FINISHED", reason=None)
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run = self._run(trial)
+        if run is None:
+            return
+        run.starts += 1
+        if run.failure is not None:
+            run.tracker.set_tags({TAG_PREVIOUS_FAILURE: run.failure})
+            run.tracker.delete_tags([TAG_FAILURE])
+            run.failure = None
+        self._flush(run, force=True)
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FAILED", reason=_trial_error_line(trial))
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run = self._run(trial)
+        if run is None:
+            return
+        if FACTS_KEY in result:
+            _log_facts(run.tracker, json.loads(result[FACTS_KEY]))
+        if FAILURE_KEY in result:
+            run.tracker.set_tags({TAG_FAILURE: str(result[FAILURE_KEY])})
+        else:
+            run.tracker.log_metrics(_epoch_metrics(result), step=int(result[EPOCH]))
+            timings = {key: result[key] for key in TIMING_KEYS if key in result}
+            if timings:
+                run.tracker.log_metrics(timings, step=0)
+        self._flush(run)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        # The trial failed and Tune retries it (e.g. its worker was killed): record why on the
-        # run, which stays RUNNING; the retry moves the reason to lungsrad.previous_failure.
-        self._close(trial, None, reason=_trial_error_line(trial))
-
-    def _close(self, trial: Any, status: str | None, *, reason: str | None) -> None:
-        target: TrackingTarget | None = _DRIVER_TRACKING.get("target")
-        if target is None:
+        # The trial failed and Tune retries it (e.g. its worker was killed): the run says why
+        # and stays RUNNING; the retry moves the reason to lungsrad.previous_failure.
+        run = self._run(trial)
+        if run is None:
             return
-        try:
-            client = _DRIVER_TRACKING.get("client") or target.client()
-            _DRIVER_TRACKING["client"] = client
-            runs = client.search_runs(
-                [target.experiment_id],
-                filter_string=(
-                    f"tags.`{TAG_TRIAL_ID}` = '{trial.trial_id}' and "
-                    f"tags.`{PARENT_RUN_TAG}` = '{_DRIVER_TRACKING['parent_run_id']}'"
-                ),
-                max_results=5,
-            )
-            for run in runs:
-                if reason is not None and TAG_FAILURE not in run.data.tags:
-                    client.set_tag(run.info.run_id, TAG_FAILURE, reason)
-                if status == "FINISHED":
-                    self._add_missing_artifacts(client, run, trial)
-                if status is not None and run.info.status == "RUNNING":
-                    client.set_terminated(run.info.run_id, status=status)
-        except Exception as error:  # MLflow down: the run stays RUNNING; the sweep goes on
-            warnings.warn(
-                f"could not close the MLflow run of trial {trial.trial_id}: "
-                f"{redact_text(str(error), target.uri)[:200]}",
-                stacklevel=2,
-            )
+        run.failure = _trial_error_line(trial)
+        run.tracker.set_tags({TAG_FAILURE: run.failure})
+        self._flush(run)
 
-    def _add_missing_artifacts(self, client: Any, run: Any, trial: Any) -> None:
-        if CURVES_PNG in {item.path for item in client.list_artifacts(run.info.run_id)}:
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run = self._run(trial)
+        if run is None:
             return
+        run.tracker.set_tags({TAG_FAILURE: _trial_error_line(trial)})
+        run.tracker.terminate("FAILED")
+        self._flush(run, force=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run = self._run(trial)
+        if run is None:
+            return
+        last = trial.last_result or {}
+        if FAILURE_KEY in last:  # stopped by the scheduler at its failure report
+            run.tracker.terminate("FAILED")
+        else:
+            if int(last.get(EPOCH, 0)) < self.space.max_epochs:
+                run.tracker.set_tags({TAG_STOPPED_EARLY: "true"})
+            try:
+                self._log_checkpoint_artifacts(run, trial)
+            except (CheckpointError, OSError) as error:  # the run keeps its metrics
+                warnings.warn(
+                    f"no artifacts for trial {trial.trial_id}: its last checkpoint is not "
+                    f"usable ({error})",
+                    stacklevel=2,
+                )
+            run.tracker.terminate("FINISHED")
+        self._flush(run, force=True)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        sweep = _DRIVER.get("sweep")
+        for run in sweep.runs.values() if sweep else ():
+            if run.tracker.pending:
+                self._flush(run)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        deliver_pending(timeout_s=FINAL_DELIVERY_S)
+
+    def _run(self, trial: Any) -> _TrialRun | None:
+        """The trial's run writer (created, with params and config, on first sight)."""
+        sweep = _DRIVER.get("sweep")
+        if sweep is None:
+            return None
+        run = sweep.runs.get(trial.trial_id)
+        if run is not None:
+            return run
+        resolved = self.space.resolve(trial.config)
+        tracker = RunTracker(
+            sweep.target,
+            run_name=resolved.describe_short()[:240],
+            parent_run_id=sweep.parent_run_id,
+            identity={TAG_TRIAL_ID: trial.trial_id},
+            tags={
+                TAG_ROLE: sweep.role,
+                TAG_SWEEP: self.space.name,
+                TAG_TRIAL_NAME: str(trial),
+                TAG_VARIANT: resolved.variant,
+                TAG_VALUES: json.dumps(resolved.values, sort_keys=True),
+                TAG_SEED: str(resolved.seed),
+                TAG_PROTOCOL: resolved.config.train.protocol,
+                TAG_METRIC: self.space.metric,
+                TAG_GIT_COMMIT: sweep.git_commit,
+            },
+            dedupe_key=EPOCH,
+        )
+        tracker.log_params(flatten_config(resolved.config))
+        tracker.log_text(dump_config(resolved.config), "config.yaml")
+        sweep.runs[trial.trial_id] = run = _TrialRun(tracker)
+        return run
+
+    def _flush(self, run: _TrialRun, *, force: bool = False) -> None:
+        run.tracker.flush(force=force)
+        # The start count continues the one stored on the run (known once the run is found).
+        if run.tracker.run_id is not None and run.starts_written != run.starts:
+            stored = int(run.tracker.existing_tags.get(TAG_STARTS, "0") or 0)
+            run.tracker.set_tags({TAG_STARTS: str(stored + run.starts)})
+            run.starts_written = run.starts
+            run.tracker.flush(force=force)
+
+    def _log_checkpoint_artifacts(self, run: _TrialRun, trial: Any) -> None:
+        """Curves, history and confusion matrix from the trial's last Tune checkpoint."""
+        sweep = _DRIVER["sweep"]
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
-        epochs = (trial.last_result or {}).get(EPOCH, 0)
-        if epochs < self.num_epochs:
-            client.set_tag(run.info.run_id, TAG_STOPPED_EARLY, "true")
-        with tempfile.TemporaryDirectory(prefix="lungsrad_stopped_") as scratch:
-            if getattr(checkpoint.filesystem, "type_name", "") == "local":
-                local = Path(checkpoint.path)  # read in place: no copy of a large file
-            else:
-                local = Path(checkpoint.to_directory(str(Path(scratch) / "checkpoint")))
-            files = sorted(local.rglob(CHECKPOINT_FILE))
-            if not files:
-                return
-            folder, metrics, best_epoch = write_checkpoint_artifacts(
-                files[0], Path(scratch) / "artifacts", title=f"{self.space_name} {trial.trial_id}"
-            )
-            client.log_artifacts(run.info.run_id, str(folder))
-        client.set_tag(run.info.run_id, TAG_BEST_EPOCH, str(best_epoch))
-        for key, value in metrics.items():
-            client.log_metric(run.info.run_id, key, value, step=0)
+        folder = sweep.staging / trial.trial_id
+        shutil.rmtree(folder, ignore_errors=True)
+        if getattr(checkpoint.filesystem, "type_name", "") == "local":
+            local = Path(checkpoint.path)  # read in place: no copy of a large file
+        else:
+            local = Path(checkpoint.to_directory(str(folder / "checkpoint")))
+        files = sorted(local.rglob(CHECKPOINT_FILE))
+        if not files:
+            return
+        written, metrics, best_epoch = write_checkpoint_artifacts(
+            files[0], folder / "artifacts", title=f"{self.space.name} {trial.trial_id}"
+        )
+        shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+        run.tracker.log_artifacts(written)
+        run.tracker.set_tags({TAG_BEST_EPOCH: str(best_epoch)})
+        run.tracker.log_metrics(metrics, step=0)
+
+
+def _epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The lungsrad metrics of a Tune result ("split/name" keys and the epoch), not Tune's own."""
+    return {
+        key: value
+        for key, value in result.items()
+        if (key == EPOCH or "/" in key) and key not in TIMING_KEYS and not isinstance(value, str)
+    }
+
+
+def _log_facts(tracker: RunTracker, facts: dict[str, Any]) -> None:
+    tracker.set_tags({tag: str(facts[key]) for key, tag in _FACT_TAGS.items() if key in facts})
+    params: dict[str, Any] = {}
+    if "num_parameters" in facts:
+        params["run.num_parameters"] = facts["num_parameters"]
+    for name, size in (facts.get("split_sizes") or {}).items():
+        params[f"run.split_size.{name}"] = size
+    if params:
+        tracker.log_params(params)
+
+
+def deliver_pending(*, timeout_s: float) -> bool:
+    """Sends what the trial runs still hold (waiting at most `timeout_s` for MLflow); warns
+    with what was not delivered. True when everything was sent."""
+    sweep = _DRIVER.get("sweep")
+    if sweep is None:
+        return True
+    deadline = time.monotonic() + timeout_s
+    undelivered = {}
+    for trial_id, run in sweep.runs.items():
+        if not run.tracker.deliver(timeout_s=max(0.0, deadline - time.monotonic())):
+            undelivered[trial_id] = run.tracker.pending
+    if undelivered:
+        warnings.warn(
+            f"MLflow at '{sweep.target.display_uri}' stayed unreachable for {timeout_s:.0f} s: "
+            f"updates of trial runs were not delivered ({undelivered}); the trials' results and "
+            "checkpoints stay in the sweep folder",
+            stacklevel=2,
+        )
+    return not undelivered

@@ -9,6 +9,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from lungsrad.errors import UserError
 from tuning.search_space import ResourceSpec
 
 # Set by the Ray job supervisor in the environment of a `ray job submit` entrypoint.
@@ -62,14 +63,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         except Exception as error:  # ConnectionError, AuthenticationError, ... differ by cause
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(
+            raise UserError(
                 f"cannot join the Ray cluster at '{address}' ({reason[:200]}); start it with "
                 "`ray start --head`, fix --ray-address / RAY_ADDRESS, and with token "
                 "authentication set RAY_AUTH_MODE=token and the cluster's token"
             ) from None
         is_local = False
     else:
+        # "local": always a new Ray of this process; without it ray.init joins whatever
+        # cluster Ray's temp folder names (a stale `ray_current_cluster` file makes it retry a
+        # dead address for minutes, a live `ray start` would be joined silently).
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             dashboard_host="127.0.0.1",
@@ -119,7 +124,7 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as error:
-        raise ValueError(
+        raise UserError(
             f"cannot join the Ray cluster at '{address}': nothing answers there ({error}); start "
             "it with `ray start --head` or fix --ray-address / RAY_ADDRESS"
         ) from None
@@ -141,7 +146,7 @@ def check_resources(resources: ResourceSpec) -> None:
                 name, f"resources.custom.{name}"
             )
             unit = {"CPU": "CPUs", "GPU": "GPUs"}.get(name, f"'{name}'")
-            raise ValueError(
+            raise UserError(
                 f"{key} asks for {amount:g} {unit} per trial but no node of the Ray cluster has "
                 f"that many (largest node: {largest:g}, cluster total: {total:g}); lower {key} "
                 "or add nodes that have them"
@@ -149,7 +154,7 @@ def check_resources(resources: ResourceSpec) -> None:
     for node in nodes:
         if all(node.get(name, 0.0) + 1e-9 >= amount for name, amount in wanted.items()):
             return
-    raise ValueError(
+    raise UserError(
         f"no single node of the Ray cluster has all of {wanted} for one trial; lower resources "
         "or add a node that has them together"
     )

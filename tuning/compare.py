@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lungsrad.config import write_text_atomic
+from lungsrad.errors import USER_ERRORS, UserError
 from lungsrad.metrics import REPORT_SCORE
 from lungsrad.statistics import (
     CONFIDENCE,
@@ -139,13 +140,13 @@ def collect_scores(
             if point.seed is None:
                 continue
             if point.values:
-                raise ValueError(
+                raise UserError(
                     f"parent run {parent.info.run_id} swept parameters {sorted(point.values)}; "
                     "compare variants of a grid over variants (table2.yaml) or final.py runs"
                 )
             label = variant_label(point)
             if point.seed in scores.get(label, {}):
-                raise ValueError(
+                raise UserError(
                     f"variant '{label}' has seed {point.seed} twice (in two of the parent "
                     "runs); pass --parent-run-id for one run per variant"
                 )
@@ -167,7 +168,7 @@ def find_sources(
     for name in experiments:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            raise ValueError(f"no MLflow experiment '{name}'")
+            raise UserError(f"no MLflow experiment '{name}'")
         sources.append((experiment.experiment_id, None))
     return sources
 
@@ -177,7 +178,7 @@ def resolve_order(scores: Mapping[str, Any], requested: Sequence[str] | None) ->
     if requested:
         missing = [name for name in requested if name not in scores]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"--order names {missing}, not among the variants found: {sorted(scores)}"
             )
         return list(requested)
@@ -219,15 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         uri = normalize_tracking_uri(raw_uri)
         client = make_client(uri)
         if not args.experiment and not args.parent_run_id:
-            raise ValueError("give --experiment NAME [NAME ...] or --parent-run-id ID [ID ...]")
+            raise UserError("give --experiment NAME [NAME ...] or --parent-run-id ID [ID ...]")
         sources = find_sources(client, args.experiment, args.parent_run_id)
         scores, parents = collect_scores(client, sources, metric=args.metric)
         if len(scores) < 2:
-            raise ValueError(
+            raise UserError(
                 f"found {len(scores)} variant(s) ({sorted(scores)}); a comparison needs two or more"
             )
         order = resolve_order(scores, args.order)
-    except (ValueError, FileNotFoundError) as error:
+    except USER_ERRORS as error:
         return user_error(error, raw_uri)
     markdown = comparison_markdown(
         scores, order, metric=args.metric, title=f"Comparison of {', '.join(order)}"

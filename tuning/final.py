@@ -20,6 +20,7 @@ import argparse
 from collections.abc import Sequence
 
 from lungsrad.config import apply_overrides, load_config, write_text_atomic
+from lungsrad.errors import UserError
 from lungsrad.metrics import SELECTION_SCORE
 from mlflow_tracking.tracker import RunTracker
 from tuning.cluster import ClusterInfo, connect, disconnect
@@ -58,7 +59,7 @@ def final_space(
     if data_root is not None:
         config = apply_overrides(config, {"data.root": str(data_root)})
     if not seeds or len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
-        raise ValueError(f"--seeds must be distinct integers >= 0, got {list(seeds)}")
+        raise UserError(f"--seeds must be distinct integers >= 0, got {list(seeds)}")
     return SearchSpace(
         name=f"final-{config.name}",
         path=path.resolve(),
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _gpu_per_run(requested: float | None, cluster: ClusterInfo | None) -> float:
     if requested is not None:
         if requested < 0:
-            raise ValueError(f"--gpu must be >= 0, got {requested}")
+            raise UserError(f"--gpu must be >= 0, got {requested}")
         return requested
     assert cluster is not None
     return 1.0 if cluster.total_gpus >= 1 else 0.0
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         data_root = data_root_for([config], args.data, root)
         if args.cpu <= 0:
-            raise ValueError(f"--cpu must be > 0, got {args.cpu}")
+            raise UserError(f"--cpu must be > 0, got {args.cpu}")
         settings = make_settings(args, experiment=f"lungsrad-final-{config.name}", role="final")
         open_tracking(settings)  # a bad tracking URI fails here, before Ray starts
         # Without --gpu the cluster decides (one GPU per seed run when it has GPUs), so Ray is

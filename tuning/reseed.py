@@ -67,7 +67,7 @@ def run_reseed(
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from tuning.callbacks import MlflowRunCloser, ProgressPrinter
+    from tuning.callbacks import MlflowLogger, ProgressPrinter
     from tuning.trainable import train_trial
 
     configs = reseed_configs(space, outcomes)
@@ -106,7 +106,7 @@ def run_reseed(
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
-                callbacks=[ProgressPrinter(counted), MlflowRunCloser(space), *callbacks],
+                callbacks=[MlflowLogger(space), ProgressPrinter(counted), *callbacks],
             ),
         )
     grid = tuner.fit()

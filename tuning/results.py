@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lungsrad.config import ExperimentConfig, dump_config, write_text_atomic
+from lungsrad.errors import UserError
 from lungsrad.metrics import (
     EPOCH,
     REPORT_SCORE,
@@ -23,7 +24,7 @@ from lungsrad.metrics import (
 )
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from tuning.search_space import ResolvedTrial, SearchSpace
-from tuning.trainable import best_metric_name
+from tuning.trainable import FAILURE_KEY, best_metric_name
 
 BEST_CONFIG_FILE = "best_config.yaml"
 SELECTION_RECORD_PREFIX = "selection: "  # best_config.yaml comment line holding the JSON record
@@ -147,11 +148,13 @@ def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]
             error = (
                 str(result.error).strip().splitlines()[0][:300] if str(result.error) else "error"
             )
+        elif FAILURE_KEY in metrics:  # diverged, then stopped by the scheduler before raising
+            error = str(metrics[FAILURE_KEY])
         outcomes.append(
             TrialOutcome(
                 trial_id=trial_id,
                 resolved=space.resolve(result.config),
-                status="failed" if result.error is not None else "done",
+                status="failed" if error is not None else "done",
                 epochs=int(metrics.get(EPOCH, 0) or 0),
                 best_value=float(metrics.get(best_name, math.nan)),
                 last=metrics,
@@ -237,12 +240,12 @@ def read_selection_record(path: Path) -> dict[str, Any]:
     """The `selection:` record of an exported best_config.yaml.
 
     Raises:
-        ValueError: the file has no record (not written by export_best_config).
+        UserError: the file has no record (not written by export_best_config).
     """
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("# " + SELECTION_RECORD_PREFIX):
             return json.loads(line[len("# " + SELECTION_RECORD_PREFIX) :])
-    raise ValueError(f"{path} has no '# {SELECTION_RECORD_PREFIX}' line; export it again")
+    raise UserError(f"{path} has no '# {SELECTION_RECORD_PREFIX}' line; export it again")
 
 
 def _number(value: float) -> str:

@@ -28,7 +28,9 @@ from lungsrad.config import (
     config_from_dict,
     flatten_config,
     load_config,
+    read_yaml_file,
 )
+from lungsrad.errors import UserError
 from lungsrad.metrics import (
     EPOCH,
     EVAL_KEYS,
@@ -157,9 +159,11 @@ class Parameter:
         return {self.name: sampled}
 
     def label(self, sampled: Any) -> str:
-        """Short text for a sampled value (plots, tags, progress lines)."""
-        if isinstance(sampled, float):
-            return f"{sampled:.6g}"
+        """The identity of a sampled value as text (tags, seed grouping, report axis): exact,
+        so that two values never share a label (floats as their shortest exact repr; a
+        whole float as the integer it equals, as a float setting stores 1 and 1.0 alike)."""
+        if isinstance(sampled, float) and sampled.is_integer():
+            return str(int(sampled))
         return str(sampled)
 
 
@@ -332,13 +336,22 @@ class SearchSpace:
         return space
 
 
+def display_label(label: str) -> str:
+    """A value label shortened for reading (6 significant digits for numbers); display only."""
+    try:
+        number = float(label)
+    except ValueError:
+        return label
+    return label if number.is_integer() and "." not in label else f"{number:.6g}"
+
+
 @dataclass(frozen=True)
 class ResolvedTrial:
     """What a Tune trial config means."""
 
     config: ExperimentConfig  # base variant + sampled overrides + seed
     variant: str  # base config name
-    values: dict[str, str]  # swept parameter -> label of its value in this trial
+    values: dict[str, str]  # swept parameter -> exact label of its value (Parameter.label)
     seed: int  # train.seed
     overrides: dict[str, Any]  # dotted path -> value applied on the variant's base config
 
@@ -346,7 +359,7 @@ class ResolvedTrial:
         """The configuration without its seed, e.g. "variant=lung_srad method.patch_mix.alpha=0.5"
         ("base config" for the unchanged base)."""
         parts = [f"variant={self.variant}"] if self.variant != BASE_POINT else []
-        parts += [f"{name}={label}" for name, label in self.values.items()]
+        parts += [f"{name}={display_label(label)}" for name, label in self.values.items()]
         return " ".join(parts) or "base config"
 
     def describe(self) -> str:
@@ -422,9 +435,9 @@ class _Locator:
                 return f"{self.path}:{line}"
         return str(self.path)
 
-    def error(self, keys: Sequence[str], message: str) -> ValueError:
-        """ValueError "FILE:LINE: message" with the line of the deepest known key."""
-        return ValueError(f"{self.where(keys)}: {message}")
+    def error(self, keys: Sequence[str], message: str) -> UserError:
+        """UserError "FILE:LINE: message" with the line of the deepest known key."""
+        return UserError(f"{self.where(keys)}: {message}")
 
 
 def load_search_space(path: str | Path, *, data_root: str | Path | None = None) -> SearchSpace:
@@ -439,22 +452,7 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
         ValueError: one line "FILE:LINE: what is wrong and what to do".
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"search space file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ValueError(
-            f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})"
-        ) from None
-    locate = _Locator(path, text)
-    if not isinstance(document, Mapping):
-        raise locate.error(
-            [], "a search space must be a YAML mapping (see search_spaces/README.md)"
-        )
+    text, document, locate = _read_document(path)
     _check_keys(document, TOP_LEVEL_KEYS, locate, [])
 
     name = document.get("name", path.stem)
@@ -487,6 +485,53 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
 
     seeds = _load_seeds(document.get("seeds", [0]), locate)
     num_samples = _positive_int(document.get("num_samples", 1), "num_samples", locate)
+    _check_search_kind(
+        search, seeds=seeds, parameters=parameters, num_samples=num_samples, locate=locate
+    )
+    max_concurrent = document.get("max_concurrent_trials")
+    if max_concurrent is not None:
+        max_concurrent = _positive_int(max_concurrent, "max_concurrent_trials", locate)
+
+    space = SearchSpace(
+        name=name,
+        path=path.resolve(),
+        text=text,
+        variants=variants,
+        parameters=parameters,
+        search=search,
+        scheduler=_load_scheduler(document.get("scheduler", "none"), locate, variants),
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent,
+        resources=_load_resources(document.get("resources", {}), locate),
+        seeds=seeds,
+        protocol=protocol,
+        reseed=_load_reseed(document.get("reseed"), seeds, locate),
+        **_load_run_settings(document, locate, protocol=protocol),
+    )
+    _check_points(space, locate)
+    return space
+
+
+def _read_document(path: Path) -> tuple[str, Mapping[str, Any], _Locator]:
+    """The file's text, its YAML mapping and a locator of its keys' lines."""
+    text, document = read_yaml_file(path, what="search space file")
+    locate = _Locator(path, text)
+    if not isinstance(document, Mapping):
+        raise locate.error(
+            [], "a search space must be a YAML mapping (see search_spaces/README.md)"
+        )
+    return text, document, locate
+
+
+def _check_search_kind(
+    search: str,
+    *,
+    seeds: tuple[int, ...],
+    parameters: tuple[Parameter, ...],
+    num_samples: int,
+    locate: _Locator,
+) -> None:
+    """What each search kind needs of seeds, parameters and num_samples."""
     if search == "tpe":
         if len(seeds) > 1:
             raise locate.error(
@@ -502,10 +547,12 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
             "search 'one_at_a_time' visits each listed value once: set "
             "num_samples to 1 and use `seeds` for repeats",
         )
-    max_concurrent = document.get("max_concurrent_trials")
-    if max_concurrent is not None:
-        max_concurrent = _positive_int(max_concurrent, "max_concurrent_trials", locate)
 
+
+def _load_run_settings(
+    document: Mapping[str, Any], locate: _Locator, *, protocol: str
+) -> dict[str, Any]:
+    """metric, mode, max_failures, search_seed and description (SearchSpace fields)."""
     metric = document.get("metric", SELECTION_SCORE)
     if metric not in known_metrics(protocol):
         close = difflib.get_close_matches(str(metric), known_metrics(protocol), n=1)
@@ -530,29 +577,13 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
     description = document.get("description", "")
     if not isinstance(description, str):
         raise locate.error(["description"], "description must be text")
-
-    space = SearchSpace(
-        name=name,
-        path=path.resolve(),
-        text=text,
-        variants=variants,
-        parameters=parameters,
-        search=search,
-        search_seed=search_seed,
-        scheduler=_load_scheduler(document.get("scheduler", "none"), locate, variants),
-        num_samples=num_samples,
-        max_concurrent_trials=max_concurrent,
-        resources=_load_resources(document.get("resources", {}), locate),
-        seeds=seeds,
-        protocol=protocol,
-        metric=metric,
-        mode=mode,
-        max_failures=max_failures,
-        description=description.strip(),
-        reseed=_load_reseed(document.get("reseed"), seeds, locate),
-    )
-    _check_points(space, locate)
-    return space
+    return {
+        "metric": metric,
+        "mode": mode,
+        "max_failures": max_failures,
+        "search_seed": search_seed,
+        "description": description.strip(),
+    }
 
 
 def _check_keys(
@@ -700,56 +731,67 @@ def _parse_parameter(
     if name in RESERVED_PATHS:
         raise locate.error(where, f"'{name}' is set by `{RESERVED_PATHS[name]}:`, not swept")
     if kind in ("choice", "grid"):
-        if not isinstance(domain, list) or not domain:
-            raise locate.error(
-                where, f"parameter '{name}': {kind} needs a non-empty list of values"
-            )
-        if search == "tpe" and kind == "grid":
+        return _parse_listed(name, kind, domain, locate, where, search=search)
+    return _parse_range(name, kind, domain, locate, where)
+
+
+def _parse_listed(
+    name: str, kind: str, domain: Any, locate: _Locator, where: list[str], *, search: str
+) -> Parameter:
+    """A choice or grid domain: plain values, or groups (several paths per value)."""
+    if not isinstance(domain, list) or not domain:
+        raise locate.error(where, f"parameter '{name}': {kind} needs a non-empty list of values")
+    if search == "tpe" and kind == "grid":
+        raise locate.error(
+            where,
+            f"parameter '{name}': 'grid' domains need search 'grid' or "
+            "'one_at_a_time'; use 'choice' with tpe",
+        )
+    is_group = all(isinstance(value, Mapping) for value in domain)
+    if is_group:
+        labels = [_group_label(value) for value in domain]
+        for value in domain:
+            paths = [path for path in value if path != "label"]
+            if not paths:
+                raise locate.error(where, f"parameter '{name}': a group value sets no path")
+            for path in paths:
+                if path in RESERVED_PATHS:
+                    raise locate.error(
+                        where,
+                        f"parameter '{name}': '{path}' is set by "
+                        f"`{RESERVED_PATHS[path]}:`, not swept",
+                    )
+                try:
+                    check_config_path(path)
+                except ValueError as error:
+                    raise locate.error(where, f"parameter '{name}': {error}") from None
+    else:
+        try:
+            check_config_path(name)
+        except ValueError as error:
+            raise locate.error(where, f"parameter '{name}': {error}") from None
+        if any(isinstance(value, Mapping) for value in domain):
             raise locate.error(
                 where,
-                f"parameter '{name}': 'grid' domains need search 'grid' or "
-                "'one_at_a_time'; use 'choice' with tpe",
+                f"parameter '{name}': mix of mappings and plain values; a group "
+                "(several paths per value) needs a mapping for every value",
             )
-        is_group = all(isinstance(value, Mapping) for value in domain)
-        if is_group:
-            labels = [_group_label(value) for value in domain]
-            for value in domain:
-                paths = [path for path in value if path != "label"]
-                if not paths:
-                    raise locate.error(where, f"parameter '{name}': a group value sets no path")
-                for path in paths:
-                    if path in RESERVED_PATHS:
-                        raise locate.error(
-                            where,
-                            f"parameter '{name}': '{path}' is set by "
-                            f"`{RESERVED_PATHS[path]}:`, not swept",
-                        )
-                    try:
-                        check_config_path(path)
-                    except ValueError as error:
-                        raise locate.error(where, f"parameter '{name}': {error}") from None
-        else:
-            try:
-                check_config_path(name)
-            except ValueError as error:
-                raise locate.error(where, f"parameter '{name}': {error}") from None
-            if any(isinstance(value, Mapping) for value in domain):
-                raise locate.error(
-                    where,
-                    f"parameter '{name}': mix of mappings and plain values; a group "
-                    "(several paths per value) needs a mapping for every value",
-                )
-            labels = [value if isinstance(value, str) else json.dumps(value) for value in domain]
-        if len(set(labels)) != len(labels):
-            raise locate.error(where, f"parameter '{name}': {kind} lists a value twice")
-        return Parameter(
-            name=name,
-            kind=kind,
-            values=tuple(_freeze(value) for value in domain),
-            labels=tuple(str(label) for label in labels),
-            is_group=is_group,
-        )
+        labels = [value if isinstance(value, str) else json.dumps(value) for value in domain]
+    if len(set(labels)) != len(labels):
+        raise locate.error(where, f"parameter '{name}': {kind} lists a value twice")
+    return Parameter(
+        name=name,
+        kind=kind,
+        values=tuple(_freeze(value) for value in domain),
+        labels=tuple(str(label) for label in labels),
+        is_group=is_group,
+    )
 
+
+def _parse_range(
+    name: str, kind: str, domain: Any, locate: _Locator, where: list[str]
+) -> Parameter:
+    """A [low, high] domain (uniform, loguniform, int) of a number setting."""
     annotation = _check_path(name, locate, where)
     if (
         not isinstance(domain, list)

@@ -21,16 +21,19 @@ if __package__ in (None, ""):
         sys.path.insert(0, _REPO_ROOT)
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lungsrad.config import ExperimentConfig, dump_config, write_text_atomic
+from lungsrad.config import ExperimentConfig, dump_config, file_lock, write_text_atomic
+from lungsrad.errors import USER_ERRORS, UserError
 from mlflow_tracking.tracker import (
     RUN_DESCRIPTION_TAG,
     TAG_BASE_VALUES,
@@ -41,6 +44,7 @@ from mlflow_tracking.tracker import (
     TAG_SEARCH_SPACE,
     TAG_SWEEP,
     TAG_SWEEP_DIR,
+    TAG_SWEEP_ID,
     RunTracker,
     TrackingTarget,
     configure_http_retries,
@@ -58,9 +62,11 @@ from tuning.search_space import (
 EXIT_BAD_INPUT = 2
 EXIT_NO_RESULT = 1
 STATE_FILE = "sweep.json"
+DRIVER_LOCK_FILE = ".driver.lock"  # in the sweep folder, held by its running driver
 EXPERIMENT_STATE_PERIOD_S = 1  # seconds between saves of Tune's experiment state (at most)
 SYNTHETIC_RECORDINGS = 24  # size of the synthetic dataset the embedded default generates
 SYNTHETIC_SEED = 0
+PARENT_RUN_WAIT_S = 60.0  # how long a starting driver retries a busy MLflow store
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,8 +83,8 @@ class DriverSettings:
     experiment: str  # MLflow experiment
     ray_address: str | None  # None: RAY_ADDRESS or a new local Ray
     resume: bool = False
+    resume_id: str | None = None  # --resume SWEEP_ID (None: the only sweep of that name)
     role: str = "sweep"  # MLflow role of the parent run: sweep | final
-    final_flush_s: float = 120.0  # how long a trial waits for an unreachable MLflow at its end
 
 
 def set_tune_driver_defaults() -> None:
@@ -122,7 +128,8 @@ def make_settings(args: argparse.Namespace, *, experiment: str, role: str) -> Dr
         tracking_uri=uri,
         experiment=args.experiment or experiment,
         ray_address=args.ray_address,
-        resume=getattr(args, "resume", False),
+        resume=getattr(args, "resume", None) is not None,
+        resume_id=getattr(args, "resume", None) or None,
         role=role,
     )
 
@@ -248,9 +255,10 @@ def _parameter_paths(parameter: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class SweepFolder:
-    """A Tune experiment folder plus our sweep.json (parent run id, experiment)."""
+    """A Tune experiment folder plus our sweep.json (sweep id, parent run id, experiment)."""
 
     path: Path
+    sweep_id: str  # recorded in sweep.json and on the parent run; --resume SWEEP_ID finds it
     parent_run_id: str | None
     is_new: bool
 
@@ -262,33 +270,81 @@ def _read_state(folder: Path) -> dict[str, Any]:
         return {}
 
 
+def _recorded_sweep_id(folder: Path) -> str:
+    # Folders of older versions record no id: their name stands for it.
+    return str(_read_state(folder).get("sweep_id") or folder.name)
+
+
 def locate_sweep_folder(space: SearchSpace, settings: DriverSettings) -> SweepFolder:
-    """A new timestamped folder, or with --resume the latest folder of this sweep name."""
+    """A new folder named by time and a random sweep id (unique even for sweeps started in the
+    same second), or with --resume the one sweep of this name (and id, when given)."""
     if not settings.resume:
+        sweep_id = secrets.token_hex(4)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = settings.storage_path / f"{space.name}_{stamp}"
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = settings.storage_path / f"{space.name}_{stamp}-{suffix}"
-        return SweepFolder(path=path, parent_run_id=None, is_new=True)
-    candidates = sorted(
-        (p for p in settings.storage_path.glob(f"{space.name}_*") if (p / STATE_FILE).is_file()),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not candidates:
-        raise FileNotFoundError(
-            f"--resume: no earlier sweep '{space.name}' under {settings.storage_path}; run "
-            "without --resume to start one (or pass the --storage-path it used)"
-        )
-    folder = candidates[-1]
+        path = settings.storage_path / f"{space.name}_{stamp}_{sweep_id}"
+        return SweepFolder(path=path, sweep_id=sweep_id, parent_run_id=None, is_new=True)
+    folder = _resumed_folder(space, settings)
     state = _read_state(folder)
     if state.get("experiment") != settings.experiment:
-        raise ValueError(
+        raise UserError(
             f"--resume: {folder} logged to MLflow experiment '{state.get('experiment')}', not "
             f"'{settings.experiment}'; pass --experiment {state.get('experiment')}"
         )
-    return SweepFolder(path=folder, parent_run_id=state.get("parent_run_id"), is_new=False)
+    return SweepFolder(
+        path=folder,
+        sweep_id=_recorded_sweep_id(folder),
+        parent_run_id=state.get("parent_run_id"),
+        is_new=False,
+    )
+
+
+def _resumed_folder(space: SearchSpace, settings: DriverSettings) -> Path:
+    """The folder --resume [SWEEP_ID] names; several matches are refused, never guessed."""
+    # By the recorded name: the glob alone would also match a space named "<name>_more".
+    candidates = sorted(
+        p
+        for p in settings.storage_path.glob(f"{space.name}_*")
+        if _read_state(p).get("sweep") == space.name
+    )
+    wanted = settings.resume_id
+    if wanted:
+        candidates = [p for p in candidates if wanted in (_recorded_sweep_id(p), p.name)]
+    if not candidates:
+        which = f" with id '{wanted}'" if wanted else ""
+        raise FileNotFoundError(
+            f"--resume: no earlier sweep '{space.name}'{which} under {settings.storage_path}; "
+            "run without --resume to start one (or pass the --storage-path it used)"
+        )
+    if len(candidates) > 1:
+        listed = ", ".join(f"{_recorded_sweep_id(p)} ({p.name})" for p in candidates)
+        raise UserError(
+            f"--resume: {len(candidates)} sweeps '{space.name}' under {settings.storage_path}: "
+            f"{listed}; choose one with --resume SWEEP_ID"
+        )
+    return candidates[0]
+
+
+@contextlib.contextmanager
+def driver_lock(folder: SweepFolder) -> Iterator[None]:
+    """Held by the driver of the sweep while it runs: a second driver (--resume of a sweep that
+    is still running) is refused in one line. The kernel drops it when the driver dies. A new
+    folder that never got its sweep.json (the sweep stopped before its parent run) is removed."""
+    import shutil
+
+    folder.path.mkdir(parents=True, exist_ok=not folder.is_new)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(folder.path / DRIVER_LOCK_FILE, blocking=False))
+        except BlockingIOError:
+            raise UserError(
+                f"--resume: sweep {folder.sweep_id} ({folder.path}) is still running (its "
+                "driver holds the folder's lock); wait until it ends or stop it first"
+            ) from None
+        try:
+            yield
+        finally:
+            if folder.is_new and not (folder.path / STATE_FILE).exists():
+                shutil.rmtree(folder.path, ignore_errors=True)
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -342,7 +398,7 @@ def build_tuner(
     """A new Tuner, or the restored one of a resumed sweep folder."""
     from ray import tune
 
-    from tuning.callbacks import MlflowRunCloser, ProgressPrinter
+    from tuning.callbacks import MlflowLogger, ProgressPrinter
     from tuning.trainable import best_metric_name, train_trial
 
     trainable = tune.with_resources(
@@ -364,7 +420,7 @@ def build_tuner(
             num_samples=space.num_samples,
             max_concurrent_trials=space.max_concurrent_trials if space.search == "tpe" else None,
             trial_dirname_creator=_trial_dirname,
-            # A finished trial's process (torch, MLflow client, compiled kernels loaded) runs
+            # A finished trial's process (torch and compiled kernels loaded) runs
             # the next trial: saves seconds of imports per trial.
             reuse_actors=True,
         ),
@@ -374,7 +430,8 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
-            callbacks=[ProgressPrinter(space), MlflowRunCloser(space), *callbacks],
+            # MLflow first: a trial's progress line is printed once its run holds the event.
+            callbacks=[MlflowLogger(space), ProgressPrinter(space), *callbacks],
         ),
     )
 
@@ -409,7 +466,7 @@ def _parent_tracker(
         try:
             run = target.client().get_run(folder.parent_run_id)
         except Exception:
-            raise ValueError(
+            raise UserError(
                 f"--resume: the sweep's MLflow parent run {folder.parent_run_id} is not in "
                 f"'{target.display_uri}' (experiment '{target.experiment_name}'); pass the "
                 "--tracking-uri the sweep started with"
@@ -431,14 +488,16 @@ def _parent_tracker(
             TAG_METRIC: space.metric,
             TAG_GIT_COMMIT: commit,
             TAG_BASE_VALUES: json.dumps(space.base_labels(), sort_keys=True),
+            TAG_SWEEP_ID: folder.sweep_id,
         },
     )
     tracker.log_params(space_summary(space))
     tracker.log_text(space.text, f"search_space/{space.path.name}")
     for name, config in space.variants.items():
         tracker.log_text(dump_config(config), f"base_configs/{name}.yaml")
-    if not tracker.flush(force=True):
-        raise ValueError(
+    # Several drivers starting at once may find a SQLite store busy for a moment.
+    if not tracker.deliver(timeout_s=PARENT_RUN_WAIT_S):
+        raise UserError(
             f"MLflow at '{target.display_uri}' did not accept the sweep's parent run "
             f"({tracker.last_error})"
         )
@@ -455,8 +514,9 @@ def run_sweep(
 ) -> SweepOutcome:
     """Runs (or resumes) a sweep end to end and exports its best configuration.
 
-    Order: sweep folder (--resume) -> MLflow check -> Ray -> resources check -> data -> parent
-    run -> Tune -> export. Everything that can be wrong with the input fails before a trial starts.
+    Order: sweep folder (--resume) -> MLflow check -> driver lock -> Ray -> resources check ->
+    data -> parent run -> Tune -> export. Everything that can be wrong with the input fails
+    before a trial starts.
 
     Args:
         space: the validated search space (data.root already set).
@@ -466,7 +526,8 @@ def run_sweep(
         export_best: write best_config.yaml (final.py's seed runs have nothing to choose).
 
     Raises:
-        ValueError / FileNotFoundError: bad input, unreachable MLflow, resources no node has.
+        ValueError / FileNotFoundError: bad input, unreachable MLflow, resources no node has, a
+            sweep that another driver is running.
     """
     started = time.perf_counter()
     set_tune_driver_defaults()
@@ -474,83 +535,133 @@ def run_sweep(
     settings.output_root.mkdir(parents=True, exist_ok=True)
     target = open_tracking(settings)
     configure_http_retries()
-
     # Torch and Ray load only once the cheap checks above have passed.
-    from tuning.callbacks import bind_tracking
-    from tuning.cluster import check_resources, connect, disconnect
-    from tuning.results import (
-        SUMMARY_FILE,
-        choose_best,
-        collect_outcomes,
-        export_best_config,
-        selection_record,
-        summary_markdown,
+    from tuning.cluster import connect, disconnect
+
+    with driver_lock(folder):
+        cluster = connect(settings.ray_address, num_cpus=num_cpus)
+        try:
+            print(cluster.describe(), flush=True)
+            parent, grid, reseeded = _run_tune(space, settings, folder, target, callbacks=callbacks)
+        finally:
+            disconnect(cluster)
+        unfinished = _unfinished(grid)
+        if unfinished > 0:
+            # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
+            parent.flush(force=True)
+            raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
+        return _export(
+            space,
+            folder,
+            target,
+            parent,
+            grid,
+            reseeded=reseeded,
+            role=settings.role,
+            started=started,
+            export_best=export_best,
+        )
+
+
+def _write_state(
+    folder: SweepFolder, space: SearchSpace, target: TrackingTarget, **extra: Any
+) -> None:
+    write_text_atomic(
+        folder.path / STATE_FILE,
+        json.dumps(
+            {
+                "sweep": space.name,
+                "sweep_id": folder.sweep_id,
+                "search_space": str(space.path),
+                "experiment": target.experiment_name,
+                "experiment_id": target.experiment_id,
+                "tracking_uri": target.display_uri,
+                **extra,
+            },
+            indent=1,
+        )
+        + "\n",
     )
-    from tuning.trainable import SweepContext, best_metric_name
 
-    cluster = connect(settings.ray_address, num_cpus=num_cpus)
-    try:
-        print(cluster.describe(), flush=True)
-        # Before data and features: a trial no node can hold fails in seconds, not minutes.
-        check_resources(space.resources)
-        data_root = space.base_config.data.root
-        if data_root is not None and Path(data_root) == settings.output_root / "synthetic_data":
+
+def _run_tune(
+    space: SearchSpace,
+    settings: DriverSettings,
+    folder: SweepFolder,
+    target: TrackingTarget,
+    *,
+    callbacks: Sequence[Any],
+) -> tuple[RunTracker, Any, list[Any] | None]:
+    """Resources check, data, parent run, then Tune until every trial has ended, then the
+    `reseed` step (its outcomes; None without one)."""
+    from tuning.callbacks import bind_tracking
+    from tuning.cluster import check_resources
+    from tuning.trainable import SweepContext
+
+    # Before data and features: a trial no node can hold fails in seconds, not minutes.
+    check_resources(space.resources)
+    data_root = space.base_config.data.root
+    if data_root is not None and Path(data_root) == settings.output_root / "synthetic_data":
+        with file_lock(settings.output_root / ".synthetic_data.lock"):  # concurrent sweeps
             ensure_synthetic_data(Path(data_root))
-        feature_set = shared_feature_set(space)
-        commit = git_commit()
-        parent = _parent_tracker(space, settings, target, folder, commit)
-        assert parent.run_id is not None
-        folder.path.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(
-            folder.path / STATE_FILE,
-            json.dumps(
-                {
-                    "sweep": space.name,
-                    "search_space": str(space.path),
-                    "experiment": target.experiment_name,
-                    "experiment_id": target.experiment_id,
-                    "tracking_uri": target.display_uri,
-                    "parent_run_id": parent.run_id,
-                    "git_commit": commit,
-                },
-                indent=1,
-            )
-            + "\n",
-        )
-        bind_tracking(target, parent.run_id)
-        total = space.num_trials()
-        print(
-            f"{settings.role} '{space.name}': {total if total is not None else '?'} trials "
-            f"({space.search}, scheduler {space.scheduler.kind}, protocol {space.protocol}, "
-            f"metric {space.metric} {space.mode}); results in {folder.path}; MLflow "
-            f"'{target.display_uri}' experiment '{target.experiment_name}' parent run "
-            f"{parent.run_id}",
-            flush=True,
-        )
-        context = SweepContext(
-            space=space,
-            tracking=target,
-            parent_run_id=parent.run_id,
-            git_commit=commit,
-            role="trial" if settings.role == "sweep" else "final_seed",
-            final_flush_s=settings.final_flush_s,
-        )
-        tuner = build_tuner(
-            space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
-        )
-        grid = tuner.fit()
-        unfinished = len(grid) - grid.num_terminated - grid.num_errors
-        outcomes = collect_outcomes(grid, space) if unfinished == 0 else []
-        if outcomes and space.reseed is not None:
-            outcomes += _run_reseed(space, outcomes, folder, parent, feature_set, context)
-    finally:
-        disconnect(cluster)
+    feature_set = shared_feature_set(space)
+    commit = git_commit()
+    parent = _parent_tracker(space, settings, target, folder, commit)
+    assert parent.run_id is not None
+    _write_state(folder, space, target, parent_run_id=parent.run_id, git_commit=commit)
+    bind_tracking(
+        target,
+        parent.run_id,
+        role="trial" if settings.role == "sweep" else "final_seed",
+        git_commit=commit,
+        staging=folder.path / ".mlflow_staging",
+    )
+    total = space.num_trials()
+    print(
+        f"{settings.role} '{space.name}' (sweep id {folder.sweep_id}): "
+        f"{total if total is not None else '?'} trials ({space.search}, scheduler "
+        f"{space.scheduler.kind}, protocol {space.protocol}, metric {space.metric} {space.mode}); "
+        f"results in {folder.path}; MLflow '{target.display_uri}' experiment "
+        f"'{target.experiment_name}' parent run {parent.run_id}",
+        flush=True,
+    )
+    context = SweepContext(space=space)
+    tuner = build_tuner(
+        space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
+    )
+    grid = tuner.fit()
+    reseeded: list[Any] | None = None
+    if space.reseed is not None and _unfinished(grid) == 0:
+        from tuning.results import collect_outcomes
 
-    if unfinished > 0:
-        # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
-        parent.flush(force=True)
-        raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
-    reseeded = space.reseed is not None
+        outcomes = collect_outcomes(grid, space)
+        reseeded = _run_reseed(space, outcomes, folder, parent, feature_set, context)
+    return parent, grid, reseeded
+
+
+def _unfinished(grid: Any) -> int:
+    """Trials of a Tune result grid that neither finished nor failed (an interrupted run)."""
+    return len(grid) - grid.num_terminated - grid.num_errors
+
+
+def _export(
+    space: SearchSpace,
+    folder: SweepFolder,
+    target: TrackingTarget,
+    parent: RunTracker,
+    grid: Any,
+    *,
+    reseeded: list[Any] | None,
+    role: str,
+    started: float,
+    export_best: bool,
+) -> SweepOutcome:
+    """Outcomes, summary.md and (for sweeps) best_config.yaml, on disk and on the parent run.
+
+    `reseeded`: the outcomes of the `reseed` step (None when the space asks for none)."""
+    from tuning.results import SUMMARY_FILE, choose_best, collect_outcomes, summary_markdown
+
+    outcomes = collect_outcomes(grid, space) + (reseeded or [])
     best = choose_best(outcomes, mode=space.mode)
     summary = summary_markdown(space, outcomes, best)
     summary_path = folder.path / SUMMARY_FILE
@@ -558,23 +669,8 @@ def run_sweep(
     parent.log_text(summary, SUMMARY_FILE)
     best_path = None
     if best is not None and export_best:
-        best_path = export_best_config(
-            best,
-            folder.path,
-            header=(
-                f"Best configuration of sweep '{space.name}' ({folder.path.name}): "
-                f"{best.representative.resolved.describe_config()}\n"
-                f"mean {best_metric_name(space.metric)} over {len(best.members)} seed(s): "
-                f"{best.mean_value:.4f} (protocol {space.protocol}); MLflow parent run "
-                f"{parent.run_id}\n"
-                "Train it on several seeds: "
-                "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
-            ),
-            record=selection_record(best, metric=best_metric_name(space.metric), reseeded=reseeded),
-        )
-        parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
-        parent.set_tags({"lungsrad.best_config": str(best_path)})
-    parent.set_tags({RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, settings.role)})
+        best_path = _export_best(space, folder, parent, best, reseeded=reseeded is not None)
+    parent.set_tags({RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, role)})
     if best is not None:
         parent.log_metrics(best_metrics(space, best), step=0)
         parent.set_tags({"lungsrad.best_trial_id": best.representative.trial_id})
@@ -589,7 +685,7 @@ def run_sweep(
     return SweepOutcome(
         folder=folder.path,
         tracking=target,
-        parent_run_id=parent.run_id,
+        parent_run_id=str(parent.run_id),
         outcomes=outcomes,
         best=best,
         best_config_path=best_path,
@@ -665,6 +761,31 @@ def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], rol
         f"{head}  \n{done} of {len(outcomes)} trials finished; search `{space.search}`, "
         f"protocol `{space.protocol}`. See the artifacts summary.md and report/."
     )
+
+
+def _export_best(
+    space: SearchSpace, folder: SweepFolder, parent: RunTracker, best: Any, *, reseeded: bool
+) -> Path:
+    from tuning.results import export_best_config, selection_record
+    from tuning.trainable import best_metric_name
+
+    best_path = export_best_config(
+        best,
+        folder.path,
+        header=(
+            f"Best configuration of sweep '{space.name}' ({folder.path.name}): "
+            f"{best.representative.resolved.describe_config()}\n"
+            f"mean {best_metric_name(space.metric)} over {len(best.members)} seed(s): "
+            f"{best.mean_value:.4f} (protocol {space.protocol}); MLflow parent run "
+            f"{parent.run_id}\n"
+            "Train it on several seeds: "
+            "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
+        ),
+        record=selection_record(best, metric=best_metric_name(space.metric), reseeded=reseeded),
+    )
+    parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
+    parent.set_tags({"lungsrad.best_config": str(best_path)})
+    return best_path
 
 
 def _staged(file: Path, folder: Path) -> Path:
@@ -754,8 +875,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", required=True, help="search-space YAML (search_spaces/*.yaml)")
     parser.add_argument(
         "--resume",
-        action="store_true",
-        help="continue the latest sweep of this space (finished trials are kept)",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SWEEP_ID",
+        help="continue a sweep of this space (finished trials are kept); SWEEP_ID (printed at "
+        "its start, in its sweep.json) is needed when the storage path holds several",
     )
     add_common_arguments(parser)
     return parser
@@ -765,7 +890,7 @@ def run_command(function: Any, uri: str | None) -> int:
     """Runs a CLI body; user errors become one line on stderr and exit status 2."""
     try:
         return function()
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
+    except USER_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if uri:
             message = redact_text(message, uri)

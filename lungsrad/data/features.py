@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from lungsrad.config import DataConfig, atomic_destination
 from lungsrad.data.icbhi import Recording, load_cycle_waveforms, scan_dataset
+from lungsrad.errors import UserError
 
 # Bump when the feature pipeline changes in a way DataConfig does not show (e.g. slicing rules);
 # old cache entries are then simply never hit again.
@@ -69,7 +70,7 @@ def expected_num_frames(data_config: DataConfig) -> int:
     window = int(rate * data_config.frame_length_ms * 0.001)
     shift = int(rate * data_config.frame_shift_ms * 0.001)
     if window < 1 or shift < 1 or num_samples < window:
-        raise ValueError(
+        raise UserError(
             f"data.segment_seconds ({data_config.segment_seconds}) must hold at least one "
             f"{data_config.frame_length_ms} ms window at {rate} Hz"
         )
@@ -276,7 +277,7 @@ def build_feature_set(
     if root is None:
         root = data_config.root
     if root is None:
-        raise ValueError("no dataset folder: set data.root in the config or pass --data DIR")
+        raise UserError("no dataset folder: set data.root in the config or pass --data DIR")
     scan = scan_dataset(root, data_config.split_file, read_headers=False)
     scan.raise_first_problem()
     for warning in scan.warnings:

@@ -24,6 +24,7 @@ from lungsrad.data.layout import (
     SPLIT_NAME_FIXES,
     SPLITS,
 )
+from lungsrad.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -146,7 +147,7 @@ class DatasetScan:
         )
         if first.is_missing_file:
             raise FileNotFoundError(message)
-        raise ValueError(message)
+        raise UserError(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def read_split_file(path: str | os.PathLike[str]) -> dict[str, str]:
         raise FileNotFoundError(f"split file not found: {path}")
     entries, problems = parse_split_file(path)
     if problems:
-        raise ValueError(f"{problems[0]}; fix the split file")
+        raise UserError(f"{problems[0]}; fix the split file")
     return {name: split for name, (split, _) in entries.items()}
 
 
@@ -267,7 +268,7 @@ def read_audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     try:
         info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise ValueError(f"{path}: unreadable wav ({error})") from None
+        raise UserError(f"{path}: unreadable wav ({error})") from None
     return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels), info.subtype)
 
 
@@ -285,7 +286,7 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     try:
         samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise ValueError(f"{path}: unreadable wav ({error})") from None
+        raise UserError(f"{path}: unreadable wav ({error})") from None
     check_audio_samples(path, samples)
     return np.ascontiguousarray(samples[:, 0]), int(sample_rate)
 
@@ -303,13 +304,13 @@ def _channels_message(channels: int) -> str:
 def check_audio_samples(path: str | os.PathLike[str], samples: np.ndarray) -> None:
     """ValueError naming `path` unless samples (frames, channels) are mono, finite, non-empty."""
     if samples.shape[1] != 1:
-        raise ValueError(f"{path}: {_channels_message(samples.shape[1])}")
+        raise UserError(f"{path}: {_channels_message(samples.shape[1])}")
     if samples.shape[0] == 0:
-        raise ValueError(f"{path}: {_EMPTY_MESSAGE}")
+        raise UserError(f"{path}: {_EMPTY_MESSAGE}")
     finite = np.isfinite(samples[:, 0])
     if not finite.all():
         first = int(np.argmin(finite))
-        raise ValueError(
+        raise UserError(
             f"{path}: holds NaN or infinite samples (first at sample {first}); "
             "re-export the recording"
         )
@@ -392,11 +393,11 @@ def slice_cycles(
     for cycle in recording.cycles:
         problem = cycle_position_problem(cycle, source_duration_seconds)
         if problem is not None:
-            raise ValueError(f"{recording.annotation_path}:{cycle.line}: {problem}")
+            raise UserError(f"{recording.annotation_path}:{cycle.line}: {problem}")
         start = _sample_index(cycle.start_seconds, rate)
         end = min(_sample_index(cycle.end_seconds, rate), waveform.shape[-1])
         if end <= start:
-            raise ValueError(
+            raise UserError(
                 f"{recording.annotation_path}:{cycle.line}: cycle is shorter than one sample at "
                 f"{rate} Hz"
             )
@@ -498,7 +499,7 @@ def scan_dataset(
         entries, split_problems = parse_split_file(split_path)
         problems.extend(split_problems)
     if not annotation_stems and not entries:
-        raise ValueError(
+        raise UserError(
             f"no recordings in {root}: expected NAME.wav + NAME.txt pairs as in "
             f"ICBHI_final_database{_nested_database_hint(root)}"
         )

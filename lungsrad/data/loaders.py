@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from lungsrad.data.features import FeatureSet
+from lungsrad.errors import UserError
 
 PROTOCOLS: tuple[str, ...] = ("paper", "validated")
 
@@ -36,12 +37,12 @@ def validation_patients(
     picked, so validation never shares a patient with test.
     """
     if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"data.validation_fraction must be in (0, 1), got {validation_fraction}")
+        raise UserError(f"data.validation_fraction must be in (0, 1), got {validation_fraction}")
     overlap = set(official_patient_overlap(feature_set))
     train_patients = sorted(_patients_in(feature_set, "train"), key=_natural_key)
     candidates = [p for p in train_patients if p not in overlap]
     if len(train_patients) < 2 or not candidates:
-        raise ValueError(
+        raise UserError(
             f"the 'validated' protocol needs at least 2 official-train patients (one of them not "
             f"in test), found {len(train_patients)}; use train.protocol: paper or more data"
         )
@@ -72,7 +73,7 @@ def split_indices(
     train = np.flatnonzero(official == "train").astype(np.int64)
     test = np.flatnonzero(official == "test").astype(np.int64)
     if train.size == 0 or test.size == 0:
-        raise ValueError(
+        raise UserError(
             f"the feature set has {train.size} train and {test.size} test cycles; both "
             "official splits must be non-empty (check the split file)"
         )

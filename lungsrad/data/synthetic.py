@@ -19,6 +19,7 @@ import soundfile
 
 from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.data.layout import DIAGNOSIS_FILE_NAME, SPLIT_FILE_NAME, SPLITS
+from lungsrad.errors import UserError
 from lungsrad.metrics import CLASS_NAMES
 
 # Device -> sample rate; together they cover the three rates of the real database.
@@ -365,9 +366,9 @@ def write_synthetic_dataset(
         or not isinstance(num_recordings, int)
         or num_recordings < 2
     ):
-        raise ValueError(f"--recordings must be an integer >= 2, got {num_recordings!r}")
+        raise UserError(f"--recordings must be an integer >= 2, got {num_recordings!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
+        raise UserError(f"--seed must be an integer >= 0, got {seed!r}")
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     plans = _plan(rng, num_recordings)

@@ -18,7 +18,6 @@ import csv
 import io
 import math
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from lungsrad.config import (
     atomic_destination,
     write_text_atomic,
 )
+from lungsrad.errors import UserError
 from lungsrad.method.spectral_regularization import (
     attach_spectral_regularization,
     gaussian_kernel1d,
@@ -698,25 +698,15 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[ExperimentCo
     """Reads a lungsrad training checkpoint: (its config, the checkpoint dict)."""
     import yaml
 
+    from lungsrad.checkpoint_format import read_checkpoint
     from lungsrad.config import config_from_dict
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path}: not a readable checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "lungsrad-checkpoint":
-        raise ValueError(
-            f"{path} is not a lungsrad training checkpoint (no 'format': 'lungsrad-checkpoint'); "
-            "pass the checkpoint.pt written by `lungsrad train`"
-        )
+    checkpoint = read_checkpoint(path)
     try:
         config = config_from_dict(yaml.safe_load(checkpoint["config"]) or {})
     except (KeyError, ValueError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: the stored config is not usable ({error})") from None
+        raise UserError(f"{path}: the stored config is not usable ({error})") from None
     return config, checkpoint
 
 
@@ -726,7 +716,7 @@ def _example_features(
     from lungsrad.data.features import build_feature_set
 
     if data_root is None and config.data.root is None:
-        raise ValueError("no dataset: pass --data DIR (data.root is not set in the checkpoint)")
+        raise UserError("no dataset: pass --data DIR (data.root is not set in the checkpoint)")
     feature_set = build_feature_set(config.data, data_root, show_progress=False)
     test = [i for i, split in enumerate(feature_set.official_split) if split == "test"]
     pool = test or list(range(len(feature_set.labels)))
@@ -759,7 +749,7 @@ def run_spectral_analysis(
     from lungsrad.models import build_model, load_dass_checkpoint
 
     if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(f"number of examples must be >= 1, got {num_examples!r}")
+        raise UserError(f"number of examples must be >= 1, got {num_examples!r}")
     config, state = load_training_checkpoint(checkpoint)
     # The run's init checkpoint (model.checkpoint) is superseded by the trained weights, and
     # may not exist on this machine; any scan backend gives the same operands.

@@ -114,6 +114,8 @@ def attach_spectral_regularization(model: DASS, config: ExperimentConfig) -> lis
         return []
     stage = regularization.stage
     depths = tuple(model.depths)
+    # validate_config checks the placement against the config's architecture; these catch a model
+    # that was not built from this config (a bug, hence ValueError).
     if not 0 <= stage < len(depths):
         raise ValueError(
             f"method.regularization.stage {stage} not valid: the model has stages "

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from lungsrad.checkpoint_format import check_checkpoint_format, is_lungsrad_checkpoint
+from lungsrad.errors import UserError
+
 logger = logging.getLogger(__name__)
 
-LUNGSRAD_CHECKPOINT_FORMAT = "lungsrad-checkpoint"
 HEAD_PREFIX = "classifier.head."
 # Stripped when every key carries it: release files (DataParallel around DASS.v), DASS without
 # DataParallel, DataParallel around the backbone, and torch.compile'd modules.
@@ -40,7 +42,7 @@ def _read(path: Path) -> Any:
     except Exception as error:  # torch.load raises many types for foreign files
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
         reason = text.splitlines()[0][:120] if text else type(error).__name__
-        raise ValueError(
+        raise UserError(
             f"{path}: not a PyTorch state dict that loads with weights_only=True "
             f"({type(error).__name__}: {reason}); pass a DASS release file, a model state dict "
             "or a lungsrad checkpoint"
@@ -50,9 +52,10 @@ def _read(path: Path) -> Any:
 def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """The model state dict inside a release file, a wrapper dict or a lungsrad checkpoint."""
     if isinstance(obj, Mapping):
-        if obj.get("format") == LUNGSRAD_CHECKPOINT_FORMAT:
+        if is_lungsrad_checkpoint(obj):
+            obj = check_checkpoint_format(obj, source)
             if not isinstance(obj.get("model"), Mapping):
-                raise ValueError(f"{source}: lungsrad checkpoint without a 'model' state dict")
+                raise UserError(f"{source}: lungsrad checkpoint without a 'model' state dict")
             obj = obj["model"]
         else:
             for key in ("model", "state_dict"):
@@ -65,7 +68,7 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
         or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         kind = type(obj).__name__ if not isinstance(obj, Mapping) else "a mapping without tensors"
-        raise ValueError(
+        raise UserError(
             f"{source}: not a state dict (found {kind}); expected a mapping of parameter names "
             "to tensors, a {'model': state_dict} wrapper or a lungsrad checkpoint"
         )
@@ -142,7 +145,7 @@ def load_dass_checkpoint(
         ):
             if keys:
                 parts.append(f"{len(keys)} {name} ({_listed(keys)})")
-        raise ValueError(
+        raise UserError(
             f"{source}: checkpoint does not match the model: {'; '.join(parts)}; check the "
             "model preset/dims/depths against the checkpoint"
         )

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lungsrad.config import MODEL_PRESETS
+from lungsrad.config import MIN_NUM_CLASSES, MODEL_PRESETS
 from lungsrad.models.selective_scan import (
     check_backend,
     resolve_backend,
@@ -324,8 +324,8 @@ class DASS(nn.Module):
             )
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"DASS: drop_path_rate must be in [0, 1), got {drop_path_rate}")
-        if num_classes < 1:
-            raise ValueError(f"DASS: num_classes must be >= 1, got {num_classes}")
+        if num_classes < MIN_NUM_CLASSES:
+            raise ValueError(f"DASS: num_classes must be >= {MIN_NUM_CLASSES}, got {num_classes}")
         check_backend(scan_backend)
         self.dims = dims
         self.depths = depths

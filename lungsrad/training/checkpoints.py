@@ -8,11 +8,9 @@ holding only that file, so a sweep can copy it as-is) and `best.pt` (the selecte
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import shutil
 import warnings
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,12 @@ from typing import Any
 import torch
 import yaml
 
+from lungsrad.checkpoint_format import (  # noqa: F401 (the format, re-exported for callers)
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    CheckpointError,
+    read_checkpoint,
+)
 from lungsrad.config import (
     ExperimentConfig,
     atomic_destination,
@@ -27,8 +31,6 @@ from lungsrad.config import (
     flatten_config,
 )
 
-CHECKPOINT_FORMAT = "lungsrad-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINTS_FOLDER = "checkpoints"
 BEST_FILE = "best.pt"
@@ -51,20 +53,6 @@ RESUME_IGNORED_KEYS = frozenset(
 )
 
 _EPOCH_FOLDER = re.compile(r"^epoch_(\d{4,})$")
-# What a truncated or otherwise damaged torch.save file raises on load.
-_LOAD_ERRORS = (
-    RuntimeError,
-    EOFError,
-    OSError,
-    ValueError,
-    KeyError,
-    pickle.UnpicklingError,
-    zipfile.BadZipFile,
-)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, not a lungsrad checkpoint, or incompatible with the run."""
 
 
 def epoch_folder(output_dir: str | os.PathLike[str], epoch: int) -> Path:
@@ -95,35 +83,6 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(descriptor)
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Loads a lungsrad checkpoint (on CPU) and checks its format.
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: unreadable (truncated, corrupt) or not a lungsrad checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except _LOAD_ERRORS as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: not a lungsrad training checkpoint (no 'format': '{CHECKPOINT_FORMAT}'); "
-            "give a file written by `lungsrad train` (checkpoints/epoch_*/checkpoint.pt or best.pt)"
-        )
-    version = payload.get("format_version")
-    if version != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version!r}, this lungsrad reads "
-            f"{CHECKPOINT_FORMAT_VERSION}"
-        )
-    return payload
 
 
 def read_resumable_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lungsrad.config import TrainConfig
+from lungsrad.errors import UserError
 from lungsrad.method.patch_mix import (
     MixDraw,
     MixKind,
@@ -386,14 +387,14 @@ class TrainStep:
 
 
 def check_capture(device: torch.device, amp_dtype: torch.dtype | None) -> None:
-    """ValueError naming train.capture_step when the training step cannot be captured here."""
+    """UserError naming train.capture_step when the training step cannot be captured here."""
     if device.type != "cuda":
-        raise ValueError(
+        raise UserError(
             f"train.capture_step needs a CUDA device but the run trains on {device}; set "
             "train.capture_step to false"
         )
     if amp_dtype == torch.float16:
-        raise ValueError(
+        raise UserError(
             "train.capture_step cannot capture fp16 training (its GradScaler reads the "
             "overflow flag on the host every step); set train.amp to bf16 or off, or "
             "train.capture_step to false"

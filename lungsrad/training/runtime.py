@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lungsrad.config import ExperimentConfig
+from lungsrad.errors import UserError
 from lungsrad.method.spectral_regularization import attach_spectral_regularization
 from lungsrad.metrics import confusion_matrix, scores_from_confusion
 from lungsrad.models import DASS, build_model
@@ -45,13 +46,13 @@ def resolve_device(requested: str) -> torch.device:
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise UserError(
                 f"train.device is '{requested}' but no CUDA device is visible; use 'auto' or 'cpu'"
             )
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
     elif device.type != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got '{requested}'")
+        raise UserError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got '{requested}'")
     return device
 
 

@@ -390,3 +390,29 @@ def test_cli_resume_without_an_earlier_sweep(tmp_path: Path) -> None:
     lines = completed.stderr.strip().splitlines()
     assert completed.returncode == 2 and len(lines) == 1, completed.stderr
     assert "--resume: no earlier sweep 'good' under" in lines[0]
+
+
+def test_swept_values_keep_their_exact_value_as_identity(tmp_path: Path) -> None:
+    """Labels identify values exactly (seed grouping, tags, report axis); the 6-digit form is
+    for display only."""
+    from tuning.search_space import display_label
+
+    path = tmp_path / "exact.yaml"
+    path.write_text(
+        "name: exact\nsearch: grid\nseeds: [0, 1]\n"
+        "parameters:\n  train.learning_rate: {grid: [1.0e-4, 1.0000001e-4]}\n"
+        "  method.patch_mix.alpha: {grid: [1, 2.0]}\n",
+        encoding="utf-8",
+    )
+    space = load_search_space(path)
+    close = [
+        space.resolve({"train.learning_rate": rate, "method.patch_mix.alpha": 1, "seed": seed})
+        for rate in (1.0e-4, 1.0000001e-4)
+        for seed in (0, 1)
+    ]
+    assert len({trial.group_key() for trial in close}) == 2  # never merged by a rounded label
+    assert close[0].group_key() == close[1].group_key()  # seeds of one point share it
+    assert close[2].values["train.learning_rate"] == "0.00010000001"
+    assert display_label(close[2].values["train.learning_rate"]) == "0.0001"
+    whole = space.resolve({"train.learning_rate": 1.0e-4, "method.patch_mix.alpha": 2.0})
+    assert whole.values["method.patch_mix.alpha"] == "2"  # 2 and 2.0 are one value

@@ -34,7 +34,7 @@ from mlflow_tracking.tracker import (
 from tuning.results import BEST_CONFIG_FILE, SUMMARY_FILE
 from tuning.search_space import load_search_space
 from tuning.sweep import DriverSettings, run_sweep
-from tuning.trainable import TIMING_TRIAL, TRAIN_SECONDS, best_metric_name
+from tuning.trainable import FACTS_KEY, TIMING_TRIAL, TRAIN_SECONDS, best_metric_name
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -91,6 +91,19 @@ def test_one_child_run_per_trial_with_metric_history(sweep) -> None:
         assert [metric.value for metric in sorted(epochs, key=lambda m: m.step)] == [1.0, 2.0]
         assert REPORT_SCORE in run.data.metrics
         assert run.data.metrics[TIMING_TRIAL] >= run.data.metrics[TRAIN_SECONDS] > 0
+
+
+def test_trial_processes_never_import_mlflow(sweep) -> None:
+    """Trials report to Tune only; the driver writes MLflow. Each trial process states in its
+    reported facts whether `mlflow` is in its sys.modules (checked after training)."""
+    _, _, outcome = sweep
+    facts = []
+    for result_file in outcome.folder.glob("trial_*/result.json"):
+        for line in result_file.read_text().splitlines():
+            if FACTS_KEY in json.loads(line):
+                facts.append(json.loads(json.loads(line)[FACTS_KEY]))
+    assert len(facts) >= 2 * len(outcome.outcomes)  # first and last result of each trial
+    assert all(fact["trial_imports_mlflow"] is False for fact in facts), facts
 
 
 def test_parent_child_link_and_parent_contents(sweep) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import torch
 
+from lungsrad.errors import BackendUnavailableError, UserError
+
 INSTALL_COMMAND = (
     'MAMBA_FORCE_BUILD=TRUE MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation ".[cuda]"'
 )
@@ -51,7 +53,7 @@ def load_selective_scan_fn() -> Callable[..., torch.Tensor]:
     """mamba-ssm's `selective_scan_fn`; ImportError with the install command when missing."""
     loaded = _import_selective_scan_fn()
     if isinstance(loaded, ImportError):
-        raise ImportError(
+        raise BackendUnavailableError(
             f"selective scan backend 'mamba_ssm' is not available ({loaded}); {INSTALL_HINT}"
         )
     return loaded
@@ -87,7 +89,7 @@ def selective_scan_mamba(
         (batch, channels, L) float32.
     """
     if not u.is_cuda:
-        raise ValueError(
+        raise UserError(
             f"selective scan backend 'mamba_ssm' needs CUDA tensors, got tensors on {u.device}; "
             "use backend 'chunked' (or 'auto') on CPU"
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lungsrad.errors import BackendUnavailableError, UserError
 from lungsrad.models.selective_scan.reference import compute_dtype
 
 TRITON_HINT = (
@@ -74,7 +75,7 @@ def load_kernels() -> ModuleType:
     missing."""
     kernels = _load_kernels()
     if isinstance(kernels, ImportError):
-        raise ImportError(
+        raise BackendUnavailableError(
             f"selective scan backend 'triton' is not available ({kernels}); {TRITON_HINT}"
         )
     return kernels
@@ -89,13 +90,13 @@ def check_triton_inputs(u: torch.Tensor, A: torch.Tensor) -> None:
     """
     load_kernels()
     if u.device.type != "cuda" and not is_interpreter_on():
-        raise ValueError(
+        raise UserError(
             f"selective scan backend 'triton' needs CUDA tensors (or Triton's interpreter, "
             f"TRITON_INTERPRET=1), got tensors on {u.device}; use backend 'chunked' (or 'auto') "
             "on CPU"
         )
     if A.dim() == 2 and A.shape[1] != 1:
-        raise ValueError(
+        raise UserError(
             f"selective scan backend 'triton' supports d_state N = 1 only, got N = {A.shape[1]}; "
             "use backend 'chunked' for N > 1"
         )
@@ -109,7 +110,7 @@ def check_triton_inputs(u: torch.Tensor, A: torch.Tensor) -> None:
             f"selective scan backend 'triton' needs a non-empty input, got shape {tuple(u.shape)}"
         )
     if u[0].numel() >= 2**31:  # offsets inside one batch item are 32-bit in the kernels
-        raise ValueError(
+        raise UserError(
             f"selective scan backend 'triton' takes under 2**31 elements per batch item, got "
             f"{tuple(u.shape)}; use backend 'chunked' for this shape"
         )
@@ -229,7 +230,7 @@ def _check_launch(
         )
     grid = _grid(1, directions, channels, blocks)
     if max(grid[1:]) > 65535:  # CUDA's limit on the second and third grid dimensions
-        raise ValueError(
+        raise UserError(
             f"selective scan backend 'triton' cannot launch {directions} channel groups of "
             f"{channels} channels (grid {grid}); use backend 'chunked' for this shape"
         )

@@ -258,7 +258,8 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match="not a lungsrad training checkpoint"):
         load_training_checkpoint(tmp_path / "plain.pt")
     torch.save(
-        {"format": "lungsrad-checkpoint", "config": "model: {preset: huge}"}, tmp_path / "c.pt"
+        {"format": "lungsrad-checkpoint", "format_version": 1, "config": "model: {preset: huge}"},
+        tmp_path / "c.pt",
     )
     with pytest.raises(ValueError, match="stored config"):
         load_training_checkpoint(tmp_path / "c.pt")
@@ -328,6 +329,7 @@ def _write_checkpoint(path, model, config):
     torch.save(
         {
             "format": "lungsrad-checkpoint",
+            "format_version": 1,
             "config": dump_config(config),
             "model": model.state_dict(),
         },

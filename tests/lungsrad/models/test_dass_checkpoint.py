@@ -55,6 +55,7 @@ def test_plain_and_lungsrad_checkpoints(tmp_path):
 
     checkpoint = {
         "format": "lungsrad-checkpoint",
+        "format_version": 1,
         "config": "name: test\n",
         "model": source.state_dict(),
         "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
@@ -131,7 +132,14 @@ def test_failed_load_leaves_the_model_untouched():
         pytest.param([torch.zeros(3)], "not a state dict", id="list"),
         pytest.param({"epoch": 3}, "not a state dict", id="dict-without-tensors"),
         pytest.param(
-            {"format": "lungsrad-checkpoint"}, "without a 'model'", id="lungsrad-no-model"
+            {"format": "lungsrad-checkpoint", "format_version": 1},
+            "without a 'model'",
+            id="lungsrad-no-model",
+        ),
+        pytest.param(
+            {"format": "lungsrad-checkpoint", "format_version": 0, "model": {}},
+            "format version 0",
+            id="lungsrad-other-version",
         ),
     ],
 )
