@@ -267,6 +267,16 @@ def _kill_processes_mentioning(text: str) -> None:
 TRIAL_WORKER_TITLE = b"ray::ImplicitFunc"
 
 
+def trial_workers(marker: str) -> list[int]:
+    """Pids of the Ray workers running a Tune trial whose environment or command line contains
+    `marker` (a Ray temp dir, an auth token), by Ray's process title."""
+    return [
+        pid
+        for pid, cmdline in _processes_mentioning(marker)
+        if cmdline.startswith(TRIAL_WORKER_TITLE)
+    ]
+
+
 class SweepProcess:
     """`tuning/sweep.py` in its own session, with its own Ray temp dir (so that what it leaves
     behind after a SIGKILL can be found and stopped); output goes to a log file."""
@@ -308,12 +318,8 @@ class SweepProcess:
 
     def trial_workers(self) -> list[int]:
         """Pids of this sweep's Ray workers that run a Tune trial now (found through the
-        sweep's Ray temp dir in their environment and Ray's process title)."""
-        return [
-            pid
-            for pid, cmdline in _processes_mentioning(self.ray_tmp)
-            if cmdline.startswith(TRIAL_WORKER_TITLE)
-        ]
+        sweep's Ray temp dir in their environment)."""
+        return trial_workers(self.ray_tmp)
 
     def wait_for_trial_worker(self, timeout_s: float = 300) -> int:
         """The pid of the sweep's one trial worker, once there is exactly one."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,13 @@ from tuning.sweep import STATE_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
-from sweep_helpers import REPO, child_runs, mlflow_client  # noqa: E402
+from sweep_helpers import (  # noqa: E402
+    REPO,
+    Held,
+    child_runs,
+    mlflow_client,
+    trial_workers,
+)
 
 SWEEP_SCRIPT = str(REPO / "tuning" / "sweep.py")
 
@@ -31,6 +39,16 @@ def parent_run_id(experiment_folder: Path) -> str:
 
     (folder,) = [p for p in experiment_folder.iterdir() if (p / STATE_FILE).is_file()]
     return json.loads((folder / STATE_FILE).read_text())["parent_run_id"]
+
+
+def _wait_for(condition: Any, sweep: subprocess.Popen[bytes], log: Path) -> Any:
+    """condition()'s first truthy value; fails if the sweep ends or 600 s pass first."""
+    deadline = time.monotonic() + 600
+    while not (value := condition()):
+        if sweep.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"sweep ended or hung:\n{log.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.05)
+    return value
 
 
 def test_ray_job_submit_runs_a_tpe_asha_sweep(ray_cluster, write_space, tmp_path) -> None:
@@ -98,20 +116,34 @@ def test_two_node_cluster_runs_trials_on_both_nodes(
         resources={"cpu": 1, "custom": {"slot": 1}},
     )
     storage = tmp_path / "shared_storage"
-    completed = subprocess.run(
-        [
-            sys.executable, SWEEP_SCRIPT,
-            "--space", str(space),
-            "--ray-address", ray_cluster.address,
-            "--tracking-uri", mlflow_server.uri,
-            "--experiment", "two-nodes",
-            "--storage-path", str(storage),
-            "--output-root", str(tmp_path / "out"),
-        ],
-        env=ray_cluster.env, capture_output=True, text=True, timeout=900, cwd=tmp_path,
-    )  # fmt: skip
-    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
-    assert "2 node(s)" in completed.stdout
+    log = tmp_path / "sweep.log"
+    with open(log, "wb") as stream:
+        sweep = subprocess.Popen(
+            [
+                sys.executable, SWEEP_SCRIPT,
+                "--space", str(space),
+                "--ray-address", ray_cluster.address,
+                "--tracking-uri", mlflow_server.uri,
+                "--experiment", "two-nodes",
+                "--storage-path", str(storage),
+                "--output-root", str(tmp_path / "out"),
+            ],
+            env=ray_cluster.env, stdout=stream, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+    try:
+        # The first trial's worker is held until a second trial runs: with one slot per node,
+        # that one is on the other node (else one quick, reused worker could take every trial).
+        token = ray_cluster.env["RAY_AUTH_TOKEN"]
+        first = _wait_for(lambda: trial_workers(token), sweep, log)
+        with Held(*first):
+            _wait_for(lambda: len(trial_workers(token)) >= 2, sweep, log)
+        sweep.wait(timeout=900)
+    finally:
+        sweep.kill()
+        sweep.wait()
+    output = log.read_text(errors="replace")
+    assert sweep.returncode == 0, output[-4000:]
+    assert "2 node(s)" in output
 
     parent = parent_run_id(storage)
     runs = child_runs(mlflow_server.uri, "two-nodes", parent)
