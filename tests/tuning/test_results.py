@@ -19,6 +19,8 @@ from tuning.results import (
     choose_best,
     collect_outcomes,
     export_best_config,
+    read_selection_record,
+    selection_record,
     table1_metrics,
     write_unique_text,
 )
@@ -84,11 +86,13 @@ def test_exports_never_replace_a_different_file(tmp_path: Path) -> None:
 def test_best_config_is_the_complete_resolved_config(space: SearchSpace, tmp_path: Path) -> None:
     best = choose_best([_outcome(space, 2.0, 0, 50.0)], mode="max")
     assert best is not None
-    path = export_best_config(best, tmp_path, header="line one\nline two")
+    record = selection_record(best, metric="best/x", reseeded=False)
+    path = export_best_config(best, tmp_path, header="line one\nline two", record=record)
     assert path == tmp_path / BEST_CONFIG_FILE
     text = path.read_text()
     assert text.startswith("# line one\n# line two\n")
     assert yaml.safe_load(text)["method"]["patch_mix"]["alpha"] == 2.0
+    assert read_selection_record(path) == record
 
 
 @dataclass
