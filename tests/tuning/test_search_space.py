@@ -212,7 +212,11 @@ BAD_CASES = [
         "parameters:\n  method.patch_mix.alpha: {choice: [1.0], grid: [2.0]}\n",
         r"needs exactly one domain",
     ),
-    ("unknown search kind", "search: random\n", r"search must be one of tpe, grid, one_at_a_time"),
+    (
+        "unknown search kind",
+        "search: random\n",
+        r"search must be one of 'tpe' \| 'grid' \| 'one_at_a_time', got 'random'",
+    ),
     (
         "grid domain under tpe",
         "parameters:\n  method.patch_mix.alpha: {grid: [1.0, 2.0]}\nsearch: tpe\n",
@@ -232,7 +236,7 @@ BAD_CASES = [
         "unknown scheduler setting",
         "parameters:\n  method.patch_mix.alpha: {choice: [1.0]}\n"
         "scheduler: {kind: asha, grace: 2}\n",
-        r"unknown key 'scheduler.grace'; did you mean 'grace_period'\?",
+        r"unknown key 'scheduler.grace'; did you mean 'scheduler.grace_period'\?",
     ),
     (
         "asha max_t beyond the epochs",
