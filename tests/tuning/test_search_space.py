@@ -284,6 +284,21 @@ BAD_CASES = [
         "parameters:\n  method.patch_mix.alpha: {uniform: [0.5, 2.0]}\nsearch: one_at_a_time\n",
         r"one_at_a_time needs listed values",
     ),
+    (
+        "NaN bound",
+        "parameters:\n  method.regularization.sigma: {uniform: [.nan, 2.0]}\n",
+        r":2: parameters.method.regularization.sigma.uniform\[0\] must be a finite number",
+    ),
+    (
+        "unknown domain kind",
+        "parameters:\n  method.patch_mix.alpha: {random: [1.0]}\n",
+        r":2: unknown key 'parameters.method.patch_mix.alpha.random'",
+    ),
+    (
+        "repeated seed",
+        "search: grid\nseeds: [0, 0]\n",
+        r":2: seeds must be a non-empty list of distinct integers >= 0, got \[0, 0\]",
+    ),
     ("not a mapping", "- a\n- b\n", r"a search space must be a YAML mapping"),
     ("broken YAML", "parameters: {a: [1, 2}\n", r"not valid YAML"),
 ]
