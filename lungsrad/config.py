@@ -242,7 +242,7 @@ class _Reader:
         for key, spec in fields.items():
             required = spec.default is dataclasses.MISSING
             if required and spec.default_factory is dataclasses.MISSING and key not in values:
-                raise SchemaError(f"{self.name(keys)} needs the key '{key}'", keys)
+                raise SchemaError(f"{self.name(keys) or 'the file'} needs the key '{key}'", keys)
         kwargs = {
             key: self.inner(
                 value, hints[key], (*keys, key), fields[key].metadata.get("rule", _NO_RULE)
