@@ -172,7 +172,210 @@ def regularized_blocks(config: ExperimentConfig) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing
+# Parsing: one typed reader for every YAML document made of frozen dataclasses (run configs here,
+# search spaces in tuning/search_space.py). Types, unknown keys, NaN/inf and the per-field rules
+# of `field_rule` are checked here, once.
+
+
+class SchemaError(UserError):
+    """A value its field refuses; `keys` is the path to it (to find its line in a file)."""
+
+    def __init__(self, message: str, keys: tuple[str, ...]):
+        super().__init__(message)
+        self.keys = keys
+
+
+class _TypeMismatch(SchemaError):
+    """The value is not of the annotated type (a Union then tries its next member)."""
+
+
+def field_rule(
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    non_empty: bool = False,
+    distinct: bool = False,
+    example: str = "",
+    note: str = "",
+) -> dict[str, Any]:
+    """Dataclass field metadata read by `parse_typed`: numbers (also the items or values of a
+    list or mapping field) >= minimum or > above; lists non-empty and/or without repeats;
+    `example` shows the expected mapping; `note` ends the message (e.g. what -1 means)."""
+    rule = {"minimum": minimum, "above": above, "non_empty": non_empty, "distinct": distinct}
+    return {"rule": {**rule, "example": example, "note": note}}
+
+
+_NO_RULE: dict[str, Any] = field_rule()["rule"]
+
+
+def _dotted(keys: tuple[str, ...]) -> str:
+    text = ""
+    for key in keys:
+        text += key if key.startswith("[") or not text else f".{key}"
+    return text
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Converts YAML values to annotated types; `noun` names keys in messages."""
+
+    noun: str  # "config key": "config key 'train.seed' must be..."; "": "seeds must be..."
+
+    def name(self, keys: tuple[str, ...]) -> str:
+        return f"{self.noun} '{_dotted(keys)}'" if self.noun else _dotted(keys)
+
+    def mismatch(self, keys: tuple[str, ...], what: str, value: Any) -> _TypeMismatch:
+        return _TypeMismatch(f"{self.name(keys)} must be {what}, got {value!r}", keys)
+
+    def build(self, cls: Any, values: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in fields:
+                close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+                hint = f"; did you mean '{_dotted((*keys, close[0]))}'?" if close else ""
+                raise SchemaError(
+                    f"unknown {self.noun or 'key'} '{_dotted((*keys, str(key)))}'{hint} "
+                    f"(known keys: {', '.join(fields)})",
+                    (*keys, str(key)),
+                )
+        for key, spec in fields.items():
+            required = spec.default is dataclasses.MISSING
+            if required and spec.default_factory is dataclasses.MISSING and key not in values:
+                raise SchemaError(f"{self.name(keys) or 'the file'} needs the key '{key}'", keys)
+        kwargs = {
+            key: self.inner(
+                value, hints[key], (*keys, key), fields[key].metadata.get("rule", _NO_RULE)
+            )
+            for key, value in values.items()
+        }
+        return cls(**kwargs)
+
+    def inner(self, value: Any, annotation: Any, keys: tuple[str, ...], rule: dict) -> Any:
+        """`convert` of a part of a value whose own type matched: a mismatch there is final
+        (a Union around the whole value must not try its next member and hide the key)."""
+        try:
+            return self.convert(value, annotation, keys, rule)
+        except _TypeMismatch as error:
+            raise SchemaError(str(error), error.keys) from None
+
+    def convert(self, value: Any, annotation: Any, keys: tuple[str, ...], rule: dict) -> Any:
+        """`value` as `annotation`; SchemaError naming the key when it is not, or breaks `rule`."""
+        origin = typing.get_origin(annotation)
+        if annotation is Any:
+            return value
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, Mapping):
+                raise self.mismatch(keys, rule["example"] or "a mapping", value)
+            return self.build(annotation, value, keys)
+        if origin in (Union, types.UnionType):
+            return self._union(value, annotation, keys, rule)
+        if origin is Literal:
+            if value not in typing.get_args(annotation):
+                raise self.mismatch(keys, f"one of {_type_name(annotation)}", value)
+            return value
+        if origin is tuple:
+            return self._list(value, annotation, keys, rule)
+        if origin is dict:
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise self.mismatch(keys, "a mapping of names", value)
+            (_, item_type) = typing.get_args(annotation)
+            return {k: self.inner(v, item_type, (*keys, k), rule) for k, v in value.items()}
+        if annotation is bool:
+            if not isinstance(value, bool):
+                raise self.mismatch(keys, "true or false", value)
+            return value
+        if annotation is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.mismatch(keys, "an integer", value)
+            return self._bounded(value, "an integer", keys, rule)
+        if annotation is float:
+            number = _float_or_none(value)
+            if number is None:
+                raise self.mismatch(keys, "a number", value)
+            if not math.isfinite(number):
+                raise SchemaError(f"{self.name(keys)} must be a finite number, got {value!r}", keys)
+            return self._bounded(number, "a number", keys, rule)
+        if annotation is str:
+            if not isinstance(value, str):
+                raise self.mismatch(keys, "a string", value)
+            return value
+        raise TypeError(f"unsupported annotation {annotation!r} for '{_dotted(keys)}'")
+
+    def _union(self, value: Any, annotation: Any, keys: tuple[str, ...], rule: dict) -> Any:
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        if float in args:  # NaN/inf is refused as such, not as "the wrong type"
+            number = _float_or_none(value)
+            if number is not None and not math.isfinite(number):
+                raise SchemaError(f"{self.name(keys)} must be a finite number, got {value!r}", keys)
+        for arg in args:
+            if dataclasses.is_dataclass(arg) and isinstance(value, Mapping):
+                return self.build(arg, value, keys)  # its own keys' errors, not the union's
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return self.convert(value, arg, keys, rule)
+            except _TypeMismatch:
+                continue
+        members = [arg for arg in args if arg is not type(None)]
+        if len(members) == 1 and dataclasses.is_dataclass(members[0]):
+            return self.convert(value, members[0], keys, rule)  # "must be a mapping like ..."
+        raise self.mismatch(keys, _type_name(annotation), value)
+
+    def _list(self, value: Any, annotation: Any, keys: tuple[str, ...], rule: dict) -> Any:
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise self.mismatch(keys, "a list", value)
+        if args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise self.mismatch(keys, _type_name(annotation), value)
+            items = zip(value, args, strict=True)
+        else:
+            items = zip(value, [args[0]] * len(value), strict=True)
+        if (rule["non_empty"] and not value) or (rule["distinct"] and len(set(value)) < len(value)):
+            what = " ".join(
+                ["a non-empty" if rule["non_empty"] else "a", "list of"]
+                + (["distinct"] if rule["distinct"] else [])
+                + [{int: "integers", float: "numbers"}.get(args[0], _type_name(args[0]))]
+            )
+            raise SchemaError(
+                f"{self.name(keys)} must be {what}{_bound_text(rule)}, got {value!r}", keys
+            )
+        return tuple(
+            self.inner(item, item_type, (*keys, f"[{index}]"), rule)
+            for index, (item, item_type) in enumerate(items)
+        )
+
+    def _bounded(self, number: Any, what: str, keys: tuple[str, ...], rule: dict) -> Any:
+        low, above = rule["minimum"], rule["above"]
+        if (low is not None and number < low) or (above is not None and number <= above):
+            raise SchemaError(
+                f"{self.name(keys)} must be {what}{_bound_text(rule)}, got {number!r}", keys
+            )
+        return number
+
+
+def _bound_text(rule: dict[str, Any]) -> str:
+    bound = ""
+    if rule["minimum"] is not None:
+        bound = f" >= {rule['minimum']}"
+    elif rule["above"] is not None:
+        bound = f" > {rule['above']}"
+    return bound + (f" {rule['note']}" if rule["note"] else "")
+
+
+def parse_typed(cls: Any, values: Any, *, noun: str = "", keys: tuple[str, ...] = ()) -> Any:
+    """Builds the frozen dataclass `cls` from nested mappings (missing keys take defaults),
+    checking every field's type and `field_rule`, unknown keys ("did you mean") and NaN/inf.
+
+    Raises:
+        SchemaError: one line naming the key (`noun` prefixes it, e.g. "config key"); its
+            `keys` attribute is the path to the value.
+    """
+    return _Reader(noun).convert(values, cls, keys, _NO_RULE)
 
 
 def _type_name(annotation: Any) -> str:
@@ -182,9 +385,17 @@ def _type_name(annotation: Any) -> str:
     if origin in (Union, types.UnionType):
         return " | ".join(_type_name(arg) for arg in typing.get_args(annotation))
     if origin is tuple:
-        return f"list of {_type_name(typing.get_args(annotation)[0])}"
+        args = typing.get_args(annotation)
+        if args[-1] is not Ellipsis and len(set(args)) == 1:
+            plural = {int: "integers", float: "numbers"}.get(args[0], _type_name(args[0]))
+            return f"a list of {len(args)} {plural}"
+        if args[-1] is not Ellipsis:
+            return f"[{', '.join(_type_name(arg) for arg in args)}]"
+        return "list" if args[0] is Any else f"list of {_type_name(args[0])}"
     if annotation is type(None):
         return "null"
+    if dataclasses.is_dataclass(annotation) or origin is dict:
+        return "mapping"
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -202,76 +413,6 @@ def _float_or_none(value: Any) -> float | None:
     return None
 
 
-def _convert(value: Any, annotation: Any, key: str) -> Any:
-    """Converts a YAML value to `annotation`, raising ValueError naming `key` when it cannot."""
-    origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, Mapping):
-            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
-        return _build(annotation, value, prefix=f"{key}.")
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(annotation)
-        if value is None and type(None) in args:
-            return None
-        if float in args:  # NaN/inf is refused as such, not as "the wrong type"
-            number = _float_or_none(value)
-            if number is not None and not math.isfinite(number):
-                raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ValueError:
-                continue
-        raise UserError(f"config key '{key}' must be {_type_name(annotation)}, got {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(annotation):
-            raise UserError(
-                f"config key '{key}' must be one of {_type_name(annotation)}, got {value!r}"
-            )
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"config key '{key}' must be a list, got {value!r}")
-        (item_type, _) = typing.get_args(annotation)
-        return tuple(_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        number = _float_or_none(value)
-        if number is None:
-            raise UserError(f"config key '{key}' must be a number, got {value!r}")
-        if not math.isfinite(number):
-            raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
-        return number
-    if annotation is str:
-        if not isinstance(value, str):
-            raise UserError(f"config key '{key}' must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config annotation {annotation!r} for '{key}'")
-
-
-def _build(cls: Any, values: Mapping[str, Any], *, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise UserError(
-                f"unknown config key '{prefix}{key}'{hint} (known keys: {', '.join(known)})"
-            )
-    kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in values.items()}
-    return cls(**kwargs)
-
-
 def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
     """Builds and validates a config from nested mappings (missing keys take defaults)."""
     if not isinstance(values, Mapping):
@@ -282,7 +423,7 @@ def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
             f"config_version is {version!r} but this lungsrad reads version {CONFIG_VERSION}; "
             "regenerate the config with this version of the code"
         )
-    config = _build(ExperimentConfig, values)
+    config = parse_typed(ExperimentConfig, values, noun="config key")
     validate_config(config)
     return config
 

@@ -7,6 +7,7 @@ second naming the file, line and key, before a cluster is started.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import difflib
 import itertools
@@ -23,11 +24,14 @@ import yaml
 
 from lungsrad.config import (
     ExperimentConfig,
+    SchemaError,
     apply_overrides,
     check_config_path,
     config_from_dict,
+    field_rule,
     flatten_config,
     load_config,
+    parse_typed,
     read_yaml_file,
 )
 from lungsrad.errors import UserError
@@ -48,31 +52,6 @@ from lungsrad.metrics import (
 )
 
 SearchKind = Literal["tpe", "grid", "one_at_a_time"]
-SEARCH_KINDS: tuple[str, ...] = ("tpe", "grid", "one_at_a_time")
-DOMAIN_KINDS: tuple[str, ...] = ("choice", "grid", "uniform", "loguniform", "int")
-PROTOCOLS: tuple[str, ...] = ("paper", "validated")
-TOP_LEVEL_KEYS: tuple[str, ...] = (
-    "name",
-    "description",
-    "base",
-    "base_overrides",
-    "variants",
-    "parameters",
-    "search",
-    "search_seed",
-    "scheduler",
-    "num_samples",
-    "max_concurrent_trials",
-    "resources",
-    "seeds",
-    "protocol",
-    "metric",
-    "mode",
-    "max_failures",
-    "reseed",
-)
-SCHEDULER_KEYS: tuple[str, ...] = ("kind", "grace_period", "reduction_factor", "max_t")
-RESOURCE_KEYS: tuple[str, ...] = ("cpu", "gpu", "custom")
 # Set through `seeds` / `protocol`, never as swept parameters.
 RESERVED_PATHS = {"train.seed": "seeds", "train.protocol": "protocol"}
 # Keys of a Tune trial config besides the swept parameters.
@@ -172,9 +151,11 @@ class SchedulerSpec:
     """Trial scheduler: `none` (run every trial to the end) or ASHA early stopping."""
 
     kind: Literal["none", "asha"] = "none"
-    grace_period: int = 1  # epochs every trial runs before it may be stopped
-    reduction_factor: float = 2.0  # keep 1/reduction_factor of trials at each rung
-    max_t: int | None = None  # epochs of the longest trial; None: the base config's num_epochs
+    grace_period: int = field(default=1, metadata=field_rule(minimum=1, note="(epochs)"))
+    # keep 1/reduction_factor of trials at each rung
+    reduction_factor: float = field(default=2.0, metadata=field_rule(above=1))
+    # epochs of the longest trial; None: the base config's num_epochs
+    max_t: int | None = field(default=None, metadata=field_rule(minimum=1))
 
 
 @dataclass(frozen=True)
@@ -182,21 +163,79 @@ class ReseedSpec:
     """Seed-robust selection: after the search, the top_k configurations run again on `seeds`
     and the best mean over all their seeds is exported."""
 
-    top_k: int
-    seeds: tuple[int, ...]
+    top_k: int = field(metadata=field_rule(minimum=1))
+    seeds: tuple[int, ...] = field(metadata=field_rule(minimum=0, non_empty=True, distinct=True))
 
 
 @dataclass(frozen=True)
 class ResourceSpec:
     """Resources of one trial (fractional GPUs pack several trials on one device)."""
 
-    cpu: float = 1.0
-    gpu: float = 0.0
-    custom: dict[str, float] = field(default_factory=dict)  # Ray custom resources
+    cpu: float = field(default=1.0, metadata=field_rule(minimum=0))
+    gpu: float = field(default=0.0, metadata=field_rule(minimum=0))
+    # Ray custom resources
+    custom: dict[str, float] = field(default_factory=dict, metadata=field_rule(above=0))
 
     def as_dict(self) -> dict[str, float]:
         """{"cpu": .., "gpu": .., custom...} for tune.with_resources."""
         return {"cpu": self.cpu, "gpu": self.gpu, **self.custom}
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """What one parameter sweeps: exactly one of these (checked by `_parse_parameter`)."""
+
+    choice: tuple[Any, ...] | None = None  # values; tpe samples, grid and one_at_a_time list
+    grid: tuple[Any, ...] | None = None  # values visited in full (search grid / one_at_a_time)
+    uniform: tuple[float, float] | None = None  # [low, high]
+    loguniform: tuple[float, float] | None = None  # [low, high], low > 0
+    int: tuple[builtins.int, builtins.int] | None = None  # [low, high], both included
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One base config of a sweep with variants (e.g. a Table 2 row)."""
+
+    base: str | None = None  # run config YAML (relative to the space file); None: top-level base
+    base_overrides: dict[str, Any] | None = None  # config path (or nested mapping) -> value
+
+
+_DOMAIN_EXAMPLE = " | ".join(f"{{{f.name}: ...}}" for f in dataclasses.fields(DomainSpec))
+
+
+@dataclass(frozen=True)
+class SpaceDocument:
+    """A search-space file as written (search_spaces/README.md); `load_search_space` turns it
+    into a SearchSpace. Types and per-field rules are checked by lungsrad.config.parse_typed."""
+
+    name: str | None = None  # None: the file's stem
+    description: str = ""
+    base: str | None = None  # run config YAML; None: the defaults
+    base_overrides: dict[str, Any] | None = None
+    variants: dict[str, VariantSpec | str | None] | None = None  # name -> base path or spec
+    parameters: dict[str, DomainSpec] | None = field(
+        default=None, metadata=field_rule(example=_DOMAIN_EXAMPLE)
+    )
+    search: SearchKind = "tpe"
+    search_seed: int = field(default=0, metadata=field_rule(minimum=0))
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    num_samples: int = field(default=1, metadata=field_rule(minimum=1))
+    max_concurrent_trials: int | None = field(default=None, metadata=field_rule(minimum=1))
+    resources: ResourceSpec = field(
+        default_factory=ResourceSpec, metadata=field_rule(example="{cpu: 1, gpu: 0.25}")
+    )
+    seeds: tuple[int, ...] = field(
+        default=(0,), metadata=field_rule(minimum=0, non_empty=True, distinct=True)
+    )
+    protocol: Literal["paper", "validated"] | None = None  # None: the base configs' protocol
+    metric: str = SELECTION_SCORE
+    mode: Literal["max", "min"] = "max"
+    max_failures: int = field(
+        default=2, metadata=field_rule(minimum=-1, note="(-1: retry forever)")
+    )
+    reseed: ReseedSpec | None = field(
+        default=None, metadata=field_rule(example="{top_k: 3, seeds: [1, 2]}")
+    )
 
 
 @dataclass(frozen=True)
@@ -449,22 +488,19 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
 
     Raises:
         FileNotFoundError: the file or a base config is missing.
-        ValueError: one line "FILE:LINE: what is wrong and what to do".
+        UserError: one line "FILE:LINE: what is wrong and what to do".
     """
     path = Path(path)
-    text, document, locate = _read_document(path)
-    _check_keys(document, TOP_LEVEL_KEYS, locate, [])
+    text, raw, locate = _read_document(path)
+    try:
+        document: SpaceDocument = parse_typed(SpaceDocument, _expand_shorthands(raw))
+    except SchemaError as error:
+        raise locate.error(error.keys, str(error)) from None
 
-    name = document.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+    name = path.stem if document.name is None else document.name
+    if not _NAME_PATTERN.match(name):
         raise locate.error(["name"], f"name must be letters, digits, '_', '-' or '.', got {name!r}")
-    protocol = document.get("protocol")
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise locate.error(
-            ["protocol"], f"protocol must be 'paper' or 'validated', got {protocol!r}"
-        )
-
-    variants = _load_variants(document, path, locate, protocol=protocol, data_root=data_root)
+    variants = _load_variants(document, path, locate, data_root=data_root)
     protocols = {config.train.protocol for config in variants.values()}
     if len(protocols) > 1:
         raise locate.error(
@@ -474,39 +510,46 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
         )
     protocol = protocols.pop()
 
-    search = document.get("search", "tpe")
-    if search not in SEARCH_KINDS:
-        raise locate.error(
-            ["search"], f"search must be one of {', '.join(SEARCH_KINDS)}, got {search!r}"
-        )
-    parameters = _load_parameters(document.get("parameters") or {}, locate, search=search)
+    parameters = tuple(
+        _parse_parameter(str(name), domain, locate, search=document.search)
+        for name, domain in (document.parameters or {}).items()
+    )
     for parameter in parameters:
         _check_values(parameter, variants, locate)
-
-    seeds = _load_seeds(document.get("seeds", [0]), locate)
-    num_samples = _positive_int(document.get("num_samples", 1), "num_samples", locate)
-    _check_search_kind(
-        search, seeds=seeds, parameters=parameters, num_samples=num_samples, locate=locate
-    )
-    max_concurrent = document.get("max_concurrent_trials")
-    if max_concurrent is not None:
-        max_concurrent = _positive_int(max_concurrent, "max_concurrent_trials", locate)
-
+    _check_search_kind(document, parameters, locate)
+    _check_resources(document.resources, locate)
+    if document.reseed is not None and set(document.reseed.seeds) & set(document.seeds):
+        raise locate.error(
+            ["reseed", "seeds"],
+            f"reseed.seeds {list(document.reseed.seeds)} repeat the search's seeds "
+            f"{list(document.seeds)}; list new seeds only",
+        )
+    if document.metric not in known_metrics(protocol):
+        close = difflib.get_close_matches(document.metric, known_metrics(protocol), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise locate.error(
+            ["metric"],
+            f"metric {document.metric!r} is not reported under protocol '{protocol}'{hint}",
+        )
     space = SearchSpace(
         name=name,
         path=path.resolve(),
         text=text,
         variants=variants,
         parameters=parameters,
-        search=search,
-        scheduler=_load_scheduler(document.get("scheduler", "none"), locate, variants),
-        num_samples=num_samples,
-        max_concurrent_trials=max_concurrent,
-        resources=_load_resources(document.get("resources", {}), locate),
-        seeds=seeds,
+        search=document.search,
+        search_seed=document.search_seed,
+        scheduler=_check_scheduler(document.scheduler, variants, locate),
+        num_samples=document.num_samples,
+        max_concurrent_trials=document.max_concurrent_trials,
+        resources=document.resources,
+        seeds=document.seeds,
         protocol=protocol,
-        reseed=_load_reseed(document.get("reseed"), seeds, locate),
-        **_load_run_settings(document, locate, protocol=protocol),
+        metric=document.metric,
+        mode=document.mode,
+        max_failures=document.max_failures,
+        description=document.description.strip(),
+        reseed=document.reseed,
     )
     _check_points(space, locate)
     return space
@@ -523,17 +566,27 @@ def _read_document(path: Path) -> tuple[str, Mapping[str, Any], _Locator]:
     return text, document, locate
 
 
+def _expand_shorthands(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The short forms the README allows, written out: `seeds: 3` is `seeds: [3]`;
+    `scheduler: asha` is `{kind: asha}`; a scheduler mapping without `kind` is ASHA."""
+    expanded = dict(document)
+    seeds = expanded.get("seeds")
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        expanded["seeds"] = [seeds]
+    scheduler = expanded.get("scheduler")
+    if scheduler is None or isinstance(scheduler, str):
+        expanded["scheduler"] = {"kind": "none" if scheduler is None else scheduler}
+    elif isinstance(scheduler, Mapping) and "kind" not in scheduler:
+        expanded["scheduler"] = {"kind": "asha", **scheduler}
+    return expanded
+
+
 def _check_search_kind(
-    search: str,
-    *,
-    seeds: tuple[int, ...],
-    parameters: tuple[Parameter, ...],
-    num_samples: int,
-    locate: _Locator,
+    document: SpaceDocument, parameters: tuple[Parameter, ...], locate: _Locator
 ) -> None:
     """What each search kind needs of seeds, parameters and num_samples."""
-    if search == "tpe":
-        if len(seeds) > 1:
+    if document.search == "tpe":
+        if len(document.seeds) > 1:
             raise locate.error(
                 ["seeds"],
                 "search 'tpe' samples one seed per configuration: give one seed and "
@@ -541,7 +594,7 @@ def _check_search_kind(
             )
         if not parameters:
             raise locate.error(["parameters"], "search 'tpe' needs at least one parameter")
-    if search == "one_at_a_time" and num_samples != 1:
+    if document.search == "one_at_a_time" and document.num_samples != 1:
         raise locate.error(
             ["num_samples"],
             "search 'one_at_a_time' visits each listed value once: set "
@@ -549,63 +602,47 @@ def _check_search_kind(
         )
 
 
-def _load_run_settings(
-    document: Mapping[str, Any], locate: _Locator, *, protocol: str
+def _check_scheduler(
+    scheduler: SchedulerSpec, variants: Mapping[str, ExperimentConfig], locate: _Locator
+) -> SchedulerSpec:
+    """ASHA's bounds against the epochs (max_t defaults to the longest base config's)."""
+    if scheduler.kind == "none":
+        if scheduler != SchedulerSpec():
+            raise locate.error(["scheduler"], "scheduler 'none' takes no settings")
+        return scheduler
+    max_epochs = max(config.train.num_epochs for config in variants.values())
+    max_t = max_epochs if scheduler.max_t is None else scheduler.max_t
+    if max_t < scheduler.grace_period:
+        raise locate.error(
+            ["scheduler", "max_t"],
+            f"scheduler.max_t must be >= grace_period ({scheduler.grace_period}), got {max_t}",
+        )
+    if max_t > max_epochs:
+        raise locate.error(
+            ["scheduler", "max_t"],
+            f"scheduler.max_t ({max_t}) exceeds train.num_epochs "
+            f"({max_epochs}); trials never get that far",
+        )
+    return dataclasses.replace(scheduler, max_t=max_t)
+
+
+def _check_resources(resources: ResourceSpec, locate: _Locator) -> None:
+    if resources.cpu == 0 and resources.gpu == 0:
+        raise locate.error(["resources"], "resources: a trial needs some cpu or gpu")
+    if resources.gpu > 1 and resources.gpu != int(resources.gpu):
+        raise locate.error(
+            ["resources", "gpu"],
+            f"resources.gpu above 1 must be a whole number of GPUs, got {resources.gpu}",
+        )
+    for key in resources.custom:
+        if key.lower() in ("cpu", "gpu", "memory"):
+            raise locate.error(["resources", "custom"], f"'{key}' is not a custom resource")
+
+
+def _flatten_overrides(
+    values: Mapping[str, Any] | None, locate: _Locator, where: list[str]
 ) -> dict[str, Any]:
-    """metric, mode, max_failures, search_seed and description (SearchSpace fields)."""
-    metric = document.get("metric", SELECTION_SCORE)
-    if metric not in known_metrics(protocol):
-        close = difflib.get_close_matches(str(metric), known_metrics(protocol), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise locate.error(
-            ["metric"], f"metric {metric!r} is not reported under protocol '{protocol}'{hint}"
-        )
-    mode = document.get("mode", "max")
-    if mode not in ("max", "min"):
-        raise locate.error(["mode"], f"mode must be 'max' or 'min', got {mode!r}")
-    max_failures = document.get("max_failures", 2)
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < -1:
-        raise locate.error(
-            ["max_failures"],
-            f"max_failures must be an integer >= 0 (-1: retry forever), got {max_failures!r}",
-        )
-    search_seed = document.get("search_seed", 0)
-    if isinstance(search_seed, bool) or not isinstance(search_seed, int) or search_seed < 0:
-        raise locate.error(
-            ["search_seed"], f"search_seed must be an integer >= 0, got {search_seed!r}"
-        )
-    description = document.get("description", "")
-    if not isinstance(description, str):
-        raise locate.error(["description"], "description must be text")
-    return {
-        "metric": metric,
-        "mode": mode,
-        "max_failures": max_failures,
-        "search_seed": search_seed,
-        "description": description.strip(),
-    }
-
-
-def _check_keys(
-    mapping: Mapping[str, Any], known: Sequence[str], locate: _Locator, where: list[str]
-) -> None:
-    for key in mapping:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            prefix = ".".join(where) + "." if where else ""
-            raise locate.error(
-                [*where, str(key)],
-                f"unknown key '{prefix}{key}'{hint} (known: {', '.join(known)})",
-            )
-
-
-def _flatten_overrides(values: Any, locate: _Locator, where: list[str]) -> dict[str, Any]:
     """Dotted-path overrides from a mapping that may nest ({train: {seed: 1}} == train.seed)."""
-    if values is None:
-        return {}
-    if not isinstance(values, Mapping):
-        raise locate.error(where, f"{'.'.join(where)} must be a mapping of config paths to values")
     flat: dict[str, Any] = {}
 
     def walk(node: Mapping[str, Any], prefix: str) -> None:
@@ -616,7 +653,7 @@ def _flatten_overrides(values: Any, locate: _Locator, where: list[str]) -> dict[
             else:
                 flat[path] = value
 
-    walk(values, "")
+    walk(values or {}, "")
     for path in flat:
         try:
             check_config_path(path)
@@ -628,13 +665,16 @@ def _flatten_overrides(values: Any, locate: _Locator, where: list[str]) -> dict[
 
 
 def _base_config(
-    base: Any, overrides: dict[str, Any], *, space_dir: Path, locate: _Locator, where: list[str]
+    base: str | None,
+    overrides: dict[str, Any],
+    *,
+    space_dir: Path,
+    locate: _Locator,
+    where: list[str],
 ) -> ExperimentConfig:
     if base is None:
         config = config_from_dict({})
     else:
-        if not isinstance(base, str):
-            raise locate.error(where, f"{'.'.join(where)} must be a path to a run config YAML")
         base_path = (space_dir / base).resolve() if not Path(base).is_absolute() else Path(base)
         if not base_path.is_file():
             raise FileNotFoundError(f"{locate.where(where)}: base config not found: {base_path}")
@@ -646,100 +686,75 @@ def _base_config(
 
 
 def _load_variants(
-    document: Mapping[str, Any],
-    path: Path,
-    locate: _Locator,
-    *,
-    protocol: str | None,
-    data_root: str | Path | None,
+    document: SpaceDocument, path: Path, locate: _Locator, *, data_root: str | Path | None
 ) -> dict[str, ExperimentConfig]:
-    space_dir = path.parent
-    top_overrides = _flatten_overrides(document.get("base_overrides"), locate, ["base_overrides"])
-    for reserved, setting in RESERVED_PATHS.items():
-        if reserved in top_overrides and setting == "seeds":
-            raise locate.error(
-                ["base_overrides"], f"set {reserved} through `{setting}:`, not base_overrides"
-            )
+    top_overrides = _flatten_overrides(document.base_overrides, locate, ["base_overrides"])
+    if "train.seed" in top_overrides:
+        raise locate.error(
+            ["base_overrides"], "set train.seed through `seeds:`, not base_overrides"
+        )
     extra: dict[str, Any] = {}
-    if protocol is not None:
-        extra["train.protocol"] = protocol
+    if document.protocol is not None:
+        extra["train.protocol"] = document.protocol
     if data_root is not None:
         extra["data.root"] = str(Path(data_root).expanduser().resolve())
 
-    listed = document.get("variants")
-    if listed is None:
-        return {
-            BASE_POINT: _base_config(
-                document.get("base"),
-                {**top_overrides, **extra},
-                space_dir=space_dir,
-                locate=locate,
-                where=["base" if "base" in document else "base_overrides"],
-            )
-        }
-    if not isinstance(listed, Mapping) or not listed:
-        raise locate.error(
-            ["variants"],
-            "variants must be a non-empty mapping name -> base config path or "
-            "{base: path, base_overrides: {...}}",
+    if document.variants is None:
+        where = ["base" if document.base is not None else "base_overrides"]
+        config = _base_config(
+            document.base,
+            {**top_overrides, **extra},
+            space_dir=path.parent,
+            locate=locate,
+            where=where,
         )
+        return {BASE_POINT: config}
+    if not document.variants:
+        raise locate.error(["variants"], "variants must name at least one base config")
     variants: dict[str, ExperimentConfig] = {}
-    for name, spec in listed.items():
-        where = ["variants", str(name)]
-        if not isinstance(name, str) or not _NAME_PATTERN.match(name) or name == BASE_POINT:
+    for name, listed in document.variants.items():
+        where = ["variants", name]
+        if not _NAME_PATTERN.match(name) or name == BASE_POINT:
             raise locate.error(where, f"variant name {name!r} must be a word other than 'base'")
-        if isinstance(spec, str) or spec is None:
-            spec = {"base": spec}
-        if not isinstance(spec, Mapping):
-            raise locate.error(where, f"variant '{name}' must be a path or a mapping")
-        _check_keys(spec, ("base", "base_overrides"), locate, where)
-        own = _flatten_overrides(spec.get("base_overrides"), locate, [*where, "base_overrides"])
+        spec = listed if isinstance(listed, VariantSpec) else VariantSpec(base=listed)
+        own = _flatten_overrides(spec.base_overrides, locate, [*where, "base_overrides"])
         if "train.seed" in own:
             raise locate.error(where, "set train.seed through `seeds:`, not base_overrides")
         variants[name] = _base_config(
-            spec.get("base", document.get("base")),
+            spec.base if spec.base is not None else document.base,
             {**top_overrides, **own, **extra},
-            space_dir=space_dir,
+            space_dir=path.parent,
             locate=locate,
             where=where,
         )
     return variants
 
 
-def _load_parameters(values: Any, locate: _Locator, *, search: str) -> tuple[Parameter, ...]:
-    if not isinstance(values, Mapping):
-        raise locate.error(
-            ["parameters"], "parameters must be a mapping: dotted.config.path: {choice: [...]}"
-        )
-    parameters = []
-    for name, spec in values.items():
-        where = ["parameters", str(name)]
-        if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in DOMAIN_KINDS:
-            raise locate.error(
-                where,
-                f"parameter '{name}' needs exactly one domain: "
-                + " | ".join(f"{{{kind}: ...}}" for kind in DOMAIN_KINDS),
-            )
-        kind, domain = next(iter(spec.items()))
-        parameters.append(_parse_parameter(str(name), kind, domain, locate, where, search=search))
-    return tuple(parameters)
-
-
-def _parse_parameter(
-    name: str, kind: str, domain: Any, locate: _Locator, where: list[str], *, search: str
-) -> Parameter:
+def _parse_parameter(name: str, domain: DomainSpec, locate: _Locator, *, search: str) -> Parameter:
+    where = ["parameters", name]
+    given = [(f.name, getattr(domain, f.name)) for f in dataclasses.fields(domain)]
+    given = [(kind, values) for kind, values in given if values is not None]
+    if len(given) != 1:
+        raise locate.error(where, f"parameter '{name}' needs exactly one domain: {_DOMAIN_EXAMPLE}")
     if name in RESERVED_PATHS:
         raise locate.error(where, f"'{name}' is set by `{RESERVED_PATHS[name]}:`, not swept")
+    kind, values = given[0]
     if kind in ("choice", "grid"):
-        return _parse_listed(name, kind, domain, locate, where, search=search)
-    return _parse_range(name, kind, domain, locate, where)
+        return _parse_listed(name, kind, values, locate, where, search=search)
+    return _parse_range(name, kind, values, locate, where)
 
 
 def _parse_listed(
-    name: str, kind: str, domain: Any, locate: _Locator, where: list[str], *, search: str
+    name: str,
+    kind: str,
+    domain: tuple[Any, ...],
+    locate: _Locator,
+    where: list[str],
+    *,
+    search: str,
 ) -> Parameter:
     """A choice or grid domain: plain values, or groups (several paths per value)."""
-    if not isinstance(domain, list) or not domain:
+    if not domain:
         raise locate.error(where, f"parameter '{name}': {kind} needs a non-empty list of values")
     if search == "tpe" and kind == "grid":
         raise locate.error(
@@ -789,18 +804,10 @@ def _parse_listed(
 
 
 def _parse_range(
-    name: str, kind: str, domain: Any, locate: _Locator, where: list[str]
+    name: str, kind: str, domain: tuple[float, float], locate: _Locator, where: list[str]
 ) -> Parameter:
     """A [low, high] domain (uniform, loguniform, int) of a number setting."""
     annotation = _check_path(name, locate, where)
-    if (
-        not isinstance(domain, list)
-        or len(domain) != 2
-        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in domain)
-    ):
-        raise locate.error(
-            where, f"parameter '{name}': {kind} needs [low, high] numbers, got {domain!r}"
-        )
     low, high = domain
     if not low < high:
         raise locate.error(
@@ -812,10 +819,6 @@ def _parse_range(
         )
     base_types = _number_types(annotation)
     if kind == "int":
-        if not all(isinstance(v, int) for v in domain):
-            raise locate.error(
-                where, f"parameter '{name}': int bounds must be integers, got {domain}"
-            )
         if int not in base_types:
             raise locate.error(where, f"parameter '{name}' is not an integer setting; use uniform")
     elif float not in base_types:
@@ -933,148 +936,6 @@ def _check_points(space: SearchSpace, locate: _Locator) -> None:
                 raise locate.error(
                     ["parameters"], f"the point {{{shown}}}{on} is not a valid config: {error}"
                 ) from None
-
-
-def _load_seeds(values: Any, locate: _Locator) -> tuple[int, ...]:
-    if isinstance(values, int) and not isinstance(values, bool):
-        values = [values]
-    if (
-        not isinstance(values, list)
-        or not values
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values)
-    ):
-        raise locate.error(
-            ["seeds"], f"seeds must be a non-empty list of integers >= 0, got {values!r}"
-        )
-    if len(set(values)) != len(values):
-        raise locate.error(["seeds"], f"seeds lists a seed twice: {values}")
-    return tuple(values)
-
-
-def _load_reseed(value: Any, seeds: tuple[int, ...], locate: _Locator) -> ReseedSpec | None:
-    """`reseed: {top_k: 3, seeds: [1, 2]}`: extra seeds (not among `seeds`) for the top k."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise locate.error(["reseed"], f"reseed must be {{top_k: 3, seeds: [1, 2]}}, got {value!r}")
-    _check_keys(value, ("top_k", "seeds"), locate, ["reseed"])
-    top_k = value.get("top_k")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise locate.error(
-            ["reseed", "top_k"], f"reseed.top_k must be an integer >= 1, got {top_k!r}"
-        )
-    extra = value.get("seeds")
-    if (
-        not isinstance(extra, list)
-        or not extra
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in extra)
-        or len(set(extra)) != len(extra)
-    ):
-        raise locate.error(
-            ["reseed", "seeds"],
-            f"reseed.seeds must be a non-empty list of distinct integers >= 0, got {extra!r}",
-        )
-    if set(extra) & set(seeds):
-        raise locate.error(
-            ["reseed", "seeds"],
-            f"reseed.seeds {extra} repeat the search's seeds {list(seeds)}; list new seeds only",
-        )
-    return ReseedSpec(top_k=top_k, seeds=tuple(extra))
-
-
-def _positive_int(value: Any, key: str, locate: _Locator) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise locate.error([key], f"{key} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _load_scheduler(
-    value: Any, locate: _Locator, variants: Mapping[str, ExperimentConfig]
-) -> SchedulerSpec:
-    if value is None or value == "none":
-        return SchedulerSpec()
-    if value == "asha":
-        value = {"kind": "asha"}
-    if not isinstance(value, Mapping):
-        raise locate.error(
-            ["scheduler"],
-            f"scheduler must be 'none', 'asha' or {{kind: asha, grace_period: .., "
-            f"reduction_factor: .., max_t: ..}}, got {value!r}",
-        )
-    _check_keys(value, SCHEDULER_KEYS, locate, ["scheduler"])
-    kind = value.get("kind", "asha")
-    if kind not in ("none", "asha"):
-        raise locate.error(
-            ["scheduler", "kind"], f"scheduler kind must be 'none' or 'asha', got {kind!r}"
-        )
-    if kind == "none":
-        if len(value) > 1:
-            raise locate.error(["scheduler"], "scheduler 'none' takes no settings")
-        return SchedulerSpec()
-    max_epochs = max(config.train.num_epochs for config in variants.values())
-    grace_period = value.get("grace_period", 1)
-    if isinstance(grace_period, bool) or not isinstance(grace_period, int) or grace_period < 1:
-        raise locate.error(
-            ["scheduler", "grace_period"],
-            f"scheduler.grace_period must be an integer >= 1 (epochs), got {grace_period!r}",
-        )
-    reduction = value.get("reduction_factor", 2)
-    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or reduction <= 1:
-        raise locate.error(
-            ["scheduler", "reduction_factor"],
-            f"scheduler.reduction_factor must be > 1, got {reduction!r}",
-        )
-    max_t = value.get("max_t", max_epochs)
-    if isinstance(max_t, bool) or not isinstance(max_t, int) or max_t < grace_period:
-        raise locate.error(
-            ["scheduler", "max_t"],
-            f"scheduler.max_t must be an integer >= grace_period ({grace_period}), got {max_t!r}",
-        )
-    if max_t > max_epochs:
-        raise locate.error(
-            ["scheduler", "max_t"],
-            f"scheduler.max_t ({max_t}) exceeds train.num_epochs "
-            f"({max_epochs}); trials never get that far",
-        )
-    return SchedulerSpec(
-        kind="asha", grace_period=grace_period, reduction_factor=float(reduction), max_t=max_t
-    )
-
-
-def _load_resources(value: Any, locate: _Locator) -> ResourceSpec:
-    if not isinstance(value, Mapping):
-        raise locate.error(
-            ["resources"], f"resources must be a mapping {{cpu: 1, gpu: 0.25}}, got {value!r}"
-        )
-    _check_keys(value, RESOURCE_KEYS, locate, ["resources"])
-    cpu = value.get("cpu", 1)
-    gpu = value.get("gpu", 0)
-    for key, amount in (("cpu", cpu), ("gpu", gpu)):
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-            raise locate.error(
-                ["resources", key], f"resources.{key} must be a number >= 0, got {amount!r}"
-            )
-    if cpu == 0 and gpu == 0:
-        raise locate.error(["resources"], "resources: a trial needs some cpu or gpu")
-    if gpu > 1 and gpu != int(gpu):
-        raise locate.error(
-            ["resources", "gpu"], f"resources.gpu above 1 must be a whole number of GPUs, got {gpu}"
-        )
-    custom = value.get("custom") or {}
-    if not isinstance(custom, Mapping) or any(
-        not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0
-        for k, v in custom.items()
-    ):
-        raise locate.error(
-            ["resources", "custom"],
-            f"resources.custom must map resource names to amounts > 0, got {custom!r}",
-        )
-    for key in custom:
-        if key.lower() in ("cpu", "gpu", "memory"):
-            raise locate.error(["resources", "custom"], f"'{key}' is not a custom resource")
-    return ResourceSpec(
-        cpu=float(cpu), gpu=float(gpu), custom={k: float(v) for k, v in custom.items()}
-    )
 
 
 def space_summary(space: SearchSpace) -> dict[str, Any]:

@@ -31,7 +31,9 @@ def test_reseed_is_read_and_logged(tmp_path: Path) -> None:
         ({"top_k": 0, "seeds": [1]}, r"space\.yaml:\d+: reseed\.top_k must be an integer >= 1"),
         ({"top_k": 2, "seeds": []}, r"reseed\.seeds must be a non-empty list"),
         ({"top_k": 2, "seeds": [0, 1]}, r"reseed\.seeds \[0, 1\] repeat the search's seeds \[0\]"),
-        ({"top_k": 2, "seed": [1]}, r"unknown key 'reseed\.seed'; did you mean 'seeds'\?"),
+        ({"top_k": 2, "seed": [1]}, r"unknown key 'reseed\.seed'; did you mean 'reseed\.seeds'\?"),
+        ({"seeds": [1]}, r"reseed needs the key 'top_k'"),
+        ({"top_k": "x", "seeds": [1]}, r"reseed\.top_k must be an integer, got 'x'"),
         ([3, 1], r"reseed must be \{top_k: 3, seeds: \[1, 2\]\}"),
     ],
 )

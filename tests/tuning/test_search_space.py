@@ -212,7 +212,11 @@ BAD_CASES = [
         "parameters:\n  method.patch_mix.alpha: {choice: [1.0], grid: [2.0]}\n",
         r"needs exactly one domain",
     ),
-    ("unknown search kind", "search: random\n", r"search must be one of tpe, grid, one_at_a_time"),
+    (
+        "unknown search kind",
+        "search: random\n",
+        r"search must be one of 'tpe' \| 'grid' \| 'one_at_a_time', got 'random'",
+    ),
     (
         "grid domain under tpe",
         "parameters:\n  method.patch_mix.alpha: {grid: [1.0, 2.0]}\nsearch: tpe\n",
@@ -232,7 +236,7 @@ BAD_CASES = [
         "unknown scheduler setting",
         "parameters:\n  method.patch_mix.alpha: {choice: [1.0]}\n"
         "scheduler: {kind: asha, grace: 2}\n",
-        r"unknown key 'scheduler.grace'; did you mean 'grace_period'\?",
+        r"unknown key 'scheduler.grace'; did you mean 'scheduler.grace_period'\?",
     ),
     (
         "asha max_t beyond the epochs",
@@ -279,6 +283,21 @@ BAD_CASES = [
         "one_at_a_time with a range",
         "parameters:\n  method.patch_mix.alpha: {uniform: [0.5, 2.0]}\nsearch: one_at_a_time\n",
         r"one_at_a_time needs listed values",
+    ),
+    (
+        "NaN bound",
+        "parameters:\n  method.regularization.sigma: {uniform: [.nan, 2.0]}\n",
+        r":2: parameters.method.regularization.sigma.uniform\[0\] must be a finite number",
+    ),
+    (
+        "unknown domain kind",
+        "parameters:\n  method.patch_mix.alpha: {random: [1.0]}\n",
+        r":2: unknown key 'parameters.method.patch_mix.alpha.random'",
+    ),
+    (
+        "repeated seed",
+        "search: grid\nseeds: [0, 0]\n",
+        r":2: seeds must be a non-empty list of distinct integers >= 0, got \[0, 0\]",
     ),
     ("not a mapping", "- a\n- b\n", r"a search space must be a YAML mapping"),
     ("broken YAML", "parameters: {a: [1, 2}\n", r"not valid YAML"),
