@@ -34,11 +34,12 @@ from sweep_helpers import (  # noqa: E402
     SweepProcess,
     child_runs,
     mlflow_client,
+    reported_epochs,
     write_tiny_space,
 )
 
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
-from lungsrad.metrics import EPOCH, REPORT_SCORE, TRAIN_LOSS  # noqa: E402
+from lungsrad.metrics import REPORT_SCORE, TRAIN_LOSS  # noqa: E402
 from mlflow_tracking.tracker import (  # noqa: E402
     PARENT_RUN_TAG,
     TAG_PREVIOUS_FAILURE,
@@ -129,16 +130,6 @@ def _checkpoints(trial_dir: Path) -> list[str]:
     return sorted(p.name for p in trial_dir.glob("checkpoint_*"))
 
 
-def _reported_epochs(trial_dir: Path) -> list[int]:
-    """Epochs of the trial's results the driver has written to result.json (whole lines)."""
-    try:
-        text = (trial_dir / "result.json").read_text()
-    except FileNotFoundError:
-        return []
-    lines = text.split("\n")[:-1]  # the text after the last newline may be a line being written
-    return [int(json.loads(line)[EPOCH]) for line in lines if line.strip()]
-
-
 def _done_trial_ids(output: str) -> list[str]:
     return re.findall(r"\] (\S+) done in ", output)
 
@@ -227,7 +218,7 @@ def test_a_trial_worker_killed_mid_epoch_resumes_from_its_checkpoint(
 
     def first_epoch_reported() -> bool:
         dirs = record.trial_dirs()
-        return bool(dirs) and bool(_reported_epochs(dirs[0]))
+        return bool(dirs) and bool(reported_epochs(dirs[0]))
 
     sweep.wait_until(first_epoch_reported, "epoch 1 result", 300, interval_s=0.01)
     with Held(pid):
@@ -243,7 +234,7 @@ def test_a_trial_worker_killed_mid_epoch_resumes_from_its_checkpoint(
     assert f"{trial_id} failed, retrying from its last checkpoint" in output, output[-4000:]
     # Restarted from its checkpoint: Tune saw epochs 1, 2, 3 once each (a restart from scratch
     # would report epoch 1 twice).
-    assert _reported_epochs(trial_dir) == [1, 2, 3]
+    assert reported_epochs(trial_dir) == [1, 2, 3]
     children = record.children()
     assert len(children) == 3
     killed = [run for run in children if run.data.tags[TAG_TRIAL_ID] == trial_id]
@@ -266,7 +257,7 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(
 
     def second_trial_reported() -> bool:
         dirs = record.trial_dirs()
-        return len(dirs) >= 2 and bool(_reported_epochs(dirs[1]))
+        return len(dirs) >= 2 and bool(reported_epochs(dirs[1]))
 
     # The second trial's worker is held once the driver has its first result, so it cannot
     # finish while the driver saves a state that knows the checkpoint; then all is killed.

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lungsrad.metrics import EPOCH
 from mlflow_tracking.server import free_port
 from tests.processes import Held  # noqa: F401 (for the tests that import it from here)
 
@@ -216,6 +217,17 @@ class RayCluster:
                 pass
             process.wait(timeout=30)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def reported_epochs(trial_dir: Path) -> list[int]:
+    """Epochs of a trial's results the sweep driver has received: the whole lines of the
+    result.json Tune's driver writes in the trial's folder."""
+    try:
+        text = (trial_dir / "result.json").read_text()
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")[:-1]  # the text after the last newline may be a line being written
+    return [int(json.loads(line)[EPOCH]) for line in lines if line.strip()]
 
 
 def mlflow_client(uri: str) -> Any:
