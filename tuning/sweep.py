@@ -542,21 +542,15 @@ def run_sweep(
         cluster = connect(settings.ray_address, num_cpus=num_cpus)
         try:
             print(cluster.describe(), flush=True)
-            parent, grid, reseeded = _run_tune(space, settings, folder, target, callbacks=callbacks)
+            parent, outcomes = _run_tune(space, settings, folder, target, callbacks=callbacks)
         finally:
             disconnect(cluster)
-        unfinished = _unfinished(grid)
-        if unfinished > 0:
-            # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
-            parent.flush(force=True)
-            raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
         return _export(
             space,
             folder,
             target,
             parent,
-            grid,
-            reseeded=reseeded,
+            outcomes,
             role=settings.role,
             started=started,
             export_best=export_best,
@@ -591,9 +585,9 @@ def _run_tune(
     target: TrackingTarget,
     *,
     callbacks: Sequence[Any],
-) -> tuple[RunTracker, Any, list[Any] | None]:
-    """Resources check, data, parent run, then Tune until every trial has ended, then the
-    `reseed` step (its outcomes; None without one)."""
+) -> tuple[RunTracker, list[Any]]:
+    """Resources check, data, parent run, Tune until every trial has ended, then the `reseed`
+    step; the outcomes of every trial (KeyboardInterrupt when Tune was interrupted)."""
     from tuning.callbacks import bind_tracking
     from tuning.cluster import check_resources
     from tuning.trainable import SweepContext
@@ -630,18 +624,17 @@ def _run_tune(
         space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
     )
     grid = tuner.fit()
-    reseeded: list[Any] | None = None
-    if space.reseed is not None and _unfinished(grid) == 0:
-        from tuning.results import collect_outcomes
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished > 0:
+        # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
+        parent.flush(force=True)
+        raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
+    from tuning.results import collect_outcomes
 
-        outcomes = collect_outcomes(grid, space)
-        reseeded = _run_reseed(space, outcomes, folder, parent, feature_set, context)
-    return parent, grid, reseeded
-
-
-def _unfinished(grid: Any) -> int:
-    """Trials of a Tune result grid that neither finished nor failed (an interrupted run)."""
-    return len(grid) - grid.num_terminated - grid.num_errors
+    outcomes = collect_outcomes(grid, space)
+    if space.reseed is not None:
+        outcomes += _run_reseed(space, outcomes, folder, parent, feature_set, context)
+    return parent, outcomes
 
 
 def _export(
@@ -649,19 +642,16 @@ def _export(
     folder: SweepFolder,
     target: TrackingTarget,
     parent: RunTracker,
-    grid: Any,
+    outcomes: list[Any],
     *,
-    reseeded: list[Any] | None,
     role: str,
     started: float,
     export_best: bool,
 ) -> SweepOutcome:
-    """Outcomes, summary.md and (for sweeps) best_config.yaml, on disk and on the parent run.
+    """Summary.md and (for sweeps) best_config.yaml of the trials' outcomes, on disk and on the
+    parent run."""
+    from tuning.results import SUMMARY_FILE, choose_best, summary_markdown
 
-    `reseeded`: the outcomes of the `reseed` step (None when the space asks for none)."""
-    from tuning.results import SUMMARY_FILE, choose_best, collect_outcomes, summary_markdown
-
-    outcomes = collect_outcomes(grid, space) + (reseeded or [])
     best = choose_best(outcomes, mode=space.mode)
     summary = summary_markdown(space, outcomes, best)
     summary_path = folder.path / SUMMARY_FILE
@@ -669,7 +659,7 @@ def _export(
     parent.log_text(summary, SUMMARY_FILE)
     best_path = None
     if best is not None and export_best:
-        best_path = _export_best(space, folder, parent, best, reseeded=reseeded is not None)
+        best_path = _export_best(space, folder, parent, best)
     parent.set_tags({RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, role)})
     if best is not None:
         parent.log_metrics(best_metrics(space, best), step=0)
@@ -763,9 +753,7 @@ def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], rol
     )
 
 
-def _export_best(
-    space: SearchSpace, folder: SweepFolder, parent: RunTracker, best: Any, *, reseeded: bool
-) -> Path:
+def _export_best(space: SearchSpace, folder: SweepFolder, parent: RunTracker, best: Any) -> Path:
     from tuning.results import export_best_config, selection_record
     from tuning.trainable import best_metric_name
 
@@ -781,7 +769,9 @@ def _export_best(
             "Train it on several seeds: "
             "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
         ),
-        record=selection_record(best, metric=best_metric_name(space.metric), reseeded=reseeded),
+        record=selection_record(
+            best, metric=best_metric_name(space.metric), reseeded=space.reseed is not None
+        ),
     )
     parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
     parent.set_tags({"lungsrad.best_config": str(best_path)})
