@@ -188,6 +188,13 @@ class SS2D(nn.Module):
         directions into one output map (no 4x copies in or out).
         """
         batch, channels, height, width = u.shape
+        y = ss2d_scan_triton(**self.fused_scan_inputs(u))  # (batch, L, C) float32 (or 64)
+        return y.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+    def fused_scan_inputs(self, u: torch.Tensor) -> dict[str, Any]:
+        """The keyword arguments of `ss2d_scan_triton` for the map u (batch, C, H, W): what the
+        fused scan runs on (benchmarks/triton_static.py compiles its launches from them)."""
+        batch, channels, height, width = u.shape
         length = height * width
         rank, state = self.dt_rank, self.d_state
         directions = self.num_directions
@@ -198,18 +205,17 @@ class SS2D(nn.Module):
         dts = torch.matmul(ranks, self.dt_projs_weight.transpose(1, 2))  # (4, batch * L, C)
         gates = projected[..., rank:].permute(0, 2, 3, 1)  # (batch, 4, 2, L)
         A, D, delta_bias = self._scan_parameters()
-        y = ss2d_scan_triton(
-            tokens,
-            dts.view(directions, batch, length, channels),
-            A,
-            gates[:, :, 0],
-            gates[:, :, 1],
-            D,
-            delta_bias,
-            height=height,
-            width=width,
-        )  # (batch, L, C) float32 (float64 for a float64 model)
-        return y.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        return {
+            "u": tokens,
+            "delta": dts.view(directions, batch, length, channels),
+            "A": A,
+            "B": gates[:, :, 0],
+            "C": gates[:, :, 1],
+            "D": D,
+            "delta_bias": delta_bias,
+            "height": height,
+            "width": width,
+        }
 
 
 def _at_least_float32(parameter: torch.Tensor) -> torch.Tensor:

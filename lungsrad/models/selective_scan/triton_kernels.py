@@ -119,6 +119,38 @@ def _next_decay(
 
 
 @triton.jit
+def _direction_totals(
+    u, delta_ptr, A_ptr, B_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+    batch, direction, num_chunks, channels, cols, col_ok, rows, pos, step_ok, valid,
+    sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+    REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Stores direction `direction`'s chunk map (P, S) on the chunk's last row in scan order."""
+    k = direction.to(tl.int64)
+    params = k * channels + cols
+    A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    bias = tl.zeros([BLOCK_C], COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
+    delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
+    gate_b = tl.load(B_ptr + batch * sg_b + k * sg_k + pos * sg_p, mask=step_ok, other=0.0)
+    _, _, decay, drive = _decay_and_drive(
+        delta.to(COMPUTE), u, gate_b.to(COMPUTE), A, bias, valid, SOFTPLUS
+    )
+    through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
+    if REVERSE:
+        last = 0
+    else:
+        last = BLOCK_T - 1
+    at = (total_at + k * num_chunks * channels)[None, :] + rows[:, None] * 0
+    keep = (rows[:, None] == last) & col_ok[None, :]
+    tl.store(total_decay_ptr + at, through, mask=keep)
+    tl.store(total_drive_ptr + at, local, mask=keep)
+
+
+@triton.jit
 def scan_chunk_totals_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, total_decay_ptr, total_drive_ptr,
     length, channels, height, width, num_chunks, num_lanes,
@@ -137,8 +169,7 @@ def scan_chunk_totals_kernel(
     block = tl.program_id(1)
     batch = (tl.program_id(2) // num_lanes).to(tl.int64)
     lane = tl.program_id(2) % num_lanes
-    PER_LANE: tl.constexpr = 2 if FUSED else 1
-    num_directions = num_lanes * PER_LANE
+    num_directions = num_lanes * (2 if FUSED else 1)
     cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < channels
     rows = tl.arange(0, BLOCK_T)
@@ -151,31 +182,20 @@ def scan_chunk_totals_kernel(
         mask=valid,
         other=0.0,
     ).to(COMPUTE)
-    for kk in tl.static_range(PER_LANE):
-        k = (lane + kk * num_lanes).to(tl.int64)
-        REVERSE: tl.constexpr = FUSED and kk == 1
-        params = k * channels + cols
-        A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
-        bias = tl.zeros([BLOCK_C], COMPUTE)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
-        d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
-        delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
-        gate_b = tl.load(B_ptr + batch * sg_b + k * sg_k + pos * sg_p, mask=step_ok, other=0.0)
-        _, _, decay, drive = _decay_and_drive(
-            delta.to(COMPUTE), u, gate_b.to(COMPUTE), A, bias, valid, SOFTPLUS
-        )
-        through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
-        # The composition of the whole chunk sits on its last row in scan order.
-        if REVERSE:
-            last = 0
-        else:
-            last = BLOCK_T - 1
-        at = ((batch * num_directions + k) * num_chunks + chunk) * channels + cols
-        at = at[None, :] + rows[:, None] * 0
-        keep = (rows[:, None] == last) & col_ok[None, :]
-        tl.store(total_decay_ptr + at, through, mask=keep)
-        tl.store(total_drive_ptr + at, local, mask=keep)
+    total_at = (batch * num_directions * num_chunks + chunk) * channels + cols
+    _direction_totals(
+        u, delta_ptr, A_ptr, B_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+        batch, lane, num_chunks, channels, cols, col_ok, rows, pos, step_ok, valid,
+        sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+        False, HAS_BIAS, SOFTPLUS, COMPUTE, BLOCK_T, BLOCK_C,
+    )  # fmt: skip
+    if FUSED:
+        _direction_totals(
+            u, delta_ptr, A_ptr, B_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+            batch, lane + num_lanes, num_chunks, channels, cols, col_ok, rows, pos, step_ok,
+            valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+            True, HAS_BIAS, SOFTPLUS, COMPUTE, BLOCK_T, BLOCK_C,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -224,6 +244,31 @@ def scan_chunk_carry_kernel(
 
 
 @triton.jit
+def _direction_output(
+    u, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr, state_at,
+    batch, direction, num_chunks, channels, cols, col_ok, pos, step_ok, valid,
+    sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+    REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """C h + D u of direction `direction` over the chunk, from its entering state."""
+    k = direction.to(tl.int64)
+    A, bias, skip = _channel_parameters(
+        A_ptr, bias_ptr, D_ptr, k * channels + cols, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
+    )
+    d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
+    delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
+    g_at = batch * sg_b + k * sg_k + pos * sg_p
+    gate_b = tl.load(B_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
+    gate_c = tl.load(C_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
+    _, _, decay, drive = _decay_and_drive(delta.to(COMPUTE), u, gate_b, A, bias, valid, SOFTPLUS)
+    state_in = tl.load(entering_ptr + state_at + k * num_chunks * channels, mask=col_ok, other=0.0)
+    through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
+    states = local + through * state_in[None, :]
+    return states * gate_c[:, None] + skip[None, :] * u
+
+
+@triton.jit
 def scan_chunk_output_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr, y_ptr,
     length, channels, height, width, num_chunks, num_lanes,
@@ -243,8 +288,7 @@ def scan_chunk_output_kernel(
     block = tl.program_id(1)
     batch = (tl.program_id(2) // num_lanes).to(tl.int64)
     lane = tl.program_id(2) % num_lanes
-    PER_LANE: tl.constexpr = 2 if FUSED else 1
-    num_directions = num_lanes * PER_LANE
+    num_directions = num_lanes * (2 if FUSED else 1)
     cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < channels
     rows = tl.arange(0, BLOCK_T)
@@ -257,32 +301,59 @@ def scan_chunk_output_kernel(
         mask=valid,
         other=0.0,
     ).to(COMPUTE)
-    y = tl.zeros([BLOCK_T, BLOCK_C], COMPUTE)
-    for kk in tl.static_range(PER_LANE):
-        k = (lane + kk * num_lanes).to(tl.int64)
-        REVERSE: tl.constexpr = FUSED and kk == 1
-        A, bias, skip = _channel_parameters(
-            A_ptr, bias_ptr, D_ptr, k * channels + cols, col_ok, HAS_BIAS, HAS_D, COMPUTE,
-            BLOCK_C,
+    state_at = (batch * num_directions * num_chunks + chunk) * channels + cols
+    y = _direction_output(
+        u, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr, state_at,
+        batch, lane, num_chunks, channels, cols, col_ok, pos, step_ok, valid,
+        sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+        False, HAS_D, HAS_BIAS, SOFTPLUS, COMPUTE, BLOCK_C,
+    )  # fmt: skip
+    if FUSED:
+        y += _direction_output(
+            u, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr, state_at,
+            batch, lane + num_lanes, num_chunks, channels, cols, col_ok, pos, step_ok, valid,
+            sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+            True, HAS_D, HAS_BIAS, SOFTPLUS, COMPUTE, BLOCK_C,
         )  # fmt: skip
-        d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
-        delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
-        g_at = batch * sg_b + k * sg_k + pos * sg_p
-        gate_b = tl.load(B_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
-        gate_c = tl.load(C_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
-        _, _, decay, drive = _decay_and_drive(
-            delta.to(COMPUTE), u, gate_b, A, bias, valid, SOFTPLUS
-        )
-        state_at = ((batch * num_directions + k) * num_chunks + chunk) * channels + cols
-        state_in = tl.load(entering_ptr + state_at, mask=col_ok, other=0.0)
-        through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
-        states = local + through * state_in[None, :]
-        y += states * gate_c[:, None] + skip[None, :] * u
     y_at = y_ptr + batch * so_b + lane * so_k + pos[:, None] * so_p + cols[None, :] * so_c
     if FUSED:
         tl.atomic_add(y_at, y, mask=valid, sem="relaxed")
     else:
         tl.store(y_at, y, mask=valid)
+
+
+@triton.jit
+def _direction_adjoint_totals(
+    dy, delta_ptr, A_ptr, C_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+    batch, lane, direction, index, length, height, width, num_chunks, channels, cols, col_ok,
+    rows, pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+    REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FUSED: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Stores direction `direction`'s chunk adjoint map on the chunk's first row in scan
+    order."""
+    k = direction.to(tl.int64)
+    params = k * channels + cols
+    A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    bias = tl.zeros([BLOCK_C], COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
+    gate_c = tl.load(C_ptr + batch * sg_b + k * sg_k + pos * sg_p, mask=step_ok, other=0.0)
+    next_decay = _next_decay(
+        delta_ptr, d_offset, sd_p, A, bias, lane, index, step_ok, col_ok,
+        length, height, width, REVERSE, SOFTPLUS, FUSED, COMPUTE,
+    )  # fmt: skip
+    source = tl.where(valid, gate_c.to(COMPUTE)[:, None] * dy, 0.0)
+    carried, adjoint = tl.associative_scan((next_decay, source), 0, _combine, reverse=not REVERSE)
+    if REVERSE:
+        first = BLOCK_T - 1
+    else:
+        first = 0
+    at = (total_at + k * num_chunks * channels)[None, :] + rows[:, None] * 0
+    keep = (rows[:, None] == first) & col_ok[None, :]
+    tl.store(total_decay_ptr + at, carried, mask=keep)
+    tl.store(total_drive_ptr + at, adjoint, mask=keep)
 
 
 @triton.jit
@@ -301,8 +372,7 @@ def scan_adjoint_totals_kernel(
     block = tl.program_id(1)
     batch = (tl.program_id(2) // num_lanes).to(tl.int64)
     lane = tl.program_id(2) % num_lanes
-    PER_LANE: tl.constexpr = 2 if FUSED else 1
-    num_directions = num_lanes * PER_LANE
+    num_directions = num_lanes * (2 if FUSED else 1)
     cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < channels
     rows = tl.arange(0, BLOCK_T)
@@ -315,33 +385,78 @@ def scan_adjoint_totals_kernel(
         mask=valid,
         other=0.0,
     ).to(COMPUTE)
-    for kk in tl.static_range(PER_LANE):
-        k = (lane + kk * num_lanes).to(tl.int64)
-        REVERSE: tl.constexpr = FUSED and kk == 1
-        params = k * channels + cols
-        A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
-        bias = tl.zeros([BLOCK_C], COMPUTE)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
-        d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
-        gate_c = tl.load(C_ptr + batch * sg_b + k * sg_k + pos * sg_p, mask=step_ok, other=0.0)
-        next_decay = _next_decay(
-            delta_ptr, d_offset, sd_p, A, bias, lane, index, step_ok, col_ok,
-            length, height, width, REVERSE, SOFTPLUS, FUSED, COMPUTE,
+    total_at = (batch * num_directions * num_chunks + chunk) * channels + cols
+    _direction_adjoint_totals(
+        dy, delta_ptr, A_ptr, C_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+        batch, lane, lane, index, length, height, width, num_chunks, channels, cols, col_ok,
+        rows, pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+        False, HAS_BIAS, SOFTPLUS, FUSED, COMPUTE, BLOCK_T, BLOCK_C,
+    )  # fmt: skip
+    if FUSED:
+        _direction_adjoint_totals(
+            dy, delta_ptr, A_ptr, C_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+            batch, lane, lane + num_lanes, index, length, height, width, num_chunks, channels,
+            cols, col_ok, rows, pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+            True, HAS_BIAS, SOFTPLUS, FUSED, COMPUTE, BLOCK_T, BLOCK_C,
         )  # fmt: skip
-        source = tl.where(valid, gate_c.to(COMPUTE)[:, None] * dy, 0.0)
-        carried, adjoint = tl.associative_scan(
-            (next_decay, source), 0, _combine, reverse=not REVERSE
-        )
-        if REVERSE:
-            first = BLOCK_T - 1
-        else:
-            first = 0
-        at = ((batch * num_directions + k) * num_chunks + chunk) * channels + cols
-        at = at[None, :] + rows[:, None] * 0
-        keep = (rows[:, None] == first) & col_ok[None, :]
-        tl.store(total_decay_ptr + at, carried, mask=keep)
-        tl.store(total_drive_ptr + at, adjoint, mask=keep)
+
+
+@triton.jit
+def _direction_gradients(
+    u, dy, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr,
+    adjoint_entering_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr, part_D_ptr,
+    part_bias_ptr, state_at, sums_at, part_at,
+    batch, lane, direction, index, length, height, width, num_chunks, channels, cols, col_ok,
+    pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+    REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FUSED: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Direction `direction`'s gradients over the chunk: stores those of delta, the per-chunk
+    sums of A, D and delta_bias, the per-block sums of B and C; returns its part of u's."""
+    k = direction.to(tl.int64)
+    params = k * channels + cols
+    A, bias, skip = _channel_parameters(
+        A_ptr, bias_ptr, D_ptr, params, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
+    )
+    d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
+    delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
+    g_at = batch * sg_b + k * sg_k + pos * sg_p
+    gate_b = tl.load(B_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
+    gate_c = tl.load(C_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
+    dt, ds, decay, drive = _decay_and_drive(delta.to(COMPUTE), u, gate_b, A, bias, valid, SOFTPLUS)
+    chunk_at = state_at + k * num_chunks * channels
+    state_in = tl.load(entering_ptr + chunk_at, mask=col_ok, other=0.0)
+    through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
+    states = local + through * state_in[None, :]
+
+    next_decay = _next_decay(
+        delta_ptr, d_offset, sd_p, A, bias, lane, index, step_ok, col_ok,
+        length, height, width, REVERSE, SOFTPLUS, FUSED, COMPUTE,
+    )  # fmt: skip
+    source = tl.where(valid, gate_c[:, None] * dy, 0.0)
+    adjoint_in = tl.load(adjoint_entering_ptr + chunk_at, mask=col_ok, other=0.0)
+    carried, adjoint = tl.associative_scan((next_decay, source), 0, _combine, reverse=not REVERSE)
+    adjoint = adjoint + carried * adjoint_in[None, :]
+
+    # d loss / d log a_t = g_t a_t h_{t-1} = g_t (h_t - x_t): no division by a_t.
+    grad_log_decay = adjoint * (states - drive)
+    grad_ds = grad_log_decay * A[None, :] + adjoint * u * gate_b[:, None]
+    if SOFTPLUS:
+        grad_dt = tl.where(dt > 20.0, grad_ds, grad_ds * tl.sigmoid(dt))
+    else:
+        grad_dt = grad_ds
+    grad_dt = tl.where(valid, grad_dt, 0.0)
+    tl.store(grad_delta_ptr + d_offset + pos[:, None] * sd_p, grad_dt, mask=valid)
+    sums = sums_at + k * channels
+    tl.store(part_A_ptr + sums, tl.sum(grad_log_decay * ds, axis=0), mask=col_ok)
+    tl.store(part_D_ptr + sums, tl.sum(dy * u, axis=0), mask=col_ok)
+    tl.store(part_bias_ptr + sums, tl.sum(grad_dt, axis=0), mask=col_ok)
+
+    grad_drive = adjoint * ds
+    gates_at = part_at + k * length
+    tl.store(part_B_ptr + gates_at, tl.sum(grad_drive * u, axis=1), mask=step_ok)
+    tl.store(part_C_ptr + gates_at, tl.sum(dy * states, axis=1), mask=step_ok)
+    return grad_drive * gate_b[:, None] + skip[None, :] * dy
 
 
 @triton.jit
@@ -367,8 +482,7 @@ def scan_chunk_gradient_kernel(
     block = tl.program_id(1)
     batch = (tl.program_id(2) // num_lanes).to(tl.int64)
     lane = tl.program_id(2) % num_lanes
-    PER_LANE: tl.constexpr = 2 if FUSED else 1
-    num_directions = num_lanes * PER_LANE
+    num_directions = num_lanes * (2 if FUSED else 1)
     cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < channels
     rows = tl.arange(0, BLOCK_T)
@@ -379,57 +493,26 @@ def scan_chunk_gradient_kernel(
     x_offset = batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c
     u = tl.load(u_ptr + x_offset, mask=valid, other=0.0).to(COMPUTE)
     dy = tl.load(grad_y_ptr + x_offset, mask=valid, other=0.0).to(COMPUTE)
-    grad_u = tl.zeros([BLOCK_T, BLOCK_C], COMPUTE)
-    for kk in tl.static_range(PER_LANE):
-        k = (lane + kk * num_lanes).to(tl.int64)
-        REVERSE: tl.constexpr = FUSED and kk == 1
-        params = k * channels + cols
-        A, bias, skip = _channel_parameters(
-            A_ptr, bias_ptr, D_ptr, params, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
-        )
-        d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
-        delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
-        g_at = batch * sg_b + k * sg_k + pos * sg_p
-        gate_b = tl.load(B_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
-        gate_c = tl.load(C_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
-        dt, ds, decay, drive = _decay_and_drive(
-            delta.to(COMPUTE), u, gate_b, A, bias, valid, SOFTPLUS
-        )
-        state_at = ((batch * num_directions + k) * num_chunks + chunk) * channels + cols
-        state_in = tl.load(entering_ptr + state_at, mask=col_ok, other=0.0)
-        through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
-        states = local + through * state_in[None, :]
-
-        next_decay = _next_decay(
-            delta_ptr, d_offset, sd_p, A, bias, lane, index, step_ok, col_ok,
-            length, height, width, REVERSE, SOFTPLUS, FUSED, COMPUTE,
+    state_at = (batch * num_directions * num_chunks + chunk) * channels + cols
+    sums_at = (chunk * batch_size + batch) * num_directions * channels + cols
+    part_at = ((block * batch_size + batch) * num_directions) * length + pos
+    grad_u = _direction_gradients(
+        u, dy, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr,
+        adjoint_entering_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr, part_D_ptr,
+        part_bias_ptr, state_at, sums_at, part_at,
+        batch, lane, lane, index, length, height, width, num_chunks, channels, cols, col_ok,
+        pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+        False, HAS_D, HAS_BIAS, SOFTPLUS, FUSED, COMPUTE, BLOCK_C,
+    )  # fmt: skip
+    if FUSED:
+        grad_u += _direction_gradients(
+            u, dy, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr,
+            adjoint_entering_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr,
+            part_D_ptr, part_bias_ptr, state_at, sums_at, part_at,
+            batch, lane, lane + num_lanes, index, length, height, width, num_chunks, channels,
+            cols, col_ok, pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+            True, HAS_D, HAS_BIAS, SOFTPLUS, FUSED, COMPUTE, BLOCK_C,
         )  # fmt: skip
-        source = tl.where(valid, gate_c[:, None] * dy, 0.0)
-        adjoint_in = tl.load(adjoint_entering_ptr + state_at, mask=col_ok, other=0.0)
-        carried, adjoint = tl.associative_scan(
-            (next_decay, source), 0, _combine, reverse=not REVERSE
-        )
-        adjoint = adjoint + carried * adjoint_in[None, :]
-
-        # d loss / d log a_t = g_t a_t h_{t-1} = g_t (h_t - x_t): no division by a_t.
-        grad_log_decay = adjoint * (states - drive)
-        grad_ds = grad_log_decay * A[None, :] + adjoint * u * gate_b[:, None]
-        if SOFTPLUS:
-            grad_dt = tl.where(dt > 20.0, grad_ds, grad_ds * tl.sigmoid(dt))
-        else:
-            grad_dt = grad_ds
-        grad_dt = tl.where(valid, grad_dt, 0.0)
-        tl.store(grad_delta_ptr + d_offset + pos[:, None] * sd_p, grad_dt, mask=valid)
-        sums_at = (chunk * batch_size + batch) * num_directions * channels + params
-        tl.store(part_A_ptr + sums_at, tl.sum(grad_log_decay * ds, axis=0), mask=col_ok)
-        tl.store(part_D_ptr + sums_at, tl.sum(dy * u, axis=0), mask=col_ok)
-        tl.store(part_bias_ptr + sums_at, tl.sum(grad_dt, axis=0), mask=col_ok)
-
-        grad_drive = adjoint * ds
-        part_at = ((block * batch_size + batch) * num_directions + k) * length + pos
-        tl.store(part_B_ptr + part_at, tl.sum(grad_drive * u, axis=1), mask=step_ok)
-        tl.store(part_C_ptr + part_at, tl.sum(dy * states, axis=1), mask=step_ok)
-        grad_u += grad_drive * gate_b[:, None] + skip[None, :] * dy
     grad_u_at = grad_u_ptr + batch * so_b + lane * so_k + pos[:, None] * so_p + cols[None, :] * so_c
     if FUSED:
         tl.atomic_add(grad_u_at, grad_u, mask=valid, sem="relaxed")

@@ -126,6 +126,7 @@ class LaunchConfig:
     block_c: channels per program in the forward (a power of 2).
     backward_block_c: channels per program in the backward.
     carry_block: chunks composed per step by the carry kernel (a power of 2).
+    carry_block_c: channels per carry program (a power of 2).
     num_warps, backward_num_warps: warps per program, forward and backward.
     """
 
@@ -133,18 +134,20 @@ class LaunchConfig:
     block_c: int
     backward_block_c: int
     carry_block: int
+    carry_block_c: int
     num_warps: int
     backward_num_warps: int
 
-    def as_ints(self) -> tuple[int, int, int, int, int, int]:
-        return (
+    def as_ints(self) -> list[int]:
+        return [
             self.block_t,
             self.block_c,
             self.backward_block_c,
             self.carry_block,
+            self.carry_block_c,
             self.num_warps,
             self.backward_num_warps,
-        )
+        ]
 
 
 # Channels per program: 32 contiguous float32 channels are one 128-byte line of the map.
@@ -158,6 +161,9 @@ _MIN_BLOCK_T = 16
 # warps to hide the loads' latency; the carry pass grows as chunks shorten.
 _PROGRAMS_PER_PROCESSOR = 8
 _MAX_CARRY_BLOCK = 64
+# Channels per carry program: narrow, so that the light carry pass also has programs for every
+# SM (its tile is carry_block x 8).
+_CARRY_BLOCK_C = 8
 NUM_WARPS = 4
 
 
@@ -180,7 +186,7 @@ def plan_launch(
     if processors is None:
         block_t = min(16, _next_power_of_2(length))
         block_c = min(8, _next_power_of_2(channels))
-        return LaunchConfig(block_t, block_c, block_c, 4, NUM_WARPS, NUM_WARPS)
+        return LaunchConfig(block_t, block_c, block_c, 4, block_c, NUM_WARPS, NUM_WARPS)
     lanes = 2 if fused else directions
     block_c = min(_MAX_BLOCK_C, _next_power_of_2(channels))
     block_t = max(_MIN_BLOCK_T, min(_TILE_ELEMENTS // block_c, _next_power_of_2(length)))
@@ -192,7 +198,10 @@ def plan_launch(
         block_t //= 2
     backward_block_c = max(1, min(block_c, _BACKWARD_TILE_ELEMENTS // block_t))
     carry_block = min(_MAX_CARRY_BLOCK, _next_power_of_2(_cdiv(length, block_t)))
-    return LaunchConfig(block_t, block_c, backward_block_c, carry_block, NUM_WARPS, NUM_WARPS)
+    carry_block_c = min(_CARRY_BLOCK_C, block_c)
+    return LaunchConfig(
+        block_t, block_c, backward_block_c, carry_block, carry_block_c, NUM_WARPS, NUM_WARPS
+    )
 
 
 def default_launch(
@@ -256,7 +265,13 @@ def _compute(kernels: ModuleType, dtype: torch.dtype) -> Any:
 def _check_launch(
     batch: int, directions: int, channels: int, length: int, fused: bool, config: LaunchConfig
 ) -> None:
-    sizes = (config.block_t, config.block_c, config.backward_block_c, config.carry_block)
+    sizes = (
+        config.block_t,
+        config.block_c,
+        config.backward_block_c,
+        config.carry_block,
+        config.carry_block_c,
+    )
     if any(b < 1 or b & (b - 1) for b in sizes):
         raise ValueError(f"triton scan: block sizes must be powers of 2, got {config}")
     if fused and directions != 4:
@@ -264,7 +279,7 @@ def _check_launch(
     lanes = 2 if fused else directions
     grid = (
         _cdiv(length, config.block_t),
-        _cdiv(channels, min(config.block_c, config.backward_block_c)),
+        _cdiv(channels, min(config.block_c, config.backward_block_c, config.carry_block_c)),
         batch * lanes,
     )
     # CUDA's limits: 2**31 - 1 programs along the first grid dimension, 65535 along the others.
@@ -285,10 +300,10 @@ def _carry_launch(
     lanes: int,
     fused: bool,
     adjoint: bool,
-    block_c: int,
     config: LaunchConfig,
 ) -> KernelLaunch:
     batch, directions, num_chunks, channels = entering.shape
+    block_c = config.carry_block_c
     return KernelLaunch(
         name,
         kernels.scan_chunk_carry_kernel,
@@ -359,7 +374,7 @@ def forward_launches(
         ),  # fmt: skip
         _carry_launch(
             kernels, "forward carry", totals, entering, lanes=lanes, fused=fused,
-            adjoint=False, block_c=config.block_c, config=config,
+            adjoint=False, config=config,
         ),  # fmt: skip
         KernelLaunch(
             "forward output",
@@ -435,7 +450,7 @@ def backward_launches(
         ),  # fmt: skip
         _carry_launch(
             kernels, "backward carry", totals, adjoint_entering, lanes=lanes, fused=fused,
-            adjoint=True, block_c=block_c, config=config,
+            adjoint=True, config=config,
         ),  # fmt: skip
         KernelLaunch(
             "backward gradients",
@@ -629,7 +644,7 @@ def selective_scan_triton(
         0,
         0,
         False,
-        list(launch.as_ints()),
+        launch.as_ints(),
     )
     return y
 
@@ -670,6 +685,31 @@ def ss2d_scan_triton(
         (batch, L, C): the four directions summed, float64 for float64 input, else float32.
     """
     check_triton_inputs(u, A)
+    y, _ = triton_scan_forward(
+        *ss2d_scan_arguments(
+            u, delta, A, B, C, D, delta_bias, height=height, width=width,
+            delta_softplus=delta_softplus, launch=launch,
+        )
+    )  # fmt: skip
+    return y
+
+
+def ss2d_scan_arguments(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    *,
+    height: int,
+    width: int,
+    delta_softplus: bool = True,
+    launch: LaunchConfig | None = None,
+) -> tuple:
+    """The positional arguments `ss2d_scan_triton` gives `triton_scan_forward` (contiguous
+    inputs, flat parameters, the launch plan); works on any device, the meta device included."""
     batch, length, channels = u.shape
     if length != height * width or delta.shape != (4, batch, length, channels):
         raise ValueError(
@@ -679,7 +719,7 @@ def ss2d_scan_triton(
     launch = launch or default_launch(
         batch, channels, length, directions=4, fused=True, device=u.device
     )
-    y, _ = triton_scan_forward(
+    return (
         u.contiguous(),
         delta.contiguous(),
         _vector(A),
@@ -691,6 +731,5 @@ def ss2d_scan_triton(
         height,
         width,
         True,
-        list(launch.as_ints()),
+        launch.as_ints(),
     )
-    return y
