@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 import lungsrad
 from lungsrad.config import (
+    VALIDATION_PROTOCOLS,
     ExperimentConfig,
     TrainConfig,
     dump_config,
@@ -32,6 +33,7 @@ from lungsrad.config import (
     write_text_atomic,
 )
 from lungsrad.data.features import FeatureSet, build_feature_set
+from lungsrad.data.layout import device_of
 from lungsrad.data.loaders import split_indices
 from lungsrad.method.patch_mix import PatchMixObjective
 from lungsrad.metrics import (
@@ -55,6 +57,8 @@ from lungsrad.metrics import (
     TRAIN_CAPTURE_SECONDS,
     TRAIN_LOSS,
     TRAIN_SAMPLES_PER_SECOND,
+    detailed_metrics,
+    device_metric_name,
     metric_name,
 )
 from lungsrad.models import DASS
@@ -89,7 +93,7 @@ from lungsrad.training.runtime import (
     build_classifier,
     cpu_threads,
     device_name,
-    evaluate_split,
+    evaluate_split_by_device,
     resolve_amp_dtype,
     resolve_device,
     scan_backend_name,
@@ -139,6 +143,8 @@ class RunResult:
     train_seconds: float  # training + per-epoch evaluation, summed over resumed sessions
     protocol: str = "paper"  # train.protocol
     name: str = ""  # config name
+    # Test confusion at best_epoch per recording device that has test cycles (absent: none).
+    device_confusion: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def capture_seconds(self) -> float:
@@ -155,6 +161,9 @@ class RunResult:
                 "best_epoch": self.best_epoch,
                 "report": self.report,
                 "confusion": self.confusion.tolist(),
+                "device_confusion": {
+                    device: matrix.tolist() for device, matrix in self.device_confusion.items()
+                },
                 "train_seconds": self.train_seconds,
                 "capture_seconds": self.capture_seconds,
                 "info": asdict(self.info),
@@ -164,7 +173,7 @@ class RunResult:
 
     def format_text(self) -> str:
         """A short human-readable summary with the confusion matrix."""
-        selected = "validation" if self.protocol == "validated" else "test"
+        selected = "validation" if self.protocol in VALIDATION_PROTOCOLS else "test"
         report = self.report
         lines = [
             f"run '{self.name}' finished: {len(self.history)} epochs in "
@@ -189,11 +198,23 @@ class RunResult:
                     ("Se", SENSITIVITY_2CLASS),
                 )
             ),
+            *self._device_lines(),
             "test confusion matrix (rows: true, columns: predicted):",
             format_confusion(self.confusion),
             f"outputs: {self.output_dir}",
         ]
         return "\n".join(lines)
+
+    def _device_lines(self) -> list[str]:
+        lines = []
+        for device in self.device_confusion:
+            values = {
+                label: self.report.get(device_metric_name(REPORT_PREFIX, device, key))
+                for label, key in (("Score", SCORE), ("Sp", SPECIFICITY), ("Se", SENSITIVITY))
+            }
+            cells = ", ".join(f"{label} {_format_percent(v)}" for label, v in values.items())
+            lines.append(f"  {device}: {cells}")
+        return ["test per device:", *lines] if lines else []
 
 
 class TrainingCallback:
@@ -500,9 +521,12 @@ def _run(
         protocol=train.protocol,
         validation_fraction=config.data.validation_fraction,
         seed=config.data.split_seed,
+        fold=config.data.fold,
     )
-    eval_splits = [SPLIT_VALIDATION, SPLIT_TEST] if train.protocol == "validated" else [SPLIT_TEST]
-    selection_split = SPLIT_VALIDATION if train.protocol == "validated" else SPLIT_TEST
+    uses_validation = train.protocol in VALIDATION_PROTOCOLS
+    eval_splits = [SPLIT_VALIDATION, SPLIT_TEST] if uses_validation else [SPLIT_TEST]
+    selection_split = SPLIT_VALIDATION if uses_validation else SPLIT_TEST
+    devices = tuple(device_of(name) for name in feature_set.recordings)
 
     progress = _Progress()
     if resume_point is not None:
@@ -590,17 +614,20 @@ def _run(
         )
         scheduler.step()
         confusions: dict[str, np.ndarray] = {}
+        device_confusions: dict[str, dict[str, np.ndarray]] = {}
         for split in eval_splits:
-            scores, confusions[split] = evaluate_split(
+            scores, confusions[split], device_confusions[split] = evaluate_split_by_device(
                 model,
                 features,
                 feature_set.labels,
                 splits[split],
+                devices=devices,
                 batch_size=train.eval_batch_size,
                 amp_dtype=amp_dtype,
                 num_classes=config.model.num_classes,
             )
             metrics.update({metric_name(split, key): value for key, value in scores.items()})
+            metrics.update(detailed_metrics(split, confusions[split], device_confusions[split]))
         selection_score = metrics[metric_name(selection_split, SCORE)]
         metrics[SELECTION_SCORE] = selection_score
         improved = _is_better(selection_score, progress.best)
@@ -613,9 +640,16 @@ def _run(
                         metric_name(REPORT_PREFIX, key): metrics[metric_name(SPLIT_TEST, key)]
                         for key in EVAL_KEYS
                     },
+                    **detailed_metrics(
+                        REPORT_PREFIX, confusions[SPLIT_TEST], device_confusions[SPLIT_TEST]
+                    ),
                     REPORT_EPOCH: float(epoch),
                 },
                 "confusion": confusions[SPLIT_TEST].tolist(),
+                "device_confusion": {
+                    device: matrix.tolist()
+                    for device, matrix in device_confusions[SPLIT_TEST].items()
+                },
             }
         assert progress.best is not None
         metrics.update(progress.best["report"])
@@ -670,6 +704,10 @@ def _run(
         train_seconds=progress.train_seconds,
         protocol=train.protocol,
         name=config.name,
+        device_confusion={
+            device: np.asarray(matrix, dtype=np.int64)
+            for device, matrix in progress.best.get("device_confusion", {}).items()
+        },
     )
     write_text_atomic(output_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
     for callback in callbacks:
