@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from lungsrad.config import NUM_FOLDS
 from lungsrad.data.layout import DEVICES
@@ -28,7 +29,7 @@ from lungsrad.metrics import (
 )
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from tuning.results import TrialOutcome
-from tuning.search_space import Parameter
+from tuning.search_space import Parameter, SearchSpace
 
 FOLD_PATH = "data.fold"
 OVERALL_ROWS = (
@@ -174,3 +175,26 @@ def _interval_metrics(name: str, interval: MeanInterval) -> dict[str, float]:
         f"{name}_ci95_low": interval.low,
         f"{name}_ci95_high": interval.high,
     }
+
+
+def check_splits(space: SearchSpace, feature_set: Any) -> None:
+    """Builds every split the sweep's trials will use (each variant, each swept fold) from the
+    shared features, so that patients missing from the fold list or a fold without test cycles
+    fail in the driver, in one line, before any trial trains. No-op without shared features."""
+    from lungsrad.data.loaders import split_indices
+
+    if feature_set is None:
+        return
+    swept_folds: tuple[Any, ...] = ()
+    for parameter in space.parameters:
+        if parameter.name == FOLD_PATH and parameter.is_discrete:
+            swept_folds = parameter.values
+    for config in space.variants.values():
+        for fold in swept_folds or (config.data.fold,):
+            split_indices(
+                feature_set,
+                protocol=config.train.protocol,
+                validation_fraction=config.data.validation_fraction,
+                seed=config.data.split_seed,
+                fold=fold,
+            )

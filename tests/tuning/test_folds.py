@@ -179,3 +179,27 @@ def test_compare_pairs_finals_by_seed_and_fold(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["--parent-run-id", first, third, "--tracking-uri", uri, "--no-log"]) == 2
     assert "trained over folds" in capsys.readouterr().err
+
+
+def test_check_splits_refuses_a_swept_fold_without_test_cycles(config_path: Path) -> None:
+    import torch
+
+    from lungsrad.data.features import FeatureSet
+    from lungsrad.data.protocols import read_fold_list
+    from tuning.folds import check_splits
+
+    folds = read_fold_list()
+    patients = [p for p, f in folds.items() if f in (0, 1, 2)]  # no patient of folds 3 and 4
+    n = len(patients)
+    features = FeatureSet(
+        features=torch.zeros((n, 2, 2), dtype=torch.float16),
+        labels=torch.arange(n) % 4,
+        patient_ids=tuple(patients),
+        recordings=tuple(f"{p}_1b1_Al_sc_Meditron" for p in patients),
+        official_split=tuple("train" if i % 2 else "test" for i in range(n)),
+        fingerprint="test",
+    )
+    check_splits(_space(config_path, [0, 1, 2]), features)  # every fold has test cycles
+    with pytest.raises(UserError, match="data.fold 3 has no test cycles"):
+        check_splits(_space(config_path, [0, 3]), features)
+    check_splits(_space(config_path, [0, 3]), None)  # trials build their own features
