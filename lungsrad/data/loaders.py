@@ -22,7 +22,7 @@ def _patients_in(feature_set: FeatureSet, split: str) -> set[str]:
 
 
 def official_patient_overlap(feature_set: FeatureSet) -> list[str]:
-    """Patients with cycles in both the official train and test split (ICBHI: expected none)."""
+    """Patients with cycles in both the official train and test split (ICBHI: 156 and 218)."""
     overlap = _patients_in(feature_set, "train") & _patients_in(feature_set, "test")
     return sorted(overlap, key=_natural_key)
 
