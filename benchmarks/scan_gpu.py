@@ -10,15 +10,17 @@ The stage maps come from the model (`DASS.stage_maps` on an ICBHI segment, the d
 forward (no grad) and forward+backward (`torch.autograd.grad`: nothing accumulates in `.grad`).
 
 Each time is the median GPU time of one call from `triton.testing.do_bench`, which flushes the
-L2 cache before every call: `graph` replays the call captured as a CUDA graph (GPU time alone, no
-host launch overhead), `eager` launches it from Python (what an uncaptured training step pays,
-host overhead included where the host is slower than the GPU). `x chunked` is the chunked row's
-forward+backward graph time over this row's (>1: faster than chunked). `floor` is the time the
-bytes a scan must move (inputs and output; for the backward also the output gradient read, the
-inputs read again and their gradients written) take at the device's memory bandwidth, and
-`floor %` is that floor over the measured graph time. `extra GiB` is the memory one
-forward+backward call allocates above what was allocated before it; `kernels` the kernels and
-copies one eager forward+backward launches (torch.profiler).
+L2 cache before every call (so the GPU is busy when the call is enqueued and its inputs come
+from memory): `graph` replays the call captured as a CUDA graph (GPU time alone, no host launch
+overhead); `eager` launches it from Python, as an uncaptured training step does (host overhead
+shows where the host cannot stay ahead of the GPU). Ratios, side by side:
+- `x chunked`: the chunked row's forward+backward graph time over this row's (>1: faster);
+- `busy %`: forward+backward graph time over eager time (the share of an eager call with GPU work);
+- `floor ms`: the bytes a scan must move (inputs read and output written; for the backward also
+  the output gradient read, the inputs read again and a gradient written per input) at the
+  device's memory bandwidth, forward+backward; `floor %` is it over the graph time.
+`extra GiB` is what one forward+backward call allocates above what was allocated before it;
+`kernels` the kernels and copies one eager forward+backward launches (torch.profiler).
 
     python benchmarks/scan_gpu.py                      # DASS-small, batch 16, bf16, all stages
     python benchmarks/scan_gpu.py --dtype float32 --stages 0 3 --backends chunked triton
@@ -316,6 +318,7 @@ COLUMNS = (
     ("f+b graph", ">10", ".3f"),
     ("f+b eager", ">10", ".3f"),
     ("x chunked", ">10", ".2f"),
+    ("busy %", ">7", ".0f"),
     ("floor ms", ">9", ".3f"),
     ("floor %", ">8", ".0f"),
     ("extra GiB", ">10", ".2f"),
@@ -337,6 +340,7 @@ def format_row(row: Row, base_ms: float) -> str:
         row.backward_graph_ms,
         row.backward_eager_ms,
         base_ms / row.backward_graph_ms,
+        100 * row.backward_graph_ms / row.backward_eager_ms,
         row.floor_ms,
         100 * row.floor_ms / row.backward_graph_ms,
         row.extra_gib,
