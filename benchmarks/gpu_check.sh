@@ -31,6 +31,12 @@ if ! import_error="$("$PYTHON" -c "import lungsrad.models, lungsrad.training.loo
     exit 2
 fi
 
+"$PYTHON" -c 'import sys, torch, lungsrad; print(f"gpu_check: Python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}) on {torch.cuda.get_device_name()}; lungsrad from {lungsrad.__file__}")'
+# Triton builds a small C launcher on first use (libcuda, a C compiler, Python.h): check up front.
+if ! triton_error="$("$PYTHON" -c "import triton; triton.runtime.driver.active.utils" 2>&1)"; then
+    echo "gpu_check: WARNING: Triton cannot set up its CUDA driver here ($(printf '%s\n' "$triton_error" | tail -1)); the triton backend's tests and rows will fail (Triton needs libcuda, a C compiler: gcc or \$CC, and the Python headers: python3-dev)" >&2
+fi
+
 # "exit N", "stopped at its N s limit" or "SKIPPED" for the summary; 0 means passed.
 describe() {
     case "$1" in

@@ -219,17 +219,22 @@ def ss2d_cases(
 
 
 def agreement(cases: Sequence[Case]) -> str:
-    """max |a - a_base| / max |a_base| of the SS2D outputs and input gradients against the first
-    backend's."""
-    results = {case.name: case.forward_backward()[0] for case in cases}  # grad of x
-    outputs = {case.name: case.forward_only().float() for case in cases}
-    base = cases[0].name
-    parts = []
-    for case in cases[1:]:
-        y_error = (outputs[case.name] - outputs[base]).abs().max() / outputs[base].abs().max()
-        g_error = (results[case.name] - results[base]).abs().max() / results[base].abs().max()
-        parts.append(f"{case.name}: y {y_error.item():.1e}, grad x {g_error.item():.1e}")
-    return f"vs {base} (max abs diff / max abs): " + "; ".join(parts)
+    """max |a - a_base| / max |a_base| of the outputs and of the first input's gradient, against
+    the first case, for the cases fed the same first input (the fused scan has its own)."""
+    base = cases[0]
+    same_input = [case for case in cases if case.inputs[0] is base.inputs[0]]
+    outputs = {case.name: case.forward_only().float() for case in same_input}
+    gradients = {case.name: case.forward_backward()[0].float() for case in same_input}
+
+    def error(values: dict[str, torch.Tensor], name: str) -> float:
+        reference = values[base.name]
+        return ((values[name] - reference).abs().max() / reference.abs().max()).item()
+
+    parts = [
+        f"{case.name}: y {error(outputs, case.name):.1e}, grad {error(gradients, case.name):.1e}"
+        for case in same_input[1:]
+    ]
+    return f"  vs {base.name} (max abs diff / max abs): " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +415,8 @@ def device_bandwidth() -> tuple[float, str]:
     clock x bus width."""
     properties = torch.cuda.get_device_properties(torch.cuda.current_device())
     clock_hz, bus_bits = properties.memory_clock_rate * 1e3, properties.memory_bus_width
+    if clock_hz <= 0 or bus_bits <= 0:  # not reported (some virtualised devices): no floor
+        return float("nan"), "the device reports no memory clock: pass --bandwidth-tbs"
     return 2 * clock_hz * bus_bits / 8, f"{clock_hz / 1e6:.0f} MHz x {bus_bits}-bit bus x 2"
 
 
@@ -428,16 +435,41 @@ def chosen_backends(requested: list[str] | None) -> list[str]:
     return [name for name in BACKEND_ORDER if name in requested]
 
 
+def run_cases(cases: list[Case], args: argparse.Namespace) -> bool:
+    """Prints a row per case, then how the outputs agree; False when one failed."""
+    failed = False
+    base_ms = float("nan")
+    for case in cases:
+        try:
+            row = measure(case, args)
+        except Exception as error:  # one failing row must not hide the others
+            traceback.print_exc()
+            row, failed = Row(case.name, error=one_line(error)), True
+        if case is cases[0] and case.name.endswith(" chunked"):
+            base_ms = row.backward_graph_ms
+        print(format_row(row, base_ms), flush=True)  # row by row: a time limit keeps them
+        if row.capture_error:
+            print(f"  {case.name}: CUDA-graph capture FAILED: {row.capture_error}", flush=True)
+            failed = True
+    if sum(case.inputs[0] is cases[0].inputs[0] for case in cases) > 1:
+        try:
+            print(agreement(cases), flush=True)
+        except Exception as error:
+            traceback.print_exc()
+            print(f"agreement FAILED: {one_line(error)}", flush=True)
+            failed = True
+    return not failed
+
+
 def run_stage(
     stage: int, shape: tuple[int, int, int], args: argparse.Namespace, device: torch.device
 ) -> bool:
-    """Prints one stage's table; False when a row failed."""
+    """Prints one stage's table (SS2D rows, then bare-scan rows); False when a row failed."""
     channels, height, width = shape
     print(f"\nstage {stage}: C {channels}, map {height} x {width} (L = {height * width})")
     print(f"{header()}\n{'-' * len(header())}", flush=True)
-    kinds = (ss2d_cases, scan_cases)
-    failed = False
-    for make_cases in kinds:
+    passed = True
+    for make_cases in (ss2d_cases, scan_cases):
         try:
             cases = make_cases(
                 channels,
@@ -451,36 +483,22 @@ def run_stage(
         except Exception as error:  # one failing stage must not hide the others
             traceback.print_exc()
             print(f"{make_cases.__name__:<20} FAILED: {one_line(error)}", flush=True)
-            failed = True
+            passed = False
             continue
-        base_ms = float("nan")
-        for case in cases:
-            try:
-                row = measure(case, args)
-            except Exception as error:
-                traceback.print_exc()
-                row, failed = Row(case.name, error=one_line(error)), True
-            if case is cases[0] and case.name.endswith(" chunked"):
-                base_ms = row.backward_graph_ms
-            print(format_row(row, base_ms), flush=True)  # row by row: a time limit keeps them
-            if row.capture_error:
-                print(f"  {case.name}: CUDA-graph capture FAILED: {row.capture_error}", flush=True)
-                failed = True
-        if make_cases is ss2d_cases and len(cases) > 1:
-            try:
-                print(agreement(cases), flush=True)
-            except Exception as error:
-                traceback.print_exc()
-                print(f"agreement FAILED: {one_line(error)}", flush=True)
-                failed = True
-        del cases
+        passed &= run_cases(cases, args)
+        del cases  # the last reference: its tensors go before the next kind's are made
         torch.cuda.empty_cache()
-    return not failed
+    return passed
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     require_cuda()
+    try:
+        import triton.testing  # noqa: F401  (do_bench times every figure)
+    except ImportError as error:
+        print(f"scan_gpu.py: needs triton for triton.testing.do_bench ({error})", file=sys.stderr)
+        return 2
     device = torch.device("cuda", torch.cuda.current_device())
     maps = stage_maps(args.preset, args.frames, args.mel_bins)
     stages = args.stages if args.stages is not None else list(range(len(maps)))
