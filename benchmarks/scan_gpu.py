@@ -243,7 +243,8 @@ def agreement(cases: Sequence[Case]) -> str:
 
 def capture(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
     """One call of `fn` captured as a CUDA graph, after warm-up calls on a side stream (the
-    order torch.cuda.graph's documentation asks for)."""
+    order torch.cuda.graph's documentation asks for); warm-up and capture share that stream, so
+    per-stream library state (cuBLAS workspaces) exists before the capture."""
     side, main = torch.cuda.Stream(), torch.cuda.current_stream()
     side.wait_stream(main)
     with torch.cuda.stream(side):
@@ -252,7 +253,7 @@ def capture(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
     main.wait_stream(side)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=side):
         fn()
     torch.cuda.synchronize()
     return graph
