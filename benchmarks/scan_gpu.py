@@ -9,11 +9,12 @@ The stage maps come from the model (`DASS.stage_maps` on an ICBHI segment, the d
   `ss2d_scan_triton` on the map's own layout (it also does the cross-scan and cross-merge);
 forward (no grad) and forward+backward (`torch.autograd.grad`: nothing accumulates in `.grad`).
 
-Each time is the median GPU time of one call from `triton.testing.do_bench`, which flushes the
-L2 cache before every call (so the GPU is busy when the call is enqueued and its inputs come
-from memory): `graph` replays the call captured as a CUDA graph (GPU time alone, no host launch
-overhead); `eager` launches it from Python, as an uncaptured training step does (host overhead
-shows where the host cannot stay ahead of the GPU). Ratios, side by side:
+Each time is the median, in ms, of one call timed between CUDA events by
+`triton.testing.do_bench`, which flushes the L2 cache before every call (so the GPU is busy when
+the call is enqueued and its inputs come from memory): `graph` replays the call captured as a
+CUDA graph (GPU time alone, no host launch overhead); `eager` launches it from Python, as an
+uncaptured training step does (host overhead shows where the host cannot stay ahead of the
+GPU). Ratios, side by side:
 - `x chunked`: the chunked row's forward+backward graph time over this row's (>1: faster);
 - `busy %`: forward+backward graph time over eager time (the share of an eager call with GPU work);
 - `floor ms`: the bytes a scan must move (inputs read and output written; for the backward also
