@@ -420,6 +420,20 @@ class DASS(nn.Module):
         image = x.unsqueeze(1).transpose(2, 3)  # (batch, 1, mel = height, frames = width)
         return self.patch_embed(image)
 
+    @torch.no_grad()
+    def stage_maps(self, frames: int, mel_bins: int) -> list[tuple[int, int, int]]:
+        """(channels, height, width) of the map each stage's blocks (and SS2D scans) see for a
+        (frames, mel_bins) input: DASS-small on 798 x 128 gives (96, 32, 200), (192, 16, 100),
+        (384, 8, 50), (768, 4, 25). Runs the patch embedding and downsampling convs on an empty
+        batch (free; also works for a model built on the meta device)."""
+        weight = self.patch_embed[0].weight
+        h = self.embed(torch.empty(0, frames, mel_bins, device=weight.device, dtype=weight.dtype))
+        maps = []
+        for layer in self.layers:  # the blocks keep the map's shape (residual)
+            maps.append((h.shape[1], h.shape[2], h.shape[3]))
+            h = layer.downsample(h)
+        return maps
+
     def forward_from_embedding(self, h: torch.Tensor) -> torch.Tensor:
         """h: (batch, dims[0], H, W) -> pooled embedding (batch, num_features)."""
         for layer in self.layers:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from test_selective_scan import assert_all_close, make_inputs, outputs_and_grads
 
-from lungsrad.config import config_from_dict
+from lungsrad.config import DataConfig, config_from_dict
+from lungsrad.data.features import expected_num_frames
 from lungsrad.models import DASS
 from lungsrad.models.dass import SS2D
 from lungsrad.models.selective_scan import (
@@ -28,6 +29,7 @@ from lungsrad.models.selective_scan.triton_scan import (
     is_interpreter_on,
     is_triton_installed,
 )
+from tests.golden import shared_folder
 
 scan_module = importlib.import_module("lungsrad.models.selective_scan")
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -36,6 +38,10 @@ needs_triton = pytest.mark.skipif(not is_triton_installed(), reason="triton does
 needs_cuda_triton = pytest.mark.skipif(
     not (torch.cuda.is_available() and is_triton_installed()), reason="needs CUDA and triton"
 )
+ICBHI_SEGMENT = (expected_num_frames(DataConfig()), DataConfig().num_mel_bins)  # (798, 128)
+with torch.device("meta"):
+    # (C, H, W) of DASS-small's four stage maps on an ICBHI segment: (96, 32, 200) ... (768, 4, 25)
+    DASS_SMALL_MAPS = DASS.small().stage_maps(*ICBHI_SEGMENT)
 
 
 @needs_triton
@@ -194,9 +200,7 @@ def ss2d_pair(dim: int) -> tuple[SS2D, SS2D]:
 
 @pytest.mark.gpu
 @needs_cuda_triton
-@pytest.mark.parametrize(
-    ("dim", "height", "width"), [(96, 32, 199), (192, 16, 100), (384, 8, 50), (768, 4, 25)]
-)
+@pytest.mark.parametrize(("dim", "height", "width"), DASS_SMALL_MAPS)
 def test_fused_ss2d_matches_chunked_at_dass_small_shapes(dim, height, width):
     # The four stage maps of DASS-small on an ICBHI segment (128 mel bins x 798 frames).
     chunked, fused = ss2d_pair(dim)
@@ -215,7 +219,7 @@ def test_fused_ss2d_matches_chunked_at_dass_small_shapes(dim, height, width):
 
 @pytest.mark.gpu
 @needs_cuda_triton
-@pytest.mark.parametrize(("channels", "height", "width"), [(96, 32, 199), (768, 4, 25)])
+@pytest.mark.parametrize(("channels", "height", "width"), [DASS_SMALL_MAPS[0], DASS_SMALL_MAPS[-1]])
 def test_fused_scan_launch_variants_agree_on_cuda(channels, height, width):
     # The launch table's plan against other chunk lengths, channel blocks and warps.
     length, batch = height * width, 16
@@ -248,9 +252,9 @@ def test_fused_scan_launch_variants_agree_on_cuda(channels, height, width):
 @pytest.mark.gpu
 @needs_cuda_triton
 def test_fused_ss2d_under_bf16_autocast():
-    chunked, fused = ss2d_pair(96)
-    x = torch.randn(2, 96, 32, 199, device="cuda")
-    weights = torch.randn(2, 96, 32, 199, device="cuda")
+    chunked, fused = ss2d_pair(DASS_SMALL_MAPS[0][0])
+    x = torch.randn(2, *DASS_SMALL_MAPS[0], device="cuda")
+    weights = torch.randn(2, *DASS_SMALL_MAPS[0], device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         expected, actual = ss2d_step(chunked, x, weights), ss2d_step(fused, x, weights)
     for a, e in zip(actual, expected, strict=True):
@@ -261,10 +265,10 @@ def test_fused_ss2d_under_bf16_autocast():
 @pytest.mark.gpu
 @needs_cuda_triton
 def test_fused_ss2d_under_torch_compile():
-    _, fused = ss2d_pair(96)
+    _, fused = ss2d_pair(DASS_SMALL_MAPS[0][0])
     compiled = torch.compile(fused)
-    x = torch.randn(2, 96, 32, 199, device="cuda")
-    weights = torch.randn(2, 96, 32, 199, device="cuda")
+    x = torch.randn(2, *DASS_SMALL_MAPS[0], device="cuda")
+    weights = torch.randn(2, *DASS_SMALL_MAPS[0], device="cuda")
     expected, actual = ss2d_step(fused, x, weights), ss2d_step(compiled, x, weights)
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
@@ -275,7 +279,7 @@ def test_fused_ss2d_under_torch_compile():
 def test_dass_small_trains_a_step_with_triton():
     torch.manual_seed(0)
     model = DASS.small(scan_backend="triton").cuda()
-    fbank = torch.randn(2, 798, 128, device="cuda")
+    fbank = torch.randn(2, *ICBHI_SEGMENT, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = model(fbank).float().logsumexp(-1).mean()
     loss.backward()
@@ -287,9 +291,7 @@ def test_dass_small_trains_a_step_with_triton():
 @needs_cuda_triton
 def test_golden_logits_with_triton_on_cuda(monkeypatch):
     # The reference implementation's logits (shared/dass_reference), through the fused kernels.
-    golden_path = REPOSITORY.parent / "shared" / "dass_reference" / "dass_tiny.pt"
-    if not golden_path.is_file():
-        pytest.skip(f"golden DASS data not found at {golden_path}")
+    golden_path = shared_folder("dass_reference", "dass_tiny.pt") / "dass_tiny.pt"
     from lungsrad.models import load_dass_checkpoint
 
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
