@@ -189,7 +189,7 @@ def inspect_binary(compiled: Any, ptxas: Path, cuobjdump: Path) -> dict[str, int
         ).stdout
     registers = int(re.search(r"Used (\d+) registers", report).group(1))
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    instructions = sum(1 for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", line))
+    instructions = sum(1 for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,}\*/", line))
     return {
         "registers": registers,
         "spill_bytes": int(spills.group(1)) + int(spills.group(2)),
