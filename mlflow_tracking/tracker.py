@@ -58,6 +58,8 @@ TAG_STARTS = "lungsrad.attempts"  # how many times the trial process (re)started
 TAG_RESUMED_FROM_EPOCH = "lungsrad.resumed_from_epoch"  # last start's checkpoint epoch (0: fresh)
 TAG_STOPPED_EARLY = "lungsrad.stopped_early"  # "true": the scheduler stopped the trial
 TAG_BEST_EPOCH = "lungsrad.best_epoch"  # the epoch the protocol selected
+# A trial run's state as a person reads it: running | retrying | done | stopped early | failed
+TAG_TRIAL_STATUS = "lungsrad.trial_status"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 # The MLflow UI (3.x) opens an experiment by its kind: a training experiment opens on the runs
 # table, one without the tag on the GenAI overview (traces, "Detect issues").

@@ -46,8 +46,10 @@ from mlflow_tracking.tracker import (
     TAG_STARTS,
     TAG_STOPPED_EARLY,
     TAG_SWEEP,
+    TAG_SWEEP_ID,
     TAG_TRIAL_ID,
     TAG_TRIAL_NAME,
+    TAG_TRIAL_STATUS,
     TAG_VALUES,
     TAG_VARIANT,
     TAG_WORKER_PID,
@@ -85,6 +87,7 @@ class _DriverTracking:
     role: str  # role tag of the trial runs: "trial" or "final_seed"
     git_commit: str
     staging: Path  # driver-local folder for artifacts waiting to be uploaded
+    sweep_id: str = ""  # tagged on every trial run (the saved view's search filter)
     runs: dict[str, _TrialRun] = field(default_factory=dict)
 
 
@@ -102,7 +105,13 @@ _DRIVER: dict[str, _DriverTracking] = {}
 
 
 def bind_tracking(
-    target: TrackingTarget, parent_run_id: str, *, role: str, git_commit: str, staging: Path
+    target: TrackingTarget,
+    parent_run_id: str,
+    *,
+    role: str,
+    git_commit: str,
+    staging: Path,
+    sweep_id: str = "",
 ) -> None:
     """Tells the callbacks of this process where the sweep's MLflow runs are."""
     _DRIVER["sweep"] = _DriverTracking(
@@ -111,6 +120,7 @@ def bind_tracking(
         role=role,
         git_commit=git_commit,
         staging=staging,
+        sweep_id=sweep_id,
     )
 
 
@@ -225,6 +235,7 @@ class MlflowLogger(tune.Callback):
         if run is None:
             return
         run.starts += 1
+        run.tracker.set_tags({TAG_TRIAL_STATUS: "running"})
         if run.failure is not None:
             run.tracker.set_tags({TAG_PREVIOUS_FAILURE: run.failure})
             run.tracker.delete_tags([TAG_FAILURE])
@@ -255,14 +266,14 @@ class MlflowLogger(tune.Callback):
         if run is None:
             return
         run.failure = _trial_error_line(trial)
-        run.tracker.set_tags({TAG_FAILURE: run.failure})
+        run.tracker.set_tags({TAG_FAILURE: run.failure, TAG_TRIAL_STATUS: "retrying"})
         self._flush(run)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self._run(trial)
         if run is None:
             return
-        run.tracker.set_tags({TAG_FAILURE: _trial_error_line(trial)})
+        run.tracker.set_tags({TAG_FAILURE: _trial_error_line(trial), TAG_TRIAL_STATUS: "failed"})
         run.tracker.terminate("FAILED")
         self._flush(run, force=True)
 
@@ -272,10 +283,13 @@ class MlflowLogger(tune.Callback):
             return
         last = trial.last_result or {}
         if FAILURE_KEY in last:  # stopped by the scheduler at its failure report
+            run.tracker.set_tags({TAG_TRIAL_STATUS: "failed"})
             run.tracker.terminate("FAILED")
         else:
             if int(last.get(EPOCH, 0)) < self.space.max_epochs:
-                run.tracker.set_tags({TAG_STOPPED_EARLY: "true"})
+                run.tracker.set_tags({TAG_STOPPED_EARLY: "true", TAG_TRIAL_STATUS: "stopped early"})
+            else:
+                run.tracker.set_tags({TAG_TRIAL_STATUS: "done"})
             try:
                 self._log_checkpoint_artifacts(run, trial)
             except (CheckpointError, OSError) as error:  # the run keeps its metrics
@@ -320,6 +334,7 @@ class MlflowLogger(tune.Callback):
                 TAG_PROTOCOL: resolved.config.train.protocol,
                 TAG_METRIC: self.space.metric,
                 TAG_GIT_COMMIT: sweep.git_commit,
+                TAG_SWEEP_ID: sweep.sweep_id,
             },
             dedupe_key=EPOCH,
         )

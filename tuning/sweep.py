@@ -452,6 +452,7 @@ class SweepOutcome:
     best_config_path: Path | None
     summary_path: Path
     seconds: float
+    view_key: str | None = None  # share key of the experiment's saved view of this sweep
 
 
 def _parent_tracker(
@@ -539,6 +540,8 @@ def run_sweep(
     from tuning.cluster import connect, disconnect
 
     with driver_lock(folder):
+        view_key = write_sweep_view(space, target, folder.sweep_id)
+        print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
         cluster = connect(settings.ray_address, num_cpus=num_cpus)
         try:
             print(cluster.describe(), flush=True)
@@ -554,6 +557,7 @@ def run_sweep(
             role=settings.role,
             started=started,
             export_best=export_best,
+            view_key=view_key,
         )
 
 
@@ -609,6 +613,7 @@ def _run_tune(
         role="trial" if settings.role == "sweep" else "final_seed",
         git_commit=commit,
         staging=folder.path / ".mlflow_staging",
+        sweep_id=folder.sweep_id,
     )
     total = space.num_trials()
     print(
@@ -647,6 +652,7 @@ def _export(
     role: str,
     started: float,
     export_best: bool,
+    view_key: str | None = None,
 ) -> SweepOutcome:
     """Summary.md and (for sweeps) best_config.yaml of the trials' outcomes, on disk and on the
     parent run."""
@@ -681,6 +687,7 @@ def _export(
         best_config_path=best_path,
         summary_path=summary_path,
         seconds=time.perf_counter() - started,
+        view_key=view_key,
     )
 
 
@@ -790,17 +797,56 @@ def _staged(file: Path, folder: Path) -> Path:
     return folder
 
 
-def mlflow_ui_hint(target: TrackingTarget) -> str:
-    """How to look at the runs: the experiment's runs-table address. MLflow 3.x UIs open every
-    experiment in their "GenAI" view (traces) unless the address or the sidebar toggle asks for
-    "Model training", whatever the experiment's kind tag says."""
+def sweep_view(space: SearchSpace, sweep_id: str) -> Any:
+    """The saved view of a sweep's runs page: the sweep metric, the report scores, every swept
+    parameter, the seed and the trial status; best first; only this sweep's runs."""
+    from lungsrad.metrics import (
+        REPORT_SCORE,
+        REPORT_SCORE_2CLASS,
+        REPORT_SENSITIVITY,
+        REPORT_SPECIFICITY,
+    )
+    from mlflow_tracking.saved_view import SweepView, swept_param_keys
+    from mlflow_tracking.tracker import TAG_TRIAL_STATUS, TAG_VARIANT
+    from tuning.trainable import best_metric_name
+
+    paths = [path for parameter in space.parameters for path in _parameter_paths(parameter)]
+    return SweepView(
+        name=f"{space.name} {sweep_id}: best first",
+        metric=best_metric_name(space.metric),
+        maximize=space.mode == "max",
+        other_metrics=(REPORT_SCORE, REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE_2CLASS),
+        params=swept_param_keys(paths),
+        tags=(TAG_TRIAL_STATUS, *((TAG_VARIANT,) if space.has_variants else ())),
+        search_filter=f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'",
+    )
+
+
+def write_sweep_view(space: SearchSpace, target: TrackingTarget, sweep_id: str) -> str | None:
+    """Stores the sweep's saved view on its experiment; its share key, or None (with one warning
+    line) when the tracking store refuses the experiment tag."""
+    from mlflow_tracking.saved_view import sweep_share_key, write_saved_view
+
+    key = sweep_share_key(sweep_id)
+    stored = write_saved_view(
+        target.client(), target.experiment_id, key, sweep_view(space, sweep_id), target.uri
+    )
+    return key if stored else None
+
+
+def mlflow_ui_hint(target: TrackingTarget, view_key: str | None = None) -> str:
+    """How to look at the runs: the experiment's runs page in the "Model training" view, with the
+    sweep's saved view when it was stored. MLflow 3.x UIs open every experiment in their "GenAI"
+    view unless the address asks for "Model training", and apply a saved view only on the
+    /runs route."""
+    from mlflow_tracking.saved_view import runs_page_link
+
     uri = target.display_uri
-    page = f"#/experiments/{target.experiment_id}?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
-        return f"open {uri.rstrip('/')}/{page}"
+        return f"open {runs_page_link(uri, target.experiment_id, view_key)}"
     return (
         f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
-        f"http://127.0.0.1:5000/{page}"
+        f"{runs_page_link('http://127.0.0.1:5000', target.experiment_id, view_key)}"
     )
 
 
@@ -823,7 +869,7 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
         f"MLflow: {outcome.tracking.display_uri}, experiment '{outcome.tracking.experiment_name}', "
         f"parent run {outcome.parent_run_id}"
     )
-    print(f"  view: {mlflow_ui_hint(outcome.tracking)}")
+    print(f"  view: {mlflow_ui_hint(outcome.tracking, outcome.view_key)}")
 
 
 # ---------------------------------------------------------------------------------------------
