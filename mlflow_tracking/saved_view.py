@@ -174,6 +174,25 @@ def runs_page_link(ui_url: str, experiment_id: str, share_key: str | None = None
     return page
 
 
+def ui_hint(display_uri: str, experiment_id: str, share_key: str | None = None) -> str:
+    """How a person opens the runs page: the link on a tracking server, else the `mlflow ui`
+    command for the local store and the link it serves."""
+    if display_uri.startswith(("http://", "https://")):
+        return f"open {runs_page_link(display_uri, experiment_id, share_key)}"
+    return (
+        f"mlflow ui --backend-store-uri {display_uri} --host 127.0.0.1 --port 5000, then open "
+        f"{runs_page_link('http://127.0.0.1:5000', experiment_id, share_key)}"
+    )
+
+
+def stored_share_key(experiment_tags: dict[str, str], sweep_id: str | None) -> str | None:
+    """The share key of a sweep's view when its experiment holds it, else None."""
+    if not sweep_id:
+        return None
+    key = sweep_share_key(sweep_id)
+    return key if SHARED_VIEW_TAG_PREFIX + key in experiment_tags else None
+
+
 def sweep_share_key(sweep_id: str) -> str:
     """The share key of a sweep's view (one per sweep; a resumed sweep rewrites its own)."""
     return f"lungsrad-{sweep_id}"

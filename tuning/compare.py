@@ -31,7 +31,7 @@ from mlflow_tracking.report import (
     tracking_uri_from,
     user_error,
 )
-from mlflow_tracking.tracker import make_client, normalize_tracking_uri
+from mlflow_tracking.tracker import normalize_tracking_uri, open_existing_store, redact_uri
 
 COMPARISON_FILE = "table2_comparison.md"
 # The order of the Lung-SRAD paper's Table 2 rows (search_spaces/table2.yaml).
@@ -168,7 +168,10 @@ def find_sources(
     for name in experiments:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            raise UserError(f"no MLflow experiment '{name}'")
+            raise UserError(
+                f"no MLflow experiment '{name}' in '{redact_uri(str(client.tracking_uri))}'; "
+                "pass the --tracking-uri it was logged to"
+            )
         sources.append((experiment.experiment_id, None))
     return sources
 
@@ -218,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw_uri = tracking_uri_from(args.tracking_uri)
     try:
         uri = normalize_tracking_uri(raw_uri)
-        client = make_client(uri)
+        client = open_existing_store(uri)
         if not args.experiment and not args.parent_run_id:
             raise UserError("give --experiment NAME [NAME ...] or --parent-run-id ID [ID ...]")
         sources = find_sources(client, args.experiment, args.parent_run_id)

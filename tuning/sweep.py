@@ -453,6 +453,7 @@ class SweepOutcome:
     summary_path: Path
     seconds: float
     view_key: str | None = None  # share key of the experiment's saved view of this sweep
+    cost: Any = None  # tuning.cost.SweepCost
 
 
 def _parent_tracker(
@@ -594,6 +595,7 @@ def _run_tune(
     step; the outcomes of every trial (KeyboardInterrupt when Tune was interrupted)."""
     from tuning.callbacks import bind_tracking
     from tuning.cluster import check_resources
+    from tuning.cost import COST_FOLDER
     from tuning.trainable import SweepContext
 
     # Before data and features: a trial no node can hold fails in seconds, not minutes.
@@ -614,6 +616,7 @@ def _run_tune(
         git_commit=commit,
         staging=folder.path / ".mlflow_staging",
         sweep_id=folder.sweep_id,
+        cost_folder=folder.path / COST_FOLDER,
     )
     total = space.num_trials()
     print(
@@ -656,10 +659,24 @@ def _export(
 ) -> SweepOutcome:
     """Summary.md and (for sweeps) best_config.yaml of the trials' outcomes, on disk and on the
     parent run."""
-    from tuning.results import SUMMARY_FILE, choose_best, summary_markdown
+    from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
+    from tuning.results import (
+        SUMMARY_FILE,
+        choose_best,
+        summarize_configurations,
+        summary_markdown,
+    )
 
     best = choose_best(outcomes, mode=space.mode)
-    summary = summary_markdown(space, outcomes, best)
+    costs = load_costs(folder.path / COST_FOLDER)
+    cost = sweep_cost(
+        costs,
+        configurations=len(summarize_configurations(outcomes, mode=space.mode)),
+        best_trial_ids=[member.trial_id for member in best.members] if best else [],
+        wall_seconds=time.perf_counter() - started,
+        device=resource_units(space.resources.as_dict())[0],
+    )
+    summary = summary_markdown(space, outcomes, best, costs=costs, cost=cost)
     summary_path = folder.path / SUMMARY_FILE
     write_text_atomic(summary_path, summary)
     parent.log_text(summary, SUMMARY_FILE)
@@ -670,6 +687,7 @@ def _export(
     if best is not None:
         parent.log_metrics(best_metrics(space, best), step=0)
         parent.set_tags({"lungsrad.best_trial_id": best.representative.trial_id})
+    parent.log_metrics(cost.metrics(), step=0)
     done = sum(outcome.status == "done" for outcome in outcomes)
     parent.set_tags(
         {"lungsrad.trials_done": str(done), "lungsrad.trials_total": str(len(outcomes))}
@@ -688,6 +706,7 @@ def _export(
         summary_path=summary_path,
         seconds=time.perf_counter() - started,
         view_key=view_key,
+        cost=cost,
     )
 
 
@@ -752,7 +771,8 @@ def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], rol
         head = (
             f"**{'Best configuration' if role == 'sweep' else 'Final training'}**: {name}  \n"
             f"mean `{best_metric_name(space.metric)}` = **{best.mean_value:.2f}** over seed(s) "
-            f"{seeds}; best trial `{best.representative.trial_id}`"
+            f"{seeds}; best trial run **{best.representative.resolved.describe_short()}** "
+            f"(Tune trial `{best.representative.trial_id}`)"
         )
     return (
         f"{head}  \n{done} of {len(outcomes)} trials finished; search `{space.search}`, "
@@ -839,15 +859,9 @@ def mlflow_ui_hint(target: TrackingTarget, view_key: str | None = None) -> str:
     sweep's saved view when it was stored. MLflow 3.x UIs open every experiment in their "GenAI"
     view unless the address asks for "Model training", and apply a saved view only on the
     /runs route."""
-    from mlflow_tracking.saved_view import runs_page_link
+    from mlflow_tracking.saved_view import ui_hint
 
-    uri = target.display_uri
-    if uri.startswith(("http://", "https://")):
-        return f"open {runs_page_link(uri, target.experiment_id, view_key)}"
-    return (
-        f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
-        f"{runs_page_link('http://127.0.0.1:5000', target.experiment_id, view_key)}"
-    )
+    return ui_hint(target.display_uri, target.experiment_id, view_key)
 
 
 def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
@@ -862,6 +876,8 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
         described = outcome.best.representative.resolved.describe_config()
         seeds = len(outcome.best.members)
         print(f"best: {described} (mean {outcome.best.mean_value:.2f} over {seeds} seed(s))")
+    if outcome.cost is not None:
+        print(f"cost: {outcome.cost.one_line()}")
     if outcome.best_config_path is not None:
         print(f"best config: {outcome.best_config_path}")
     print(f"summary: {outcome.summary_path}")

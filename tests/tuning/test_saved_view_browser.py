@@ -11,7 +11,15 @@ import pytest
 
 from lungsrad.metrics import REPORT_SCORE
 from mlflow_tracking.saved_view import SHARED_VIEW_TAG_PREFIX, decode_state
+from mlflow_tracking.tracker import TAG_SWEEP_ID, TAG_TRIAL_STATUS
 from tests.browser import Browser, find_chromium
+from tuning.cost import (
+    COST_DEVICE_HOURS,
+    COST_DEVICE_SECONDS,
+    COST_EPOCHS_MAX,
+    COST_EPOCHS_RUN,
+    COST_HOURS_UNTIL_BEST,
+)
 from tuning.search_space import load_search_space
 from tuning.sweep import DriverSettings, parent_run_name, print_outcome, run_sweep
 from tuning.trainable import best_metric_name
@@ -87,6 +95,44 @@ def test_the_sweep_stores_its_view_and_prints_the_link_last(viewed_sweep, capsys
     )
     (chart,) = state["compareRunCharts"]
     assert chart["type"] == "PARALLEL" and set(chart["selectedParams"]) == {TEMPERATURE, ALPHA}
+
+
+def test_every_trial_and_the_sweep_say_what_they_cost(viewed_sweep) -> None:
+    _, outcome = viewed_sweep
+    client = outcome.tracking.client()
+    runs = client.search_runs([outcome.tracking.experiment_id])
+    children = [run for run in runs if run.info.run_id != outcome.parent_run_id]
+    assert len(children) == 2
+    for run in children:
+        assert run.data.metrics[COST_DEVICE_SECONDS] > 0
+        assert run.data.metrics[COST_EPOCHS_RUN] == run.data.metrics[COST_EPOCHS_MAX] == 2
+        assert run.data.tags[TAG_TRIAL_STATUS] == "done"
+        assert run.data.tags[TAG_SWEEP_ID] == outcome.folder.name.rsplit("_", 1)[-1]
+    parent = client.get_run(outcome.parent_run_id).data.metrics
+    total = sum(run.data.metrics[COST_DEVICE_SECONDS] for run in children) / 3600.0
+    assert parent[COST_DEVICE_HOURS] == pytest.approx(total)
+    assert 0 < parent[COST_HOURS_UNTIL_BEST] <= parent[COST_DEVICE_HOURS] + 1e-12
+    assert "## Cost" in outcome.summary_path.read_text(encoding="utf-8")
+
+
+def test_the_report_prints_the_view_link_too(viewed_sweep, tmp_path, capsys) -> None:
+    _, outcome = viewed_sweep
+    from mlflow_tracking import report
+
+    status = report.main(
+        [
+            "--experiment",
+            outcome.tracking.experiment_name,
+            "--tracking-uri",
+            outcome.tracking.uri,
+            "--out",
+            str(tmp_path / "report"),
+            "--no-log",
+        ]
+    )
+    assert status == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(f"&viewStateShareKey={outcome.view_key}")
 
 
 def test_chromium_renders_the_view_on_a_real_mlflow_ui(viewed_sweep, chromium) -> None:
