@@ -166,11 +166,16 @@ def write_saved_view(client: Any, experiment_id: str, key: str, view: SweepView,
     return True
 
 
-def runs_page_link(ui_url: str, experiment_id: str, share_key: str | None = None) -> str:
-    """The runs page of an experiment in the "Model training" view, with the saved view."""
+def runs_page_link(
+    ui_url: str, experiment_id: str, share_key: str | None = None, *, charts: bool = False
+) -> str:
+    """The runs page of an experiment in the "Model training" view, with the saved view; with
+    `charts` it opens on the chart view (the parallel-coordinates chart) instead of the table."""
     page = f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW_PARAMETER}"
     if share_key:
         page += "&viewStateShareKey=" + urllib.parse.quote(share_key, safe="")
+    if charts:
+        page += "&compareRunsMode=CHART"
     return page
 
 

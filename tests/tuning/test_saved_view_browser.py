@@ -169,3 +169,27 @@ def test_chromium_renders_the_view_on_a_real_mlflow_ui(viewed_sweep, chromium) -
     assert set(order) == set(values)
     shown = [values[run_id] for run_id in order]
     assert shown == sorted(shown, reverse=True)
+
+
+def test_chromium_draws_the_parallel_coordinates_chart_in_chart_mode(viewed_sweep, chromium):
+    _, outcome = viewed_sweep
+    from mlflow_tracking.saved_view import runs_page_link
+
+    link = runs_page_link(
+        outcome.tracking.display_uri,
+        outcome.tracking.experiment_id,
+        outcome.view_key,
+        charts=True,
+    )
+    with Browser(chromium) as browser:
+        browser.open(link)
+        # The parallel-coordinates plot (one axis per dimension: two swept parameters and the
+        # metric), drawn inside the view's own chart section.
+        axes = browser.wait_for(
+            "(n => (n >= 3 ? n : 0))(document.querySelectorAll('.parcoords g.dimension').length)",
+            timeout_s=PAGE_LIMIT_S,
+        )
+        text = browser.evaluate("document.body.innerText")
+    assert "Swept parameters against the sweep metric" in text
+    assert "Parallel Coordinates" in text
+    assert axes == 3
