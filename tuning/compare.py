@@ -31,7 +31,7 @@ from mlflow_tracking.report import (
     tracking_uri_from,
     user_error,
 )
-from mlflow_tracking.tracker import normalize_tracking_uri, open_existing_store, redact_uri
+from mlflow_tracking.tracker import normalize_tracking_uri, open_existing_store
 
 COMPARISON_FILE = "table2_comparison.md"
 # The order of the Lung-SRAD paper's Table 2 rows (search_spaces/table2.yaml).
@@ -168,10 +168,7 @@ def find_sources(
     for name in experiments:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            raise UserError(
-                f"no MLflow experiment '{name}' in '{redact_uri(str(client.tracking_uri))}'; "
-                "pass the --tracking-uri it was logged to"
-            )
+            raise UserError(f"no MLflow experiment '{name}'")
         sources.append((experiment.experiment_id, None))
     return sources
 
