@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow_tracking.tracker import redact_text
+from mlflow_tracking.tracker import is_transient, redact_text
 
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 # The UI opens the "GenAI" view of an experiment unless the link asks for "Model training"; the
@@ -148,22 +148,39 @@ def saved_view_value(view: SweepView, *, now_ms: int | None = None) -> str:
     )
 
 
-def write_saved_view(client: Any, experiment_id: str, key: str, view: SweepView, uri: str) -> bool:
-    """Stores the view on the experiment. A store that refuses the tag (permissions, a read-only
-    store) costs one warning line and False; the sweep goes on without the view."""
-    try:
-        client.set_experiment_tag(
-            experiment_id, SHARED_VIEW_TAG_PREFIX + key, saved_view_value(view)
-        )
-    except Exception as error:  # MLflow/SQLAlchemy/requests errors differ per store
-        line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        warnings.warn(
-            f"MLflow did not store the saved view '{key}' on experiment {experiment_id} "
-            f"({redact_text(line, uri)[:200]}); the runs page opens without it",
-            stacklevel=2,
-        )
-        return False
-    return True
+def write_saved_view(
+    client: Any,
+    experiment_id: str,
+    key: str,
+    view: SweepView,
+    uri: str,
+    *,
+    timeout_s: float = 30.0,
+) -> bool:
+    """Stores the view on the experiment. A busy store (several sweeps starting on one SQLite
+    file) is retried for up to `timeout_s`; a store that refuses the tag (permissions, a
+    read-only store) costs one warning line and False: the sweep goes on without the view."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.5
+    while True:
+        try:
+            client.set_experiment_tag(
+                experiment_id, SHARED_VIEW_TAG_PREFIX + key, saved_view_value(view)
+            )
+            return True
+        except Exception as error:  # MLflow/SQLAlchemy/requests errors differ per store
+            if is_transient(error) and time.monotonic() + pause < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            text = str(error).strip()
+            line = text.splitlines()[0] if text else type(error).__name__
+            warnings.warn(
+                f"MLflow did not store the saved view '{key}' on experiment {experiment_id} "
+                f"({redact_text(line, uri)[:200]}); the runs page opens without it",
+                stacklevel=2,
+            )
+            return False
 
 
 def runs_page_link(
