@@ -541,12 +541,12 @@ def run_sweep(
     from tuning.cluster import connect, disconnect
 
     with driver_lock(folder):
-        view_key = write_sweep_view(space, target, folder.sweep_id)
-        print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
         cluster = connect(settings.ray_address, num_cpus=num_cpus)
         try:
             print(cluster.describe(), flush=True)
-            parent, outcomes = _run_tune(space, settings, folder, target, callbacks=callbacks)
+            parent, outcomes, view_key = _run_tune(
+                space, settings, folder, target, callbacks=callbacks
+            )
         finally:
             disconnect(cluster)
         return _export(
@@ -590,9 +590,10 @@ def _run_tune(
     target: TrackingTarget,
     *,
     callbacks: Sequence[Any],
-) -> tuple[RunTracker, list[Any]]:
-    """Resources check, data, parent run, Tune until every trial has ended, then the `reseed`
-    step; the outcomes of every trial (KeyboardInterrupt when Tune was interrupted)."""
+) -> tuple[RunTracker, list[Any], str | None]:
+    """Resources check, data, parent run and saved view, Tune until every trial has ended, then
+    the `reseed` step; the parent run, the outcomes of every trial and the view's share key
+    (KeyboardInterrupt when Tune was interrupted)."""
     from tuning.callbacks import bind_tracking
     from tuning.cluster import check_resources
     from tuning.cost import COST_FOLDER
@@ -627,6 +628,8 @@ def _run_tune(
         f"'{target.experiment_name}' parent run {parent.run_id}",
         flush=True,
     )
+    view_key = write_sweep_view(space, target, folder.sweep_id)
+    print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
     context = SweepContext(space=space)
     tuner = build_tuner(
         space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
@@ -642,7 +645,7 @@ def _run_tune(
     outcomes = collect_outcomes(grid, space)
     if space.reseed is not None:
         outcomes += _run_reseed(space, outcomes, folder, parent, feature_set, context)
-    return parent, outcomes
+    return parent, outcomes, view_key
 
 
 def _export(
