@@ -677,12 +677,28 @@ def atomic_destination(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
+        # mkstemp creates the file 0600; the result gets the mode any new file would (umask).
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         with open(tmp_path, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    """The process umask (read from /proc where it can be, so the umask is never changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

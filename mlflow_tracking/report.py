@@ -24,16 +24,19 @@ from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.errors import USER_ERRORS, UserError
 from lungsrad.metrics import REPORT_SCORE, REPORT_SENSITIVITY, REPORT_SPECIFICITY
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
+from mlflow_tracking.saved_view import stored_share_key, ui_hint
 from mlflow_tracking.tracker import (
     PARENT_RUN_TAG,
     TAG_BASE_VALUES,
     TAG_ROLE,
     TAG_SEED,
     TAG_SWEEP,
+    TAG_SWEEP_ID,
+    TAG_TRIAL_ID,
     TAG_VALUES,
     TAG_VARIANT,
-    make_client,
     normalize_tracking_uri,
+    open_existing_store,
     redact_text,
     redact_uri,
 )
@@ -55,6 +58,7 @@ class TrialPoint:
     seed: int | None
     metrics: dict[str, float]
     config_name: str = ""  # the run config's `name` param
+    trial_id: str = ""  # the Tune trial id (ties rank by it, as in summary.md)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Report:
     table: Path
     markdown: str
     kind: str = "curves"  # curves | joint
+    view_hint: str = ""  # how to open the sweep's saved view in the MLflow UI
     importance: Path | None = None  # joint: importance.csv
     configurations: list[Any] = field(default_factory=list)  # joint: search_analysis.Configuration
 
@@ -94,7 +99,11 @@ def find_parent_run(client: Any, experiment_id: str, parent_run_id: str | None) 
         try:
             return client.get_run(parent_run_id)
         except Exception:
-            raise UserError(f"parent run {parent_run_id} not found") from None
+            raise UserError(
+                f"parent run {parent_run_id} not found in the MLflow store "
+                f"'{redact_uri(str(client.tracking_uri))}'; pass the --tracking-uri it was "
+                "logged to"
+            ) from None
     runs = [
         run
         for role in ("sweep", "final")
@@ -107,7 +116,10 @@ def find_parent_run(client: Any, experiment_id: str, parent_run_id: str | None) 
     ]
     runs.sort(key=lambda run: run.info.start_time, reverse=True)
     if not runs:
-        raise UserError("the experiment has no sweep parent run; pass --parent-run-id")
+        raise UserError(
+            f"experiment {experiment_id} in '{redact_uri(str(client.tracking_uri))}' has no "
+            "sweep or final parent run; pass --parent-run-id"
+        )
     return runs[0]
 
 
@@ -135,6 +147,7 @@ def child_points(client: Any, experiment_id: str, parent_run_id: str) -> list[Tr
                     seed=int(seed) if seed is not None and seed.isdigit() else None,
                     metrics=dict(run.data.metrics),
                     config_name=run.data.params.get("name", ""),
+                    trial_id=tags.get(TAG_TRIAL_ID, ""),
                 )
             )
         token = page.token
@@ -374,6 +387,8 @@ def build_report(
     write_text_atomic(table, markdown)
     if log_to_parent:
         client.log_artifacts(run_id, str(folder), REPORT_FOLDER)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    share_key = stored_share_key(dict(experiment.tags or {}), tags.get(TAG_SWEEP_ID))
     return Report(
         parent_run_id=run_id,
         folder=folder,
@@ -383,6 +398,7 @@ def build_report(
         kind=kind,
         importance=importance,
         configurations=configurations,
+        view_hint=ui_hint(redact_uri(client.tracking_uri), parent.info.experiment_id, share_key),
     )
 
 
@@ -431,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw_uri = tracking_uri_from(args.tracking_uri)
     try:
         uri = normalize_tracking_uri(raw_uri)
-        client = make_client(uri)
+        client = open_existing_store(uri)
         experiment = client.get_experiment_by_name(args.experiment)
         if experiment is None:
             raise UserError(f"no MLflow experiment '{args.experiment}' at '{redact_uri(uri)}'")
@@ -448,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.markdown)
     logged = "" if args.no_log else f"; logged to parent run {report.parent_run_id}"
     print(f"report: {report.table} ({len(report.plots)} plots){logged}")
+    print(f"  view: {report.view_hint}")
     return 0
 
 

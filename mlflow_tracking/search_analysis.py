@@ -21,6 +21,7 @@ import yaml
 
 from lungsrad.config import write_text_atomic
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
+from mlflow_tracking.tracker import display_value
 
 IMPORTANCE_FILE = "importance.csv"
 CONFIGURATIONS_FILE = "configurations.csv"
@@ -83,7 +84,8 @@ def group_configurations(points: Sequence[Any], *, metric: str) -> list[Configur
     """Child runs grouped by (variant, every swept value): only runs that differ in nothing
     but the seed share a group. Best mean first; groups without a finite score last."""
     groups: dict[str, list[Any]] = {}
-    for point in points:
+    # Trial-id order: ties rank as in the sweep's summary.md.
+    for point in sorted(points, key=lambda p: str(getattr(p, "trial_id", ""))):
         key = json.dumps({"variant": point.variant, "values": point.values}, sort_keys=True)
         groups.setdefault(key, []).append(point)
     configurations = [
@@ -219,6 +221,28 @@ def _save(figure: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _mark_best(axis: Any, best_value: float) -> None:
+    """A red star on the best configuration's point (Optuna draws it nearly white on grey)."""
+    axis.set_facecolor("white")
+    axis.grid(True, color="#dddddd", linewidth=0.6)
+    for collection in axis.collections:
+        for x, y in collection.get_offsets():
+            if y == best_value:
+                star = axis.scatter(
+                    [x], [y], marker="*", s=180, color="red", edgecolor="black", zorder=5,
+                    label="best configuration",
+                )  # fmt: skip
+                axis.legend(handles=[star], fontsize=7, loc="best")
+                return
+
+
+def _unquote_ticks(axis: Any) -> None:
+    """Categorical ticks as the values are written (Optuna shows their repr: '0.5')."""
+    ticks = axis.get_xticks()
+    labels = [display_value(text.get_text().strip("'\"")) for text in axis.get_xticklabels()]
+    axis.set_xticks(ticks, labels=labels)
+
+
 def _label_colorbar(figure: Any, plot_axes: Sequence[Any], label: str) -> None:
     """Names the colour bar Optuna adds (the figure's axes that are not plot axes)."""
     for axis in figure.axes:
@@ -233,9 +257,12 @@ def write_plots(
     *,
     sweep: str,
     metric: str,
+    domains: Mapping[str, Domain] | None = None,
 ) -> list[Path]:
-    """Importance bars, slice plots of every parameter and the contour of the two most
-    important ones, each titled, with the score's unit; log axes come from the domains."""
+    """Importance bars (saying how many configurations they rest on), slice plots of every
+    parameter (the best configuration marked, categorical values as written) and the contour of
+    the two most important numeric parameters (never interpolated across a categorical one),
+    each titled, with the score's unit; log axes come from the domains."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -257,7 +284,11 @@ def write_plots(
             axes = bars.subplots()
             axes.barh(ranked[::-1], [importance[name] for name in ranked[::-1]], color="#4c72b0")
             axes.set_xlabel("importance (fANOVA share of the score's variance, sums to 1)")
-            axes.set_title(f"{sweep}: which parameters moved {metric}")
+            axes.set_title(
+                f"{sweep}: which parameters moved {metric}\n(fANOVA over only "
+                f"{len(study.trials)} configurations: rough with few)",
+                fontsize=9,
+            )
             axes.set_xlim(0, 1)
             plots.append(folder / "importance.png")
             _save(bars, plots[-1])
@@ -266,9 +297,13 @@ def write_plots(
             names = sorted(importance)
             slices = optuna_plots.plot_slice(study, params=names)
             flat = list(getattr(slices, "flat", [slices]))
+            flat[0].figure.canvas.draw()  # tick labels exist once drawn
             for axis, name in zip(flat, names, strict=True):
                 axis.set_title(name, fontsize=8)
                 axis.set_xlabel("value (log scale)" if axis.get_xscale() == "log" else "value")
+                _mark_best(axis, study.best_trial.value)
+                if (domains or {}).get(name, Domain("categorical")).kind == "categorical":
+                    _unquote_ticks(axis)
             flat[0].set_ylabel(score_label)
             flat[0].figure.set_size_inches(3.6 * len(flat) + 1.5, 4.2)
             _label_colorbar(flat[0].figure, flat, "trial number (order of the search)")
@@ -278,10 +313,15 @@ def write_plots(
             plots.append(folder / "slice.png")
             _save(flat[0].figure, plots[-1])
             pyplot.close(flat[0].figure)
-        if len(ranked) >= 2 and len(study.trials) >= 3:
-            contour: Any = optuna_plots.plot_contour(study, params=ranked[:2])
+        numeric = [
+            name
+            for name in ranked
+            if (domains or {}).get(name, Domain("categorical")).kind != "categorical"
+        ]
+        if len(numeric) >= 2 and len(study.trials) >= 3:
+            contour: Any = optuna_plots.plot_contour(study, params=numeric[:2])
             contour.set_title(
-                f"{sweep}: {metric} (%) over the two most important parameters\n"
+                f"{sweep}: {metric} (%) over the two most important numeric parameters\n"
                 "(interpolated between configurations; dots: trained configurations)",
                 fontsize=9,
             )
@@ -323,7 +363,7 @@ def joint_report(
     write_text_atomic(
         folder / CONFIGURATIONS_FILE, configurations_csv(configurations, list(parameters))
     )
-    plots = write_plots(study, importance, folder, sweep=sweep, metric=metric)
+    plots = write_plots(study, importance, folder, sweep=sweep, metric=metric, domains=domains)
     lines = [
         "",
         f"## Parameter importance ({len(study.trials)} configurations)",
@@ -343,6 +383,13 @@ def joint_report(
             f"| {name} | {importance[name]:.3f} | {'log-' if domain.log else ''}{domain.kind} |"
         )
     lines += [""] + [f"![{plot.stem}]({plot.name})" for plot in plots]
+    if not any(plot.stem == "contour" for plot in plots) and len(parameters) >= 2:
+        lines += [
+            "",
+            "No contour: it needs two numeric parameters that moved the score and 3 or more "
+            "configurations (a contour would interpolate across a categorical parameter as if "
+            "it were continuous).",
+        ]
     lines += [
         "",
         "## Configurations, best first",
@@ -353,7 +400,7 @@ def joint_report(
         "|---:|---|---|---:|",
     ]
     for rank, configuration in enumerate(configurations, start=1):
-        described = " ".join(f"{k}={v}" for k, v in configuration.values.items())
+        described = " ".join(f"{k}={display_value(v)}" for k, v in configuration.values.items())
         if configuration.variant not in ("base", ""):
             described = f"variant={configuration.variant} {described}"
         lines.append(

@@ -58,6 +58,8 @@ TAG_STARTS = "lungsrad.attempts"  # how many times the trial process (re)started
 TAG_RESUMED_FROM_EPOCH = "lungsrad.resumed_from_epoch"  # last start's checkpoint epoch (0: fresh)
 TAG_STOPPED_EARLY = "lungsrad.stopped_early"  # "true": the scheduler stopped the trial
 TAG_BEST_EPOCH = "lungsrad.best_epoch"  # the epoch the protocol selected
+# A trial run's state as a person reads it: running | retrying | done | stopped early | failed
+TAG_TRIAL_STATUS = "lungsrad.trial_status"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 # The MLflow UI (3.x) opens an experiment by its kind: a training experiment opens on the runs
 # table, one without the tag on the GenAI overview (traces, "Detect issues").
@@ -252,6 +254,21 @@ def make_client(uri: str) -> Any:
     return client
 
 
+def open_existing_store(uri: str) -> Any:
+    """MlflowClient for a store that commands only read (report, compare): a SQLite store must
+    exist already, never created empty by a reader. UserError naming where it looked."""
+    uri = normalize_tracking_uri(uri)
+    database = sqlite_path(split_credentials(uri)[0])
+    if database is not None and not database.is_file():
+        raise UserError(
+            f"no MLflow store at {database} (tracking URI '{redact_uri(uri)}'); pass the "
+            "--tracking-uri the sweep or final.py used (it prints it, and its sweep.json "
+            "records it)"
+        )
+    check_server(uri)
+    return make_client(uri)
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a sqlite:/// URI, None for other URIs."""
     if not uri.startswith("sqlite:///"):
@@ -374,6 +391,23 @@ def _create_experiment(client: Any, name: str, location: str | None) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Values
+
+
+# Significant digits of a swept value wherever a person reads it (run names, console, summary,
+# report, plots); the exact value stays in the run's params and the lungsrad.values tag.
+DISPLAY_DIGITS = 3
+
+
+def display_value(label: str) -> str:
+    """A value label as people read it: numbers to DISPLAY_DIGITS significant digits
+    ("0.03666490418612682" -> "0.0367"), whole numbers and words unchanged."""
+    try:
+        number = float(label)
+    except (TypeError, ValueError):
+        return str(label)
+    if not math.isfinite(number) or (number.is_integer() and "." not in str(label)):
+        return str(label)
+    return f"{number:.{DISPLAY_DIGITS}g}"
 
 
 def param_value(value: Any) -> str:

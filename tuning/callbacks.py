@@ -46,14 +46,17 @@ from mlflow_tracking.tracker import (
     TAG_STARTS,
     TAG_STOPPED_EARLY,
     TAG_SWEEP,
+    TAG_SWEEP_ID,
     TAG_TRIAL_ID,
     TAG_TRIAL_NAME,
+    TAG_TRIAL_STATUS,
     TAG_VALUES,
     TAG_VARIANT,
     TAG_WORKER_PID,
     RunTracker,
     TrackingTarget,
 )
+from tuning.cost import COST_PEAK_GPU_MEMORY, CostLedger
 from tuning.search_space import SearchSpace
 from tuning.trainable import FACTS_KEY, FAILURE_KEY, TIMING_KEYS, best_metric_name
 
@@ -85,6 +88,8 @@ class _DriverTracking:
     role: str  # role tag of the trial runs: "trial" or "final_seed"
     git_commit: str
     staging: Path  # driver-local folder for artifacts waiting to be uploaded
+    sweep_id: str = ""  # tagged on every trial run (the saved view's search filter)
+    cost_folder: Path | None = None  # the sweep's cost ledger (tuning.cost)
     runs: dict[str, _TrialRun] = field(default_factory=dict)
 
 
@@ -93,6 +98,7 @@ class _TrialRun:
     """The driver's writer of one trial's run, and what it knows about the run."""
 
     tracker: RunTracker
+    ledger: CostLedger | None = None  # the sweep's cost records (tuning.cost)
     starts: int = 0  # trial processes started by this driver
     starts_written: int = 0
     failure: str | None = None  # why its last process failed (moved to previous_failure)
@@ -102,7 +108,14 @@ _DRIVER: dict[str, _DriverTracking] = {}
 
 
 def bind_tracking(
-    target: TrackingTarget, parent_run_id: str, *, role: str, git_commit: str, staging: Path
+    target: TrackingTarget,
+    parent_run_id: str,
+    *,
+    role: str,
+    git_commit: str,
+    staging: Path,
+    sweep_id: str = "",
+    cost_folder: Path | None = None,
 ) -> None:
     """Tells the callbacks of this process where the sweep's MLflow runs are."""
     _DRIVER["sweep"] = _DriverTracking(
@@ -111,6 +124,8 @@ def bind_tracking(
         role=role,
         git_commit=git_commit,
         staging=staging,
+        sweep_id=sweep_id,
+        cost_folder=cost_folder,
     )
 
 
@@ -225,6 +240,9 @@ class MlflowLogger(tune.Callback):
         if run is None:
             return
         run.starts += 1
+        run.tracker.set_tags({TAG_TRIAL_STATUS: "running"})
+        if run.ledger is not None:
+            run.ledger.start(trial.trial_id)
         if run.failure is not None:
             run.tracker.set_tags({TAG_PREVIOUS_FAILURE: run.failure})
             run.tracker.delete_tags([TAG_FAILURE])
@@ -239,6 +257,13 @@ class MlflowLogger(tune.Callback):
             return
         if FACTS_KEY in result:
             _log_facts(run.tracker, json.loads(result[FACTS_KEY]))
+        if run.ledger is not None:
+            run.ledger.result(
+                trial.trial_id,
+                epoch=int(result[EPOCH]) if EPOCH in result else None,
+                best_value=result.get(best_metric_name(self.space.metric)),
+                peak_gpu_memory_mib=result.get(COST_PEAK_GPU_MEMORY),
+            )
         if FAILURE_KEY in result:
             run.tracker.set_tags({TAG_FAILURE: str(result[FAILURE_KEY])})
         else:
@@ -255,14 +280,16 @@ class MlflowLogger(tune.Callback):
         if run is None:
             return
         run.failure = _trial_error_line(trial)
-        run.tracker.set_tags({TAG_FAILURE: run.failure})
+        run.tracker.set_tags({TAG_FAILURE: run.failure, TAG_TRIAL_STATUS: "retrying"})
+        self._log_cost(run, trial)
         self._flush(run)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self._run(trial)
         if run is None:
             return
-        run.tracker.set_tags({TAG_FAILURE: _trial_error_line(trial)})
+        run.tracker.set_tags({TAG_FAILURE: _trial_error_line(trial), TAG_TRIAL_STATUS: "failed"})
+        self._log_cost(run, trial)
         run.tracker.terminate("FAILED")
         self._flush(run, force=True)
 
@@ -271,11 +298,16 @@ class MlflowLogger(tune.Callback):
         if run is None:
             return
         last = trial.last_result or {}
+        stopped_early = FAILURE_KEY not in last and int(last.get(EPOCH, 0)) < self.space.max_epochs
+        self._log_cost(run, trial, stopped_early=stopped_early)
         if FAILURE_KEY in last:  # stopped by the scheduler at its failure report
+            run.tracker.set_tags({TAG_TRIAL_STATUS: "failed"})
             run.tracker.terminate("FAILED")
         else:
-            if int(last.get(EPOCH, 0)) < self.space.max_epochs:
-                run.tracker.set_tags({TAG_STOPPED_EARLY: "true"})
+            if stopped_early:
+                run.tracker.set_tags({TAG_STOPPED_EARLY: "true", TAG_TRIAL_STATUS: "stopped early"})
+            else:
+                run.tracker.set_tags({TAG_TRIAL_STATUS: "done"})
             try:
                 self._log_checkpoint_artifacts(run, trial)
             except (CheckpointError, OSError) as error:  # the run keeps its metrics
@@ -320,13 +352,29 @@ class MlflowLogger(tune.Callback):
                 TAG_PROTOCOL: resolved.config.train.protocol,
                 TAG_METRIC: self.space.metric,
                 TAG_GIT_COMMIT: sweep.git_commit,
+                TAG_SWEEP_ID: sweep.sweep_id,
             },
             dedupe_key=EPOCH,
         )
         tracker.log_params(flatten_config(resolved.config))
         tracker.log_text(dump_config(resolved.config), "config.yaml")
-        sweep.runs[trial.trial_id] = run = _TrialRun(tracker)
+        ledger = None
+        if sweep.cost_folder is not None:
+            ledger = CostLedger(
+                sweep.cost_folder,
+                resources=self.space.resources.as_dict(),
+                epochs_max=resolved.config.train.num_epochs,
+            )
+        sweep.runs[trial.trial_id] = run = _TrialRun(tracker, ledger=ledger)
         return run
+
+    def _log_cost(self, run: _TrialRun, trial: Any, *, stopped_early: bool = False) -> None:
+        """Ends the trial's attempt in the cost ledger and logs its cost/ metrics (every attempt
+        counted; cost/attempts says how many)."""
+        if run.ledger is None:
+            return
+        record = run.ledger.end(trial.trial_id, stopped_early=stopped_early)
+        run.tracker.log_metrics(record.metrics(), step=0)
 
     def _flush(self, run: _TrialRun, *, force: bool = False) -> None:
         run.tracker.flush(force=force)

@@ -32,7 +32,7 @@ from mlflow_tracking.report import (
     tracking_uri_from,
     user_error,
 )
-from mlflow_tracking.tracker import make_client, normalize_tracking_uri
+from mlflow_tracking.tracker import normalize_tracking_uri, open_existing_store
 
 COMPARISON_FILE = "table2_comparison.md"
 # The order of the Lung-SRAD paper's Table 2 rows (search_spaces/table2.yaml).
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw_uri = tracking_uri_from(args.tracking_uri)
     try:
         uri = normalize_tracking_uri(raw_uri)
-        client = make_client(uri)
+        client = open_existing_store(uri)
         if not args.experiment and not args.parent_run_id:
             raise UserError("give --experiment NAME [NAME ...] or --parent-run-id ID [ID ...]")
         sources = find_sources(client, args.experiment, args.parent_run_id)

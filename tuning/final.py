@@ -36,6 +36,7 @@ from tuning.folds import (
 from tuning.search_space import BASE_POINT, Parameter, ResourceSpec, SchedulerSpec, SearchSpace
 from tuning.sweep import (
     EXIT_NO_RESULT,
+    SweepOutcome,
     add_common_arguments,
     data_root_for,
     default_output_root,
@@ -137,6 +138,14 @@ def _gpu_per_run(requested: float | None, cluster: ClusterInfo | None) -> float:
     return 1.0 if cluster.total_gpus >= 1 else 0.0
 
 
+def compare_command(outcome: SweepOutcome) -> str:
+    """The tuning.compare command for this final, on the store it logged to."""
+    return (
+        f"python -m tuning.compare --tracking-uri {outcome.tracking.display_uri} "
+        f"--parent-run-id {outcome.parent_run_id} OTHER_PARENT_RUN_ID ..."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of tuning/final.py."""
     args = build_parser().parse_args(argv)
@@ -181,10 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_outcome(outcome, role="final training")
         print(f"table: {outcome.folder / TABLE1_FILE}\n")
         print(table)
-        print(
-            "compare with other finals on the same seeds: python -m tuning.compare "
-            f"--parent-run-id {outcome.parent_run_id} OTHER_PARENT_RUN_ID ..."
-        )
+        print(f"compare with other finals on the same seeds: {compare_command(outcome)}")
         return 0 if outcome.best is not None else EXIT_NO_RESULT
 
     return run_command(body, args.tracking_uri)

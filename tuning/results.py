@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,10 +253,16 @@ def _number(value: float) -> str:
 
 
 def summary_markdown(
-    space: SearchSpace, outcomes: Sequence[TrialOutcome], best: BestChoice | None
+    space: SearchSpace,
+    outcomes: Sequence[TrialOutcome],
+    best: BestChoice | None,
+    *,
+    costs: Mapping[str, Any] | None = None,
+    cost: Any = None,
 ) -> str:
     """Markdown: sweep settings, configurations best first (mean, std and 95 % interval over
-    seeds), then every trial best first."""
+    seeds), every trial best first, then what the sweep cost (`costs`: tuning.cost.TrialCost per
+    trial id; `cost`: tuning.cost.SweepCost)."""
     best_name = best_metric_name(space.metric)
     lines = [
         f"# Sweep `{space.name}`",
@@ -276,36 +282,82 @@ def summary_markdown(
             selection_note(record),
             "",
         ]
+        flagged = [o for o in best.members if degenerate_note(o.last)]
+        if flagged:
+            lines += [
+                f"**Warning**: the best configuration {degenerate_note(flagged[0].last)}.",
+                "",
+            ]
+    unit = f" | {_cost_unit(costs)}" if costs else ""
     lines += [
         "## Configurations, best first",
         "",
-        "mean ± sample std [95 % Student-t interval] over finished seeds; one seed has no spread.",
+        "mean ± sample std [95 % Student-t interval] over finished seeds; one seed has no spread. "
+        "Ties keep trial-id order (as in the report).",
         "",
-        f"| rank | configuration | seeds done | {best_name} | {REPORT_SCORE} |",
-        "|---:|---|---:|---:|---:|",
+        f"| rank | configuration | seeds done | {best_name} | {REPORT_SCORE}{unit} |",
+        "|---:|---|---:|---:|---:|" + ("---:|" if costs else ""),
     ]
     summaries = summarize_configurations(outcomes, mode=space.mode)
     for rank, summary in enumerate(summaries, start=1):
+        spent = _cost_cell(costs, summary.members) if costs else ""
         lines.append(
             f"| {rank} | {summary.description} | {len(summary.done)}/{len(summary.members)} "
-            f"| {format_interval(summary.selection)} | {format_interval(summary.report)} |"
+            f"| {format_interval(summary.selection)} | {format_interval(summary.report)}{spent} |"
         )
     lines += [
         "",
         "## Trials, best first",
         "",
-        f"| trial | configuration | seed | status | epochs | {best_name} | {REPORT_SCORE} |",
-        "|---|---|---:|---|---:|---:|---:|",
+        f"| trial | configuration | seed | status | epochs | {best_name} | {REPORT_SCORE}{unit} |",
+        "|---|---|---:|---|---:|---:|---:|" + ("---:|" if costs else ""),
     ]
     ordered = sorted(outcomes, key=lambda o: _rank_key(o.best_value, space.mode))
     for outcome in ordered:
         status = outcome.status if outcome.error is None else f"failed: {outcome.error}"
+        note = degenerate_note(outcome.last)
+        if note:
+            status += f" ({note})"
+        spent = _cost_cell(costs, [outcome]) if costs else ""
         lines.append(
             f"| {outcome.trial_id} | {outcome.resolved.describe_config()} "
             f"| {outcome.resolved.seed} | {status.replace('|', '/')} | {outcome.epochs} "
-            f"| {_number(outcome.best_value)} | {_number(outcome.report_score)} |"
+            f"| {_number(outcome.best_value)} | {_number(outcome.report_score)}{spent} |"
         )
+    if cost is not None:
+        lines += ["", *cost.markdown()]
     return "\n".join(lines) + "\n"
+
+
+def degenerate_note(metrics: Mapping[str, Any]) -> str | None:
+    """A warning for a classifier that predicts one class for (nearly) everything: Sp 100 and
+    Se 0 (every cycle called normal) or Sp 0 (no cycle called normal); None otherwise."""
+    specificity = float(metrics.get(REPORT_SPECIFICITY, math.nan))
+    sensitivity = float(metrics.get(REPORT_SENSITIVITY, math.nan))
+    if not (math.isfinite(specificity) and math.isfinite(sensitivity)):
+        return None
+    if sensitivity <= 0.0:
+        return (
+            f"predicts 'normal' for every cycle (Sp {specificity:.0f}, Se 0): a one-class "
+            "classifier, not a result"
+        )
+    if specificity <= 0.0:
+        return f"never predicts 'normal' (Sp 0, Se {sensitivity:.0f}): a degenerate classifier"
+    return None
+
+
+def _cost_unit(costs: Mapping[str, Any]) -> str:
+    device = next(iter(costs.values())).device if costs else "GPU"
+    return f"{device}-h"
+
+
+def _cost_cell(costs: Mapping[str, Any], members: Sequence[TrialOutcome]) -> str:
+    records = [costs[m.trial_id] for m in members if m.trial_id in costs]
+    if not records:
+        return " | n/a"
+    hours = sum(record.device_seconds for record in records) / 3600.0
+    retried = " (all attempts)" if any(record.attempts > 1 for record in records) else ""
+    return f" | {hours:.4f}{retried}"
 
 
 def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
@@ -338,6 +390,10 @@ def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
         lines.append(
             f"| {outcome.resolved.seed} | " + " | ".join(_number(v) for v in values) + " |"
         )
+    for outcome in sorted(done, key=_seed):
+        note = degenerate_note(outcome.last)
+        if note:
+            lines.append(f"\n**Warning**: seed {outcome.resolved.seed} {note}.")
     failed = [o for o in outcomes if o.status != "done"]
     for outcome in failed:
         lines.append(f"\nseed {outcome.resolved.seed} failed: {outcome.error}")

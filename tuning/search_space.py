@@ -377,12 +377,11 @@ class SearchSpace:
 
 
 def display_label(label: str) -> str:
-    """A value label shortened for reading (6 significant digits for numbers); display only."""
-    try:
-        number = float(label)
-    except ValueError:
-        return label
-    return label if number.is_integer() and "." not in label else f"{number:.6g}"
+    """A value label shortened for reading (mlflow_tracking.tracker.display_value: the one
+    display precision of run names, console, summary and report); display only."""
+    from mlflow_tracking.tracker import display_value
+
+    return display_value(label)
 
 
 @dataclass(frozen=True)
@@ -411,7 +410,7 @@ class ResolvedTrial:
         "temperature=0.05 sigma=1.2 seed=0" (the MLflow runs table shows about 30 characters)."""
         names = short_parameter_names(list(self.values))
         parts = [self.variant] if self.variant != BASE_POINT else []
-        parts += [f"{names[name]}={label}" for name, label in self.values.items()]
+        parts += [f"{names[name]}={display_label(label)}" for name, label in self.values.items()]
         return " ".join([*parts, f"seed={self.seed}"])
 
     def group_key(self) -> str:

@@ -452,6 +452,8 @@ class SweepOutcome:
     best_config_path: Path | None
     summary_path: Path
     seconds: float
+    view_key: str | None = None  # share key of the experiment's saved view of this sweep
+    cost: Any = None  # tuning.cost.SweepCost
 
 
 def _parent_tracker(
@@ -542,7 +544,9 @@ def run_sweep(
         cluster = connect(settings.ray_address, num_cpus=num_cpus)
         try:
             print(cluster.describe(), flush=True)
-            parent, outcomes = _run_tune(space, settings, folder, target, callbacks=callbacks)
+            parent, outcomes, view_key = _run_tune(
+                space, settings, folder, target, callbacks=callbacks
+            )
         finally:
             disconnect(cluster)
         return _export(
@@ -554,6 +558,7 @@ def run_sweep(
             role=settings.role,
             started=started,
             export_best=export_best,
+            view_key=view_key,
         )
 
 
@@ -585,11 +590,13 @@ def _run_tune(
     target: TrackingTarget,
     *,
     callbacks: Sequence[Any],
-) -> tuple[RunTracker, list[Any]]:
-    """Resources check, data, parent run, Tune until every trial has ended, then the `reseed`
-    step; the outcomes of every trial (KeyboardInterrupt when Tune was interrupted)."""
+) -> tuple[RunTracker, list[Any], str | None]:
+    """Resources check, data, parent run and saved view, Tune until every trial has ended, then
+    the `reseed` step; the parent run, the outcomes of every trial and the view's share key
+    (KeyboardInterrupt when Tune was interrupted)."""
     from tuning.callbacks import bind_tracking
     from tuning.cluster import check_resources
+    from tuning.cost import COST_FOLDER
     from tuning.trainable import SweepContext
 
     # Before data and features: a trial no node can hold fails in seconds, not minutes.
@@ -612,6 +619,8 @@ def _run_tune(
         role="trial" if settings.role == "sweep" else "final_seed",
         git_commit=commit,
         staging=folder.path / ".mlflow_staging",
+        sweep_id=folder.sweep_id,
+        cost_folder=folder.path / COST_FOLDER,
     )
     total = space.num_trials()
     print(
@@ -622,6 +631,8 @@ def _run_tune(
         f"'{target.experiment_name}' parent run {parent.run_id}",
         flush=True,
     )
+    view_key = write_sweep_view(space, target, folder.sweep_id)
+    print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
     context = SweepContext(space=space)
     tuner = build_tuner(
         space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
@@ -637,7 +648,7 @@ def _run_tune(
     outcomes = collect_outcomes(grid, space)
     if space.reseed is not None:
         outcomes += _run_reseed(space, outcomes, folder, parent, feature_set, context)
-    return parent, outcomes
+    return parent, outcomes, view_key
 
 
 def _export(
@@ -650,13 +661,28 @@ def _export(
     role: str,
     started: float,
     export_best: bool,
+    view_key: str | None = None,
 ) -> SweepOutcome:
     """Summary.md and (for sweeps) best_config.yaml of the trials' outcomes, on disk and on the
     parent run."""
-    from tuning.results import SUMMARY_FILE, choose_best, summary_markdown
+    from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
+    from tuning.results import (
+        SUMMARY_FILE,
+        choose_best,
+        summarize_configurations,
+        summary_markdown,
+    )
 
     best = choose_best(outcomes, mode=space.mode)
-    summary = summary_markdown(space, outcomes, best)
+    costs = load_costs(folder.path / COST_FOLDER)
+    cost = sweep_cost(
+        costs,
+        configurations=len(summarize_configurations(outcomes, mode=space.mode)),
+        best_trial_ids=[member.trial_id for member in best.members] if best else [],
+        wall_seconds=time.perf_counter() - started,
+        device=resource_units(space.resources.as_dict())[0],
+    )
+    summary = summary_markdown(space, outcomes, best, costs=costs, cost=cost)
     summary_path = folder.path / SUMMARY_FILE
     write_text_atomic(summary_path, summary)
     parent.log_text(summary, SUMMARY_FILE)
@@ -667,6 +693,7 @@ def _export(
     if best is not None:
         parent.log_metrics(best_metrics(space, best), step=0)
         parent.set_tags({"lungsrad.best_trial_id": best.representative.trial_id})
+    parent.log_metrics(cost.metrics(), step=0)
     done = sum(outcome.status == "done" for outcome in outcomes)
     parent.set_tags(
         {"lungsrad.trials_done": str(done), "lungsrad.trials_total": str(len(outcomes))}
@@ -684,6 +711,8 @@ def _export(
         best_config_path=best_path,
         summary_path=summary_path,
         seconds=time.perf_counter() - started,
+        view_key=view_key,
+        cost=cost,
     )
 
 
@@ -748,7 +777,8 @@ def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], rol
         head = (
             f"**{'Best configuration' if role == 'sweep' else 'Final training'}**: {name}  \n"
             f"mean `{best_metric_name(space.metric)}` = **{best.mean_value:.2f}** over seed(s) "
-            f"{seeds}; best trial `{best.representative.trial_id}`"
+            f"{seeds}; best trial run **{best.representative.resolved.describe_short()}** "
+            f"(Tune trial `{best.representative.trial_id}`)"
         )
     return (
         f"{head}  \n{done} of {len(outcomes)} trials finished; search `{space.search}`, "
@@ -793,18 +823,51 @@ def _staged(file: Path, folder: Path) -> Path:
     return folder
 
 
-def mlflow_ui_hint(target: TrackingTarget) -> str:
-    """How to look at the runs: the experiment's runs-table address. MLflow 3.x UIs open every
-    experiment in their "GenAI" view (traces) unless the address or the sidebar toggle asks for
-    "Model training", whatever the experiment's kind tag says."""
-    uri = target.display_uri
-    page = f"#/experiments/{target.experiment_id}?workflowType=machine_learning"
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri.rstrip('/')}/{page}"
-    return (
-        f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
-        f"http://127.0.0.1:5000/{page}"
+def sweep_view(space: SearchSpace, sweep_id: str) -> Any:
+    """The saved view of a sweep's runs page: the sweep metric, the report scores, every swept
+    parameter, the seed and the trial status; best first; only this sweep's runs."""
+    from lungsrad.metrics import (
+        REPORT_SCORE,
+        REPORT_SCORE_2CLASS,
+        REPORT_SENSITIVITY,
+        REPORT_SPECIFICITY,
     )
+    from mlflow_tracking.saved_view import SweepView, swept_param_keys
+    from mlflow_tracking.tracker import TAG_TRIAL_STATUS, TAG_VARIANT
+    from tuning.trainable import best_metric_name
+
+    paths = [path for parameter in space.parameters for path in _parameter_paths(parameter)]
+    return SweepView(
+        name=f"{space.name} {sweep_id}: best first",
+        metric=best_metric_name(space.metric),
+        maximize=space.mode == "max",
+        other_metrics=(REPORT_SCORE, REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE_2CLASS),
+        params=swept_param_keys(paths),
+        tags=(TAG_TRIAL_STATUS, *((TAG_VARIANT,) if space.has_variants else ())),
+        search_filter=f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'",
+    )
+
+
+def write_sweep_view(space: SearchSpace, target: TrackingTarget, sweep_id: str) -> str | None:
+    """Stores the sweep's saved view on its experiment; its share key, or None (with one warning
+    line) when the tracking store refuses the experiment tag."""
+    from mlflow_tracking.saved_view import sweep_share_key, write_saved_view
+
+    key = sweep_share_key(sweep_id)
+    stored = write_saved_view(
+        target.client(), target.experiment_id, key, sweep_view(space, sweep_id), target.uri
+    )
+    return key if stored else None
+
+
+def mlflow_ui_hint(target: TrackingTarget, view_key: str | None = None) -> str:
+    """How to look at the runs: the experiment's runs page in the "Model training" view, with the
+    sweep's saved view when it was stored. MLflow 3.x UIs open every experiment in their "GenAI"
+    view unless the address asks for "Model training", and apply a saved view only on the
+    /runs route."""
+    from mlflow_tracking.saved_view import ui_hint
+
+    return ui_hint(target.display_uri, target.experiment_id, view_key)
 
 
 def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
@@ -819,6 +882,8 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
         described = outcome.best.representative.resolved.describe_config()
         seeds = len(outcome.best.members)
         print(f"best: {described} (mean {outcome.best.mean_value:.2f} over {seeds} seed(s))")
+    if outcome.cost is not None:
+        print(f"cost: {outcome.cost.one_line()}")
     if outcome.best_config_path is not None:
         print(f"best config: {outcome.best_config_path}")
     print(f"summary: {outcome.summary_path}")
@@ -826,7 +891,7 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
         f"MLflow: {outcome.tracking.display_uri}, experiment '{outcome.tracking.experiment_name}', "
         f"parent run {outcome.parent_run_id}"
     )
-    print(f"  view: {mlflow_ui_hint(outcome.tracking)}")
+    print(f"  view: {mlflow_ui_hint(outcome.tracking, outcome.view_key)}")
 
 
 # ---------------------------------------------------------------------------------------------

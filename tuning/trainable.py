@@ -25,6 +25,7 @@ from ray import tune
 from lungsrad.metrics import EPOCH
 from lungsrad.training.run import NonFiniteLossError, RunInfo, TrainingCallback
 from mlflow_tracking.tracker import METRIC_TRAIN_SECONDS
+from tuning.cost import COST_PEAK_GPU_MEMORY
 from tuning.search_space import SearchSpace
 
 # Result key of the run's facts (JSON text): in the first result of each trial process and in its
@@ -174,6 +175,11 @@ class _TrialReporter(TrainingCallback):
             reported[FACTS_KEY] = json.dumps(self.facts, sort_keys=True)
             self.facts_sent = True
         self.last_epoch = int(reported.get(EPOCH, self.last_epoch))
+        if self.facts.get("device") == "cuda":
+            import torch
+
+            # Peak of this trial process (a reused worker resets it when the trial starts).
+            reported[COST_PEAK_GPU_MEMORY] = torch.cuda.max_memory_allocated() / 2**20
         try:
             # Copies the checkpoint into the storage path and hands the result to the driver.
             tune.report(reported, checkpoint=tune.Checkpoint.from_directory(str(folder)))
@@ -281,6 +287,10 @@ def train_trial(
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     experiment = context.space.resolve(config).config
     device, reason = choose_device(experiment.train.device)
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
     _set_cpu_threads(experiment.train.num_threads)
     workdir = Path.cwd()  # Ray's per-trial working folder on this node
     resume_from = _restore_point(tune.get_checkpoint(), workdir)

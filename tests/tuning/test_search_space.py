@@ -430,7 +430,7 @@ def test_cli_resume_without_an_earlier_sweep(tmp_path: Path) -> None:
 
 
 def test_swept_values_keep_their_exact_value_as_identity(tmp_path: Path) -> None:
-    """Labels identify values exactly (seed grouping, tags, report axis); the 6-digit form is
+    """Labels identify values exactly (seed grouping, tags, report axis); the 3-digit form is
     for display only."""
     from tuning.search_space import display_label
 
@@ -451,5 +451,8 @@ def test_swept_values_keep_their_exact_value_as_identity(tmp_path: Path) -> None
     assert close[0].group_key() == close[1].group_key()  # seeds of one point share it
     assert close[2].values["train.learning_rate"] == "0.00010000001"
     assert display_label(close[2].values["train.learning_rate"]) == "0.0001"
+    assert display_label("0.03666490418612682") == "0.0367"
+    assert display_label("12") == "12" and display_label("dual") == "dual"
+    assert close[2].describe_short() == "learning_rate=0.0001 alpha=1 seed=0"
     whole = space.resolve({"train.learning_rate": 1.0e-4, "method.patch_mix.alpha": 2.0})
     assert whole.values["method.patch_mix.alpha"] == "2"  # 2 and 2.0 are one value

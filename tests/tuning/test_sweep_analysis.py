@@ -139,6 +139,12 @@ def test_mlflow_ui_fields(sweep) -> None:
     parent = client.get_run(outcome.parent_run_id)
     assert parent.info.run_name == "joint: tpe over temperature, sigma"
     assert outcome.best.representative.trial_id in parent.data.tags[RUN_DESCRIPTION_TAG]
+    # The best trial is named by its run name, as the runs table shows it.
+    best_run = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`lungsrad.trial_id` = '{outcome.best.representative.trial_id}'",
+    )[0]
+    assert f"**{best_run.info.run_name}**" in parent.data.tags[RUN_DESCRIPTION_TAG]
     assert f"{outcome.best.mean_value:.2f}" in parent.data.tags[RUN_DESCRIPTION_TAG]
     assert parent.data.metrics["best_config/seeds"] == 2.0
     names = {

@@ -31,6 +31,15 @@ from mlflow_tracking.tracker import (
     TAG_VALUES,
     sqlite_uri,
 )
+from tuning.cost import (
+    COST_ATTEMPTS,
+    COST_DEVICE_HOURS,
+    COST_DEVICE_SECONDS,
+    COST_EPOCHS_MAX,
+    COST_EPOCHS_RUN,
+    COST_STOPPED_FULL_HOURS,
+    COST_STOPPED_SAVED_HOURS,
+)
 from tuning.results import BEST_CONFIG_FILE, SUMMARY_FILE
 from tuning.search_space import load_search_space
 from tuning.sweep import DriverSettings, run_sweep
@@ -298,6 +307,20 @@ def test_asha_stops_a_trial_early_and_its_run_is_closed_with_artifacts(
         artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
         assert {"curves.png", "confusion_matrix.csv", "metrics_history.csv"} <= artifacts
         assert run.data.metrics[TRAIN_SECONDS] > 0
+    # Cost: the stopped trial ran 1 of 2 epochs; a full-length run would have cost twice its
+    # device time, and the parent run says what the scheduler saved.
+    stopped = runs[1].data.metrics
+    assert stopped[COST_EPOCHS_RUN] == 1 and stopped[COST_EPOCHS_MAX] == 2
+    assert stopped[COST_DEVICE_SECONDS] > 0 and stopped[COST_ATTEMPTS] == 1
+    parent = client.get_run(outcome.parent_run_id).data.metrics
+    saved_hours = stopped[COST_DEVICE_SECONDS] / 3600.0
+    assert parent[COST_STOPPED_FULL_HOURS] == pytest.approx(2 * saved_hours)
+    assert parent[COST_STOPPED_SAVED_HOURS] == pytest.approx(saved_hours)
+    total = sum(run.data.metrics[COST_DEVICE_SECONDS] for run in runs) / 3600.0
+    assert parent[COST_DEVICE_HOURS] == pytest.approx(total)
+    assert outcome.cost.stopped_trials == 1
+    summary = outcome.summary_path.read_text(encoding="utf-8")
+    assert "## Cost" in summary and "saved by the scheduler" in summary
 
 
 def test_final_over_folds_logs_devices_and_the_mean_over_folds(sweep, tmp_path, capsys) -> None:

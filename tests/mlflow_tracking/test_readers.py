@@ -1,0 +1,41 @@
+"""Commands that only read MLflow (report, compare) never create a store, and say where they
+looked when what they read is not there (real SQLite stores)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlflow_tracking import report
+from mlflow_tracking.tracker import make_client, sqlite_uri
+from tuning import compare
+
+pytestmark = pytest.mark.mlflow
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda uri: report.main(["--experiment", "x", "--tracking-uri", uri, "--no-log"]),
+        lambda uri: compare.main(["--parent-run-id", "abc", "--tracking-uri", uri, "--no-log"]),
+    ],
+    ids=["report", "compare"],
+)
+def test_a_missing_store_is_named_and_not_created(tmp_path, capsys, command) -> None:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    uri = sqlite_uri(folder / "mlflow.db")
+    assert command(uri) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert f"no MLflow store at {folder / 'mlflow.db'}" in lines[0]
+    assert "--tracking-uri" in lines[0]
+    assert list(folder.iterdir()) == []  # no empty store, no lock file
+
+
+def test_an_unknown_parent_run_names_the_store(tmp_path, capsys) -> None:
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    make_client(uri).create_experiment("exists")
+    assert compare.main(["--parent-run-id", "0123abcd", "--tracking-uri", uri, "--no-log"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "parent run 0123abcd not found in the MLflow store" in line
+    assert str(tmp_path / "mlflow.db") in line
