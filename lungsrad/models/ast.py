@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -255,6 +255,24 @@ class AST(nn.Module):
         block = self.blocks[index]
         assert isinstance(block, Block)
         return block
+
+    def map_block_grid(
+        self, output: torch.Tensor, function: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Applies `function` to a block output viewed as its (frequency, time) grid.
+
+        output: (batch, 2 + F * T, D) -> same shape. The patch tokens become the map
+        (batch, D, F, T) (token 2 + f * T + t at (f, t)), `function` maps it to a map of the same
+        shape, and the result goes back in token order; the cls and dist tokens pass untouched.
+        """
+        freq, time = self.grid_shape
+        batch, length, width = output.shape
+        assert length == NUM_PREFIX_TOKENS + freq * time, (tuple(output.shape), self.grid_shape)
+        grid = output[:, NUM_PREFIX_TOKENS:].transpose(1, 2).reshape(batch, width, freq, time)
+        mapped = function(grid)
+        assert mapped.shape == grid.shape, (tuple(mapped.shape), tuple(grid.shape))
+        patches = mapped.reshape(batch, width, freq * time).transpose(1, 2)
+        return torch.cat((output[:, :NUM_PREFIX_TOKENS], patches), dim=1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, frames, mel_bins) -> patch map (batch, D, freq patches, time patches).
