@@ -7,8 +7,9 @@ import logging
 import pytest
 import torch
 
+from lungsrad.config import ExperimentConfig, ModelConfig, apply_overrides
 from lungsrad.errors import UserError
-from lungsrad.models import AST, DASS, load_ast_checkpoint, load_dass_checkpoint
+from lungsrad.models import AST, DASS, build_model, load_ast_checkpoint, load_dass_checkpoint
 
 TINY = {"embed_dim": 16, "depth": 2, "num_heads": 2}
 
@@ -145,3 +146,99 @@ def test_bad_pos_embed_mode():
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="AST checkpoint not found: .*nowhere.pth"):
         load_ast_checkpoint(make_model(), tmp_path / "nowhere.pth")
+
+
+def ast_config(**model_overrides) -> ExperimentConfig:
+    overrides = {
+        "data.segment_seconds": 2.0,  # 198 frames
+        "data.num_mel_bins": 64,  # grid 5 x 19
+        "model.backbone": "ast",
+        "model.ast_size": "custom",
+        "model.ast_embed_dim": 16,
+        "model.ast_depth": 2,
+        "model.ast_num_heads": 2,
+    }
+    overrides.update({f"model.{k}": v for k, v in model_overrides.items()})
+    return apply_overrides(ExperimentConfig(), overrides)
+
+
+def test_build_model_makes_the_configured_ast():
+    model = build_model(ast_config(num_classes=2))
+    assert isinstance(model, AST)
+    assert (model.embed_dim, model.depth, model.num_heads) == (16, 2, 2)
+    assert (model.input_frames, model.num_mel_bins, model.grid_shape) == (198, 64, (5, 19))
+    assert model.num_classes == 2
+    with torch.device("meta"):
+        base = build_model(ExperimentConfig(model=ModelConfig(backbone="ast")))
+    assert (base.embed_dim, base.depth, base.num_heads, base.grid_shape) == (768, 12, 12, (12, 79))
+    width, tokens = 768, 2 + 12 * 79
+    per_block = 2 * 2 * width + (width * 3 * width + 3 * width) + (width * width + width)
+    per_block += (width * 4 * width + 4 * width) + (4 * width * width + width)
+    expected = (tokens + 2) * width + (width * 256 + width) + 12 * per_block + 2 * width
+    expected += 2 * width + width * 4 + 4  # mlp_head
+    assert sum(p.numel() for p in base.parameters()) == expected == 85_989_124
+
+
+def test_build_model_loads_and_adapts_the_release_file(tmp_path):
+    source = make_model(frames=1024, num_classes=527, seed=1)  # AudioSet-like: 12 x 101, 527
+    path = tmp_path / "audioset_10_10_0.4593.pth"
+    torch.save(release_state(source), path)
+    config = ast_config(checkpoint=str(path))
+    model = build_model(config)
+    # 64 mel bins: rows 4..8 of 12; 198 frames: columns 41..59 of 101
+    grid = source.pos_embed.detach()[0, 2:].reshape(12, 101, 16)
+    assert torch.equal(model.pos_embed.detach()[0, 2:], grid[4:9, 41:60].reshape(-1, 16))
+    assert same_weights(source, model, skip=("pos_embed", "mlp_head."))
+    swapped = build_model(ast_config(checkpoint=str(path), ast_pos_embed="patchmix_code"))
+    assert not torch.equal(swapped.pos_embed, model.pos_embed)
+    assert torch.equal(swapped.pos_embed[0, :2], model.pos_embed[0, :2])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        pytest.param(
+            {"model.ast_num_heads": 3},
+            r"model\.ast_num_heads \(3\) must divide model\.ast_embed_dim \(16\)",
+            id="heads",
+        ),
+        pytest.param(
+            {"model.ast_size": "custom", "model.ast_depth": None},
+            r"model\.ast_size is 'custom': set model\.ast_depth",
+            id="custom-size",
+        ),
+        pytest.param(
+            {"data.segment_seconds": 0.1},
+            r"data\.segment_seconds \(0\.1\) gives 8 frames",
+            id="too-short",
+        ),
+        pytest.param(
+            {"method.regularization.enabled": True, "method.regularization.stage": 2},
+            r"method\.regularization\.stage must be in 0\.\.0 \(the model has 1 stage\)",
+            id="stage",
+        ),
+        pytest.param(
+            {"model.ast_pos_embed": "swapped"},
+            r"model\.ast_pos_embed' must be one of 'reference' \| 'patchmix_code'",
+            id="pos-embed-mode",
+        ),
+    ],
+)
+def test_bad_ast_config_names_the_key(overrides, match):
+    with pytest.raises(UserError, match=match):
+        apply_overrides(ast_config(), overrides)
+
+
+def test_dass_settings_on_an_ast_are_warned_about():
+    with pytest.warns(UserWarning, match=r"model\.dims, model\.depths: DASS settings, ignored"):
+        apply_overrides(ast_config(), {"model.dims": [8, 16], "model.depths": [1, 1]})
+
+
+def test_build_model_names_the_key_and_the_backbone_of_a_wrong_file(tmp_path):
+    dass = DASS(num_classes=4, dims=(8, 16), depths=(1, 1))
+    path = tmp_path / "DASS_small.pth"
+    torch.save({f"module.v.{k}": v for k, v in dass.state_dict().items()}, path)
+    with pytest.raises(UserError, match=r"^model\.checkpoint .*DASS_small\.pth: this is a DASS"):
+        build_model(ast_config(checkpoint=str(path)))
+    with pytest.raises(FileNotFoundError, match=r"audioset_10_10_0\.4593\.pth\) or a lungsrad"):
+        build_model(ast_config(checkpoint=str(tmp_path / "absent.pth")))
