@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
-from lungsrad.config import PatchMixConfig
+from lungsrad.cli import EXIT_BAD_INPUT, main
+from lungsrad.config import PatchMixConfig, config_from_dict, regularized_blocks
+from lungsrad.errors import UserError
 from lungsrad.method.patch_mix import (
     MODE_MIXES,
     PatchMixObjective,
@@ -16,8 +19,12 @@ from lungsrad.method.patch_mix import (
     segment_mix,
     unpack_mix_draws,
 )
-from lungsrad.method.spectral_regularization import GaussianSmoothing2d, gaussian_kernel1d
-from lungsrad.models import AST
+from lungsrad.method.spectral_regularization import (
+    GaussianSmoothing2d,
+    attach_spectral_regularization,
+    gaussian_kernel1d,
+)
+from lungsrad.models import AST, build_model
 from lungsrad.models.ast import NUM_PREFIX_TOKENS
 
 FRAMES = 96  # 12 frequency x 9 time patches with 128 mel bins, strides 10
@@ -175,3 +182,99 @@ def test_map_block_grid_is_the_identity_for_the_identity():
     model = tiny_ast()
     output = torch.randn(2, 2 + GRID[0] * GRID[1], 16)
     assert torch.equal(model.map_block_grid(output, lambda grid: grid), output)
+
+
+def ast_config(**regularization):
+    """A validated config for the tiny AST on 1 s of 64 mel bins (98 frames: a 5 x 9 grid)."""
+    return config_from_dict(
+        {
+            "data": {"segment_seconds": 1.0, "num_mel_bins": 64},
+            "model": {"backbone": "ast", "ast_size": "tiny"},
+            "method": {"regularization": {"enabled": True, "stage": 0, **regularization}},
+        }
+    )
+
+
+def test_regularization_smooths_the_chosen_ast_blocks_through_the_config():
+    config = ast_config(blocks=[0], sigma=0.8, kernel_size=3)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    assert model.grid_shape == (5, 9)
+    x = torch.randn(2, 98, 64, generator=torch.Generator().manual_seed(2))
+    smoothing = GaussianSmoothing2d(3, 0.8)
+    with torch.no_grad():
+        tokens = model.map_block_grid(model.blocks[0](model.token_sequence(x)), smoothing)
+        expected = model.forward_head(model.pool(model.blocks[1](tokens)))
+        plain = model(x)
+        handles = attach_spectral_regularization(model, config)
+        got = model(x)
+    assert len(handles) == 1
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, plain)
+    for handle in handles:
+        handle.remove()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain)
+
+
+def test_smoothing_the_last_ast_block_leaves_the_logits_alone():
+    # AST pools the cls and dist tokens only, and smoothing never touches them: regularizing
+    # the last block changes nothing (docs/ast_method.md says so).
+    config = ast_config(blocks=[1])
+    model = build_model(config).eval()
+    x = torch.randn(2, 98, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        plain = model(x)
+        attach_spectral_regularization(model, config)
+        torch.testing.assert_close(model(x), plain)
+
+
+def test_regularization_on_all_ast_blocks():
+    config = ast_config(blocks="all")
+    model = build_model(config)
+    assert regularized_blocks(config) == [0, 1]
+    assert len(attach_spectral_regularization(model, config)) == 2
+
+
+@pytest.mark.parametrize(
+    ("regularization", "match"),
+    [
+        ({"stage": 1, "blocks": [0]}, r"method\.regularization\.stage must be in 0\.\.0"),
+        ({"blocks": [0, 2]}, r"method\.regularization\.blocks \[0, 2\] not valid: stage 0 has "),
+        ({"blocks": [-1]}, r"method\.regularization\.blocks \[-1\] not valid"),
+    ],
+)
+def test_regularization_placement_outside_the_ast_is_one_line_naming_the_key(regularization, match):
+    with pytest.raises(UserError, match=match) as error:
+        ast_config(**regularization)
+    assert "\n" not in str(error.value)
+
+
+def test_base_ast_has_twelve_blocks_to_regularize():
+    values = {
+        "model": {"backbone": "ast", "ast_size": "base"},
+        "method": {"regularization": {"enabled": True, "stage": 0, "blocks": [10, 11]}},
+    }
+    assert regularized_blocks(config_from_dict(values)) == [10, 11]
+    values["method"]["regularization"]["blocks"] = [12]
+    with pytest.raises(UserError, match=r"blocks \[12\] not valid: stage 0 has blocks 0\.\.11"):
+        config_from_dict(values)
+
+
+@pytest.mark.parametrize("placement", [{"stage": 2, "blocks": [0]}, {"blocks": [5]}])
+def test_cli_refuses_a_bad_ast_placement_before_training(tmp_path, capsys, placement):
+    values = {
+        "model": {"backbone": "ast", "ast_size": "tiny"},
+        "method": {"regularization": {"enabled": True, "stage": 0, **placement}},
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    out = tmp_path / "run"
+    status = main(
+        ["train", "--config", str(path), "--data", str(tmp_path / "none"), "--out", str(out)]
+    )
+    assert status == EXIT_BAD_INPUT
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "method.regularization." in lines[0]
+    assert str(path) in lines[0]
+    assert not out.exists()  # refused before any training output
