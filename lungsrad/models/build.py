@@ -47,18 +47,17 @@ def build_model(config: ExperimentConfig | ModelConfig) -> Backbone:
         model_config, data_config = config.model, config.data
     else:
         model_config, data_config = config, DataConfig()
+    path = Path(model_config.checkpoint).expanduser() if model_config.checkpoint else None
+    if path is not None and not path.is_file():  # before building: AST-base takes seconds
+        raise FileNotFoundError(
+            f"model.checkpoint not found: {path}; point it at "
+            f"{_RELEASE_FILES[model_config.backbone]} or a lungsrad checkpoint, or set it to null"
+        )
     if model_config.backbone == "ast":
         model: Backbone = _build_ast(model_config, data_config)
     else:
         model = _build_dass(model_config)
-    if model_config.checkpoint:
-        path = Path(model_config.checkpoint).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"model.checkpoint not found: {path}; point it at "
-                f"{_RELEASE_FILES[model_config.backbone]} or a lungsrad checkpoint, or set it "
-                "to null"
-            )
+    if path is not None:
         try:
             if isinstance(model, AST):
                 load_ast_checkpoint(model, path, pos_embed_mode=model_config.ast_pos_embed)
