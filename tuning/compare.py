@@ -1,6 +1,8 @@
 """Table 2 comparison: `python -m tuning.compare --experiment lungsrad-table2` pairs the variants of
 a sweep (or of several final.py runs) by seed and reports each ablation step's score difference
-with its 95 % interval (paired t and paired bootstrap), saying when a step is within noise.
+with its 95 % interval (paired t and paired bootstrap), saying when a step is within noise. The
+backbones sweep (search_spaces/backbones.yaml) gets its named contrasts instead, headed by
+"Lung-SRAD - AST patch-mix", the paper's claim over the AST baseline.
 """
 
 from __future__ import annotations
@@ -43,15 +45,37 @@ TABLE2_ORDER = (
     "time_mix",
     "lung_srad",
 )
+# The backbones sweep's variants (search_spaces/backbones.yaml) by the names the papers use, and
+# its contrasts (minuend, subtrahend), the paper's headline first.
+VARIANT_TITLES = {
+    "dass_finetune": "DASS fine-tune",
+    "lung_srad": "Lung-SRAD",
+    "ast_finetune": "AST fine-tune",
+    "ast_patchmix": "AST patch-mix",
+}
+BACKBONE_CONTRASTS = (
+    ("lung_srad", "ast_patchmix"),  # "outperforming the AST baseline"
+    ("lung_srad", "dass_finetune"),  # the method on DASS
+    ("ast_patchmix", "ast_finetune"),  # Bae et al.'s method on AST
+    ("dass_finetune", "ast_finetune"),  # the backbones alone, both fine-tuned
+)
+# The variants that make a comparison the backbones one (else the ablation chain of Table 2).
+BACKBONE_VARIANTS = frozenset(("ast_finetune", "ast_patchmix"))
 
 
 @dataclass(frozen=True)
 class Step:
-    """One comparison: `after` against `before`, paired by seed."""
+    """One comparison: `after` against `before`, paired by seed (difference = after - before)."""
 
     before: str
     after: str
     difference: PairedDifference
+    label: str = ""  # how the row names it; "" for "before -> after"
+
+    @property
+    def name(self) -> str:
+        """The row's name: the label, else "before -> after"."""
+        return self.label or f"{self.before} -> {self.after}"
 
 
 def ablation_steps(scores: Mapping[str, Mapping[int, float]], order: Sequence[str]) -> list[Step]:
@@ -65,15 +89,48 @@ def ablation_steps(scores: Mapping[str, Mapping[int, float]], order: Sequence[st
     ]
 
 
+def contrast_steps(scores: Mapping[str, Mapping[int, float]]) -> list[Step]:
+    """The backbones contrasts whose two variants are both in `scores`, each named
+    "<minuend> - <subtrahend>" by the variants' titles ("Lung-SRAD - AST patch-mix")."""
+    return [
+        Step(
+            before=subtrahend,
+            after=minuend,
+            difference=paired_difference(scores[subtrahend], scores[minuend]),
+            label=f"{VARIANT_TITLES[minuend]} - {VARIANT_TITLES[subtrahend]}",
+        )
+        for minuend, subtrahend in BACKBONE_CONTRASTS
+        if minuend in scores and subtrahend in scores
+    ]
+
+
+def is_backbones_comparison(
+    scores: Mapping[str, Any], requested_order: Sequence[str] | None
+) -> bool:
+    """True when no --order was given and an AST variant of backbones.yaml is among `scores`."""
+    return not requested_order and bool(BACKBONE_VARIANTS & set(scores))
+
+
 def _signed(value: float) -> str:
     return f"{value:+.2f}" if math.isfinite(value) else "n/a"
 
 
 def comparison_markdown(
-    scores: Mapping[str, Mapping[int, float]], order: Sequence[str], *, metric: str, title: str
+    scores: Mapping[str, Mapping[int, float]],
+    order: Sequence[str],
+    *,
+    metric: str,
+    title: str,
+    steps: Sequence[Step] | None = None,
 ) -> str:
-    """Markdown: each variant's mean with its interval, then each step's paired difference."""
+    """Markdown: each variant's mean with its interval, then each step's paired difference.
+
+    `steps` (e.g. `contrast_steps`) replaces the ablation chain `ablation_steps(scores, order)`.
+    """
     percent = f"{CONFIDENCE:.0%}"
+    chain = steps is None
+    if steps is None:
+        steps = ablation_steps(scores, order)
     lines = [
         f"# {title}",
         "",
@@ -87,18 +144,23 @@ def comparison_markdown(
         lines.append(
             f"| {name} | {seeds} | {format_interval(mean_interval(list(scores[name].values())))} |"
         )
+    what = (
+        "Steps: the later variant minus the earlier"
+        if chain
+        else "Contrasts: the first named variant minus the second"
+    )
     lines += [
         "",
-        f"Steps: the later variant minus the earlier on the same seeds (paired); {percent} "
+        f"{what} on the same seeds (paired); {percent} "
         "interval of the mean difference by Student t and by paired bootstrap (10000 "
         "resamples of the seeds). A step whose t interval contains 0 is **within noise**: these "
         "seeds cannot tell the two variants apart.",
         "",
-        "| step | paired seeds | per-seed differences | mean difference | t interval "
-        "| bootstrap interval | verdict |",
+        f"| {'step' if chain else 'contrast'} | paired seeds | per-seed differences "
+        "| mean difference | t interval | bootstrap interval | verdict |",
         "|---|---|---|---:|---:|---:|---|",
     ]
-    for step in ablation_steps(scores, order):
+    for step in steps:
         difference = step.difference
         interval = difference.interval
         t_cell = (
@@ -111,7 +173,7 @@ def comparison_markdown(
         )
         verdict = difference.verdict
         lines.append(
-            f"| {step.before} -> {step.after} | {list(difference.seeds)} "
+            f"| {step.name} | {list(difference.seeds)} "
             f"| {', '.join(_signed(d) for d in difference.differences)} "
             f"| {_signed(interval.mean)} | {t_cell} | {boot_cell} "
             f"| {'**within noise**' if verdict == 'within noise' else verdict} |"
@@ -174,7 +236,8 @@ def find_sources(
 
 
 def resolve_order(scores: Mapping[str, Any], requested: Sequence[str] | None) -> list[str]:
-    """--order, else the Table 2 order of the known variants followed by the others (sorted)."""
+    """--order, else the Table 2 order of the known variants followed by the others (sorted;
+    the backbones variants in the order of backbones.yaml)."""
     if requested:
         missing = [name for name in requested if name not in scores]
         if missing:
@@ -183,7 +246,9 @@ def resolve_order(scores: Mapping[str, Any], requested: Sequence[str] | None) ->
             )
         return list(requested)
     known = [name for name in TABLE2_ORDER if name in scores]
-    return known + sorted(name for name in scores if name not in TABLE2_ORDER)
+    backbones = [name for name in VARIANT_TITLES if name in scores and name not in known]
+    listed = set(known) | set(backbones)
+    return known + backbones + sorted(name for name in scores if name not in listed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,7 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sweep or final parent run(s) (default: the experiment's latest)",
     )
-    parser.add_argument("--order", nargs="+", default=None, help="variants in step order")
+    parser.add_argument(
+        "--order",
+        nargs="+",
+        default=None,
+        help="variants in step order (also turns the backbones contrasts into a chain)",
+    )
     parser.add_argument("--metric", default=REPORT_SCORE, help=f"score ({REPORT_SCORE})")
     parser.add_argument("--out", type=Path, default=None, help=f"folder for {COMPARISON_FILE}")
     parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
@@ -230,8 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         order = resolve_order(scores, args.order)
     except USER_ERRORS as error:
         return user_error(error, raw_uri)
+    steps = contrast_steps(scores) if is_backbones_comparison(scores, args.order) else None
     markdown = comparison_markdown(
-        scores, order, metric=args.metric, title=f"Comparison of {', '.join(order)}"
+        scores, order, metric=args.metric, title=f"Comparison of {', '.join(order)}", steps=steps
     )
     folder = (args.out or Path("runs") / "reports" / f"compare-{parents[0][:8]}").resolve()
     write_text_atomic(folder / COMPARISON_FILE, markdown)
