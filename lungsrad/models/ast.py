@@ -150,7 +150,9 @@ class AST(nn.Module):
     through `mlp_head` (LayerNorm eps 1e-5, Linear). Surface for code above `models/`:
     `patch_embed`, `grid_shape` = (frequency patches, time patches), `blocks` (ModuleList),
     `embed` / `forward_from_embedding` / `forward_head` (as on DASS), `tokens_from_embedding`
-    (the sequence after patch + positional embedding) and `attention_matrices`.
+    and `token_sequence` (the sequence after patch + positional embedding), `split_tokens` /
+    `merge_tokens` (patch tokens <-> their (D, F, T) grid), `block(0, index)` and
+    `attention_matrices` / `forward_with_attention` (explicit per-block attention).
 
     Args:
         num_classes: head outputs.
@@ -197,6 +199,7 @@ class AST(nn.Module):
         self.num_mel_bins = num_mel_bins
         self.patch_stride = patch_stride
         self.grid_shape = patch_grid(num_mel_bins, input_frames, patch_stride=patch_stride)
+        self.num_prefix_tokens = NUM_PREFIX_TOKENS
         num_tokens = NUM_PREFIX_TOKENS + self.grid_shape[0] * self.grid_shape[1]
 
         # Registration order = the release file's key order (cls, pos, dist, then submodules).
@@ -294,17 +297,32 @@ class AST(nn.Module):
 
         [cls, dist, patch (f, t) at index 2 + f * T + t] with `pos_embed` added.
         """
-        patches = h.flatten(2).transpose(1, 2)  # frequency-major: index f * T + t
-        batch = patches.shape[0]
+        batch = h.shape[0]
         prefix = torch.cat(
             (self.cls_token.expand(batch, -1, -1), self.dist_token.expand(batch, -1, -1)), dim=1
         )
-        return torch.cat((prefix, patches), dim=1) + self.pos_embed
+        return self.merge_tokens(prefix, h) + self.pos_embed  # frequency-major: f * T + t
 
     def token_sequence(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, frames, mel_bins) -> tokens after patch + positional embedding
         (batch, 2 + F * T, D), the input of the first block."""
         return self.tokens_from_embedding(self.embed(x))
+
+    def split_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens: (batch, 2 + F * T, D) -> (prefix (batch, 2, D), grid (batch, D, F, T)).
+
+        The patch tokens viewed as their frequency x time grid (e.g. a block's output, for
+        analysis or smoothing); `merge_tokens` is the inverse.
+        """
+        freq, time = self.grid_shape
+        prefix, patches = tokens[:, :NUM_PREFIX_TOKENS], tokens[:, NUM_PREFIX_TOKENS:]
+        grid = patches.transpose(1, 2).unflatten(2, (freq, time))
+        return prefix, grid
+
+    @staticmethod
+    def merge_tokens(prefix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """prefix (batch, 2, D), grid (batch, D, F, T) -> tokens (batch, 2 + F * T, D)."""
+        return torch.cat((prefix, grid.flatten(2).transpose(1, 2)), dim=1)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (batch, N, D) after the blocks -> (batch, D): `norm`, then the mean of the

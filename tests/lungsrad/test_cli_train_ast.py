@@ -25,13 +25,15 @@ TINY_AST = REPO_ROOT / "configs" / "synthetic_tiny_ast.yaml"
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli_train_ast")
-    # 60 recordings, as in the config's header: enough patients for a validation carve-out
-    write_synthetic_dataset(root / "data", num_recordings=60, seed=0)
+    write_synthetic_dataset(root / "data", num_recordings=8, seed=1)
     return root
 
 
 @pytest.mark.slow  # 30 epochs of a tiny AST: about 15-60 s on 2 cores, depending on load
-def test_tiny_ast_learns_synthetic_data_under_the_validated_protocol(workspace, capsys):
+def test_tiny_ast_learns_synthetic_data_under_the_validated_protocol(tmp_path, capsys):
+    workspace = tmp_path
+    # 60 recordings, as in the config's header: enough patients for a validation carve-out
+    write_synthetic_dataset(workspace / "data", num_recordings=60, seed=0)
     out = workspace / "run"
     completed = subprocess.run(
         [

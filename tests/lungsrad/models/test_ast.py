@@ -142,6 +142,10 @@ def test_surface_shapes_and_token_order():
     torch.testing.assert_close(
         tokens[:, 0], model.cls_token[0].expand(2, -1) + model.pos_embed[0, 0]
     )
+    prefix, grid = model.split_tokens(tokens)
+    assert prefix.shape == (2, 2, 32) and grid.shape == (2, 32, 12, 11)
+    torch.testing.assert_close(grid[:, :, f, t], tokens[:, 2 + f * 11 + t])
+    assert torch.equal(model.merge_tokens(prefix, grid), tokens)
     logits = model(x)
     assert logits.shape == (2, 3)
     torch.testing.assert_close(logits, model.forward_head(model.forward_from_embedding(patch_map)))
