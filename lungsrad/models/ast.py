@@ -265,17 +265,13 @@ class AST(nn.Module):
         """Applies `function` to a block output viewed as its (frequency, time) grid.
 
         output: (batch, 2 + F * T, D) -> same shape. The patch tokens become the map
-        (batch, D, F, T) (token 2 + f * T + t at (f, t)), `function` maps it to a map of the same
-        shape, and the result goes back in token order; the cls and dist tokens pass untouched.
+        (batch, D, F, T) (`split_tokens`), `function` maps it to a map of the same shape, and the
+        result goes back in token order (`merge_tokens`); the cls and dist tokens pass untouched.
         """
-        freq, time = self.grid_shape
-        batch, length, width = output.shape
-        assert length == NUM_PREFIX_TOKENS + freq * time, (tuple(output.shape), self.grid_shape)
-        grid = output[:, NUM_PREFIX_TOKENS:].transpose(1, 2).reshape(batch, width, freq, time)
+        prefix, grid = self.split_tokens(output)
         mapped = function(grid)
         assert mapped.shape == grid.shape, (tuple(mapped.shape), tuple(grid.shape))
-        patches = mapped.reshape(batch, width, freq * time).transpose(1, 2)
-        return torch.cat((output[:, :NUM_PREFIX_TOKENS], patches), dim=1)
+        return self.merge_tokens(prefix, mapped)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, frames, mel_bins) -> patch map (batch, D, freq patches, time patches).
