@@ -943,7 +943,8 @@ def plot_comparison(
     Each block's response in dB relative to its value at 0 cycles per patch, one y-scale per
     row (shared by the columns), coloured by depth (first block dark, last block light, with a
     colour bar naming the blocks); the AST's attention matrices and DASS's SS2D mixing
-    operators (scan + skip D), i.e. each block's token mixing without its residual path.
+    operators (scan + skip D), i.e. each block's token mixing without its residual path, solid;
+    DASS's scanned part alone (D removed) dashed.
     """
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -964,16 +965,24 @@ def plot_comparison(
             curves = [c for c in _compared_curves(item) if c.axis == axis_name]
             order = sorted({(c.stage, c.block) for c in curves})
             scale = Normalize(0, max(len(order) - 1, 1))
-            for curve in curves:
+            # DASS's skip term D can flatten its whole operator; its scanned part (D removed)
+            # is drawn dashed beside it, as the DASS figure does.
+            scanned = sorted(
+                (c for c in item.curves if c.variant == VARIANT_SCANNED and c.axis == axis_name),
+                key=lambda c: (c.stage, c.block),
+            )
+            for curve in [*curves, *scanned]:
                 level = curve.relative_db()
                 lowest = min(lowest, float(level.min()))
                 highest = max(highest, float(level.max()))
+                is_scanned = curve.variant == VARIANT_SCANNED
                 ax.plot(
                     curve.cycles_per_cell,
                     level,
                     color=colormap(scale(order.index((curve.stage, curve.block)))),
-                    linewidth=1.4,
-                    marker="o",
+                    linewidth=1.0 if is_scanned else 1.4,
+                    linestyle="--" if is_scanned else "-",
+                    marker=None if is_scanned else "o",
                     markersize=2.5,
                 )
             name = "time" if axis_name == "time" else "frequency"
@@ -997,9 +1006,11 @@ def plot_comparison(
         handles=[
             Line2D([], [], color=colormap(0.0), marker="o", label="first block"),
             Line2D([], [], color=colormap(1.0), marker="o", label="last block"),
+            Line2D([], [], color="0.3", label="whole operator (AST attention; DASS scan + D)"),
+            Line2D([], [], color="0.3", linestyle="--", label="DASS scanned part (D removed)"),
         ],
         loc="lower center",
-        ncol=2,
+        ncol=4,
         fontsize=8,
         frameon=False,
     )
@@ -1036,7 +1047,14 @@ class ComparisonSummary:
                 curves = [c for c in _compared_curves(item) if c.axis == axis]
                 ratio = float(np.nanmean([_band_ratio(c) for c in curves]))
                 share = float(np.mean([c.dc_share() for c in curves]))
-                parts.append(f"{axis} {ratio:.3f} (DC share {share:.0%})")
+                text = f"{axis} {ratio:.3f} (DC share {share:.0%})"
+                scanned = [
+                    c for c in item.curves if c.variant == VARIANT_SCANNED and c.axis == axis
+                ]
+                if scanned:
+                    mean = float(np.nanmean([_band_ratio(c) for c in scanned]))
+                    text += f", scanned part {mean:.3f}"
+                parts.append(text)
             lines.append(f"    {item.label}, {len(curves)} blocks: " + "; ".join(parts))
         return "\n".join(lines)
 
