@@ -20,9 +20,9 @@ from torch import nn
 from lungsrad.config import MIN_NUM_CLASSES
 from lungsrad.errors import UserError
 from lungsrad.models.checkpoint import (
+    check_keys_match,
     describe_source,
     identify_backbone,
-    list_keys,
     read_checkpoint,
     unwrap_state_dict,
 )
@@ -439,6 +439,23 @@ def adapted_pos_embed(
 # Loading
 
 
+def _checkpoint_pos_embed(
+    pos_embed: torch.Tensor, model: AST, *, mode: PosEmbedMode, source: str
+) -> torch.Tensor:
+    """The checkpoint's pos_embed, adapted when its grid differs from the model's (and its
+    width matches: another width is reported with the other mis-shaped keys)."""
+    if pos_embed.shape == model.pos_embed.shape:
+        return pos_embed
+    if pos_embed.dim() != 3 or pos_embed.shape[1] <= NUM_PREFIX_TOKENS:
+        raise UserError(
+            f"{source}: pos_embed of shape {tuple(pos_embed.shape)} is not "
+            "(1, 2 + patches, width); not an AST checkpoint"
+        )
+    if pos_embed.shape[0] != 1 or pos_embed.shape[2] != model.embed_dim:
+        return pos_embed
+    return adapted_pos_embed(pos_embed, model, mode=mode, source=source)
+
+
 def _ast_keys(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Release (`module.v.*`, `module.mlp_head.*`), reference (`v.*`, `mlp_head.*`) or this
     class's own names, all mapped to this class's names."""
@@ -512,40 +529,19 @@ def load_ast_checkpoint(
         )
         state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
 
-    pos_embed = state.get("pos_embed")
-    if pos_embed is not None and pos_embed.shape != expected["pos_embed"].shape:
-        if pos_embed.dim() != 3 or pos_embed.shape[1] <= NUM_PREFIX_TOKENS:
-            raise UserError(
-                f"{source}: pos_embed of shape {tuple(pos_embed.shape)} is not "
-                "(1, 2 + patches, width); not an AST checkpoint"
-            )
-        if pos_embed.shape[0] == 1 and pos_embed.shape[2] == model.embed_dim:
-            state["pos_embed"] = adapted_pos_embed(
-                pos_embed, model, mode=pos_embed_mode, source=source
-            )
-
-    own_head = {k for k in expected if k.startswith(_HEAD_PREFIX)} if new_head else set()
-    missing = [k for k in expected if k not in state and k not in own_head]
-    unexpected = [k for k in state if k not in expected]
-    mis_shaped = [
-        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in state
-        if k in expected and state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = [
-            f"{len(keys)} {name} ({list_keys(keys)})"
-            for name, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("mis-shaped", mis_shaped),
-            )
-            if keys
-        ]
-        raise UserError(
-            f"{source}: checkpoint does not match the AST model: {'; '.join(parts)}; check "
-            "model.ast_size (width, depth, heads) against the checkpoint"
+    if "pos_embed" in state:
+        state["pos_embed"] = _checkpoint_pos_embed(
+            state["pos_embed"], model, mode=pos_embed_mode, source=source
         )
+    own_head = {k for k in expected if k.startswith(_HEAD_PREFIX)} if new_head else set()
+    check_keys_match(
+        state,
+        expected,
+        not_loaded=own_head,
+        source=source,
+        model_name="the AST model",
+        hint="check model.ast_size (width, depth, heads) against the checkpoint",
+    )
     result = model.load_state_dict(state, strict=False)
     assert not result.unexpected_keys and set(result.missing_keys) == own_head, result
     if new_head:

@@ -104,6 +104,39 @@ def list_keys(keys: list[str]) -> str:
     return shown + (", ..." if len(keys) > _LISTED_KEYS else "")
 
 
+def check_keys_match(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    *,
+    not_loaded: set[str],
+    source: str,
+    model_name: str,
+    hint: str,
+) -> None:
+    """UserError listing (a few of) the missing, unexpected and mis-shaped keys of `state`
+    against the model's `expected` state dict, if any; `not_loaded` keys may be absent."""
+    missing = [key for key in expected if key not in state and key not in not_loaded]
+    unexpected = [key for key in state if key not in expected]
+    mis_shaped = [
+        f"{key} {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in state
+        if key in expected and state[key].shape != expected[key].shape
+    ]
+    parts = [
+        f"{len(keys)} {name} ({list_keys(keys)})"
+        for name, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", mis_shaped),
+        )
+        if keys
+    ]
+    if parts:
+        raise UserError(
+            f"{source}: checkpoint does not match {model_name}: {'; '.join(parts)}; {hint}"
+        )
+
+
 def load_dass_checkpoint(
     model: nn.Module, path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any]
 ) -> None:
@@ -153,26 +186,14 @@ def load_dass_checkpoint(
             )
             state = {key: value for key, value in state.items() if key not in skipped}
 
-    missing = [key for key in expected if key not in state and key not in skipped]
-    unexpected = [key for key in state if key not in expected]
-    mis_shaped = [
-        f"{key} {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in state
-        if key in expected and state[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        for name, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", mis_shaped),
-        ):
-            if keys:
-                parts.append(f"{len(keys)} {name} ({list_keys(keys)})")
-        raise UserError(
-            f"{source}: checkpoint does not match the model: {'; '.join(parts)}; check the "
-            "model preset/dims/depths against the checkpoint"
-        )
+    check_keys_match(
+        state,
+        expected,
+        not_loaded=set(skipped),
+        source=source,
+        model_name="the model",
+        hint="check the model preset/dims/depths against the checkpoint",
+    )
     result = model.load_state_dict(state, strict=False)
     own_head = {key for key in expected if key.startswith(HEAD_PREFIX)} if skipped else set()
     assert not result.unexpected_keys and set(result.missing_keys) == own_head, result

@@ -110,6 +110,13 @@ def test_missing_and_mis_shaped_keys_are_listed_and_nothing_loads():
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
 
 
+def test_a_checkpoint_without_pos_embed_is_refused():
+    state = release_state(make_model(seed=1))
+    del state["module.v.pos_embed"]
+    with pytest.raises(UserError, match=r"1 missing \(pos_embed\)"):
+        load_ast_checkpoint(make_model(frames=798), state)
+
+
 def test_a_wider_checkpoint_is_refused():
     state = release_state(make_model(seed=1, embed_dim=32))
     with pytest.raises(UserError, match="mis-shaped"):
