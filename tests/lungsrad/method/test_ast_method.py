@@ -219,7 +219,7 @@ def test_regularization_smooths_the_chosen_ast_blocks_through_the_config():
 
 def test_smoothing_the_last_ast_block_leaves_the_logits_alone():
     # AST pools the cls and dist tokens only, and smoothing never touches them: regularizing
-    # the last block changes nothing (docs/ast_method.md says so).
+    # the last block changes nothing (docs/ast.md says so).
     config = ast_config(blocks=[1])
     model = build_model(config).eval()
     x = torch.randn(2, 98, 64, generator=torch.Generator().manual_seed(3))
