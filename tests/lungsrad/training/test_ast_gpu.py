@@ -5,7 +5,6 @@ the eager step. Needs a GPU; skipped elsewhere (the CPU golden tests are in mode
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from lungsrad.metrics import TRAIN_CAPTURE_SECONDS, TRAIN_SAMPLES_PER_SECOND
 from lungsrad.models import AST, load_ast_checkpoint
 from lungsrad.training.loop import EpochData, TrainStep, learning_rate_factor, train_one_epoch
 from lungsrad.training.run import build_training_parts
+from tests.golden import shared_folder
 
 pytestmark = [
     pytest.mark.gpu,
@@ -22,19 +22,11 @@ pytestmark = [
 ]
 
 CUDA = torch.device("cuda")
-CHECKOUT = Path(__file__).resolve().parents[3]
-GOLDEN_CANDIDATES = tuple(
-    root / "shared" / "ast_reference" / "ast_tiny.pt" for root in (CHECKOUT, CHECKOUT.parent)
-)
 
 
 @pytest.fixture
 def golden() -> dict:
-    path = next((p for p in GOLDEN_CANDIDATES if p.is_file()), None)
-    if path is None:
-        pytest.skip(
-            "golden AST data not found: looked at " + " and ".join(map(str, GOLDEN_CANDIDATES))
-        )
+    path = shared_folder("ast_reference", "ast_tiny.pt") / "ast_tiny.pt"
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
