@@ -29,6 +29,14 @@ from lungsrad.errors import UserError
 # is refused instead of being silently reinterpreted.
 CONFIG_VERSION = 1
 
+# Evaluation protocols (train.protocol). 'paper' selects the epoch on the test split (as the
+# Lung-SRAD paper does); the others select it on a patient-disjoint validation carve-out of their
+# training patients, so no test number picks an epoch.
+PROTOCOLS: tuple[str, ...] = ("paper", "validated", "foldwise", "disjoint")
+VALIDATION_PROTOCOLS: tuple[str, ...] = ("validated", "foldwise", "disjoint")
+# Folds of RespireNet's patient split (train.protocol foldwise, data.fold).
+NUM_FOLDS = 5
+
 # The fewest classes a classifier may have (ICBHI has 4; a 2-class task is the smallest).
 MIN_NUM_CLASSES = 2
 
@@ -65,6 +73,7 @@ class DataConfig:
     cache_dir: str | None = None  # feature cache; None: ~/.cache/lungsrad/features
     validation_fraction: float = 0.2  # share of train patients held out for protocol 'validated'
     split_seed: int = 0  # seed of the patient-disjoint validation carve-out
+    fold: int | None = None  # 'foldwise' only: test fold 0..4 of RespireNet's patient split
 
 
 @dataclass(frozen=True)
@@ -135,8 +144,8 @@ class TrainConfig:
     step_size_epochs: int = 10  # 'step' schedule: epochs between decays
     step_gamma: float = 0.5  # 'step' schedule: decay factor
     seed: int = 0  # seeds torch, numpy and python; logged with every run
-    protocol: Literal["paper", "validated"] = (
-        "paper"  # paper: best test epoch; validated: val-selected
+    protocol: Literal["paper", "validated", "foldwise", "disjoint"] = (
+        "paper"  # paper: best test epoch; others: val-selected (docs/protocols.md)
     )
     use_specaugment: bool = True  # time/frequency masking on training batches
     time_mask: int = 160  # SpecAugment max time-mask width (frames)
@@ -636,6 +645,8 @@ def validate_config(config: ExperimentConfig) -> None:
             f"data.validation_fraction must be in (0, 1), got {data.validation_fraction}"
         )
 
+    _validate_protocol(config)
+
     train = config.train
     for key in ("num_epochs", "batch_size", "eval_batch_size", "step_size_epochs"):
         if getattr(train, key) < 1:
@@ -658,6 +669,24 @@ def validate_config(config: ExperimentConfig) -> None:
         raise UserError(f"train.num_threads must be >= 1 or null, got {train.num_threads}")
     if train.finite_check_steps < 0:
         raise UserError(f"train.finite_check_steps must be >= 0, got {train.finite_check_steps}")
+
+
+def _validate_protocol(config: ExperimentConfig) -> None:
+    """data.fold in 0..NUM_FOLDS-1, set exactly when train.protocol is 'foldwise'."""
+    fold, protocol = config.data.fold, config.train.protocol
+    if fold is not None and not 0 <= fold < NUM_FOLDS:
+        raise UserError(
+            f"data.fold must be in 0..{NUM_FOLDS - 1} (RespireNet's {NUM_FOLDS} folds), got {fold}"
+        )
+    if protocol == "foldwise" and fold is None:
+        raise UserError(
+            f"train.protocol 'foldwise' needs data.fold: the test fold, 0..{NUM_FOLDS - 1}"
+        )
+    if protocol != "foldwise" and fold is not None:
+        raise UserError(
+            f"data.fold is {fold} but train.protocol is '{protocol}'; data.fold only applies to "
+            "train.protocol 'foldwise' (set it, or remove data.fold)"
+        )
 
 
 def _validate_regularization(regularization: RegularizationConfig, depths: tuple[int, ...]) -> None:

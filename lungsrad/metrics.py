@@ -66,6 +66,22 @@ def metric_name(split: str, key: str) -> str:
     return f"{split}/{key}"
 
 
+# Per recording device and per class, beside every split's overall metrics.
+DEVICE_PREFIX = "device"
+RECALL_PREFIX = "recall"
+DEVICE_KEYS: tuple[str, ...] = (SPECIFICITY, SENSITIVITY, SCORE)
+
+
+def device_metric_name(split: str, device: str, key: str) -> str:
+    """e.g. device_metric_name('test', 'Meditron', SCORE) == 'test/device/Meditron/icbhi_score'."""
+    return f"{split}/{DEVICE_PREFIX}/{device}/{key}"
+
+
+def recall_metric_name(split: str, class_name: str) -> str:
+    """e.g. recall_metric_name('test', 'crackle') == 'test/recall/crackle' (percent)."""
+    return f"{split}/{RECALL_PREFIX}/{class_name}"
+
+
 def _as_class_indices(values: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(values).reshape(-1)
     if array.size and not np.issubdtype(array.dtype, np.integer):
@@ -135,3 +151,47 @@ def icbhi_scores(
     The 2-class variant (normal vs any abnormal) is derived from the same 4-class predictions.
     """
     return scores_from_confusion(confusion_matrix(labels, predictions, num_classes))
+
+
+def class_recalls(matrix: np.ndarray) -> dict[str, float]:
+    """Recall (percent) of each class from a confusion matrix, by class name; NaN for a class
+    without cycles."""
+    matrix = np.asarray(matrix)
+    size = matrix.shape[0]
+    names = CLASS_NAMES if size == len(CLASS_NAMES) else tuple(str(i) for i in range(size))
+    return {names[c]: _percent(int(matrix[c, c]), int(matrix[c].sum())) for c in range(size)}
+
+
+def confusion_by_group(
+    labels: Sequence[int] | np.ndarray,
+    predictions: Sequence[int] | np.ndarray,
+    groups: Sequence[str],
+    num_classes: int = 4,
+) -> dict[str, np.ndarray]:
+    """One confusion matrix per group (e.g. recording device), sorted by group name; a group
+    with no cycles is absent, never an empty matrix."""
+    labels = _as_class_indices(labels, "labels")
+    predictions = _as_class_indices(predictions, "predictions")
+    group_array = np.asarray(groups, dtype=object)
+    if group_array.shape[0] != labels.shape[0]:
+        raise ValueError(f"groups ({group_array.shape[0]}) and labels ({labels.shape[0]}) differ")
+    return {
+        str(group): confusion_matrix(
+            labels[group_array == group], predictions[group_array == group], num_classes
+        )
+        for group in sorted(set(group_array.tolist()))
+    }
+
+
+def detailed_metrics(
+    split: str, confusion: np.ndarray, device_confusions: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Per-class recall of `confusion` and Sp, Se, Score of each device's confusion, as named
+    metrics of `split` (recall_metric_name, device_metric_name)."""
+    metrics = {
+        recall_metric_name(split, name): value for name, value in class_recalls(confusion).items()
+    }
+    for device, matrix in device_confusions.items():
+        scores = scores_from_confusion(matrix)
+        metrics.update({device_metric_name(split, device, key): scores[key] for key in DEVICE_KEYS})
+    return metrics

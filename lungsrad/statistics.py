@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def format_interval(interval: MeanInterval, *, digits: int = 2) -> str:
 class PairedDifference:
     """`after - before` over the seeds both variants finished."""
 
-    seeds: tuple[int, ...]
+    seeds: tuple[Any, ...]  # seeds, or (seed, fold) pairs for runs over folds
     differences: tuple[float, ...]  # per seed, in `seeds` order
     interval: MeanInterval  # Student-t interval of the mean difference
     bootstrap_low: float  # percentile interval of the paired bootstrap (NaN: < 2 pairs)
@@ -145,12 +146,13 @@ def paired_bootstrap(
 
 
 def paired_difference(
-    before: Mapping[int, float],
-    after: Mapping[int, float],
+    before: Mapping[Any, float],
+    after: Mapping[Any, float],
     *,
     confidence: float = CONFIDENCE,
 ) -> PairedDifference:
-    """Pairs two variants' scores by seed (seeds both finished with a finite score) and returns
+    """Pairs two variants' scores by key: seed, or (seed, fold) (keys both finished with a finite
+    score) and returns
     the per-seed differences `after - before` with their t and bootstrap intervals."""
     seeds = tuple(
         sorted(

@@ -33,6 +33,8 @@ HISTORY_CSV = "metrics_history.csv"
 CURVES_PNG = "curves.png"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
+# Test confusion at the selected epoch per recording device: confusion_by_device/<device>.csv/.png
+DEVICE_CONFUSION_FOLDER = "confusion_by_device"
 
 
 def history_csv(history: Sequence[Mapping[str, float]]) -> str:
@@ -142,5 +144,19 @@ def write_checkpoint_artifacts(
     written = write_run_artifacts(
         folder, history=list(payload.get("history") or []), confusion=confusion, title=title
     )
+    write_device_confusions(written, best.get("device_confusion") or {}, title=title)
     seconds = float(payload.get("train_seconds", math.nan))
     return written, {METRIC_TRAIN_SECONDS: seconds}, int(best.get("epoch", 0))
+
+
+def write_device_confusions(
+    folder: str | os.PathLike[str], matrices: Mapping[str, Sequence[Sequence[int]]], *, title: str
+) -> None:
+    """confusion_by_device/<device>.csv and .png in `folder`, one pair per device with cycles."""
+    from lungsrad.training.evaluate import plot_confusion
+
+    for device, matrix in matrices.items():
+        base = Path(folder) / DEVICE_CONFUSION_FOLDER / device
+        array = np.asarray(matrix, dtype=np.int64)
+        write_text_atomic(base.with_suffix(".csv"), confusion_csv(array))
+        plot_confusion(array, base.with_suffix(".png"), title=f"{title}, {device}")

@@ -1,7 +1,8 @@
 """Table 2 comparison: `python -m tuning.compare --experiment lungsrad-table2` pairs the variants of
-a sweep (or of several final.py runs) by seed and reports each ablation step's score difference
-with its 95 % interval (paired t and paired bootstrap), saying when a step is within noise. The
-backbones sweep (search_spaces/backbones.yaml) gets its named contrasts instead, headed by
+a sweep (or of several final.py runs) by seed, and by (seed, fold) for finals trained over
+RespireNet folds, and reports each ablation step's score difference with its 95 % interval (paired
+t and paired bootstrap), saying when a step is within noise. The backbones sweep
+(search_spaces/backbones.yaml) gets its named contrasts instead, headed by
 "Lung-SRAD - AST patch-mix", the paper's claim over the AST baseline.
 """
 
@@ -78,7 +79,7 @@ class Step:
         return self.label or f"{self.before} -> {self.after}"
 
 
-def ablation_steps(scores: Mapping[str, Mapping[int, float]], order: Sequence[str]) -> list[Step]:
+def ablation_steps(scores: Mapping[str, Mapping[Any, float]], order: Sequence[str]) -> list[Step]:
     """Each variant against the one before it in `order`, then the last against the first."""
     pairs = list(zip(order, order[1:], strict=False))
     if len(order) > 2:
@@ -89,7 +90,7 @@ def ablation_steps(scores: Mapping[str, Mapping[int, float]], order: Sequence[st
     ]
 
 
-def contrast_steps(scores: Mapping[str, Mapping[int, float]]) -> list[Step]:
+def contrast_steps(scores: Mapping[str, Mapping[Any, float]]) -> list[Step]:
     """The backbones contrasts whose two variants are both in `scores`, each named
     "<minuend> - <subtrahend>" by the variants' titles ("Lung-SRAD - AST patch-mix")."""
     return [
@@ -116,7 +117,7 @@ def _signed(value: float) -> str:
 
 
 def comparison_markdown(
-    scores: Mapping[str, Mapping[int, float]],
+    scores: Mapping[str, Mapping[Any, float]],
     order: Sequence[str],
     *,
     metric: str,
@@ -151,7 +152,8 @@ def comparison_markdown(
     )
     lines += [
         "",
-        f"{what} on the same seeds (paired); {percent} "
+        f"{what} on the same seeds (paired by seed, or by (seed, fold) for finals over "
+        f"RespireNet folds); {percent} "
         "interval of the mean difference by Student t and by paired bootstrap (10000 "
         "resamples of the seeds). A step whose t interval contains 0 is **within noise**: these "
         "seeds cannot tell the two variants apart.",
@@ -188,12 +190,34 @@ def variant_label(point: Any) -> str:
     return point.config_name or BASE
 
 
+FOLD_PARAMETER = "data.fold"
+
+
+def pairing_key(point: Any) -> int | tuple[int, int]:
+    """What pairs two variants' runs: the seed, or (seed, fold) for runs over RespireNet folds
+    (the fold fixes the test patients, the seed the training noise)."""
+    fold = point.values.get(FOLD_PARAMETER)
+    return point.seed if fold is None else (point.seed, int(fold))
+
+
+def _check_pairing(scores: Mapping[str, Mapping[Any, float]]) -> None:
+    kinds = {name: isinstance(next(iter(v)), tuple) for name, v in scores.items() if v}
+    if len(set(kinds.values())) > 1:
+        with_folds = sorted(name for name, has in kinds.items() if has)
+        without = sorted(name for name, has in kinds.items() if not has)
+        raise UserError(
+            f"variants {with_folds} were trained over folds and {without} were not; compare "
+            "finals of the same protocol (tuning/final.py --folds for all or none)"
+        )
+
+
 def collect_scores(
     client: Any, sources: Sequence[tuple[str, str | None]], *, metric: str
-) -> tuple[dict[str, dict[int, float]], list[str]]:
-    """{variant: {seed: score}} of the finished child runs of each (experiment id, parent run id)
-    source (parent None: the experiment's latest sweep or final), and the parent runs used."""
-    scores: dict[str, dict[int, float]] = {}
+) -> tuple[dict[str, dict[Any, float]], list[str]]:
+    """{variant: {seed or (seed, fold): score}} of the finished child runs of each (experiment
+    id, parent run id) source (parent None: the experiment's latest sweep or final), and the
+    parent runs used."""
+    scores: dict[str, dict[Any, float]] = {}
     used = []
     for experiment_id, requested in sources:
         parent = find_parent_run(client, experiment_id, requested)
@@ -201,18 +225,20 @@ def collect_scores(
         for point in child_points(client, parent.info.experiment_id, parent.info.run_id):
             if point.seed is None:
                 continue
-            if point.values:
+            if set(point.values) - {FOLD_PARAMETER}:
                 raise UserError(
                     f"parent run {parent.info.run_id} swept parameters {sorted(point.values)}; "
                     "compare variants of a grid over variants (table2.yaml) or final.py runs"
                 )
             label = variant_label(point)
-            if point.seed in scores.get(label, {}):
+            key = pairing_key(point)
+            if key in scores.get(label, {}):
                 raise UserError(
-                    f"variant '{label}' has seed {point.seed} twice (in two of the parent "
+                    f"variant '{label}' has seed {key} twice (in two of the parent "
                     "runs); pass --parent-run-id for one run per variant"
                 )
-            scores.setdefault(label, {})[point.seed] = point.metrics.get(metric, math.nan)
+            scores.setdefault(label, {})[key] = point.metrics.get(metric, math.nan)
+    _check_pairing(scores)
     return scores, used
 
 

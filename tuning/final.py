@@ -1,7 +1,9 @@
 """Final training: `python tuning/final.py --config best_config.yaml --seeds 0 1 2 3 4` trains the
 seeds as parallel Ray trials under one MLflow parent run and prints a Table-1 style summary (Sp,
-Se, Score, 4-class and 2-class: mean, std and 95 % Student-t interval over seeds). Compare finals
-of several configs, paired by seed, with `python -m tuning.compare`.
+Se, Score, 4-class and 2-class: mean, std and 95 % Student-t interval over seeds, and per
+recording device). `--folds 0 1 2 3 4` trains seeds x RespireNet folds (protocol 'foldwise') and
+adds the mean over folds with its interval. Compare finals of several configs, paired by seed (and
+fold), with `python -m tuning.compare`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from lungsrad.errors import UserError
 from lungsrad.metrics import SELECTION_SCORE
 from mlflow_tracking.tracker import RunTracker
 from tuning.cluster import ClusterInfo, connect, disconnect
-from tuning.search_space import BASE_POINT, ResourceSpec, SchedulerSpec, SearchSpace
+from tuning.folds import (
+    FOLD_PATH,
+    device_markdown,
+    fold_and_device_metrics,
+    fold_parameter,
+    folds_markdown,
+)
+from tuning.search_space import BASE_POINT, Parameter, ResourceSpec, SchedulerSpec, SearchSpace
 from tuning.sweep import (
     EXIT_NO_RESULT,
     add_common_arguments,
@@ -47,8 +56,10 @@ def final_space(
     resources: ResourceSpec,
     data_root: Path | None,
     max_failures: int = 2,
+    folds: Sequence[int] | None = None,
 ) -> SearchSpace:
-    """A seeds-only search space around one config file (no parameters, grid over seeds).
+    """A seeds-only search space around one config file (no parameters, grid over seeds); with
+    `folds`, also a grid over data.fold under train.protocol 'foldwise' (seeds x folds).
 
     Raises:
         FileNotFoundError / ValueError: missing file, bad config, or a config_version written
@@ -60,12 +71,18 @@ def final_space(
         config = apply_overrides(config, {"data.root": str(data_root)})
     if not seeds or len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
         raise UserError(f"--seeds must be distinct integers >= 0, got {list(seeds)}")
+    parameters: tuple[Parameter, ...] = ()
+    if folds:
+        parameters = (fold_parameter(folds),)
+        config = apply_overrides(
+            config, {"train.protocol": "foldwise", FOLD_PATH: parameters[0].values[0]}
+        )
     return SearchSpace(
         name=f"final-{config.name}",
         path=path.resolve(),
         text=path.read_text(encoding="utf-8"),
         variants={BASE_POINT: config},
-        parameters=(),
+        parameters=parameters,
         search="grid",
         search_seed=0,
         scheduler=SchedulerSpec(),
@@ -91,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="train.seed values"
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="RespireNet test folds (0-4): train seeds x folds under protocol 'foldwise'",
     )
     parser.add_argument("--cpu", type=float, default=1.0, help="CPUs per seed run")
     parser.add_argument(
@@ -137,17 +161,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resources=ResourceSpec(cpu=args.cpu, gpu=_gpu_per_run(args.gpu, cluster)),
                 data_root=data_root,
                 max_failures=args.max_failures,
+                folds=args.folds,
             )
             outcome = run_sweep(space, settings, export_best=False)
         finally:
             if cluster is not None:
                 disconnect(cluster)
         title = f"Final '{config.name}' ({space.protocol} protocol), seeds {list(space.seeds)}"
+        if args.folds:
+            title += f", folds {list(args.folds)}"
         table = table1_markdown(outcome.outcomes, title=title)
+        table += folds_markdown(outcome.outcomes) + device_markdown(outcome.outcomes)
         write_text_atomic(outcome.folder / TABLE1_FILE, table)
         parent = RunTracker(outcome.tracking, run_id=outcome.parent_run_id)
         parent.log_text(table, TABLE1_FILE)
         parent.log_metrics(table1_metrics(outcome.outcomes), step=0)
+        parent.log_metrics(fold_and_device_metrics(outcome.outcomes), step=0)
         parent.finish("FINISHED" if outcome.best is not None else "FAILED")
         print_outcome(outcome, role="final training")
         print(f"table: {outcome.folder / TABLE1_FILE}\n")

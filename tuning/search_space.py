@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from lungsrad.config import (
+    VALIDATION_PROTOCOLS,
     ExperimentConfig,
     SchemaError,
     apply_overrides,
@@ -69,7 +70,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def known_metrics(protocol: str) -> tuple[str, ...]:
     """Metric names a trial reports under `protocol` (what `metric:` may name)."""
-    splits = [SPLIT_TEST] + ([SPLIT_VALIDATION] if protocol == "validated" else [])
+    splits = [SPLIT_TEST] + ([SPLIT_VALIDATION] if protocol in VALIDATION_PROTOCOLS else [])
     names = [SELECTION_SCORE, REPORT_EPOCH, EPOCH]
     names += [metric_name(REPORT_PREFIX, key) for key in EVAL_KEYS]
     names += [metric_name(split, key) for split in splits for key in EVAL_KEYS]
@@ -227,7 +228,7 @@ class SpaceDocument:
     seeds: tuple[int, ...] = field(
         default=(0,), metadata=field_rule(minimum=0, non_empty=True, distinct=True)
     )
-    protocol: Literal["paper", "validated"] | None = None  # None: the base configs' protocol
+    protocol: Literal["paper", "validated", "foldwise", "disjoint"] | None = None  # None: base
     metric: str = SELECTION_SCORE
     mode: Literal["max", "min"] = "max"
     max_failures: int = field(

@@ -599,6 +599,9 @@ def _run_tune(
         with file_lock(settings.output_root / ".synthetic_data.lock"):  # concurrent sweeps
             ensure_synthetic_data(Path(data_root))
     feature_set = shared_feature_set(space)
+    from tuning.folds import check_splits
+
+    check_splits(space, feature_set)  # a fold without test cycles fails here, not in a trial
     commit = git_commit()
     parent = _parent_tracker(space, settings, target, folder, commit)
     assert parent.run_id is not None

@@ -1,5 +1,6 @@
 """ICBHI 2017 data: the reader (icbhi), features and their cache (features), evaluation splits
-(loaders), synthetic ICBHI-layout data (synthetic) and the dataset check (inspect).
+(loaders) and their patient rules (protocols: RespireNet's folds, the disjoint split), synthetic
+ICBHI-layout data (synthetic) and the dataset check (inspect).
 
 Names are imported lazily, so `lungsrad data synth` does not pay torch's import time.
 """
@@ -21,6 +22,8 @@ _EXPORTS = {
     "compute_fbank": "features",
     "build_feature_set": "features",
     "split_indices": "loaders",
+    "read_fold_list": "protocols",
+    "disjoint_moves": "protocols",
     "write_synthetic_dataset": "synthetic",
     "SyntheticSummary": "synthetic",
     "inspect_dataset": "inspect",

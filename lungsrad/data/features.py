@@ -34,7 +34,7 @@ CACHE_FORMAT = "lungsrad-feature-cache"
 # DataConfig fields that do not change the features. Every other field (including fields added
 # later) enters the cache key, so a new setting can never silently reuse stale features.
 SETTINGS_OUTSIDE_FINGERPRINT = frozenset(
-    {"root", "split_file", "cache_dir", "validation_fraction", "split_seed"}
+    {"root", "split_file", "cache_dir", "validation_fraction", "split_seed", "fold"}
 )
 
 

@@ -9,8 +9,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lungsrad.data.icbhi import UNASSIGNED, DataProblem, scan_dataset
-from lungsrad.data.layout import SPLITS
+from lungsrad.config import NUM_FOLDS
+from lungsrad.data.icbhi import UNASSIGNED, DataProblem, Recording, scan_dataset
+from lungsrad.data.layout import SPLITS, device_of
+from lungsrad.data.protocols import (
+    FOLD_LIST_FILE,
+    MovedPatient,
+    disjoint_moves,
+    natural_key,
+    read_fold_list,
+)
 from lungsrad.metrics import CLASS_NAMES
 
 MAX_PROBLEMS_IN_TEXT = 50
@@ -42,6 +50,12 @@ class InspectReport:
     subtypes: dict[str, int]  # PCM_16 / PCM_24 / FLOAT ... -> recordings
     recording_seconds: dict[str, float]  # count / min / max / mean / total
     cycle_seconds: dict[str, float]  # count / min / max / mean / total
+    # split -> recording device -> class name -> cycles (devices without cycles absent)
+    devices: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    # RespireNet fold "0".."4" -> class name -> cycles of the dataset's patients in that fold
+    folds: dict[str, dict[str, int]] = field(default_factory=dict)
+    unlisted_patients: list[str] = field(default_factory=list)  # not in the fold list
+    disjoint_moves: list[MovedPatient] = field(default_factory=list)  # protocol 'disjoint'
     problems: list[DataProblem] = field(default_factory=list)  # make the data unusable
     warnings: list[DataProblem] = field(default_factory=list)  # worth knowing, still usable
     notes: list[str] = field(default_factory=list)
@@ -77,10 +91,40 @@ class InspectReport:
             "subtypes": self.subtypes,
             "recording_seconds": self.recording_seconds,
             "cycle_seconds": self.cycle_seconds,
+            "devices": self.devices,
+            "folds": self.folds,
+            "patients_not_in_fold_list": list(self.unlisted_patients),
+            "disjoint_moves": [move.to_dict() for move in self.disjoint_moves],
             "problems": [problem.to_dict() for problem in self.problems],
             "warnings": [warning.to_dict() for warning in self.warnings],
             "notes": list(self.notes),
         }
+
+    def _protocol_lines(self) -> list[str]:
+        """The device table, the fold table and the 'disjoint' moves."""
+        header = "".join(f"{name:>9}" for name in CLASS_NAMES) + f"{'total':>8}"
+
+        def row(label: str, counts: dict[str, int]) -> str:
+            cells = "".join(f"{counts[name]:>9}" for name in CLASS_NAMES)
+            return f"  {label:<20}{cells}{sum(counts.values()):>8}"
+
+        lines = [f"  {'split / device':<20}{header}"]
+        for split, devices in self.devices.items():
+            lines += [row(f"{split} {device}", counts) for device, counts in devices.items()]
+        lines.append(f"  {'RespireNet fold':<20}{header}")
+        lines += [row(f"fold {fold}", counts) for fold, counts in self.folds.items()]
+        if self.unlisted_patients:
+            lines.append(
+                f"  {len(self.unlisted_patients)} patient(s) not in the fold list "
+                f"({FOLD_LIST_FILE}): {', '.join(self.unlisted_patients[:10])}; "
+                "train.protocol foldwise refuses this dataset"
+            )
+        for move in self.disjoint_moves:
+            lines.append(
+                f"  disjoint: patient {move.patient} ({move.cycles['train']} train, "
+                f"{move.cycles['test']} test cycles) moves wholly to {move.side}"
+            )
+        return lines
 
     def format_text(self) -> str:
         lines = [
@@ -111,6 +155,7 @@ class InspectReport:
                     f"  {label} seconds: min {summary['min']:.2f}, mean {summary['mean']:.2f}, "
                     f"max {summary['max']:.2f}, total {summary['total']:.1f}"
                 )
+        lines.extend(self._protocol_lines())
         lines.extend(f"  note: {note}" for note in self.notes)
         lines.extend(f"  warning: {warning}" for warning in self.warnings)
         if self.problems:
@@ -165,6 +210,7 @@ def inspect_dataset(
             splits[recording.split][CLASS_NAMES[cycle.label]] += 1
             cycle_seconds.append(cycle.duration_seconds)
     audio = scan.audio.values()
+    folds, unlisted = _fold_counts(scan.recordings)
     return InspectReport(
         root=str(scan.root),
         split_file=str(scan.split_file),
@@ -176,7 +222,44 @@ def inspect_dataset(
         subtypes=dict(sorted(Counter(info.subtype for info in audio).items())),
         recording_seconds=_seconds_summary([info.duration_seconds for info in audio]),
         cycle_seconds=_seconds_summary(cycle_seconds),
+        devices=_device_counts(scan.recordings, split_names),
+        folds=folds,
+        unlisted_patients=unlisted,
+        disjoint_moves=disjoint_moves(
+            [r.patient_id for r in scan.recordings for _ in r.cycles],
+            [r.split for r in scan.recordings for _ in r.cycles],
+        ),
         problems=scan.problems,
         warnings=scan.warnings,
         notes=scan.notes,
     )
+
+
+def _device_counts(
+    recordings: list[Recording], split_names: list[str]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """split -> device -> class name -> cycles; a device without cycles in a split is absent."""
+    counts: dict[str, dict[str, dict[str, int]]] = {split: {} for split in split_names}
+    for recording in recordings:
+        if not recording.cycles:
+            continue
+        device = counts[recording.split].setdefault(
+            device_of(recording.name), dict.fromkeys(CLASS_NAMES, 0)
+        )
+        for cycle in recording.cycles:
+            device[CLASS_NAMES[cycle.label]] += 1
+    return {split: dict(sorted(devices.items())) for split, devices in counts.items()}
+
+
+def _fold_counts(recordings: list[Recording]) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """RespireNet fold ("0".."4") -> class name -> cycles, and the patients the list lacks."""
+    fold_of = read_fold_list()
+    folds = {str(fold): dict.fromkeys(CLASS_NAMES, 0) for fold in range(NUM_FOLDS)}
+    unlisted = set()
+    for recording in recordings:
+        if recording.patient_id not in fold_of:
+            unlisted.add(recording.patient_id)
+            continue
+        for cycle in recording.cycles:
+            folds[str(fold_of[recording.patient_id])][CLASS_NAMES[cycle.label]] += 1
+    return folds, sorted(unlisted, key=natural_key)

@@ -17,3 +17,12 @@ SPLIT_NAME_FIXES: dict[str, str] = {"226_1b1_Pl_sc_Meditron": "226_1b1_Pl_sc_Lit
 
 # Recording names: patient_recordingindex_chestlocation_acquisitionmode_device.
 RECORDING_NAME_PATTERN = re.compile(r"^\d+_[^_\s]+_[^_\s]+_[^_\s]+_[^_\s]+$")
+
+# Recording devices (stethoscopes), the last field of a recording name; the scores of the four
+# differ widely, so every evaluation also reports them per device.
+DEVICES: tuple[str, ...] = ("AKGC417L", "LittC2SE", "Litt3200", "Meditron")
+
+
+def device_of(name: str) -> str:
+    """Recording device = last `_` field of the name (101_1b1_Al_sc_Meditron -> Meditron)."""
+    return name.rsplit("_", 1)[-1]

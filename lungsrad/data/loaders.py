@@ -1,19 +1,19 @@
-"""Evaluation splits over a FeatureSet: the official ICBHI train/test split ('paper' protocol) and
-a seeded, patient-disjoint validation carve-out of the official train split ('validated').
+"""Evaluation splits over a FeatureSet, one per protocol (docs/protocols.md): the official ICBHI
+train/test split ('paper'); a seeded, patient-disjoint validation carve-out of its train side
+('validated'); RespireNet's 5-fold patient split ('foldwise', test = one fold); and the official
+split with its shared patients moved wholly to one side ('disjoint'). Every protocol but 'paper'
+selects its epoch on a validation carve-out of its own training patients.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from lungsrad.config import PROTOCOLS
 from lungsrad.data.features import FeatureSet
+from lungsrad.data.protocols import disjoint_splits, fold_test_patients, read_fold_list
+from lungsrad.data.protocols import natural_key as _natural_key
 from lungsrad.errors import UserError
-
-PROTOCOLS: tuple[str, ...] = ("paper", "validated")
-
-
-def _natural_key(patient_id: str) -> tuple[int, str]:
-    return (int(patient_id), patient_id) if patient_id.isdigit() else (1 << 62, patient_id)
 
 
 def _patients_in(feature_set: FeatureSet, split: str) -> set[str]:
@@ -22,7 +22,7 @@ def _patients_in(feature_set: FeatureSet, split: str) -> set[str]:
 
 
 def official_patient_overlap(feature_set: FeatureSet) -> list[str]:
-    """Patients with cycles in both the official train and test split (ICBHI: expected none)."""
+    """Patients with cycles in both the official train and test split (ICBHI: 156 and 218)."""
     overlap = _patients_in(feature_set, "train") & _patients_in(feature_set, "test")
     return sorted(overlap, key=_natural_key)
 
@@ -46,30 +46,81 @@ def validation_patients(
             f"the 'validated' protocol needs at least 2 official-train patients (one of them not "
             f"in test), found {len(train_patients)}; use train.protocol: paper or more data"
         )
-    count = int(round(validation_fraction * len(train_patients)))
-    count = min(max(count, 1), len(train_patients) - 1, len(candidates))
+    return _draw_patients(candidates, len(train_patients), validation_fraction, seed)
+
+
+def _draw_patients(
+    candidates: list[str], num_patients: int, validation_fraction: float, seed: int
+) -> list[str]:
+    """round(fraction * num_patients) of `candidates` (at least one, leaving one), seeded."""
+    count = int(round(validation_fraction * num_patients))
+    count = min(max(count, 1), num_patients - 1, len(candidates))
     order = np.random.default_rng(seed).permutation(len(candidates))
     return sorted((candidates[i] for i in order[:count]), key=_natural_key)
 
 
+def _carve_validation(
+    feature_set: FeatureSet,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    protocol: str,
+    validation_fraction: float,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """{"train", "val", "test"}: a seeded share of the training patients held out for epoch
+    selection (patient-disjoint from train and test)."""
+    patient_ids = np.asarray(feature_set.patient_ids)
+    train_patients = sorted(set(patient_ids[train].tolist()), key=_natural_key)
+    if len(train_patients) < 2:
+        raise UserError(
+            f"train.protocol '{protocol}' needs at least 2 training patients to hold one out "
+            f"for validation, found {len(train_patients)}; use more data"
+        )
+    held_out = _draw_patients(train_patients, len(train_patients), validation_fraction, seed)
+    is_held_out = np.isin(patient_ids[train], held_out)
+    return {"train": train[~is_held_out], "val": train[is_held_out], "test": test}
+
+
 def split_indices(
-    feature_set: FeatureSet, *, protocol: str, validation_fraction: float, seed: int
+    feature_set: FeatureSet,
+    *,
+    protocol: str,
+    validation_fraction: float,
+    seed: int,
+    fold: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Cycle indices of each split.
 
     Args:
         feature_set: all cycles, with patient ids and official split.
         protocol: "paper" -> {"train", "test"} (official split); "validated" -> {"train", "val",
-            "test"} where "val" holds every cycle of a seeded set of official-train patients.
-        validation_fraction: share of official-train patients held out ("validated" only).
-        seed: seed of the patient draw ("validated" only).
+            "test"} where "val" holds every cycle of a seeded set of official-train patients;
+            "foldwise" -> test = the patients of RespireNet's fold `fold`, train and val from the
+            other four folds; "disjoint" -> the official split with each patient on both sides
+            moved wholly to the side holding most of its cycles, then a val carve-out.
+        validation_fraction: share of training patients held out (all but "paper").
+        seed: seed of the patient draw (all but "paper").
+        fold: the test fold, 0..4 ("foldwise" only).
 
     Returns:
         split name -> sorted int64 indices (num_split_cycles,) into the feature set.
+
+    Raises:
+        UserError: patients missing from the fold list, a fold without test cycles, an empty
+            split (one line naming the patients or the key).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    official = np.asarray(feature_set.official_split)
+    if protocol == "foldwise":
+        return _foldwise_splits(
+            feature_set, fold=fold, validation_fraction=validation_fraction, seed=seed
+        )
+    official = np.asarray(
+        disjoint_splits(feature_set.patient_ids, feature_set.official_split)
+        if protocol == "disjoint"
+        else feature_set.official_split
+    )
     train = np.flatnonzero(official == "train").astype(np.int64)
     test = np.flatnonzero(official == "test").astype(np.int64)
     if train.size == 0 or test.size == 0:
@@ -79,6 +130,40 @@ def split_indices(
         )
     if protocol == "paper":
         return {"train": train, "test": test}
+    if protocol == "disjoint":
+        return _carve_validation(
+            feature_set,
+            train,
+            test,
+            protocol=protocol,
+            validation_fraction=validation_fraction,
+            seed=seed,
+        )
     held_out = validation_patients(feature_set, validation_fraction=validation_fraction, seed=seed)
     is_held_out = np.isin(np.asarray(feature_set.patient_ids)[train], held_out)
     return {"train": train[~is_held_out], "val": train[is_held_out], "test": test}
+
+
+def _foldwise_splits(
+    feature_set: FeatureSet, *, fold: int | None, validation_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    if fold is None:
+        raise UserError("train.protocol 'foldwise' needs data.fold: the test fold, 0..4")
+    patient_ids = np.asarray(feature_set.patient_ids)
+    test_patients = fold_test_patients(set(feature_set.patient_ids), read_fold_list(), fold)
+    is_test = np.isin(patient_ids, test_patients)
+    test = np.flatnonzero(is_test).astype(np.int64)
+    train = np.flatnonzero(~is_test).astype(np.int64)
+    if train.size == 0:
+        raise UserError(
+            f"data.fold {fold}: every patient of the dataset is in this fold, none is left to "
+            "train on; use the whole ICBHI database"
+        )
+    return _carve_validation(
+        feature_set,
+        train,
+        test,
+        protocol="foldwise",
+        validation_fraction=validation_fraction,
+        seed=seed,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ DEVICE_RATES_HZ: tuple[tuple[str, int], ...] = (
     ("LittC2SE", 10000),
     ("AKGC417L", 44100),
 )
+# Every ICBHI device, for datasets with chosen devices (Litt3200 records at 4 kHz like Meditron).
+LAYOUT_DEVICE_RATES_HZ: dict[str, int] = {**dict(DEVICE_RATES_HZ), "Litt3200": 4000}
 SUBTYPES: tuple[str, ...] = ("PCM_16", "PCM_24")
 CHEST_LOCATIONS: tuple[str, ...] = ("Tc", "Al", "Ar", "Pl", "Pr", "Ll", "Lr")
 ACQUISITION_MODES: tuple[str, ...] = ("sc", "mc")
@@ -99,6 +102,15 @@ class _PlannedRecording:
     cycles: list[tuple[float, float, int]]  # (start, end, label)
 
 
+@dataclass(frozen=True)
+class SyntheticRecordingSpec:
+    """One recording of a dataset with chosen patients and devices (tests of the protocols)."""
+
+    patient_id: str  # digits, e.g. "156"
+    device: str  # AKGC417L | LittC2SE | Litt3200 | Meditron
+    split: str  # "train" | "test": its line in the official split file
+
+
 # ---------------------------------------------------------------------------------------------
 # Plan: names, splits, cycle times and labels
 
@@ -156,6 +168,47 @@ def _ensure_every_class(rng: np.random.Generator, labels: list[int]) -> None:
         labels[positions[int(rng.integers(len(positions)))]] = label
 
 
+def _plan_layout(
+    rng: np.random.Generator, layout: list[SyntheticRecordingSpec]
+) -> list[_PlannedRecording]:
+    """Plans with the given patient, device and split per recording."""
+    subtypes = rng.permutation(np.arange(len(layout)) % len(SUBTYPES))
+    per_patient: Counter[str] = Counter()
+    plans = []
+    for position, spec in enumerate(layout):
+        per_patient[spec.patient_id] += 1
+        location = CHEST_LOCATIONS[int(rng.integers(len(CHEST_LOCATIONS)))]
+        mode = ACQUISITION_MODES[int(rng.integers(len(ACQUISITION_MODES)))]
+        plans.append(
+            _PlannedRecording(
+                name=f"{spec.patient_id}_{per_patient[spec.patient_id]}b1_{location}_{mode}_"
+                f"{spec.device}",
+                patient_id=spec.patient_id,
+                split=spec.split,
+                device=spec.device,
+                sample_rate_hz=LAYOUT_DEVICE_RATES_HZ[spec.device],
+                subtype=SUBTYPES[int(subtypes[position])],
+                duration_seconds=0.0,
+                cycles=[],
+            )
+        )
+    _plan_cycles(rng, plans)
+    return sorted(plans, key=lambda plan: plan.name)
+
+
+def _check_layout(layout: list[SyntheticRecordingSpec]) -> None:
+    for spec in layout:
+        if not spec.patient_id.isdigit():
+            raise UserError(f"synthetic layout: patient ids are digits, got {spec.patient_id!r}")
+        if spec.device not in LAYOUT_DEVICE_RATES_HZ:
+            raise UserError(
+                f"synthetic layout: device must be one of {', '.join(LAYOUT_DEVICE_RATES_HZ)}, "
+                f"got {spec.device!r}"
+            )
+        if spec.split not in SPLITS:
+            raise UserError(f"synthetic layout: split must be train or test, got {spec.split!r}")
+
+
 def _plan(rng: np.random.Generator, num_recordings: int) -> list[_PlannedRecording]:
     counts = _patient_recording_counts(rng, num_recordings)
     patient_ids = [str(101 + i) for i in range(len(counts))]
@@ -184,8 +237,17 @@ def _plan(rng: np.random.Generator, num_recordings: int) -> list[_PlannedRecordi
                 )
             )
 
+    _plan_cycles(rng, plans)
+    return sorted(plans, key=lambda plan: plan.name)
+
+
+def _plan_cycles(rng: np.random.Generator, plans: list[_PlannedRecording]) -> None:
+    """Cycle times and labels of every plan, in place; every class occurs in each non-empty
+    split."""
     for split in SPLITS:
         members = [plan for plan in plans if plan.split == split]
+        if not members:
+            continue
         num_cycles = [int(rng.integers(3, 7)) for _ in members]
         if sum(num_cycles) < len(CLASS_NAMES):  # room for all four classes in every split
             num_cycles[0] = 6
@@ -200,7 +262,6 @@ def _plan(rng: np.random.Generator, num_recordings: int) -> list[_PlannedRecordi
                 (start, end, labels[position + i]) for i, (start, end) in enumerate(times)
             ]
             position += count
-    return sorted(plans, key=lambda plan: plan.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +401,12 @@ def _prepare_out_dir(out_dir: Path, planned: set[str], overwrite: bool) -> None:
 
 
 def write_synthetic_dataset(
-    out_dir: str | os.PathLike[str], *, num_recordings: int, seed: int, overwrite: bool = False
+    out_dir: str | os.PathLike[str],
+    *,
+    num_recordings: int | None = None,
+    seed: int,
+    overwrite: bool = False,
+    layout: Sequence[SyntheticRecordingSpec] | None = None,
 ) -> SyntheticSummary:
     """Writes a synthetic dataset in the ICBHI_final_database layout.
 
@@ -352,15 +418,24 @@ def write_synthetic_dataset(
 
     Args:
         out_dir: output folder (created). Must be empty unless `overwrite`.
-        num_recordings: recordings to write (>= 2).
+        num_recordings: recordings to write (>= 2); None with `layout`.
         seed: random seed (>= 0).
         overwrite: replace the files of an earlier synthetic dataset in out_dir (never others).
+        layout: instead of `num_recordings`, one spec per recording choosing its patient,
+            device (any of the four ICBHI devices) and official split; a patient may appear on
+            both sides, as 156 and 218 do in ICBHI.
 
     Raises:
         ValueError: bad num_recordings or seed.
         FileExistsError: out_dir holds files and `overwrite` is off, or a file to write exists
             and was not written by this generator.
     """
+    if layout is not None:
+        layout = list(layout)
+        _check_layout(layout)
+        if num_recordings is not None and num_recordings != len(layout):
+            raise UserError(f"num_recordings {num_recordings} != {len(layout)} layout entries")
+        num_recordings = len(layout)
     if (
         isinstance(num_recordings, bool)
         or not isinstance(num_recordings, int)
@@ -371,7 +446,7 @@ def write_synthetic_dataset(
         raise UserError(f"--seed must be an integer >= 0, got {seed!r}")
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
-    plans = _plan(rng, num_recordings)
+    plans = _plan(rng, num_recordings) if layout is None else _plan_layout(rng, layout)
     planned = {f"{plan.name}{suffix}" for plan in plans for suffix in (".wav", ".txt")}
     planned |= {SPLIT_FILE_NAME, DIAGNOSIS_FILE_NAME}
     _prepare_out_dir(out_dir, planned, overwrite)

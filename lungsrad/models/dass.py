@@ -188,6 +188,13 @@ class SS2D(nn.Module):
         directions into one output map (no 4x copies in or out).
         """
         batch, channels, height, width = u.shape
+        y = ss2d_scan_triton(**self.fused_scan_inputs(u))  # (batch, L, C) float32 (or 64)
+        return y.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+    def fused_scan_inputs(self, u: torch.Tensor) -> dict[str, Any]:
+        """The keyword arguments of `ss2d_scan_triton` for the map u (batch, C, H, W): what the
+        fused scan runs on (benchmarks/triton_static.py compiles its launches from them)."""
+        batch, channels, height, width = u.shape
         length = height * width
         rank, state = self.dt_rank, self.d_state
         directions = self.num_directions
@@ -198,18 +205,17 @@ class SS2D(nn.Module):
         dts = torch.matmul(ranks, self.dt_projs_weight.transpose(1, 2))  # (4, batch * L, C)
         gates = projected[..., rank:].permute(0, 2, 3, 1)  # (batch, 4, 2, L)
         A, D, delta_bias = self._scan_parameters()
-        y = ss2d_scan_triton(
-            tokens,
-            dts.view(directions, batch, length, channels),
-            A,
-            gates[:, :, 0],
-            gates[:, :, 1],
-            D,
-            delta_bias,
-            height=height,
-            width=width,
-        )  # (batch, L, C) float32 (float64 for a float64 model)
-        return y.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        return {
+            "u": tokens,
+            "delta": dts.view(directions, batch, length, channels),
+            "A": A,
+            "B": gates[:, :, 0],
+            "C": gates[:, :, 1],
+            "D": D,
+            "delta_bias": delta_bias,
+            "height": height,
+            "width": width,
+        }
 
 
 def _at_least_float32(parameter: torch.Tensor) -> torch.Tensor:
@@ -422,6 +428,20 @@ class DASS(nn.Module):
             )
         image = x.unsqueeze(1).transpose(2, 3)  # (batch, 1, mel = height, frames = width)
         return self.patch_embed(image)
+
+    @torch.no_grad()
+    def stage_maps(self, frames: int, mel_bins: int) -> list[tuple[int, int, int]]:
+        """(channels, height, width) of the map each stage's blocks (and SS2D scans) see for a
+        (frames, mel_bins) input: DASS-small on 798 x 128 gives (96, 32, 200), (192, 16, 100),
+        (384, 8, 50), (768, 4, 25). Runs the patch embedding and downsampling convs on an empty
+        batch (free; also works for a model built on the meta device)."""
+        weight = self.patch_embed[0].weight
+        h = self.embed(torch.empty(0, frames, mel_bins, device=weight.device, dtype=weight.dtype))
+        maps = []
+        for layer in self.layers:  # the blocks keep the map's shape (residual)
+            maps.append((h.shape[1], h.shape[2], h.shape[3]))
+            h = layer.downsample(h)
+        return maps
 
     def forward_from_embedding(self, h: torch.Tensor) -> torch.Tensor:
         """h: (batch, dims[0], H, W) -> pooled embedding (batch, num_features)."""

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from lungsrad.config import atomic_destination, write_text_atomic
+from lungsrad.config import VALIDATION_PROTOCOLS, atomic_destination, write_text_atomic
 from lungsrad.data.features import FeatureSet, build_feature_set
+from lungsrad.data.layout import device_of
 from lungsrad.data.loaders import split_indices
 from lungsrad.metrics import (
     ACCURACY,
@@ -29,6 +30,8 @@ from lungsrad.metrics import (
     SPLIT_TEST,
     SPLIT_TRAIN,
     SPLIT_VALIDATION,
+    detailed_metrics,
+    device_metric_name,
     metric_name,
 )
 from lungsrad.training.checkpoints import checkpoint_config, read_checkpoint
@@ -36,7 +39,7 @@ from lungsrad.training.run import format_confusion
 from lungsrad.training.runtime import (
     build_classifier,
     cpu_threads,
-    evaluate_split,
+    evaluate_split_by_device,
     resolve_amp_dtype,
     resolve_device,
 )
@@ -56,6 +59,8 @@ class EvalReport:
     confusion: np.ndarray  # (num_classes, num_classes): rows true, columns predicted
     device: str
     plot_path: Path | None = None  # confusion PNG, when an output folder was given
+    # Per recording device with cycles in the split (absent: none), rows true, columns predicted.
+    device_confusion: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (non-finite numbers become null)."""
@@ -68,6 +73,9 @@ class EvalReport:
                 key: (value if np.isfinite(value) else None) for key, value in self.metrics.items()
             },
             "confusion": self.confusion.tolist(),
+            "device_confusion": {
+                name: matrix.tolist() for name, matrix in self.device_confusion.items()
+            },
             "device": self.device,
         }
 
@@ -78,6 +86,10 @@ class EvalReport:
             number = self.metrics.get(metric_name(self.split, key), float("nan"))
             return f"{number:.2f}" if np.isfinite(number) else "n/a"
 
+        def value_of(device: str, key: str) -> str:
+            number = self.metrics.get(device_metric_name(self.split, device, key), float("nan"))
+            return f"{number:.2f}" if np.isfinite(number) else "n/a"
+
         lines = [
             f"{self.checkpoint} (epoch {self.epoch}) on the {self.split} split: "
             f"{self.num_cycles} cycles, {self.device}",
@@ -85,6 +97,11 @@ class EvalReport:
             f"accuracy {value(ACCURACY)}",
             f"2-class: Score {value(SCORE_2CLASS)}, Sp {value(SPECIFICITY_2CLASS)}, "
             f"Se {value(SENSITIVITY_2CLASS)}",
+            *(
+                f"  {name}: Score {value_of(name, SCORE)}, Sp {value_of(name, SPECIFICITY)}, "
+                f"Se {value_of(name, SENSITIVITY)} ({int(matrix.sum())} cycles)"
+                for name, matrix in self.device_confusion.items()
+            ),
             "confusion matrix (rows: true, columns: predicted):",
             format_confusion(self.confusion),
         ]
@@ -164,23 +181,26 @@ def evaluate_checkpoint(
             feature_set = build_feature_set(
                 config.data, config.data.root, show_progress=show_progress
             )
-        protocol = "validated" if split == SPLIT_VALIDATION else config.train.protocol
-        if split == SPLIT_VALIDATION and config.train.protocol != "validated":
+        protocol = config.train.protocol
+        if split == SPLIT_VALIDATION and protocol not in VALIDATION_PROTOCOLS:
             warnings.warn(
                 "this run used protocol 'paper': its 'val' patients were part of its training data",
                 stacklevel=2,
             )
+            protocol = "validated"
         indices = split_indices(
             feature_set,
             protocol=protocol,
             validation_fraction=config.data.validation_fraction,
             seed=config.data.split_seed,
+            fold=config.data.fold,
         )[split]
-        scores, confusion = evaluate_split(
+        scores, confusion, device_confusion = evaluate_split_by_device(
             model,
             feature_set.features.to(torch_device),
             feature_set.labels,
             indices,
+            devices=tuple(device_of(name) for name in feature_set.recordings),
             batch_size=config.train.eval_batch_size,
             amp_dtype=amp_dtype,
             num_classes=config.model.num_classes,
@@ -190,9 +210,13 @@ def evaluate_checkpoint(
         split=split,
         epoch=int(payload.get("epoch", 0)),
         num_cycles=len(indices),
-        metrics={metric_name(split, key): value for key, value in scores.items()},
+        metrics={
+            **{metric_name(split, key): value for key, value in scores.items()},
+            **detailed_metrics(split, confusion, device_confusion),
+        },
         confusion=confusion,
         device=str(torch_device),
+        device_confusion=device_confusion,
     )
     if output_dir is not None:
         output_dir = Path(output_dir)

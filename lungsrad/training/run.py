@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 import lungsrad
 from lungsrad.config import (
+    VALIDATION_PROTOCOLS,
     ExperimentConfig,
     TrainConfig,
     dump_config,
@@ -32,6 +33,7 @@ from lungsrad.config import (
     write_text_atomic,
 )
 from lungsrad.data.features import FeatureSet, build_feature_set
+from lungsrad.data.layout import device_of
 from lungsrad.data.loaders import split_indices
 from lungsrad.method.patch_mix import PatchMixObjective
 from lungsrad.metrics import (
@@ -55,6 +57,8 @@ from lungsrad.metrics import (
     TRAIN_CAPTURE_SECONDS,
     TRAIN_LOSS,
     TRAIN_SAMPLES_PER_SECOND,
+    detailed_metrics,
+    device_metric_name,
     metric_name,
 )
 from lungsrad.models import Backbone
@@ -89,7 +93,7 @@ from lungsrad.training.runtime import (
     build_classifier,
     cpu_threads,
     device_name,
-    evaluate_split,
+    evaluate_split_by_device,
     resolve_amp_dtype,
     resolve_device,
     scan_backend_name,
@@ -139,6 +143,8 @@ class RunResult:
     train_seconds: float  # training + per-epoch evaluation, summed over resumed sessions
     protocol: str = "paper"  # train.protocol
     name: str = ""  # config name
+    # Test confusion at best_epoch per recording device that has test cycles (absent: none).
+    device_confusion: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def capture_seconds(self) -> float:
@@ -155,6 +161,9 @@ class RunResult:
                 "best_epoch": self.best_epoch,
                 "report": self.report,
                 "confusion": self.confusion.tolist(),
+                "device_confusion": {
+                    device: matrix.tolist() for device, matrix in self.device_confusion.items()
+                },
                 "train_seconds": self.train_seconds,
                 "capture_seconds": self.capture_seconds,
                 "info": asdict(self.info),
@@ -164,7 +173,7 @@ class RunResult:
 
     def format_text(self) -> str:
         """A short human-readable summary with the confusion matrix."""
-        selected = "validation" if self.protocol == "validated" else "test"
+        selected = "validation" if self.protocol in VALIDATION_PROTOCOLS else "test"
         report = self.report
         lines = [
             f"run '{self.name}' finished: {len(self.history)} epochs in "
@@ -189,11 +198,23 @@ class RunResult:
                     ("Se", SENSITIVITY_2CLASS),
                 )
             ),
+            *self._device_lines(),
             "test confusion matrix (rows: true, columns: predicted):",
             format_confusion(self.confusion),
             f"outputs: {self.output_dir}",
         ]
         return "\n".join(lines)
+
+    def _device_lines(self) -> list[str]:
+        lines = []
+        for device in self.device_confusion:
+            values = {
+                label: self.report.get(device_metric_name(REPORT_PREFIX, device, key))
+                for label, key in (("Score", SCORE), ("Sp", SPECIFICITY), ("Se", SENSITIVITY))
+            }
+            cells = ", ".join(f"{label} {_format_percent(v)}" for label, v in values.items())
+            lines.append(f"  {device}: {cells}")
+        return ["test per device:", *lines] if lines else []
 
 
 class TrainingCallback:
@@ -338,7 +359,7 @@ def _restore_best_file(
         warnings.warn(
             f"best.pt for epoch {best['epoch']} cannot be restored in {output_dir} (its epoch "
             "checkpoint is not there); it is written again when a later epoch is selected",
-            stacklevel=3,
+            stacklevel=4,
         )
         return
     save_atomic(_best_payload(payload), best_path)
@@ -418,6 +439,172 @@ def build_training_parts(
     )
 
 
+def _prepare_output_dir(
+    config: ExperimentConfig,
+    output_dir: Path,
+    progress: _Progress,
+    *,
+    is_resumed: bool,
+    resumed_elsewhere: bool,
+) -> None:
+    """config.yaml, metrics.jsonl up to the resumed epoch, best.pt of the selected epoch, and no
+    result.json until the run finishes."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporary_files(output_dir)
+    save_config(config, output_dir / CONFIG_FILE)
+    # Rewritten from the checkpoint's history: a crash between a checkpoint and its metrics line
+    # (or during an append) leaves neither a gap nor a duplicate.
+    write_text_atomic(
+        output_dir / METRICS_FILE, "".join(_json_line(row) for row in progress.history)
+    )
+    if is_resumed:
+        _restore_best_file(output_dir, progress.best, resumed_elsewhere=resumed_elsewhere)
+    (output_dir / RESULT_FILE).unlink(missing_ok=True)
+
+
+def _restore_progress(
+    resume_point: tuple[Path, dict[str, Any]],
+    parts: TrainingParts,
+    *,
+    fingerprint: str,
+    device: torch.device,
+) -> _Progress:
+    """Loads the module and optimiser states of a resume checkpoint; its history and best."""
+    path, payload = resume_point
+    if payload.get("data_fingerprint") != fingerprint:
+        # Not an error: the fingerprint covers wav modification times, which a copy of the
+        # same data to another node (e.g. a Ray restore) need not keep.
+        warnings.warn(
+            f"{path} was trained on features with another fingerprint "
+            f"({payload.get('data_fingerprint')}, now {fingerprint}); "
+            "continuing, but the run only replays exactly on identical data",
+            stacklevel=3,
+        )
+    parts.model.load_state_dict(payload["model"])
+    parts.objective.load_state_dict(payload["objective"])
+    parts.optimizer.load_state_dict(payload["optimizer"])
+    conform_optimizer(parts.optimizer, capturable=parts.train.capture_step, device=device)
+    parts.scheduler.load_state_dict(payload["scheduler"])
+    if parts.grad_scaler is not None and payload.get("grad_scaler"):
+        parts.grad_scaler.load_state_dict(payload["grad_scaler"])
+    return _Progress(
+        history=list(payload["history"]),
+        best=payload["best"],
+        train_seconds=float(payload.get("train_seconds", 0.0)),
+        start_epoch=int(payload["epoch"]) + 1,
+    )
+
+
+@dataclass
+class _Evaluation:
+    """One epoch's evaluation of every split: metrics, confusion overall and per device."""
+
+    metrics: dict[str, float]  # split metrics, per-device and per-class ones included
+    confusions: dict[str, np.ndarray]  # split -> (num_classes, num_classes)
+    device_confusions: dict[str, dict[str, np.ndarray]]  # split -> device -> matrix
+
+    def best_record(self, epoch: int, selection_score: float) -> dict[str, Any]:
+        """What a checkpoint keeps of the selected epoch: its test metrics as `report/...`."""
+        test, by_device = self.confusions[SPLIT_TEST], self.device_confusions[SPLIT_TEST]
+        return {
+            "epoch": epoch,
+            "selection_score": selection_score,
+            "report": {
+                **{
+                    metric_name(REPORT_PREFIX, key): self.metrics[metric_name(SPLIT_TEST, key)]
+                    for key in EVAL_KEYS
+                },
+                **detailed_metrics(REPORT_PREFIX, test, by_device),
+                REPORT_EPOCH: float(epoch),
+            },
+            "confusion": test.tolist(),
+            "device_confusion": {device: matrix.tolist() for device, matrix in by_device.items()},
+        }
+
+
+def _evaluate_epoch(
+    model: torch.nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    splits: dict[str, np.ndarray],
+    *,
+    devices: tuple[str, ...],
+    config: ExperimentConfig,
+    amp_dtype: torch.dtype | None,
+) -> _Evaluation:
+    """ICBHI metrics of each split in `splits`, overall, per recording device and per class."""
+    evaluation = _Evaluation(metrics={}, confusions={}, device_confusions={})
+    for split, indices in splits.items():
+        scores, confusion, by_device = evaluate_split_by_device(
+            model,
+            features,
+            labels,
+            indices,
+            devices=devices,
+            batch_size=config.train.eval_batch_size,
+            amp_dtype=amp_dtype,
+            num_classes=config.model.num_classes,
+        )
+        evaluation.confusions[split] = confusion
+        evaluation.device_confusions[split] = by_device
+        evaluation.metrics.update({metric_name(split, key): value for key, value in scores.items()})
+        evaluation.metrics.update(detailed_metrics(split, confusion, by_device))
+    return evaluation
+
+
+def _checkpoint_payload(
+    parts: TrainingParts,
+    *,
+    config_text: str,
+    epoch: int,
+    progress: _Progress,
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Everything a resume needs after `epoch` (see `_restore_progress`)."""
+    grad_scaler = parts.grad_scaler
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "lungsrad_version": lungsrad.__version__,
+        "config": config_text,
+        "epoch": epoch,
+        "model": parts.model.state_dict(),
+        "objective": parts.objective.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else None,
+        # No RNG state is needed: every stream of epoch e is re-derived from (seed, e).
+        "rng": {"scheme": "numpy.SeedSequence([seed, epoch, stream])", "seed": parts.train.seed},
+        "history": progress.history,
+        "best": progress.best,
+        "data_fingerprint": fingerprint,
+        "train_seconds": progress.train_seconds,
+    }
+
+
+def _run_result(
+    config: ExperimentConfig, *, output_dir: Path, progress: _Progress, info: RunInfo
+) -> RunResult:
+    """The RunResult of a finished run, from its progress (history and selected epoch)."""
+    best = progress.best
+    assert best is not None  # num_epochs >= 1 and a checkpoint holds >= 1 epoch
+    return RunResult(
+        output_dir=output_dir,
+        best_epoch=int(best["epoch"]),
+        report=dict(best["report"]),
+        history=progress.history,
+        confusion=np.asarray(best["confusion"], dtype=np.int64),
+        info=info,
+        train_seconds=progress.train_seconds,
+        protocol=config.train.protocol,
+        name=config.name,
+        device_confusion={
+            device: np.asarray(matrix, dtype=np.int64)
+            for device, matrix in best.get("device_confusion", {}).items()
+        },
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -490,8 +677,7 @@ def _run(
     )
     # The model before the features, so a bad model.checkpoint fails before any feature work.
     parts = build_training_parts(config, torch_device, load_initial_checkpoint=resume_point is None)
-    model, objective, optimizer = parts.model, parts.objective, parts.optimizer
-    scheduler, grad_scaler, amp_dtype = parts.scheduler, parts.grad_scaler, parts.amp_dtype
+    model, scheduler, amp_dtype = parts.model, parts.scheduler, parts.amp_dtype
 
     if feature_set is None:
         feature_set = build_feature_set(config.data, config.data.root, show_progress=show_progress)
@@ -500,49 +686,28 @@ def _run(
         protocol=train.protocol,
         validation_fraction=config.data.validation_fraction,
         seed=config.data.split_seed,
+        fold=config.data.fold,
     )
-    eval_splits = [SPLIT_VALIDATION, SPLIT_TEST] if train.protocol == "validated" else [SPLIT_TEST]
-    selection_split = SPLIT_VALIDATION if train.protocol == "validated" else SPLIT_TEST
+    uses_validation = train.protocol in VALIDATION_PROTOCOLS
+    eval_splits = [SPLIT_VALIDATION, SPLIT_TEST] if uses_validation else [SPLIT_TEST]
+    selection_split = SPLIT_VALIDATION if uses_validation else SPLIT_TEST
+    devices = tuple(device_of(name) for name in feature_set.recordings)
 
     progress = _Progress()
     if resume_point is not None:
-        path, payload = resume_point
-        if payload.get("data_fingerprint") != feature_set.fingerprint:
-            # Not an error: the fingerprint covers wav modification times, which a copy of the
-            # same data to another node (e.g. a Ray restore) need not keep.
-            warnings.warn(
-                f"{path} was trained on features with another fingerprint "
-                f"({payload.get('data_fingerprint')}, now {feature_set.fingerprint}); "
-                "continuing, but the run only replays exactly on identical data",
-                stacklevel=2,
-            )
-        model.load_state_dict(payload["model"])
-        objective.load_state_dict(payload["objective"])
-        optimizer.load_state_dict(payload["optimizer"])
-        conform_optimizer(optimizer, capturable=train.capture_step, device=torch_device)
-        scheduler.load_state_dict(payload["scheduler"])
-        if grad_scaler is not None and payload.get("grad_scaler"):
-            grad_scaler.load_state_dict(payload["grad_scaler"])
-        progress = _Progress(
-            history=list(payload["history"]),
-            best=payload["best"],
-            train_seconds=float(payload.get("train_seconds", 0.0)),
-            start_epoch=int(payload["epoch"]) + 1,
+        progress = _restore_progress(
+            resume_point, parts, fingerprint=feature_set.fingerprint, device=torch_device
         )
         _drop_later_epochs(output_dir, progress.start_epoch - 1)
-        _say(f"resuming from {path} (epoch {payload['epoch']})", show_progress)
+        _say(f"resuming from {resume_point[0]} (epoch {progress.start_epoch - 1})", show_progress)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporary_files(output_dir)
-    save_config(config, output_dir / CONFIG_FILE)
-    # Rewritten from the checkpoint's history: a crash between a checkpoint and its metrics line
-    # (or during an append) leaves neither a gap nor a duplicate.
-    write_text_atomic(
-        output_dir / METRICS_FILE, "".join(_json_line(row) for row in progress.history)
+    _prepare_output_dir(
+        config,
+        output_dir,
+        progress,
+        is_resumed=resume_point is not None,
+        resumed_elsewhere=resume_from is not None,
     )
-    if resume_point is not None:
-        _restore_best_file(output_dir, progress.best, resumed_elsewhere=resume_from is not None)
-    (output_dir / RESULT_FILE).unlink(missing_ok=True)
 
     features = feature_set.features.to(torch_device)
     labels = feature_set.labels.to(torch_device)
@@ -589,57 +754,33 @@ def _run(
             )
         )
         scheduler.step()
-        confusions: dict[str, np.ndarray] = {}
-        for split in eval_splits:
-            scores, confusions[split] = evaluate_split(
-                model,
-                features,
-                feature_set.labels,
-                splits[split],
-                batch_size=train.eval_batch_size,
-                amp_dtype=amp_dtype,
-                num_classes=config.model.num_classes,
-            )
-            metrics.update({metric_name(split, key): value for key, value in scores.items()})
+        evaluation = _evaluate_epoch(
+            model,
+            features,
+            feature_set.labels,
+            {split: splits[split] for split in eval_splits},
+            devices=devices,
+            config=config,
+            amp_dtype=amp_dtype,
+        )
+        metrics.update(evaluation.metrics)
         selection_score = metrics[metric_name(selection_split, SCORE)]
         metrics[SELECTION_SCORE] = selection_score
         improved = _is_better(selection_score, progress.best)
         if improved:
-            progress.best = {
-                "epoch": epoch,
-                "selection_score": selection_score,
-                "report": {
-                    **{
-                        metric_name(REPORT_PREFIX, key): metrics[metric_name(SPLIT_TEST, key)]
-                        for key in EVAL_KEYS
-                    },
-                    REPORT_EPOCH: float(epoch),
-                },
-                "confusion": confusions[SPLIT_TEST].tolist(),
-            }
+            progress.best = evaluation.best_record(epoch, selection_score)
         assert progress.best is not None
         metrics.update(progress.best["report"])
         progress.history.append(metrics)
         progress.train_seconds += time.perf_counter() - started
 
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "lungsrad_version": lungsrad.__version__,
-            "config": config_text,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "objective": objective.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else None,
-            # No RNG state is needed: every stream of epoch e is re-derived from (seed, e).
-            "rng": {"scheme": "numpy.SeedSequence([seed, epoch, stream])", "seed": train.seed},
-            "history": progress.history,
-            "best": progress.best,
-            "data_fingerprint": feature_set.fingerprint,
-            "train_seconds": progress.train_seconds,
-        }
+        payload = _checkpoint_payload(
+            parts,
+            config_text=config_text,
+            epoch=epoch,
+            progress=progress,
+            fingerprint=feature_set.fingerprint,
+        )
         folder = epoch_folder(output_dir, epoch)
         save_atomic(payload, folder / CHECKPOINT_FILE)
         if improved:
@@ -659,18 +800,7 @@ def _run(
             output_dir, keep_last=KEEP_LAST_CHECKPOINTS, keep_epochs={progress.best["epoch"]}
         )
 
-    assert progress.best is not None  # num_epochs >= 1 and a checkpoint holds >= 1 epoch
-    result = RunResult(
-        output_dir=output_dir,
-        best_epoch=int(progress.best["epoch"]),
-        report=dict(progress.best["report"]),
-        history=progress.history,
-        confusion=np.asarray(progress.best["confusion"], dtype=np.int64),
-        info=info,
-        train_seconds=progress.train_seconds,
-        protocol=train.protocol,
-        name=config.name,
-    )
+    result = _run_result(config, output_dir=output_dir, progress=progress, info=info)
     write_text_atomic(output_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
     for callback in callbacks:
         callback.on_run_end(result)

@@ -16,7 +16,7 @@ from torch import nn
 from lungsrad.config import ExperimentConfig
 from lungsrad.errors import UserError
 from lungsrad.method.spectral_regularization import attach_spectral_regularization
-from lungsrad.metrics import confusion_matrix, scores_from_confusion
+from lungsrad.metrics import confusion_by_group, confusion_matrix, scores_from_confusion
 from lungsrad.models import Backbone, build_model
 from lungsrad.models.selective_scan import resolve_backend
 from lungsrad.training.loop import predict
@@ -157,3 +157,39 @@ def evaluate_split(
     truth = labels.detach().cpu().index_select(0, index_tensor)
     matrix = confusion_matrix(truth.numpy(), predictions.numpy(), num_classes)
     return scores_from_confusion(matrix), matrix
+
+
+def evaluate_split_by_device(
+    model: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    indices: np.ndarray,
+    *,
+    devices: tuple[str, ...],
+    batch_size: int,
+    amp_dtype: torch.dtype | None,
+    num_classes: int,
+) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
+    """`evaluate_split` plus one confusion matrix per recording device, from one prediction pass.
+
+    Args:
+        devices: recording device per cycle of the whole feature set (num_cycles,).
+
+    Returns:
+        (scores, confusion (num_classes, num_classes), {device: confusion} for the devices
+        that have cycles in the split, sorted by name).
+    """
+    index_array = np.asarray(indices, dtype=np.int64)
+    index_tensor = torch.as_tensor(index_array, dtype=torch.int64)
+    predictions = predict(
+        model,
+        features,
+        index_tensor.to(features.device),
+        batch_size=batch_size,
+        amp_dtype=amp_dtype,
+    ).numpy()
+    truth = labels.detach().cpu().index_select(0, index_tensor).numpy()
+    matrix = confusion_matrix(truth, predictions, num_classes)
+    split_devices = [devices[i] for i in index_array]
+    by_device = confusion_by_group(truth, predictions, split_devices, num_classes)
+    return scores_from_confusion(matrix), matrix, by_device

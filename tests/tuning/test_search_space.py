@@ -13,7 +13,13 @@ import pytest
 
 from lungsrad.config import load_config
 from lungsrad.metrics import REPORT_SCORE, SELECTION_SCORE
-from tuning.search_space import POINT_KEY, SEED_KEY, VARIANT_KEY, load_search_space
+from tuning.search_space import (
+    POINT_KEY,
+    SEED_KEY,
+    VARIANT_KEY,
+    known_metrics,
+    load_search_space,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = REPO / "search_spaces"
@@ -41,7 +47,7 @@ resources: {cpu: 1, gpu: 0.5}
 """
 
 
-@pytest.mark.parametrize("name", ["smoke", "paper_fig3", "lung_srad_tpe", "table2"])
+@pytest.mark.parametrize("name", ["smoke", "paper_fig3", "lung_srad_tpe", "table2", "foldwise_cv"])
 def test_shipped_spaces_load(name: str) -> None:
     space = load_search_space(SPACES / f"{name}.yaml")
     assert space.name == name
@@ -62,6 +68,18 @@ def test_shipped_space_shapes() -> None:
     assert table2.num_trials() == 30
     smoke = load_search_space(SPACES / "smoke.yaml")
     assert smoke.resources.gpu == 0 and smoke.base_config.train.num_epochs <= 3
+    folds = load_search_space(SPACES / "foldwise_cv.yaml")
+    assert (folds.protocol, folds.num_trials()) == ("foldwise", 15)
+    assert [folds.resolve({"data.fold": f, "seed": 0}).config.data.fold for f in range(5)] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert "val/icbhi_score" in known_metrics("foldwise") and "val/icbhi_score" in known_metrics(
+        "disjoint"
+    )
 
 
 def test_good_space_parses_and_resolves(tmp_path: Path) -> None:

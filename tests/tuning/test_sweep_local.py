@@ -298,3 +298,69 @@ def test_asha_stops_a_trial_early_and_its_run_is_closed_with_artifacts(
         artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
         assert {"curves.png", "confusion_matrix.csv", "metrics_history.csv"} <= artifacts
         assert run.data.metrics[TRAIN_SECONDS] > 0
+
+
+def test_final_over_folds_logs_devices_and_the_mean_over_folds(sweep, tmp_path, capsys) -> None:
+    """`final.py --folds` on real Ray and MLflow: seeds x folds child runs tagged with their fold,
+    per-device metrics and confusion artifacts, and the fold and device tables."""
+    from lungsrad.config import apply_overrides, save_config
+    from lungsrad.data.protocols import read_fold_list
+    from lungsrad.metrics import REPORT_PREFIX, SCORE, SPLIT_TEST, device_metric_name
+    from mlflow_tracking.artifacts import DEVICE_CONFUSION_FOLDER
+    from tuning import final
+
+    space, settings, outcome = sweep
+    features = build_feature_set(space.base_config.data, show_progress=False)
+    folds_of = read_fold_list()
+    # Two folds that hold some (not all) of the synthetic patients: each has test cycles.
+    present = sorted({folds_of[p] for p in features.patient_ids})
+    folds = [f for f in present if {folds_of[p] for p in features.patient_ids} - {f}][:2]
+    assert len(folds) == 2
+    best = apply_overrides(load_config(outcome.best_config_path), {"train.num_epochs": 1})
+    config_path = tmp_path / "best_config.yaml"
+    save_config(best, config_path)
+    code = final.main(
+        [
+            "--config", str(config_path),
+            "--seeds", "0", "1",
+            "--folds", *(str(f) for f in folds),
+            "--gpu", "0",
+            "--output-root", str(tmp_path / "final"),
+            "--tracking-uri", settings.tracking_uri,
+            "--experiment", "test-final-folds",
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "foldwise protocol" in printed and "| **mean over folds** |" in printed
+    assert "## Per recording device" in printed
+    (folder,) = (tmp_path / "final" / "ray_results").iterdir()
+    parent_id = json.loads((folder / "sweep.json").read_text())["parent_run_id"]
+    runs = child_runs(settings.tracking_uri, "test-final-folds", parent_id)
+    pairs = sorted(
+        (int(r.data.params["train.seed"]), int(r.data.params["data.fold"])) for r in runs
+    )
+    assert pairs == sorted((s, f) for s in (0, 1) for f in folds)
+    client = mlflow_client(settings.tracking_uri)
+    for run in runs:
+        assert json.loads(run.data.tags[TAG_VALUES]) == {"data.fold": run.data.params["data.fold"]}
+        fold = int(run.data.params["data.fold"])
+        tested = {
+            name.rsplit("_", 1)[-1]
+            for name, patient in zip(features.recordings, features.patient_ids, strict=True)
+            if folds_of[patient] == fold
+        }
+        logged = {
+            key.split("/")[2] for key in run.data.metrics if key.startswith(f"{SPLIT_TEST}/device/")
+        }
+        assert logged == tested  # exactly the devices with test cycles in this fold
+        for device in tested:
+            assert device_metric_name(REPORT_PREFIX, device, SCORE) in run.data.metrics
+        artifacts = {
+            item.path for item in client.list_artifacts(run.info.run_id, DEVICE_CONFUSION_FOLDER)
+        }
+        assert artifacts == {
+            f"{DEVICE_CONFUSION_FOLDER}/{d}.{x}" for d in tested for x in "csv png".split()
+        }
+    parent = client.get_run(parent_id)
+    assert f"{REPORT_SCORE}_over_folds_mean" in parent.data.metrics

@@ -1,21 +1,27 @@
 """Triton kernels of the selective scan (d_state 1), forward and backward, plain or SS2D-fused.
 
-Structure learnt from fla-org/flash-linear-attention `fla/ops/hgrn/` and proger/accelerated-scan:
-one program per (batch item, channel block, direction group) walks the sequence in chunks of
-BLOCK_T positions; inside a chunk `tl.associative_scan` solves the linear recurrence
-h_t = a_t h_{t-1} + x_t, and the state is carried from chunk to chunk. The forward saves the state
-entering every chunk, so the backward recomputes the states of one chunk at a time while it runs
-the adjoint recurrence in reverse. Imported only when the `triton` backend runs (TRITON_INTERPRET
-is read when the kernels are decorated).
+Chunk-parallel, after fla-org/flash-linear-attention `fla/ops/hgrn/` (chunk kernels) and
+proger/accelerated-scan: the sequence is cut into chunks of BLOCK_T steps, and every
+(chunk, channel block, batch item, lane) is its own program. A pass runs in three launches:
+1. totals: each program scans its chunk from a zero state (`tl.associative_scan` solves
+   h_t = a_t h_{t-1} + x_t) and stores the chunk's map h -> P h + S (P, S per channel);
+2. carry: one light program per (channel block, batch item, direction) scans those maps over
+   the chunks and stores the state entering every chunk;
+3. output (or gradients): each program rescans its chunk from its entering state.
+The backward runs the same three steps on the adjoint recurrence g_t = C_t dy_t + a_{t+1} g_{t+1}
+(in reverse scan order), using the forward's entering states to rebuild h.
 
 Every tensor is addressed as [batch, direction, position, channel] through explicit strides:
-- plain (FUSED = False): the scan's (batch, K * Cd, L) tensors, direction k = channel group.
+- plain (FUSED = False): the scan's (batch, K * Cd, L) tensors, direction k = channel group; a
+  lane is one direction.
 - fused SS2D (FUSED = True): u and dy are one (batch, H * W, C) map shared by the four
-  directions; direction k reads scan step l at map position p_k(l) (0 row-major, 1 column-major,
-  2 and 3 the same reversed). y and du are either that map too, the program summing the four
-  directions into it one after the other (ACCUMULATE: no atomics, no 4x copy, but only batch x
-  channel-block programs), or one map per direction (one program per direction, summed
-  afterwards), whichever gives the GPU enough programs.
+  directions. Lane p (0 row-major, 1 column-major) scans index i at map position
+  pos_p(i) and holds two directions: k = p forward in i and k = p + 2 backward in i (the
+  reversed orders), so both read the same chunk of map positions. The lane sums its two
+  directions' outputs in registers and adds them to the zeroed output map with float32/64
+  atomics: two addends per element onto zero, so the result does not depend on their order.
+Imported only when the `triton` backend runs (TRITON_INTERPRET is read when the kernels are
+decorated).
 """
 
 from __future__ import annotations
@@ -41,24 +47,25 @@ def _softplus(x):
 
 
 @triton.jit
-def _positions(k, steps, length, height, width, FUSED: tl.constexpr):
-    """Map position read at scan step `steps` of direction k (identity unless FUSED)."""
+def _positions(lane, index, height, width, FUSED: tl.constexpr):
+    """Map position of scan index `index` in lane `lane` (identity unless FUSED; lane 1 reads
+    the map column-major)."""
     if FUSED:
-        along = tl.where(k >= 2, length - 1 - steps, steps)
-        return tl.where(k % 2 == 1, (along % height) * width + along // height, along)
+        return tl.where(lane == 1, (index % height) * width + index // height, index)
     else:
-        return steps
+        return index
 
 
 @triton.jit
 def _row(tile, rows, index):
-    """Row `index` of a (BLOCK_T, BLOCK_C) tile as a (BLOCK_C,) vector."""
+    """Row `index` of a (rows, BLOCK_C) tile as a (BLOCK_C,) vector."""
     return tl.sum(tl.where(rows[:, None] == index, tile, 0.0), axis=0)
 
 
 @triton.jit
 def _decay_and_drive(delta, u, gate_b, A, bias, valid, SOFTPLUS: tl.constexpr):
-    """(dt, ds, a, x): dt = delta + bias, ds = softplus(dt), a = exp(ds A), x = ds u B."""
+    """(dt, ds, a, x): dt = delta + bias, ds = softplus(dt), a = exp(ds A), x = ds u B; a = 1 and
+    x = 0 outside `valid` (the identity map)."""
     dt = delta + bias[None, :]
     if SOFTPLUS:
         ds = _softplus(dt)
@@ -86,167 +93,428 @@ def _channel_parameters(
 
 
 @triton.jit
-def scan_forward_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, states_ptr,
-    length, channels, height, width,
-    su_b, su_k, su_p, su_c,
-    so_b, so_k, so_p, so_c,
-    sd_b, sd_k, sd_p, sd_c,
-    sg_b, sg_k, sg_p,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FUSED: tl.constexpr,
-    DIRECTIONS: tl.constexpr, ACCUMULATE: tl.constexpr, COMPUTE: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+def _next_decay(
+    delta_ptr, d_offset, sd_p, A, bias, lane, index, step_ok, col_ok,
+    length, height, width,
+    REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, FUSED: tl.constexpr, COMPUTE: tl.constexpr,
 ):  # fmt: skip
-    """y (float32/64, out strides); states (batch, K, NUM_CHUNKS, channels): h entering chunks."""
-    batch = tl.program_id(0).to(tl.int64)
-    block = tl.program_id(1)
-    group = tl.program_id(2)
-    num_directions = tl.num_programs(2) * DIRECTIONS
-    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
-    col_ok = cols < channels
-    rows = tl.arange(0, BLOCK_T)
-    for kk in tl.static_range(DIRECTIONS):
-        k = (group * DIRECTIONS + kk).to(tl.int64)
-        params = k * channels + cols
-        A, bias, skip = _channel_parameters(
-            A_ptr, bias_ptr, D_ptr, params, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
-        )
-        u_base = u_ptr + batch * su_b + k * su_k + cols[None, :] * su_c
-        y_base = y_ptr + batch * so_b + k * so_k + cols[None, :] * so_c
-        d_base = delta_ptr + batch * sd_b + k * sd_k + cols[None, :] * sd_c
-        g_base = batch * sg_b + k * sg_k
-        s_base = states_ptr + ((batch * num_directions + k) * NUM_CHUNKS) * channels + cols
-        state = tl.zeros([BLOCK_C], COMPUTE)
-        for chunk in range(NUM_CHUNKS):
-            steps = chunk * BLOCK_T + rows
-            step_ok = steps < length
-            valid = step_ok[:, None] & col_ok[None, :]
-            pos = _positions(k, steps, length, height, width, FUSED)
-            u = tl.load(u_base + pos[:, None] * su_p, mask=valid, other=0.0).to(COMPUTE)
-            delta = tl.load(d_base + pos[:, None] * sd_p, mask=valid, other=0.0).to(COMPUTE)
-            gate_b = tl.load(B_ptr + g_base + pos * sg_p, mask=step_ok, other=0.0).to(COMPUTE)
-            gate_c = tl.load(C_ptr + g_base + pos * sg_p, mask=step_ok, other=0.0).to(COMPUTE)
-            _, _, decay, drive = _decay_and_drive(delta, u, gate_b, A, bias, valid, SOFTPLUS)
-            tl.store(s_base + chunk * channels, state, mask=col_ok)
-            through, local = tl.associative_scan((decay, drive), 0, _combine)
-            states = local + through * state[None, :]
-            state = _row(states, rows, BLOCK_T - 1)  # padded steps keep the state (a=1, x=0)
-            y = states * gate_c[:, None] + skip[None, :] * u
-            if ACCUMULATE:
-                if kk > 0:
-                    y += tl.load(y_base + pos[:, None] * so_p, mask=valid, other=0.0)
-            tl.store(y_base + pos[:, None] * so_p, y, mask=valid)
-        if ACCUMULATE:
-            # The next direction reads (and adds to) map positions other threads wrote.
-            tl.debug_barrier()
+    """a at the next scan step of every step (0 past the sequence's end: nothing comes back),
+    read from memory rather than shifting a tile."""
+    if REVERSE:
+        following = index - 1
+    else:
+        following = index + 1
+    next_ok = step_ok & (following >= 0) & (following < length)
+    next_valid = next_ok[:, None] & col_ok[None, :]
+    next_pos = _positions(lane, following, height, width, FUSED)
+    next_delta = tl.load(
+        delta_ptr + d_offset + next_pos[:, None] * sd_p, mask=next_valid, other=0.0
+    ).to(COMPUTE)
+    dt = next_delta + bias[None, :]
+    if SOFTPLUS:
+        ds = _softplus(dt)
+    else:
+        ds = dt
+    return tl.where(next_valid, tl.exp(ds * A[None, :]), 0.0)
 
 
 @triton.jit
-def scan_backward_kernel(
-    grad_y_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, states_ptr,
-    grad_u_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr, part_D_ptr, part_bias_ptr,
-    length, channels, height, width, batch_size,
+def _direction_totals(
+    u, delta_ptr, A_ptr, B_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+    batch, direction, num_chunks, channels, cols, col_ok, rows, pos, step_ok, valid,
+    sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+    REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Stores direction `direction`'s chunk map (P, S) on the chunk's last row in scan order."""
+    k = direction.to(tl.int64)
+    params = k * channels + cols
+    A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    bias = tl.zeros([BLOCK_C], COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
+    delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
+    gate_b = tl.load(B_ptr + batch * sg_b + k * sg_k + pos * sg_p, mask=step_ok, other=0.0)
+    _, _, decay, drive = _decay_and_drive(
+        delta.to(COMPUTE), u, gate_b.to(COMPUTE), A, bias, valid, SOFTPLUS
+    )
+    through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
+    if REVERSE:
+        last = 0
+    else:
+        last = BLOCK_T - 1
+    at = (total_at + k * num_chunks * channels)[None, :] + rows[:, None] * 0
+    keep = (rows[:, None] == last) & col_ok[None, :]
+    tl.store(total_decay_ptr + at, through, mask=keep)
+    tl.store(total_drive_ptr + at, local, mask=keep)
+
+
+@triton.jit
+def scan_chunk_totals_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, total_decay_ptr, total_drive_ptr,
+    length, channels, height, width, num_chunks, num_lanes,
+    su_b, su_k, su_p, su_c,
+    sd_b, sd_k, sd_p, sd_c,
+    sg_b, sg_k, sg_p,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FUSED: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Forward step 1: each chunk's map h -> P h + S from a zero state, in scan order.
+
+    total_decay (P), total_drive (S): (batch, K, chunks, channels), indexed by the chunk's place
+    in the sequence (not in scan order).
+    """
+    chunk = tl.program_id(0)
+    block = tl.program_id(1)
+    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
+    lane = tl.program_id(2) % num_lanes
+    num_directions = num_lanes * (2 if FUSED else 1)
+    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < channels
+    rows = tl.arange(0, BLOCK_T)
+    index = chunk * BLOCK_T + rows
+    step_ok = index < length
+    valid = step_ok[:, None] & col_ok[None, :]
+    pos = _positions(lane, index, height, width, FUSED)
+    u = tl.load(
+        u_ptr + batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c,
+        mask=valid,
+        other=0.0,
+    ).to(COMPUTE)
+    total_at = (batch * num_directions * num_chunks + chunk) * channels + cols
+    _direction_totals(
+        u, delta_ptr, A_ptr, B_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+        batch, lane, num_chunks, channels, cols, col_ok, rows, pos, step_ok, valid,
+        sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+        False, HAS_BIAS, SOFTPLUS, COMPUTE, BLOCK_T, BLOCK_C,
+    )  # fmt: skip
+    if FUSED:
+        _direction_totals(
+            u, delta_ptr, A_ptr, B_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+            batch, lane + num_lanes, num_chunks, channels, cols, col_ok, rows, pos, step_ok,
+            valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+            True, HAS_BIAS, SOFTPLUS, COMPUTE, BLOCK_T, BLOCK_C,
+        )  # fmt: skip
+
+
+@triton.jit
+def scan_chunk_carry_kernel(
+    total_decay_ptr, total_drive_ptr, entering_ptr,
+    channels, num_lanes,
+    FUSED: tl.constexpr, ADJOINT: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Step 2: the state entering every chunk, from the chunks' maps (P, S).
+
+    All three tensors are (batch, K, NUM_CHUNKS, channels). The maps are composed in scan order
+    (ADJOINT: in reverse scan order, for the adjoint recurrence), BLOCK_N chunks at a time; the
+    first chunk in that order is entered with 0.
+    """
+    block = tl.program_id(0)
+    sequence = tl.program_id(1).to(tl.int64)  # batch * K + k
+    PER_LANE: tl.constexpr = 2 if FUSED else 1
+    k = sequence % (num_lanes * PER_LANE)
+    if FUSED:
+        reversed_scan = k >= num_lanes  # directions 2 and 3 run backwards in the index
+    else:
+        reversed_scan = k < 0
+    descending = reversed_scan != ADJOINT
+    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < channels
+    base = sequence * NUM_CHUNKS * channels + cols
+    first = tl.where(descending, NUM_CHUNKS - 1, 0)
+    tl.store(entering_ptr + base + first * channels, tl.zeros([BLOCK_C], COMPUTE), mask=col_ok)
+    steps = tl.arange(0, BLOCK_N)
+    state = tl.zeros([BLOCK_C], COMPUTE)
+    for start in range(0, NUM_CHUNKS, BLOCK_N):
+        order = start + steps  # place in the composition order
+        ok = (order < NUM_CHUNKS)[:, None] & col_ok[None, :]
+        chunk = tl.where(descending, NUM_CHUNKS - 1 - order, order)
+        at = base[None, :] + chunk[:, None] * channels
+        decay = tl.load(total_decay_ptr + at, mask=ok, other=1.0).to(COMPUTE)
+        drive = tl.load(total_drive_ptr + at, mask=ok, other=0.0).to(COMPUTE)
+        through, local = tl.associative_scan((decay, drive), 0, _combine)
+        leaving = local + through * state[None, :]  # state after each chunk
+        following = tl.where(descending, chunk - 1, chunk + 1)
+        follows_ok = ok & ((order + 1) < NUM_CHUNKS)[:, None]
+        tl.store(entering_ptr + base[None, :] + following[:, None] * channels, leaving,
+                 mask=follows_ok)  # fmt: skip
+        state = _row(leaving, steps, BLOCK_N - 1)  # padded chunks are identities
+
+
+@triton.jit
+def _direction_output(
+    u, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr, state_at,
+    batch, direction, num_chunks, channels, cols, col_ok, pos, step_ok, valid,
+    sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+    REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """C h + D u of direction `direction` over the chunk, from its entering state."""
+    k = direction.to(tl.int64)
+    A, bias, skip = _channel_parameters(
+        A_ptr, bias_ptr, D_ptr, k * channels + cols, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
+    )
+    d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
+    delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
+    g_at = batch * sg_b + k * sg_k + pos * sg_p
+    gate_b = tl.load(B_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
+    gate_c = tl.load(C_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
+    _, _, decay, drive = _decay_and_drive(delta.to(COMPUTE), u, gate_b, A, bias, valid, SOFTPLUS)
+    state_in = tl.load(entering_ptr + state_at + k * num_chunks * channels, mask=col_ok, other=0.0)
+    through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
+    states = local + through * state_in[None, :]
+    return states * gate_c[:, None] + skip[None, :] * u
+
+
+@triton.jit
+def scan_chunk_output_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr, y_ptr,
+    length, channels, height, width, num_chunks, num_lanes,
     su_b, su_k, su_p, su_c,
     so_b, so_k, so_p, so_c,
     sd_b, sd_k, sd_p, sd_c,
     sg_b, sg_k, sg_p,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FUSED: tl.constexpr,
-    DIRECTIONS: tl.constexpr, ACCUMULATE: tl.constexpr, COMPUTE: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Gradients of one (batch item, channel block, direction group).
+    """Forward step 3: y = C h + D u of each chunk from its entering state.
 
-    grad_u like y (float32/64, out strides), grad_delta like delta;
-    part_B, part_C: (channel blocks, batch, K, L) sums over this block's channels;
-    part_A, part_D, part_bias: (batch, K * channels) sums over positions.
+    y: float32/64 at the out strides; FUSED: the zeroed (batch, L, C) map, each lane adding the
+    sum of its two directions (atomics), otherwise stored.
     """
-    batch = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(0)
     block = tl.program_id(1)
-    group = tl.program_id(2)
-    num_directions = tl.num_programs(2) * DIRECTIONS
+    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
+    lane = tl.program_id(2) % num_lanes
+    num_directions = num_lanes * (2 if FUSED else 1)
     cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < channels
     rows = tl.arange(0, BLOCK_T)
-    for kk in tl.static_range(DIRECTIONS):
-        k = (group * DIRECTIONS + kk).to(tl.int64)
-        params = k * channels + cols
-        A, bias, skip = _channel_parameters(
-            A_ptr, bias_ptr, D_ptr, params, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
-        )
-        x_offset = batch * su_b + k * su_k + cols[None, :] * su_c
-        o_offset = batch * so_b + k * so_k + cols[None, :] * so_c
-        d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
-        g_base = batch * sg_b + k * sg_k
-        part_base = (block * batch_size + batch) * num_directions * length + k * length
-        s_base = states_ptr + ((batch * num_directions + k) * NUM_CHUNKS) * channels + cols
-        adjoint_in = tl.zeros([BLOCK_C], COMPUTE)  # adjoint at the first step of the next chunk
-        sum_A = tl.zeros([BLOCK_C], COMPUTE)
-        sum_D = tl.zeros([BLOCK_C], COMPUTE)
-        sum_bias = tl.zeros([BLOCK_C], COMPUTE)
-        for reverse_chunk in range(NUM_CHUNKS):
-            chunk = NUM_CHUNKS - 1 - reverse_chunk
-            steps = chunk * BLOCK_T + rows
-            step_ok = steps < length
-            valid = step_ok[:, None] & col_ok[None, :]
-            pos = _positions(k, steps, length, height, width, FUSED)
-            u = tl.load(u_ptr + x_offset + pos[:, None] * su_p, mask=valid, other=0.0)
-            u = u.to(COMPUTE)
-            dy = tl.load(grad_y_ptr + x_offset + pos[:, None] * su_p, mask=valid, other=0.0)
-            dy = dy.to(COMPUTE)
-            delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
-            delta = delta.to(COMPUTE)
-            gate_b = tl.load(B_ptr + g_base + pos * sg_p, mask=step_ok, other=0.0).to(COMPUTE)
-            gate_c = tl.load(C_ptr + g_base + pos * sg_p, mask=step_ok, other=0.0).to(COMPUTE)
-            dt, ds, decay, drive = _decay_and_drive(delta, u, gate_b, A, bias, valid, SOFTPLUS)
+    index = chunk * BLOCK_T + rows
+    step_ok = index < length
+    valid = step_ok[:, None] & col_ok[None, :]
+    pos = _positions(lane, index, height, width, FUSED)
+    u = tl.load(
+        u_ptr + batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c,
+        mask=valid,
+        other=0.0,
+    ).to(COMPUTE)
+    state_at = (batch * num_directions * num_chunks + chunk) * channels + cols
+    y = _direction_output(
+        u, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr, state_at,
+        batch, lane, num_chunks, channels, cols, col_ok, pos, step_ok, valid,
+        sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+        False, HAS_D, HAS_BIAS, SOFTPLUS, COMPUTE, BLOCK_C,
+    )  # fmt: skip
+    if FUSED:
+        y += _direction_output(
+            u, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr, state_at,
+            batch, lane + num_lanes, num_chunks, channels, cols, col_ok, pos, step_ok, valid,
+            sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+            True, HAS_D, HAS_BIAS, SOFTPLUS, COMPUTE, BLOCK_C,
+        )  # fmt: skip
+    y_at = y_ptr + batch * so_b + lane * so_k + pos[:, None] * so_p + cols[None, :] * so_c
+    if FUSED:
+        tl.atomic_add(y_at, y, mask=valid, sem="relaxed")
+    else:
+        tl.store(y_at, y, mask=valid)
 
-            # The adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} needs the next step's decay: read it
-            # from memory rather than shifting a tile (0 past the end: nothing comes back).
-            next_ok = (steps + 1) < length
-            next_valid = next_ok[:, None] & col_ok[None, :]
-            next_pos = _positions(k, steps + 1, length, height, width, FUSED)
-            next_delta = tl.load(
-                delta_ptr + d_offset + next_pos[:, None] * sd_p, mask=next_valid, other=0.0
-            ).to(COMPUTE)
-            _, _, next_decay, _ = _decay_and_drive(
-                next_delta, u, gate_b, A, bias, next_valid, SOFTPLUS
-            )
-            next_decay = tl.where(next_valid, next_decay, 0.0)
 
-            # States of this chunk from the saved state entering it.
-            state_in = tl.load(s_base + chunk * channels, mask=col_ok, other=0.0)
-            through, local = tl.associative_scan((decay, drive), 0, _combine)
-            states = local + through * state_in[None, :]
+@triton.jit
+def _direction_adjoint_totals(
+    dy, delta_ptr, A_ptr, C_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+    batch, lane, direction, index, length, height, width, num_chunks, channels, cols, col_ok,
+    rows, pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+    REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FUSED: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Stores direction `direction`'s chunk adjoint map on the chunk's first row in scan
+    order."""
+    k = direction.to(tl.int64)
+    params = k * channels + cols
+    A = tl.load(A_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    bias = tl.zeros([BLOCK_C], COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + params, mask=col_ok, other=0.0).to(COMPUTE)
+    d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
+    gate_c = tl.load(C_ptr + batch * sg_b + k * sg_k + pos * sg_p, mask=step_ok, other=0.0)
+    next_decay = _next_decay(
+        delta_ptr, d_offset, sd_p, A, bias, lane, index, step_ok, col_ok,
+        length, height, width, REVERSE, SOFTPLUS, FUSED, COMPUTE,
+    )  # fmt: skip
+    source = tl.where(valid, gate_c.to(COMPUTE)[:, None] * dy, 0.0)
+    carried, adjoint = tl.associative_scan((next_decay, source), 0, _combine, reverse=not REVERSE)
+    if REVERSE:
+        first = BLOCK_T - 1
+    else:
+        first = 0
+    at = (total_at + k * num_chunks * channels)[None, :] + rows[:, None] * 0
+    keep = (rows[:, None] == first) & col_ok[None, :]
+    tl.store(total_decay_ptr + at, carried, mask=keep)
+    tl.store(total_drive_ptr + at, adjoint, mask=keep)
 
-            source = tl.where(valid, gate_c[:, None] * dy, 0.0)
-            carried, adjoint = tl.associative_scan((next_decay, source), 0, _combine, reverse=True)
-            adjoint = adjoint + carried * adjoint_in[None, :]
-            adjoint_in = _row(adjoint, rows, 0)
 
-            # d loss / d log a_t = g_t a_t h_{t-1} = g_t (h_t - x_t): no division by a_t.
-            grad_log_decay = adjoint * (states - drive)
-            grad_ds = grad_log_decay * A[None, :] + adjoint * u * gate_b[:, None]
-            if SOFTPLUS:
-                grad_dt = tl.where(dt > 20.0, grad_ds, grad_ds * tl.sigmoid(dt))
-            else:
-                grad_dt = grad_ds
-            grad_dt = tl.where(valid, grad_dt, 0.0)
-            sum_A += tl.sum(grad_log_decay * ds, axis=0)
-            sum_D += tl.sum(dy * u, axis=0)
-            sum_bias += tl.sum(grad_dt, axis=0)
-            tl.store(grad_delta_ptr + d_offset + pos[:, None] * sd_p, grad_dt, mask=valid)
+@triton.jit
+def scan_adjoint_totals_kernel(
+    grad_y_ptr, delta_ptr, A_ptr, C_ptr, bias_ptr, total_decay_ptr, total_drive_ptr,
+    length, channels, height, width, num_chunks, num_lanes,
+    su_b, su_k, su_p, su_c,
+    sd_b, sd_k, sd_p, sd_c,
+    sg_b, sg_k, sg_p,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FUSED: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Backward step 1: each chunk's adjoint map g -> P g + S from a zero adjoint, composed in
+    reverse scan order (S: the adjoint at the chunk's first step in scan order)."""
+    chunk = tl.program_id(0)
+    block = tl.program_id(1)
+    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
+    lane = tl.program_id(2) % num_lanes
+    num_directions = num_lanes * (2 if FUSED else 1)
+    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < channels
+    rows = tl.arange(0, BLOCK_T)
+    index = chunk * BLOCK_T + rows
+    step_ok = index < length
+    valid = step_ok[:, None] & col_ok[None, :]
+    pos = _positions(lane, index, height, width, FUSED)
+    dy = tl.load(
+        grad_y_ptr + batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c,
+        mask=valid,
+        other=0.0,
+    ).to(COMPUTE)
+    total_at = (batch * num_directions * num_chunks + chunk) * channels + cols
+    _direction_adjoint_totals(
+        dy, delta_ptr, A_ptr, C_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+        batch, lane, lane, index, length, height, width, num_chunks, channels, cols, col_ok,
+        rows, pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+        False, HAS_BIAS, SOFTPLUS, FUSED, COMPUTE, BLOCK_T, BLOCK_C,
+    )  # fmt: skip
+    if FUSED:
+        _direction_adjoint_totals(
+            dy, delta_ptr, A_ptr, C_ptr, bias_ptr, total_decay_ptr, total_drive_ptr, total_at,
+            batch, lane, lane + num_lanes, index, length, height, width, num_chunks, channels,
+            cols, col_ok, rows, pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+            True, HAS_BIAS, SOFTPLUS, FUSED, COMPUTE, BLOCK_T, BLOCK_C,
+        )  # fmt: skip
 
-            grad_drive = adjoint * ds
-            tl.store(part_B_ptr + part_base + pos, tl.sum(grad_drive * u, axis=1), mask=step_ok)
-            tl.store(part_C_ptr + part_base + pos, tl.sum(dy * states, axis=1), mask=step_ok)
-            grad_u = grad_drive * gate_b[:, None] + skip[None, :] * dy
-            grad_u_at = grad_u_ptr + o_offset + pos[:, None] * so_p
-            if ACCUMULATE:
-                if kk > 0:
-                    grad_u += tl.load(grad_u_at, mask=valid, other=0.0)
-            tl.store(grad_u_at, grad_u, mask=valid)
-        sums_at = batch * num_directions * channels + params
-        tl.store(part_A_ptr + sums_at, sum_A, mask=col_ok)
-        tl.store(part_D_ptr + sums_at, sum_D, mask=col_ok)
-        tl.store(part_bias_ptr + sums_at, sum_bias, mask=col_ok)
-        if ACCUMULATE:
-            tl.debug_barrier()
+
+@triton.jit
+def _direction_gradients(
+    u, dy, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr,
+    adjoint_entering_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr, part_D_ptr,
+    part_bias_ptr, state_at, sums_at, part_at,
+    batch, lane, direction, index, length, height, width, num_chunks, channels, cols, col_ok,
+    pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+    REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FUSED: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Direction `direction`'s gradients over the chunk: stores those of delta, the per-chunk
+    sums of A, D and delta_bias, the per-block sums of B and C; returns its part of u's."""
+    k = direction.to(tl.int64)
+    params = k * channels + cols
+    A, bias, skip = _channel_parameters(
+        A_ptr, bias_ptr, D_ptr, params, col_ok, HAS_BIAS, HAS_D, COMPUTE, BLOCK_C
+    )
+    d_offset = batch * sd_b + k * sd_k + cols[None, :] * sd_c
+    delta = tl.load(delta_ptr + d_offset + pos[:, None] * sd_p, mask=valid, other=0.0)
+    g_at = batch * sg_b + k * sg_k + pos * sg_p
+    gate_b = tl.load(B_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
+    gate_c = tl.load(C_ptr + g_at, mask=step_ok, other=0.0).to(COMPUTE)
+    dt, ds, decay, drive = _decay_and_drive(delta.to(COMPUTE), u, gate_b, A, bias, valid, SOFTPLUS)
+    chunk_at = state_at + k * num_chunks * channels
+    state_in = tl.load(entering_ptr + chunk_at, mask=col_ok, other=0.0)
+    through, local = tl.associative_scan((decay, drive), 0, _combine, reverse=REVERSE)
+    states = local + through * state_in[None, :]
+
+    next_decay = _next_decay(
+        delta_ptr, d_offset, sd_p, A, bias, lane, index, step_ok, col_ok,
+        length, height, width, REVERSE, SOFTPLUS, FUSED, COMPUTE,
+    )  # fmt: skip
+    source = tl.where(valid, gate_c[:, None] * dy, 0.0)
+    adjoint_in = tl.load(adjoint_entering_ptr + chunk_at, mask=col_ok, other=0.0)
+    carried, adjoint = tl.associative_scan((next_decay, source), 0, _combine, reverse=not REVERSE)
+    adjoint = adjoint + carried * adjoint_in[None, :]
+
+    # d loss / d log a_t = g_t a_t h_{t-1} = g_t (h_t - x_t): no division by a_t.
+    grad_log_decay = adjoint * (states - drive)
+    grad_ds = grad_log_decay * A[None, :] + adjoint * u * gate_b[:, None]
+    if SOFTPLUS:
+        grad_dt = tl.where(dt > 20.0, grad_ds, grad_ds * tl.sigmoid(dt))
+    else:
+        grad_dt = grad_ds
+    grad_dt = tl.where(valid, grad_dt, 0.0)
+    tl.store(grad_delta_ptr + d_offset + pos[:, None] * sd_p, grad_dt, mask=valid)
+    sums = sums_at + k * channels
+    tl.store(part_A_ptr + sums, tl.sum(grad_log_decay * ds, axis=0), mask=col_ok)
+    tl.store(part_D_ptr + sums, tl.sum(dy * u, axis=0), mask=col_ok)
+    tl.store(part_bias_ptr + sums, tl.sum(grad_dt, axis=0), mask=col_ok)
+
+    grad_drive = adjoint * ds
+    gates_at = part_at + k * length
+    tl.store(part_B_ptr + gates_at, tl.sum(grad_drive * u, axis=1), mask=step_ok)
+    tl.store(part_C_ptr + gates_at, tl.sum(dy * states, axis=1), mask=step_ok)
+    return grad_drive * gate_b[:, None] + skip[None, :] * dy
+
+
+@triton.jit
+def scan_chunk_gradient_kernel(
+    grad_y_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr,
+    adjoint_entering_ptr,
+    grad_u_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr, part_D_ptr, part_bias_ptr,
+    length, channels, height, width, num_chunks, num_lanes, batch_size,
+    su_b, su_k, su_p, su_c,
+    so_b, so_k, so_p, so_c,
+    sd_b, sd_k, sd_p, sd_c,
+    sg_b, sg_k, sg_p,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FUSED: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Backward step 3: the gradients of one (chunk, channel block, batch item, lane).
+
+    grad_u like y (FUSED: atomics onto the zeroed map), grad_delta like delta;
+    part_B, part_C: (channel blocks, batch, K, L) sums over this block's channels;
+    part_A, part_D, part_bias: (chunks, batch, K * channels) sums over the chunk's steps.
+    """
+    chunk = tl.program_id(0)
+    block = tl.program_id(1)
+    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
+    lane = tl.program_id(2) % num_lanes
+    num_directions = num_lanes * (2 if FUSED else 1)
+    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < channels
+    rows = tl.arange(0, BLOCK_T)
+    index = chunk * BLOCK_T + rows
+    step_ok = index < length
+    valid = step_ok[:, None] & col_ok[None, :]
+    pos = _positions(lane, index, height, width, FUSED)
+    x_offset = batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c
+    u = tl.load(u_ptr + x_offset, mask=valid, other=0.0).to(COMPUTE)
+    dy = tl.load(grad_y_ptr + x_offset, mask=valid, other=0.0).to(COMPUTE)
+    state_at = (batch * num_directions * num_chunks + chunk) * channels + cols
+    sums_at = (chunk * batch_size + batch) * num_directions * channels + cols
+    part_at = ((block * batch_size + batch) * num_directions) * length + pos
+    grad_u = _direction_gradients(
+        u, dy, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr,
+        adjoint_entering_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr, part_D_ptr,
+        part_bias_ptr, state_at, sums_at, part_at,
+        batch, lane, lane, index, length, height, width, num_chunks, channels, cols, col_ok,
+        pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+        False, HAS_D, HAS_BIAS, SOFTPLUS, FUSED, COMPUTE, BLOCK_C,
+    )  # fmt: skip
+    if FUSED:
+        grad_u += _direction_gradients(
+            u, dy, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, entering_ptr,
+            adjoint_entering_ptr, grad_delta_ptr, part_B_ptr, part_C_ptr, part_A_ptr,
+            part_D_ptr, part_bias_ptr, state_at, sums_at, part_at,
+            batch, lane, lane + num_lanes, index, length, height, width, num_chunks, channels,
+            cols, col_ok, pos, step_ok, valid, sd_b, sd_k, sd_p, sd_c, sg_b, sg_k, sg_p,
+            True, HAS_D, HAS_BIAS, SOFTPLUS, FUSED, COMPUTE, BLOCK_C,
+        )  # fmt: skip
+    grad_u_at = grad_u_ptr + batch * so_b + lane * so_k + pos[:, None] * so_p + cols[None, :] * so_c
+    if FUSED:
+        tl.atomic_add(grad_u_at, grad_u, mask=valid, sem="relaxed")
+    else:
+        tl.store(grad_u_at, grad_u, mask=valid)

@@ -10,7 +10,7 @@ torch.compile see one opaque op.
 
 # No `from __future__ import annotations`: torch.library reads the op signatures' annotations.
 
-import math
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -24,13 +24,6 @@ TRITON_HINT = (
     "or choose model.scan_backend 'chunked'"
 )
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-# Tile of a program: BLOCK_T positions x BLOCK_C channels, at most this many elements. With 4
-# warps, 512 compiles (sm_90) to 95 registers forward and 168 backward without spills; 1024
-# needs 180 and 255 with spills in the backward.
-_TILE_ELEMENTS = 512
-NUM_WARPS = 4
-
-
 # What importing the kernels gave (the module or the ImportError), whether they were built for
 # the interpreter, and SM counts per device: memoised in a plain dict rather than
 # functools.cache, which torch.compile warns about and traces through.
@@ -46,7 +39,7 @@ def _load_kernels() -> ModuleType | ImportError:
         else:
             from triton.runtime.interpreter import InterpretedFunction
 
-            kernel = triton_kernels.scan_forward_kernel
+            kernel = triton_kernels.scan_chunk_output_kernel
             _memo["interpreted"] = isinstance(kernel, InterpretedFunction)
             _memo["kernels"] = triton_kernels
     return _memo["kernels"]
@@ -120,29 +113,120 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)  # integer maths: SymInt-safe
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tile sizes and warps of one scan's launches (see `plan_launch`).
+
+    block_t: chunk length, the steps of a program's tile (a power of 2); the forward's entering
+        states are per chunk, so the backward uses the same.
+    block_c: channels per program in the forward (a power of 2).
+    backward_block_c: channels per program in the backward.
+    carry_block: chunks composed per step by the carry kernel (a power of 2).
+    carry_block_c: channels per carry program (a power of 2).
+    num_warps, backward_num_warps: warps per program, forward and backward.
+    """
+
+    block_t: int
+    block_c: int
+    backward_block_c: int
+    carry_block: int
+    carry_block_c: int
+    num_warps: int
+    backward_num_warps: int
+
+    def as_ints(self) -> list[int]:
+        return [
+            self.block_t,
+            self.block_c,
+            self.backward_block_c,
+            self.carry_block,
+            self.carry_block_c,
+            self.num_warps,
+            self.backward_num_warps,
+        ]
+
+
+# Channels per program: 32 contiguous float32 channels are one 128-byte line of the map.
+_MAX_BLOCK_C = 32
+# Elements of a program's tile (block_t x block_c): the largest tile whose backward compiles for
+# sm_90 without spills at 4 warps (`benchmarks/triton_static.py` prints the registers).
+_TILE_ELEMENTS = 1024
+_BACKWARD_TILE_ELEMENTS = 512
+_MIN_BLOCK_T = 16
+# Programs per SM the chunk length is shortened for (down to _MIN_BLOCK_T): enough resident
+# warps to hide the loads' latency; the carry pass grows as chunks shorten.
+_PROGRAMS_PER_PROCESSOR = 8
+_MAX_CARRY_BLOCK = 64
+# Channels per carry program: narrow, so that the light carry pass also has programs for every
+# SM (its tile is carry_block x 8).
+_CARRY_BLOCK_C = 8
+NUM_WARPS = 4
+
+
+def plan_launch(
+    batch: int,
+    channels: int,
+    length: int,
+    *,
+    directions: int,
+    fused: bool,
+    processors: int | None,
+) -> LaunchConfig:
+    """The launch table: tiles and warps for a scan of `directions` x `channels` over `length`.
+
+    Channel blocks of up to 32; chunks as long as a 1024-element tile allows, halved (down to
+    16 steps) until every SM gets at least 8 programs (`processors`: SMs of the GPU; None: the
+    interpreter, which gets small tiles since its scans are Python loops). The backward keeps
+    the chunk and halves the channel block (it holds about three times the live tiles).
+    """
+    if processors is None:
+        block_t = min(16, _next_power_of_2(length))
+        block_c = min(8, _next_power_of_2(channels))
+        return LaunchConfig(block_t, block_c, block_c, 4, block_c, NUM_WARPS, NUM_WARPS)
+    lanes = 2 if fused else directions
+    block_c = min(_MAX_BLOCK_C, _next_power_of_2(channels))
+    block_t = max(_MIN_BLOCK_T, min(_TILE_ELEMENTS // block_c, _next_power_of_2(length)))
+    while (
+        block_t > _MIN_BLOCK_T
+        and _cdiv(length, block_t) * _cdiv(channels, block_c) * batch * lanes
+        < _PROGRAMS_PER_PROCESSOR * processors
+    ):
+        block_t //= 2
+    backward_block_c = max(1, min(block_c, _BACKWARD_TILE_ELEMENTS // block_t))
+    carry_block = min(_MAX_CARRY_BLOCK, _next_power_of_2(_cdiv(length, block_t)))
+    carry_block_c = min(_CARRY_BLOCK_C, block_c)
+    return LaunchConfig(
+        block_t, block_c, backward_block_c, carry_block, carry_block_c, NUM_WARPS, NUM_WARPS
+    )
+
+
 def default_launch(
     batch: int, channels: int, length: int, *, directions: int, fused: bool, device: torch.device
-) -> tuple[int, int, int]:
-    """(BLOCK_T, BLOCK_C, directions per program) for a scan of `directions` x `channels`.
+) -> LaunchConfig:
+    """`plan_launch` for tensors on `device` (the interpreter's small tiles off CUDA)."""
+    processors = _processor_count(device) if device.type == "cuda" else None
+    return plan_launch(
+        batch, channels, length, directions=directions, fused=fused, processors=processors
+    )
 
-    A fused scan sums its four directions inside one program unless that leaves fewer than four
-    programs per SM even with 8-channel blocks (then one program per direction, summed after);
-    channel blocks shrink (down to 8) until every SM has two programs; chunks take as many
-    positions as the tile allows. Untuned: see benchmarks/scan_gpu.py.
-    """
-    if device.type != "cuda":  # the interpreter: small tiles, its scans are Python loops
-        per_program = directions if fused else 1
-        return min(16, _next_power_of_2(length)), min(8, _next_power_of_2(channels)), per_program
-    processors = _processor_count(device)
-    per_program = 1
-    if fused and batch * math.ceil(channels / 8) >= 4 * processors:
-        per_program = directions
-    groups = directions // per_program
-    block_c = min(32, max(8, _next_power_of_2(channels)))
-    while block_c > 8 and batch * math.ceil(channels / block_c) * groups < 2 * processors:
-        block_c //= 2
-    block_t = min(_TILE_ELEMENTS // block_c, max(16, _next_power_of_2(length)))
-    return block_t, block_c, per_program
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One kernel launch of a scan, as the op runs it (and `benchmarks/triton_static.py`
+    compiles it): the kernel, its grid, positional arguments and keyword options."""
+
+    name: str
+    kernel: Any
+    grid: tuple[int, int, int]
+    args: tuple
+    options: dict[str, Any]
+
+    def run(self) -> None:
+        self.kernel[self.grid](*self.args, **self.options)
 
 
 def _geometry(u: torch.Tensor, B: torch.Tensor, fused: bool) -> tuple[int, int, int, int]:
@@ -162,78 +246,224 @@ def _map_strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return (t.stride(1), t.stride(0), t.stride(2), t.stride(3))
 
 
-def _strides(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    B: torch.Tensor,
-    out: torch.Tensor,
-    channels: int,
-    fused: bool,
-) -> tuple[int, ...]:
-    """[batch, direction, position, channel] strides of u (and dy), of out (y or du), of delta,
-    and [batch, direction, position] of B (and C)."""
-    sizes: tuple[int, ...]
+def _tensor_strides(t: torch.Tensor, channels: int, fused: bool) -> tuple[int, int, int, int]:
+    """[batch, direction, position, channel] strides of u, y or delta (plain: direction k is
+    the k-th group of `channels` rows of a (batch, K * channels, L) tensor)."""
     if fused:
-        sizes = (*_map_strides(u), *_map_strides(out), *_map_strides(delta))
-    else:  # (batch, K * channels, L) tensors, direction k = channel group
-        sizes = tuple(
-            size
-            for t in (u, out, delta)
-            for size in (t.stride(0), channels * t.stride(1), t.stride(2), t.stride(1))
-        )
-    return (*sizes, B.stride(0), B.stride(1), B.stride(2))
+        return _map_strides(t)
+    return (t.stride(0), channels * t.stride(1), t.stride(2), t.stride(1))
 
 
-def _launch_options(
-    kernels: ModuleType,
-    D: torch.Tensor | None,
-    delta_bias: torch.Tensor | None,
-    delta_softplus: bool,
-    fused: bool,
-    dtype: torch.dtype,
-    blocks: tuple[int, int, int],
-    num_chunks: int,
-) -> dict[str, Any]:
-    block_t, block_c, per_program = blocks
-    # The chunk count is a compile-time constant: the interpreter cannot loop over a run-time
-    # integer with numpy 2 (one compiled kernel per sequence length, four in DASS).
-    return {
-        "NUM_CHUNKS": num_chunks,
-        "HAS_D": D is not None,
-        "HAS_BIAS": delta_bias is not None,
-        "SOFTPLUS": delta_softplus,
-        "FUSED": fused,
-        "DIRECTIONS": per_program,
-        "ACCUMULATE": fused and per_program > 1,
-        "COMPUTE": kernels.tl.float64 if dtype == torch.float64 else kernels.tl.float32,
-        "BLOCK_T": block_t,
-        "BLOCK_C": block_c,
-        "num_warps": NUM_WARPS,
-    }
+def _gate_strides(B: torch.Tensor) -> tuple[int, int, int]:
+    return (B.stride(0), B.stride(1), B.stride(2))
 
 
-def _grid(batch: int, directions: int, channels: int, blocks: tuple[int, int, int]) -> tuple:
-    _, block_c, per_program = blocks
-    return (batch, math.ceil(channels / block_c), directions // per_program)
+def _compute(kernels: ModuleType, dtype: torch.dtype) -> Any:
+    return kernels.tl.float64 if dtype == torch.float64 else kernels.tl.float32
 
 
 def _check_launch(
-    fused: bool, directions: int, channels: int, blocks: tuple[int, int, int]
+    batch: int, directions: int, channels: int, length: int, fused: bool, config: LaunchConfig
 ) -> None:
-    block_t, block_c, per_program = blocks
-    if any(b < 1 or b & (b - 1) for b in (block_t, block_c)):
-        raise ValueError(f"triton scan: block sizes must be powers of 2, got {blocks[:2]}")
-    if per_program not in ((1, directions) if fused else (1,)):
-        raise ValueError(
-            f"triton scan: {per_program} directions per program; the fused scan takes 1 or "
-            f"{directions}, the plain one 1"
-        )
-    grid = _grid(1, directions, channels, blocks)
-    if max(grid[1:]) > 65535:  # CUDA's limit on the second and third grid dimensions
+    sizes = (
+        config.block_t,
+        config.block_c,
+        config.backward_block_c,
+        config.carry_block,
+        config.carry_block_c,
+    )
+    if any(b < 1 or b & (b - 1) for b in sizes):
+        raise ValueError(f"triton scan: block sizes must be powers of 2, got {config}")
+    if fused and directions != 4:
+        raise ValueError(f"triton scan: the fused SS2D scan has 4 directions, got {directions}")
+    lanes = 2 if fused else directions
+    grid = (
+        _cdiv(length, config.block_t),
+        _cdiv(channels, min(config.block_c, config.backward_block_c, config.carry_block_c)),
+        batch * lanes,
+    )
+    # CUDA's limits: 2**31 - 1 programs along the first grid dimension, 65535 along the others.
+    if grid[0] >= 2**31 or max(grid[1:]) > 65535 or batch * directions > 65535:
         raise UserError(
             f"selective scan backend 'triton' cannot launch {directions} channel groups of "
-            f"{channels} channels (grid {grid}); use backend 'chunked' for this shape"
+            f"{channels} channels over {length} steps for batch {batch} (grid {grid}); use "
+            "backend 'chunked' for this shape"
         )
+
+
+def _carry_launch(
+    kernels: ModuleType,
+    name: str,
+    totals: tuple[torch.Tensor, torch.Tensor],
+    entering: torch.Tensor,
+    *,
+    lanes: int,
+    fused: bool,
+    adjoint: bool,
+    config: LaunchConfig,
+) -> KernelLaunch:
+    batch, directions, num_chunks, channels = entering.shape
+    block_c = config.carry_block_c
+    return KernelLaunch(
+        name,
+        kernels.scan_chunk_carry_kernel,
+        (_cdiv(channels, block_c), batch * directions, 1),
+        (*totals, entering, channels, lanes),
+        {
+            "FUSED": fused,
+            "ADJOINT": adjoint,
+            "NUM_CHUNKS": num_chunks,
+            "COMPUTE": _compute(kernels, entering.dtype),
+            "BLOCK_N": min(config.carry_block, _next_power_of_2(num_chunks)),
+            "BLOCK_C": block_c,
+            "num_warps": config.num_warps,
+        },
+    )
+
+
+def forward_launches(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    height: int,
+    width: int,
+    fused: bool,
+    config: LaunchConfig,
+) -> tuple[list[KernelLaunch], torch.Tensor, torch.Tensor]:
+    """The forward's launches over contiguous inputs (the op's layouts, see
+    `triton_scan_forward`), with the outputs they write: (launches, y, entering states).
+
+    y is zeroed here when the lanes add into it (fused)."""
+    kernels = load_kernels()
+    batch, directions, channels, length = _geometry(u, B, fused)
+    _check_launch(batch, directions, channels, length, fused, config)
+    dtype = compute_dtype(u, delta, A, B, C, D, delta_bias)
+    lanes = 2 if fused else directions
+    num_chunks = _cdiv(length, config.block_t)
+    y = u.new_zeros(u.shape, dtype=dtype) if fused else u.new_empty(u.shape, dtype=dtype)
+    per_chunk = (batch, directions, num_chunks, channels)
+    totals = (u.new_empty(per_chunk, dtype=dtype), u.new_empty(per_chunk, dtype=dtype))
+    entering = u.new_empty(per_chunk, dtype=dtype)
+    strides_u = _tensor_strides(u, channels, fused)
+    strides_delta = _tensor_strides(delta, channels, fused)
+    geometry = (length, channels, height, width, num_chunks, lanes)
+    grid = (num_chunks, _cdiv(channels, config.block_c), batch * lanes)
+    common = {
+        "HAS_BIAS": delta_bias is not None,
+        "SOFTPLUS": delta_softplus,
+        "FUSED": fused,
+        "COMPUTE": _compute(kernels, dtype),
+        "BLOCK_T": config.block_t,
+        "BLOCK_C": config.block_c,
+        "num_warps": config.num_warps,
+    }
+    bias_or_a = delta_bias if delta_bias is not None else A
+    launches = [
+        KernelLaunch(
+            "forward totals",
+            kernels.scan_chunk_totals_kernel,
+            grid,
+            (u, delta, A, B, bias_or_a, *totals, *geometry,
+             *strides_u, *strides_delta, *_gate_strides(B)),
+            common,
+        ),  # fmt: skip
+        _carry_launch(
+            kernels, "forward carry", totals, entering, lanes=lanes, fused=fused,
+            adjoint=False, config=config,
+        ),  # fmt: skip
+        KernelLaunch(
+            "forward output",
+            kernels.scan_chunk_output_kernel,
+            grid,
+            (u, delta, A, B, C, D if D is not None else A, bias_or_a, entering, y, *geometry,
+             *strides_u, *_tensor_strides(y, channels, fused), *strides_delta,
+             *_gate_strides(B)),
+            {**common, "HAS_D": D is not None},
+        ),  # fmt: skip
+    ]
+    return launches, y, entering
+
+
+def backward_launches(
+    grad_y: torch.Tensor,
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    entering: torch.Tensor,
+    delta_softplus: bool,
+    height: int,
+    width: int,
+    fused: bool,
+    config: LaunchConfig,
+) -> tuple[list[KernelLaunch], tuple[torch.Tensor, ...]]:
+    """The backward's launches and the buffers they write: (launches, (grad_u, grad_delta,
+    part_A, part_B, part_C, part_D, part_bias)); the parts are summed by the caller over their
+    first dimension (part_A/D/bias over the first two)."""
+    kernels = load_kernels()
+    batch, directions, channels, length = _geometry(u, B, fused)
+    _check_launch(batch, directions, channels, length, fused, config)
+    dtype = entering.dtype
+    lanes = 2 if fused else directions
+    num_chunks = entering.shape[2]
+    block_c = config.backward_block_c
+    num_blocks = _cdiv(channels, block_c)
+    grad_u = u.new_zeros(u.shape, dtype=dtype) if fused else u.new_empty(u.shape, dtype=dtype)
+    grad_delta = torch.empty_like(delta)
+    part_B = u.new_empty((num_blocks, batch, directions, length), dtype=dtype)
+    part_C = torch.empty_like(part_B)
+    part_A, part_D, part_bias = (
+        u.new_empty((num_chunks, batch, directions * channels), dtype=dtype) for _ in range(3)
+    )
+    totals = (torch.empty_like(entering), torch.empty_like(entering))
+    adjoint_entering = torch.empty_like(entering)
+    strides_u = _tensor_strides(u, channels, fused)
+    strides_delta = _tensor_strides(delta, channels, fused)
+    geometry = (length, channels, height, width, num_chunks, lanes)
+    grid = (num_chunks, num_blocks, batch * lanes)
+    common = {
+        "HAS_BIAS": delta_bias is not None,
+        "SOFTPLUS": delta_softplus,
+        "FUSED": fused,
+        "COMPUTE": _compute(kernels, dtype),
+        "BLOCK_T": config.block_t,
+        "BLOCK_C": block_c,
+        "num_warps": config.backward_num_warps,
+    }
+    bias_or_a = delta_bias if delta_bias is not None else A
+    launches = [
+        KernelLaunch(
+            "backward totals",
+            kernels.scan_adjoint_totals_kernel,
+            grid,
+            (grad_y, delta, A, C, bias_or_a, *totals, *geometry,
+             *strides_u, *strides_delta, *_gate_strides(B)),
+            common,
+        ),  # fmt: skip
+        _carry_launch(
+            kernels, "backward carry", totals, adjoint_entering, lanes=lanes, fused=fused,
+            adjoint=True, config=config,
+        ),  # fmt: skip
+        KernelLaunch(
+            "backward gradients",
+            kernels.scan_chunk_gradient_kernel,
+            grid,
+            (grad_y, u, delta, A, B, C, D if D is not None else A, bias_or_a, entering,
+             adjoint_entering, grad_u, grad_delta, part_B, part_C, part_A, part_D, part_bias,
+             *geometry, batch, *strides_u, *_tensor_strides(grad_u, channels, fused),
+             *strides_delta, *_gate_strides(B)),
+            {**common, "HAS_D": D is not None},
+        ),  # fmt: skip
+    ]
+    return launches, (grad_u, grad_delta, part_A, part_B, part_C, part_D, part_bias)
 
 
 @torch.library.custom_op("lungsrad::triton_scan_forward", mutates_args=())
@@ -249,9 +479,7 @@ def triton_scan_forward(
     height: int,
     width: int,
     fused: bool,
-    block_t: int,
-    block_c: int,
-    directions_per_program: int,
+    launch: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scan of contiguous inputs; returns (y, states entering every chunk).
 
@@ -259,35 +487,22 @@ def triton_scan_forward(
     Fused SS2D (K = 4, L = height * width): u (batch, L, C), delta (4, batch, L, C), B, C
     (batch, 4, L), A, D, delta_bias (4 * C,); y (batch, L, C) sums the four directions.
     y: u's shape, float32 (float64 for float64 input); states: (batch, K, chunks, Cd).
-    Programs scan `directions_per_program` directions each (plain: 1; fused: 1 or 4).
+    launch: `LaunchConfig.as_ints()`.
     """
-    kernels = load_kernels()
-    blocks = (block_t, block_c, directions_per_program)
-    batch, directions, channels, length = _geometry(u, B, fused)
-    _check_launch(fused, directions, channels, blocks)
-    dtype = compute_dtype(u, delta, A, B, C, D, delta_bias)
-    num_chunks = -(-length // block_t)  # integer maths: SymInt-safe
-    separate = fused and directions_per_program == 1  # one output map per direction
-    y = u.new_empty((directions, *u.shape) if separate else u.shape, dtype=dtype)
-    states = u.new_empty((batch, directions, num_chunks, channels), dtype=dtype)
-    options = _launch_options(
-        kernels, D, delta_bias, delta_softplus, fused, dtype, blocks, num_chunks
-    )
-    kernels.scan_forward_kernel[_grid(batch, directions, channels, blocks)](
-        u, delta, A, B, C, D if D is not None else A, delta_bias if delta_bias is not None else A,
-        y, states,
-        length, channels, height, width,
-        *_strides(u, delta, B, y, channels, fused),
-        **options,
+    launches, y, entering = forward_launches(
+        u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, fused,
+        LaunchConfig(*launch),
     )  # fmt: skip
-    return (y.sum(0) if separate else y), states
+    for kernel_launch in launches:
+        kernel_launch.run()
+    return y, entering
 
 
 @triton_scan_forward.register_fake
-def _(u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, fused, block_t, *_):
+def _(u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, fused, launch):
     batch, directions, channels, length = _geometry(u, B, fused)
     dtype = compute_dtype(u, delta, A, B, C, D, delta_bias)
-    num_chunks = -(-length // block_t)
+    num_chunks = _cdiv(length, launch[0])
     return (
         u.new_empty(u.shape, dtype=dtype),
         u.new_empty((batch, directions, num_chunks, channels), dtype=dtype),
@@ -309,48 +524,28 @@ def triton_scan_backward(
     height: int,
     width: int,
     fused: bool,
-    block_t: int,
-    block_c: int,
-    directions_per_program: int,
+    launch: list[int],
 ) -> tuple[
     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 ]:
     """Gradients (u, delta, A, B, C, D, delta_bias) of `triton_scan_forward`'s y; grad_y is
     contiguous like y. u's gradient is in the compute dtype, delta's in delta's dtype, the others
     in the compute dtype (D's and delta_bias's are sums even when D / delta_bias are None)."""
-    kernels = load_kernels()
-    blocks = (block_t, block_c, directions_per_program)
-    batch, directions, channels, length = _geometry(u, B, fused)
-    _check_launch(fused, directions, channels, blocks)
-    dtype = states.dtype
-    separate = fused and directions_per_program == 1
-    grad_u = u.new_empty((directions, *u.shape) if separate else u.shape, dtype=dtype)
-    grad_delta = torch.empty_like(delta)
-    num_blocks = math.ceil(channels / block_c)
-    part_B = u.new_empty((num_blocks, batch, directions, length), dtype=dtype)
-    part_C = torch.empty_like(part_B)
-    part_A, part_D, part_bias = (
-        u.new_empty((batch, directions * channels), dtype=dtype) for _ in range(3)
-    )
-    options = _launch_options(
-        kernels, D, delta_bias, delta_softplus, fused, dtype, blocks, states.shape[2]
-    )
-    kernels.scan_backward_kernel[_grid(batch, directions, channels, blocks)](
-        grad_y, u, delta, A, B, C, D if D is not None else A,
-        delta_bias if delta_bias is not None else A, states,
-        grad_u, grad_delta, part_B, part_C, part_A, part_D, part_bias,
-        length, channels, height, width, batch,
-        *_strides(u, delta, B, grad_u, channels, fused),
-        **options,
+    launches, buffers = backward_launches(
+        grad_y, u, delta, A, B, C, D, delta_bias, states, delta_softplus, height, width, fused,
+        LaunchConfig(*launch),
     )  # fmt: skip
+    for kernel_launch in launches:
+        kernel_launch.run()
+    grad_u, grad_delta, part_A, part_B, part_C, part_D, part_bias = buffers
     return (
-        grad_u.sum(0) if separate else grad_u,
+        grad_u,
         grad_delta,
-        part_A.sum(0),
+        part_A.sum((0, 1)),
         part_B.sum(0),
         part_C.sum(0),
-        part_D.sum(0),
-        part_bias.sum(0),
+        part_D.sum((0, 1)),
+        part_bias.sum((0, 1)),
     )
 
 
@@ -410,7 +605,7 @@ def selective_scan_triton(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = True,
     *,
-    block_sizes: tuple[int, int] | None = None,
+    launch: LaunchConfig | None = None,
 ) -> torch.Tensor:
     """Selective scan with the Triton kernels; same maths and shapes as the reference, N = 1.
 
@@ -424,7 +619,7 @@ def selective_scan_triton(
         D: (channels,) or None.
         delta_bias: (channels,) or None.
         delta_softplus: apply softplus to delta + delta_bias.
-        block_sizes: (positions, channels) per program tile; None: `default_launch`'s.
+        launch: tiles and warps; None: `default_launch`'s.
 
     Returns:
         (batch, channels, L): float64 for float64 input, otherwise float32.
@@ -434,10 +629,9 @@ def selective_scan_triton(
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     batch, total, length = u.shape
     groups = B.shape[1]
-    block_t, block_c, _ = default_launch(
+    launch = launch or default_launch(
         batch, total // groups, length, directions=groups, fused=False, device=u.device
     )
-    block_t, block_c = block_sizes or (block_t, block_c)
     y, _ = triton_scan_forward(
         u.contiguous(),
         delta.contiguous(),
@@ -450,9 +644,7 @@ def selective_scan_triton(
         0,
         0,
         False,
-        block_t,
-        block_c,
-        1,
+        launch.as_ints(),
     )
     return y
 
@@ -469,8 +661,7 @@ def ss2d_scan_triton(
     height: int,
     width: int,
     delta_softplus: bool = True,
-    block_sizes: tuple[int, int] | None = None,
-    directions_per_program: int | None = None,
+    launch: LaunchConfig | None = None,
 ) -> torch.Tensor:
     """SS2D's four-direction scan of a map, cross-scan and cross-merge done by the kernels.
 
@@ -488,25 +679,47 @@ def ss2d_scan_triton(
         delta_bias: (4 * C,) or None.
         height: H of the map (frequency), width: W (time).
         delta_softplus: apply softplus to delta + delta_bias.
-        block_sizes: (positions, channels) per program tile; None: `default_launch`'s.
-        directions_per_program: 4 (each program sums the directions into the map) or 1 (one
-            program per direction, maps summed after); None: `default_launch`'s.
+        launch: tiles and warps; None: `default_launch`'s.
 
     Returns:
         (batch, L, C): the four directions summed, float64 for float64 input, else float32.
     """
     check_triton_inputs(u, A)
+    y, _ = triton_scan_forward(
+        *ss2d_scan_arguments(
+            u, delta, A, B, C, D, delta_bias, height=height, width=width,
+            delta_softplus=delta_softplus, launch=launch,
+        )
+    )  # fmt: skip
+    return y
+
+
+def ss2d_scan_arguments(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    *,
+    height: int,
+    width: int,
+    delta_softplus: bool = True,
+    launch: LaunchConfig | None = None,
+) -> tuple:
+    """The positional arguments `ss2d_scan_triton` gives `triton_scan_forward` (contiguous
+    inputs, flat parameters, the launch plan); works on any device, the meta device included."""
     batch, length, channels = u.shape
     if length != height * width or delta.shape != (4, batch, length, channels):
         raise ValueError(
             f"ss2d_scan_triton: u (batch, {height} x {width}, C) and delta (4, batch, L, C) "
             f"expected, got {tuple(u.shape)} and {tuple(delta.shape)}"
         )
-    block_t, block_c, per_program = default_launch(
+    launch = launch or default_launch(
         batch, channels, length, directions=4, fused=True, device=u.device
     )
-    block_t, block_c = block_sizes or (block_t, block_c)
-    y, _ = triton_scan_forward(
+    return (
         u.contiguous(),
         delta.contiguous(),
         _vector(A),
@@ -518,8 +731,5 @@ def ss2d_scan_triton(
         height,
         width,
         True,
-        block_t,
-        block_c,
-        directions_per_program or per_program,
+        launch.as_ints(),
     )
-    return y

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from lungsrad.models import AST, load_ast_checkpoint
 from lungsrad.models.ast import adapt_pos_embed_grid, patch_grid
+from tests.golden import shared_folder
 
-CHECKOUT = Path(__file__).resolve().parents[3]
-# The golden data: shared/ inside the checkout, else beside it (CI's layout).
-GOLDEN_CANDIDATES = tuple(
-    root / "shared" / "ast_reference" / "ast_tiny.pt" for root in (CHECKOUT, CHECKOUT.parent)
-)
-GOLDEN = next((path for path in GOLDEN_CANDIDATES if path.is_file()), GOLDEN_CANDIDATES[-1])
-needs_golden = pytest.mark.skipif(
-    not GOLDEN.is_file(),
-    reason="golden AST data not found: looked at "
-    + " and ".join(str(path) for path in GOLDEN_CANDIDATES),
-)
+REFERENCE = "ast_reference"  # shared/ast_reference: the reference implementation's outputs
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4}
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(GOLDEN, map_location="cpu", weights_only=True)
+    path = shared_folder(REFERENCE, "ast_tiny.pt") / "ast_tiny.pt"
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def tiny(frames: int, *, dtype: torch.dtype = torch.float32) -> AST:
@@ -38,7 +28,6 @@ def head_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-@needs_golden
 def test_golden_config_is_the_tiny_model(golden):
     config = golden["config"]
     assert (config["embed_dim"], config["depth"], config["num_heads"]) == (64, 2, 4)
@@ -46,7 +35,6 @@ def test_golden_config_is_the_tiny_model(golden):
     assert tuple(golden["adapted"]["grid"]) == patch_grid(128, 798) == (12, 79)
 
 
-@needs_golden
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_golden_release_logits(golden, dtype):
     model = tiny(1024, dtype=dtype)
@@ -59,7 +47,6 @@ def test_golden_release_logits(golden, dtype):
         torch.testing.assert_close(logits, golden["logits_float64"], atol=1e-7, rtol=0)
 
 
-@needs_golden
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_golden_adapted_logits(golden, dtype):
     adapted = golden["adapted"]
@@ -73,7 +60,6 @@ def test_golden_adapted_logits(golden, dtype):
         torch.testing.assert_close(logits, adapted["logits_float64"], atol=1e-7, rtol=0)
 
 
-@needs_golden
 def test_golden_adaptation_reproduces_the_reference_bit_for_bit(golden, caplog):
     adapted = golden["adapted"]
     model = tiny(798)
@@ -93,7 +79,6 @@ def test_golden_adaptation_reproduces_the_reference_bit_for_bit(golden, caplog):
     torch.testing.assert_close(logits, adapted["logits"], atol=1e-5, rtol=0)
 
 
-@needs_golden
 def test_golden_patchmix_code_layout(golden):
     patchmix, adapted = golden["patchmix"], golden["adapted"]
     model = tiny(798)
@@ -109,7 +94,6 @@ def test_golden_patchmix_code_layout(golden):
     assert (logits - adapted["logits"]).abs().max() > 1e-2
 
 
-@needs_golden
 def test_explicit_attention_path_matches_the_fused_one(golden):
     adapted = golden["adapted"]
     model = tiny(798)

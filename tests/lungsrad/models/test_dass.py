@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,19 +11,17 @@ import torch
 from lungsrad.models import DASS, load_dass_checkpoint
 from lungsrad.models.dass import DropPath
 from lungsrad.models.selective_scan.cuda_kernel import is_mamba_ssm_installed
+from tests.golden import shared_folder
 
-REFERENCE_DIR = (Path(__file__).resolve().parents[3] / ".." / "shared" / "dass_reference").resolve()
-GOLDEN = REFERENCE_DIR / "dass_tiny.pt"
-needs_golden = pytest.mark.skipif(
-    not GOLDEN.is_file(), reason=f"golden DASS data not found at {GOLDEN} (../shared absent)"
-)
+REFERENCE = "dass_reference"  # shared/dass_reference: the reference implementation's outputs
 TINY = {"dims": (32, 64, 128, 256), "depths": (1, 1, 2, 1)}
 MICRO = {"dims": (8, 16), "depths": (1, 1)}
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(GOLDEN, map_location="cpu", weights_only=True)
+    path = shared_folder(REFERENCE, "dass_tiny.pt") / "dass_tiny.pt"
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +31,6 @@ def golden_model(golden) -> DASS:
     return model.eval()
 
 
-@needs_golden
 def test_golden_logits_float32(golden, golden_model):
     with torch.no_grad():
         logits = golden_model(golden["input"])
@@ -42,7 +38,6 @@ def test_golden_logits_float32(golden, golden_model):
 
 
 @pytest.mark.slow  # float64 depthwise convs take PyTorch's slow path: up to ~10 s on 2 cores
-@needs_golden
 def test_golden_logits_float64(golden, golden_model):
     model = DASS(num_classes=4, **TINY).double().eval()
     model.load_state_dict(golden_model.state_dict())
@@ -51,12 +46,11 @@ def test_golden_logits_float64(golden, golden_model):
     torch.testing.assert_close(logits, golden["logits_float64"], atol=1e-7, rtol=0)
 
 
-@needs_golden
 def test_golden_intermediates(golden, golden_model):
-    intermediates = REFERENCE_DIR / "dass_tiny_intermediates.pt"
-    if not intermediates.is_file():
-        pytest.skip(f"{intermediates} absent")
-    expected = torch.load(intermediates, weights_only=True)["intermediates"]
+    intermediates = shared_folder(REFERENCE, "dass_tiny_intermediates.pt")
+    expected = torch.load(intermediates / "dass_tiny_intermediates.pt", weights_only=True)[
+        "intermediates"
+    ]
     outputs = {}
     handles = [
         golden_model.layers[i].blocks.register_forward_hook(
@@ -178,21 +172,35 @@ def test_presets_and_properties():
     assert [b.drop_path.rate for b in small.layers[3].blocks][-1] == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize(
-    ("preset", "manifest", "count"),
-    [
-        ("small", "dass_small_keys.json", 29_884_463),
-        ("medium", "dass_medium_keys.json", 48_648_239),
-    ],
-)
-def test_release_parameter_counts_and_keys(preset, manifest, count):
+@pytest.mark.parametrize(("preset", "count"), [("small", 29_884_463), ("medium", 48_648_239)])
+def test_release_parameter_counts(preset, count):
     with torch.device("meta"):
         model = getattr(DASS, preset)(num_classes=527)
     assert sum(p.numel() for p in model.parameters()) == count
+
+
+@pytest.mark.parametrize("preset", ["small", "medium"])
+def test_release_checkpoint_keys(preset):
+    manifest = f"dass_{preset}_keys.json"
+    path = shared_folder(REFERENCE, manifest) / manifest
+    with torch.device("meta"):
+        model = getattr(DASS, preset)(num_classes=527)
     keys = {f"module.v.{k}": list(v.shape) for k, v in model.state_dict().items()}
-    path = REFERENCE_DIR / manifest
-    if path.is_file():
-        assert list(keys.items()) == list(json.loads(path.read_text()).items())
+    assert list(keys.items()) == list(json.loads(path.read_text()).items())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stage_maps_of_an_icbhi_segment(dtype):
+    # 798 frames: ceil(798 / 2) = 399, ceil(399 / 2) = 200 after the patch embedding's convs.
+    with torch.device("meta"):
+        small = DASS.small()
+    assert small.stage_maps(798, 128) == [(96, 32, 200), (192, 16, 100), (384, 8, 50), (768, 4, 25)]
+    model = DASS(num_classes=4, **MICRO).to(dtype)  # real weights: the maps a forward sees
+    seen = []
+    model.block(1, 0).register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape[1:])))
+    with torch.no_grad():
+        model(torch.randn(1, 37, 21, dtype=dtype))
+    assert model.stage_maps(37, 21) == [(8, 6, 10), seen[0]] == [(8, 6, 10), (16, 3, 5)]
 
 
 def test_label_dim_4_parameter_count():
@@ -236,7 +244,6 @@ def test_cpu_autocast_runs_scan_in_float32():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@needs_golden
 def test_golden_logits_on_cuda_float32(golden, monkeypatch):
     # Plain float32 on the GPU (no TF32) must meet nearly the CPU bar.
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)

@@ -23,7 +23,11 @@ from lungsrad.models.selective_scan import (
     selective_scan_triton,
     ss2d_scan_triton,
 )
-from lungsrad.models.selective_scan.triton_scan import is_interpreter_on, triton_scan_forward
+from lungsrad.models.selective_scan.triton_scan import (
+    LaunchConfig,
+    is_interpreter_on,
+    triton_scan_forward,
+)
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip(
@@ -31,12 +35,25 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         allow_module_level=True,
     )
 
+
+
+def plan(
+    block_t: int, block_c: int, *, backward_block_c: int | None = None, carry_block: int = 2
+) -> LaunchConfig:
+    """A launch with these tiles (the carry composes `carry_block` chunks per step)."""
+    backward = backward_block_c or block_c
+    return LaunchConfig(block_t, block_c, backward, carry_block, block_c, 4, 4)
+
+
 SHAPES = [
-    # batch, channels, groups, length, (positions, channels) per tile
-    pytest.param(2, 8, 4, 37, (8, 4), id="dass-like-chunks-and-blocks"),
-    pytest.param(1, 6, 1, 19, (16, 4), id="one-group-partial-channel-block"),
-    pytest.param(3, 4, 2, 1, (16, 8), id="length-1"),
-    pytest.param(2, 6, 3, 16, (16, 2), id="one-exact-chunk"),
+    # batch, channels, groups, length, launch
+    pytest.param(2, 8, 4, 37, plan(8, 4), id="dass-like-chunks-and-blocks"),
+    pytest.param(1, 6, 1, 19, plan(16, 4), id="one-group-partial-channel-block"),
+    pytest.param(3, 4, 2, 1, plan(16, 8), id="length-1"),
+    pytest.param(2, 6, 3, 16, plan(16, 2), id="one-exact-chunk"),
+    pytest.param(2, 4, 2, 45, plan(4, 4, carry_block=2), id="many-chunks-partial-last"),
+    pytest.param(1, 4, 2, 64, plan(4, 4, carry_block=4), id="many-chunks-exact"),
+    pytest.param(2, 6, 2, 23, plan(8, 4, backward_block_c=2), id="backward-narrower-blocks"),
 ]
 
 
@@ -45,11 +62,11 @@ def test_interpreter_is_on_and_backend_available():
     assert "triton" in available_backends()
 
 
-@pytest.mark.parametrize(("batch", "channels", "groups", "length", "blocks"), SHAPES)
-def test_plain_scan_matches_reference_float64(batch, channels, groups, length, blocks):
+@pytest.mark.parametrize(("batch", "channels", "groups", "length", "launch"), SHAPES)
+def test_plain_scan_matches_reference_float64(batch, channels, groups, length, launch):
     inputs = make_inputs(batch, channels, groups, 1, length)
     y_ref, g_ref = outputs_and_grads(selective_scan_reference, inputs)
-    y, g = outputs_and_grads(selective_scan_triton, inputs, block_sizes=blocks)
+    y, g = outputs_and_grads(selective_scan_triton, inputs, launch=launch)
     assert y.dtype == torch.float64
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
     assert_all_close(g, g_ref, rtol=1e-9, atol=1e-11)
@@ -62,7 +79,7 @@ def test_plain_scan_without_skip_or_bias(softplus):
         inputs[1] = inputs[1].detach().abs().requires_grad_()
     y_ref, g_ref = outputs_and_grads(selective_scan_reference, inputs, delta_softplus=softplus)
     y, g = outputs_and_grads(
-        selective_scan_triton, inputs, delta_softplus=softplus, block_sizes=(8, 2)
+        selective_scan_triton, inputs, delta_softplus=softplus, launch=plan(8, 2)
     )
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
     assert_all_close(g, g_ref, rtol=1e-9, atol=1e-11)
@@ -83,7 +100,7 @@ def test_float32_state_arithmetic():
     inputs64 = make_inputs(2, 4, 2, 1, 40, seed=5)
     inputs32 = [t.detach().float().requires_grad_() for t in inputs64]
     y_ref, g_ref = outputs_and_grads(selective_scan_reference, inputs64)
-    y, g = outputs_and_grads(selective_scan_triton, inputs32, block_sizes=(16, 4))
+    y, g = outputs_and_grads(selective_scan_triton, inputs32, launch=plan(16, 4))
     assert y.dtype == torch.float32 and all(t.dtype == torch.float32 for t in g)
     torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5)
     assert_all_close([t.double() for t in g], g_ref, rtol=1e-4, atol=1e-4)
@@ -93,7 +110,7 @@ def test_float32_state_arithmetic():
 def test_half_inputs_return_float32(dtype):
     inputs = make_inputs(2, 4, 2, 1, 24, dtype=torch.float32)
     half = [t.detach().to(dtype).requires_grad_() for t in inputs]
-    y, g = outputs_and_grads(selective_scan_triton, half, block_sizes=(8, 4))
+    y, g = outputs_and_grads(selective_scan_triton, half, launch=plan(8, 4))
     assert y.dtype == torch.float32
     assert all(t.dtype == dtype for t in g)
     # The reference on the same half-precision values, scanned in float32.
@@ -112,7 +129,8 @@ def test_d_state_above_one_is_refused():
 
 def test_custom_op_passes_opcheck():
     u, delta, A, B, C, D, bias = (t.detach() for t in make_inputs(2, 4, 2, 1, 9))
-    args = (u, delta, A[:, 0], B[:, :, 0], C[:, :, 0], D, bias, True, 0, 0, False, 4, 2, 1)
+    args = (u, delta, A[:, 0], B[:, :, 0], C[:, :, 0], D, bias, True, 0, 0, False)
+    args = (*args, plan(4, 2).as_ints())
     for t in args[:7]:
         t.requires_grad_()
     torch.library.opcheck(triton_scan_forward, args)
@@ -120,7 +138,7 @@ def test_custom_op_passes_opcheck():
 
 def test_fused_custom_op_passes_opcheck():
     inputs = [t.detach().requires_grad_() for t in make_map_inputs(1, 2, 2, 3)]
-    args = (*inputs[:2], inputs[2][:, 0], *inputs[3:], True, 2, 3, True, 4, 2, 1)
+    args = (*inputs[:2], inputs[2][:, 0], *inputs[3:], True, 2, 3, True, plan(4, 2).as_ints())
     torch.library.opcheck(triton_scan_forward, args)
 
 
@@ -173,33 +191,27 @@ def unfused_ss2d_scan(u, delta, A, B, C, D, bias, *, height: int, width: int) ->
 
 
 @pytest.mark.parametrize(
-    ("batch", "channels", "height", "width", "blocks", "per_program"),
+    ("batch", "channels", "height", "width", "launch"),
     [
-        pytest.param(2, 3, 5, 7, (8, 2), 4, id="h-not-w-chunks-blocks-summed-in-program"),
-        pytest.param(2, 3, 5, 7, (8, 2), 1, id="h-not-w-chunks-blocks-program-per-direction"),
-        pytest.param(1, 3, 4, 3, (16, 2), 4, id="one-chunk"),
+        pytest.param(2, 3, 5, 7, plan(8, 2), id="h-not-w-chunks-blocks"),
+        pytest.param(1, 3, 4, 3, plan(16, 2), id="one-chunk"),
+        pytest.param(1, 2, 4, 4, plan(16, 2), id="one-exact-chunk"),
+        pytest.param(2, 3, 7, 9, plan(4, 2, carry_block=2), id="many-chunks-partial-last"),
+        pytest.param(1, 5, 4, 8, plan(4, 4, backward_block_c=2, carry_block=4), id="many-exact"),
     ],
 )
-def test_fused_ss2d_scan_matches_reference_composition(
-    batch, channels, height, width, blocks, per_program
-):
+def test_fused_ss2d_scan_matches_reference_composition(batch, channels, height, width, launch):
     inputs = make_map_inputs(batch, channels, height, width)
     expected = outputs_and_grads(unfused_ss2d_scan, inputs, height=height, width=width)
     actual = outputs_and_grads(
-        ss2d_scan_triton,
-        inputs,
-        height=height,
-        width=width,
-        block_sizes=blocks,
-        directions_per_program=per_program,
+        ss2d_scan_triton, inputs, height=height, width=width, launch=launch
     )
     torch.testing.assert_close(actual[0], expected[0], rtol=1e-10, atol=1e-12)
     assert_all_close(actual[1], expected[1], rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("per_program", [4, 1])
 @pytest.mark.parametrize("direction", [0, 1, 2, 3])
-def test_fused_ss2d_scan_each_direction_alone(direction, per_program):
+def test_fused_ss2d_scan_each_direction_alone(direction):
     # Zero output gates elsewhere isolate one direction's index arithmetic (the skip D too).
     u, delta, A, B, C, D, bias = make_map_inputs(1, 2, 3, 4, seed=direction)
     keep = torch.zeros(1, 4, 1, dtype=torch.float64)
@@ -207,12 +219,7 @@ def test_fused_ss2d_scan_each_direction_alone(direction, per_program):
     inputs = [u, delta, A, B, (C * keep).detach().requires_grad_(), None, bias]
     expected = outputs_and_grads(unfused_ss2d_scan, inputs, height=3, width=4)
     actual = outputs_and_grads(
-        ss2d_scan_triton,
-        inputs,
-        height=3,
-        width=4,
-        block_sizes=(4, 2),
-        directions_per_program=per_program,
+        ss2d_scan_triton, inputs, height=3, width=4, launch=plan(4, 2, carry_block=2)
     )
     assert expected[0].abs().max() > 0.1
     torch.testing.assert_close(actual[0], expected[0], rtol=1e-10, atol=1e-12)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,8 @@ import pytest
 import torch
 from test_selective_scan import assert_all_close, make_inputs, outputs_and_grads
 
-from lungsrad.config import config_from_dict
+from lungsrad.config import DataConfig, config_from_dict
+from lungsrad.data.features import expected_num_frames
 from lungsrad.models import DASS
 from lungsrad.models.dass import SS2D
 from lungsrad.models.selective_scan import (
@@ -24,7 +24,12 @@ from lungsrad.models.selective_scan import (
     selective_scan_reference,
     ss2d_scan_triton,
 )
-from lungsrad.models.selective_scan.triton_scan import is_interpreter_on, is_triton_installed
+from lungsrad.models.selective_scan.triton_scan import (
+    LaunchConfig,
+    is_interpreter_on,
+    is_triton_installed,
+)
+from tests.golden import shared_folder
 
 scan_module = importlib.import_module("lungsrad.models.selective_scan")
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -33,6 +38,10 @@ needs_triton = pytest.mark.skipif(not is_triton_installed(), reason="triton does
 needs_cuda_triton = pytest.mark.skipif(
     not (torch.cuda.is_available() and is_triton_installed()), reason="needs CUDA and triton"
 )
+ICBHI_SEGMENT = (expected_num_frames(DataConfig()), DataConfig().num_mel_bins)  # (798, 128)
+with torch.device("meta"):
+    # (C, H, W) of DASS-small's four stage maps on an ICBHI segment: (96, 32, 200) ... (768, 4, 25)
+    DASS_SMALL_MAPS = DASS.small().stage_maps(*ICBHI_SEGMENT)
 
 
 @needs_triton
@@ -144,58 +153,6 @@ def test_triton_backend_keeps_parameter_names_and_shapes():
     plain.load_state_dict(fused.state_dict())
 
 
-def compile_for_hopper(kernel, pointer_types: dict[str, str], options: dict) -> str:
-    """PTX of `kernel` compiled for sm_90 with these launch options (no GPU needed)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    constants = {k: v for k, v in options.items() if k != "num_warps"}
-    signature = {
-        name: "constexpr"
-        if name in constants
-        else pointer_types.get(name, "*fp32")
-        if name.endswith("_ptr")
-        else "i32"
-        for name in kernel.arg_names
-    }
-    source = ASTSource(kernel, signature, constexprs=constants)
-    compiled = triton.compile(
-        source, target=GPUTarget("cuda", 90, 32), options={"num_warps": options["num_warps"]}
-    )
-    return compiled.asm["ptx"]
-
-
-@pytest.mark.slow  # about 10-40 s the first time (Triton caches compiled kernels on disk)
-@needs_triton
-@pytest.mark.skipif(is_interpreter_on(), reason="Triton's interpreter is on in this process")
-@pytest.mark.parametrize("per_program", [1, 4])
-def test_kernels_compile_for_hopper_with_the_launch_options(per_program, tmp_path):
-    # The interpreter accepts code the compiler refuses; this compiles what a GPU run launches
-    # (DASS-small stage 0 under bf16 autocast), option names included, and checks for spills.
-    triton_scan = importlib.import_module("lungsrad.models.selective_scan.triton_scan")
-    kernels = triton_scan.load_kernels()
-    ptxas = Path(kernels.triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    if not ptxas.is_file():
-        pytest.skip(f"Triton's ptxas not found at {ptxas}")
-    launch = (64, 8, per_program)
-    options = triton_scan._launch_options(
-        kernels, torch.ones(1), torch.ones(1), True, True, torch.float32, launch, 100
-    )
-    half = {name: "*bf16" for name in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "grad_delta_ptr")}
-    for kernel in (kernels.scan_forward_kernel, kernels.scan_backward_kernel):
-        ptx = tmp_path / f"{kernel.__name__}.ptx"
-        ptx.write_text(compile_for_hopper(kernel, half, options))
-        target = re.search(r"^\.target (\S+)", ptx.read_text(), re.MULTILINE).group(1)
-        report = subprocess.run(
-            [str(ptxas), f"-arch={target}", "-v", str(ptx), "-o", str(tmp_path / "k.cubin")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stderr
-        assert " 0 bytes spill stores" in report, report
-
-
 # ---------------------------------------------------------------------------------------------
 # GPU
 
@@ -243,9 +200,7 @@ def ss2d_pair(dim: int) -> tuple[SS2D, SS2D]:
 
 @pytest.mark.gpu
 @needs_cuda_triton
-@pytest.mark.parametrize(
-    ("dim", "height", "width"), [(96, 32, 199), (192, 16, 100), (384, 8, 50), (768, 4, 25)]
-)
+@pytest.mark.parametrize(("dim", "height", "width"), DASS_SMALL_MAPS)
 def test_fused_ss2d_matches_chunked_at_dass_small_shapes(dim, height, width):
     # The four stage maps of DASS-small on an ICBHI segment (128 mel bins x 798 frames).
     chunked, fused = ss2d_pair(dim)
@@ -264,9 +219,9 @@ def test_fused_ss2d_matches_chunked_at_dass_small_shapes(dim, height, width):
 
 @pytest.mark.gpu
 @needs_cuda_triton
-@pytest.mark.parametrize(("channels", "height", "width"), [(96, 32, 199), (768, 4, 25)])
+@pytest.mark.parametrize(("channels", "height", "width"), [DASS_SMALL_MAPS[0], DASS_SMALL_MAPS[-1]])
 def test_fused_scan_launch_variants_agree_on_cuda(channels, height, width):
-    # Directions summed inside a program vs one program per direction, and another tile.
+    # The launch table's plan against other chunk lengths, channel blocks and warps.
     length, batch = height * width, 16
     generator = torch.Generator(device="cuda").manual_seed(0)
 
@@ -283,16 +238,10 @@ def test_fused_scan_launch_variants_agree_on_cuda(channels, height, width):
         randn(4 * channels, scale=0.5) - 3.0,
     ]
     inputs = [t.requires_grad_() for t in inputs]
+    plans = [None, LaunchConfig(64, 8, 8, 16, 8, 4, 4), LaunchConfig(16, 32, 32, 64, 32, 2, 8)]
     results = [
-        outputs_and_grads(
-            ss2d_scan_triton,
-            inputs,
-            height=height,
-            width=width,
-            block_sizes=blocks,
-            directions_per_program=per_program,
-        )
-        for blocks, per_program in [((64, 8), 1), ((64, 8), 4), ((32, 16), 4)]
+        outputs_and_grads(ss2d_scan_triton, inputs, height=height, width=width, launch=plan)
+        for plan in plans
     ]
     for y, grads in results[1:]:
         torch.testing.assert_close(y, results[0][0], rtol=1e-5, atol=1e-5)
@@ -303,9 +252,9 @@ def test_fused_scan_launch_variants_agree_on_cuda(channels, height, width):
 @pytest.mark.gpu
 @needs_cuda_triton
 def test_fused_ss2d_under_bf16_autocast():
-    chunked, fused = ss2d_pair(96)
-    x = torch.randn(2, 96, 32, 199, device="cuda")
-    weights = torch.randn(2, 96, 32, 199, device="cuda")
+    chunked, fused = ss2d_pair(DASS_SMALL_MAPS[0][0])
+    x = torch.randn(2, *DASS_SMALL_MAPS[0], device="cuda")
+    weights = torch.randn(2, *DASS_SMALL_MAPS[0], device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         expected, actual = ss2d_step(chunked, x, weights), ss2d_step(fused, x, weights)
     for a, e in zip(actual, expected, strict=True):
@@ -316,10 +265,10 @@ def test_fused_ss2d_under_bf16_autocast():
 @pytest.mark.gpu
 @needs_cuda_triton
 def test_fused_ss2d_under_torch_compile():
-    _, fused = ss2d_pair(96)
+    _, fused = ss2d_pair(DASS_SMALL_MAPS[0][0])
     compiled = torch.compile(fused)
-    x = torch.randn(2, 96, 32, 199, device="cuda")
-    weights = torch.randn(2, 96, 32, 199, device="cuda")
+    x = torch.randn(2, *DASS_SMALL_MAPS[0], device="cuda")
+    weights = torch.randn(2, *DASS_SMALL_MAPS[0], device="cuda")
     expected, actual = ss2d_step(fused, x, weights), ss2d_step(compiled, x, weights)
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
@@ -330,7 +279,7 @@ def test_fused_ss2d_under_torch_compile():
 def test_dass_small_trains_a_step_with_triton():
     torch.manual_seed(0)
     model = DASS.small(scan_backend="triton").cuda()
-    fbank = torch.randn(2, 798, 128, device="cuda")
+    fbank = torch.randn(2, *ICBHI_SEGMENT, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = model(fbank).float().logsumexp(-1).mean()
     loss.backward()
@@ -342,9 +291,7 @@ def test_dass_small_trains_a_step_with_triton():
 @needs_cuda_triton
 def test_golden_logits_with_triton_on_cuda(monkeypatch):
     # The reference implementation's logits (shared/dass_reference), through the fused kernels.
-    golden_path = REPOSITORY.parent / "shared" / "dass_reference" / "dass_tiny.pt"
-    if not golden_path.is_file():
-        pytest.skip(f"golden DASS data not found at {golden_path}")
+    golden_path = shared_folder("dass_reference", "dass_tiny.pt") / "dass_tiny.pt"
     from lungsrad.models import load_dass_checkpoint
 
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
