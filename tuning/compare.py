@@ -62,6 +62,23 @@ BACKBONE_CONTRASTS = (
 )
 # The variants that make a comparison the backbones one (else the ablation chain of Table 2).
 BACKBONE_VARIANTS = frozenset(("ast_finetune", "ast_patchmix"))
+# final.py runs are named by their config's `name`: the shipped configs of the four variants.
+VARIANT_ALIASES = {
+    "table2_dass_finetune": "dass_finetune",
+    "table2_lung_srad": "lung_srad",
+    "table1_ast_finetune": "ast_finetune",
+    "table1_ast_patchmix": "ast_patchmix",
+}
+
+
+def backbone_variants(scores: Mapping[str, Any]) -> dict[str, str]:
+    """{backbones.yaml variant name: the label it has in `scores`} for those present, under
+    its own name (a sweep's variant tag) or its config's name (final.py runs)."""
+    found = {name: name for name in VARIANT_TITLES if name in scores}
+    for alias, name in VARIANT_ALIASES.items():
+        if alias in scores and name not in found:
+            found[name] = alias
+    return found
 
 
 @dataclass(frozen=True)
@@ -93,23 +110,25 @@ def ablation_steps(scores: Mapping[str, Mapping[Any, float]], order: Sequence[st
 def contrast_steps(scores: Mapping[str, Mapping[Any, float]]) -> list[Step]:
     """The backbones contrasts whose two variants are both in `scores`, each named
     "<minuend> - <subtrahend>" by the variants' titles ("Lung-SRAD - AST patch-mix")."""
+    present = backbone_variants(scores)
     return [
         Step(
-            before=subtrahend,
-            after=minuend,
-            difference=paired_difference(scores[subtrahend], scores[minuend]),
+            before=present[subtrahend],
+            after=present[minuend],
+            difference=paired_difference(scores[present[subtrahend]], scores[present[minuend]]),
             label=f"{VARIANT_TITLES[minuend]} - {VARIANT_TITLES[subtrahend]}",
         )
         for minuend, subtrahend in BACKBONE_CONTRASTS
-        if minuend in scores and subtrahend in scores
+        if minuend in present and subtrahend in present
     ]
 
 
 def is_backbones_comparison(
     scores: Mapping[str, Any], requested_order: Sequence[str] | None
 ) -> bool:
-    """True when no --order was given and an AST variant of backbones.yaml is among `scores`."""
-    return not requested_order and bool(BACKBONE_VARIANTS & set(scores))
+    """True when no --order was given and an AST variant of backbones.yaml is among `scores`
+    (by its variant name or its config's name)."""
+    return not requested_order and bool(BACKBONE_VARIANTS & set(backbone_variants(scores)))
 
 
 def _signed(value: float) -> str:
@@ -272,7 +291,7 @@ def resolve_order(scores: Mapping[str, Any], requested: Sequence[str] | None) ->
             )
         return list(requested)
     known = [name for name in TABLE2_ORDER if name in scores]
-    backbones = [name for name in VARIANT_TITLES if name in scores and name not in known]
+    backbones = [label for label in backbone_variants(scores).values() if label not in known]
     listed = set(known) | set(backbones)
     return known + backbones + sorted(name for name in scores if name not in listed)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lungsrad.metrics import REPORT_SCORE
 from tuning.compare import (
     comparison_markdown,
@@ -88,3 +90,20 @@ def test_shipped_backbones_space() -> None:
     }
     assert space.variants["lung_srad"].method.regularization.enabled
     assert {config.train.protocol for config in space.variants.values()} == {"paper"}
+
+
+def test_final_runs_named_by_their_configs_get_the_contrasts() -> None:
+    # final.py seed runs carry their config's name: the shipped configs of the four variants.
+    names = {
+        "dass_finetune": "table2_dass_finetune",
+        "lung_srad": "table2_lung_srad",
+        "ast_finetune": "table1_ast_finetune",
+        "ast_patchmix": "table1_ast_patchmix",
+    }
+    finals = {names[variant]: scores for variant, scores in SCORES.items()}
+    assert is_backbones_comparison(finals, None)
+    steps = contrast_steps(finals)
+    assert steps[0].name == "Lung-SRAD - AST patch-mix"
+    assert (steps[0].after, steps[0].before) == ("table2_lung_srad", "table1_ast_patchmix")
+    assert steps[0].difference.differences == pytest.approx((2.0, 2.2, 1.8))
+    assert resolve_order(finals, None) == [names[v] for v in SCORES]
