@@ -1,9 +1,11 @@
 """One-shot GPU check, side by side in one run: for every available scan backend, the eager and
 the captured (CUDA-graph) DASS-small training step (train and eval samples/s, peak memory, kernels
-and host launches per step, GPU-busy share), then the full method's epoch speed on synthetic data.
+and host launches per step, GPU-busy share), the same for the AST-base baseline (issue 20), then
+the full method's epoch speed on synthetic data.
 
-DASS-small, batch 16, bf16 autocast, input (16, 798, 128), as in issue 11. Warm-up and timed steps
-are bounded so the whole check stays within a few minutes on one H100/H200. Run it through
+DASS-small and AST-base, batch 16, bf16 autocast, input (16, 798, 128), as in issues 11 and 20.
+Warm-up and timed steps are bounded so the whole check stays within a few minutes on one
+H100/H200. Run it through
 `benchmarks/gpu_check.sh`, which runs the `gpu` tests first.
 
     python benchmarks/gpu_check.py [--steps 20] [--backends triton chunked]
@@ -46,6 +48,7 @@ LAUNCH_PREFIXES = ("cudaLaunch", "cuLaunch", "cudaGraphLaunch", "cuGraphLaunch")
 class Row:
     backend: str
     captured: bool
+    model: str = "dass-small"
     train_per_second: float = float("nan")
     eval_per_second: float = float("nan")
     peak_gib: float = float("nan")
@@ -94,6 +97,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         help="default: every available backend but 'reference' (a Python loop)",
+    )
+    parser.add_argument(
+        "--no-ast", action="store_true", help="skip the AST-base rows (DASS-small only)"
     )
     parser.add_argument(
         "--method-backend",
@@ -158,11 +164,21 @@ def eval_samples_per_second(step: TrainStep, *, batch_size: int, batches: int) -
 
 
 def measure_row(
-    backend: str, captured: bool, args: argparse.Namespace, device: torch.device
+    backend: str,
+    captured: bool,
+    args: argparse.Namespace,
+    device: torch.device,
+    *,
+    model: str = "dass-small",
 ) -> Row:
-    row = Row(backend, captured)
+    row = Row(backend, captured, model)
     config = bare_step_config(
-        backend, batch_size=args.batch_size, amp="bf16", capture=captured, device=device
+        backend if model == "dass-small" else "auto",
+        batch_size=args.batch_size,
+        amp="bf16",
+        capture=captured,
+        device=device,
+        model=model,
     )
     parts, data = synthetic_parts(config, device, num_cycles=args.batch_size)
     step = parts.train_step(data, capture=captured)
@@ -181,6 +197,25 @@ def measure_row(
         step, batch_size=args.eval_batch_size, batches=args.eval_batches
     )
     return row
+
+
+def measure_rows(
+    model: str, backend: str, args: argparse.Namespace, device: torch.device, rows: list[Row]
+) -> bool:
+    """The eager and the captured row of `model` (printed as they come, appended to `rows`);
+    True when one failed. `backend` is DASS's scan backend, "-" for AST."""
+    failed = False
+    for captured in (False, True):
+        try:
+            row = measure_row(backend, captured, args, device, model=model)
+        except Exception as error:  # one failing row must not hide the others
+            traceback.print_exc()
+            row = Row(backend, captured, model, error=_one_line(error))
+            failed = True
+        rows.append(row)
+        print(format_row(row), flush=True)  # row by row: a time limit keeps what is done
+        torch.cuda.empty_cache()
+    return failed
 
 
 def full_method_samples_per_second(
@@ -221,7 +256,7 @@ def _cell(value: float, pattern: str) -> str:
 
 
 TABLE_HEADER = (
-    f"{'backend':<10} {'step':<9} {'train/s':>8} {'eval/s':>8} {'peak GiB':>8} "
+    f"{'model':<10} {'backend':<10} {'step':<9} {'train/s':>8} {'eval/s':>8} {'peak GiB':>8} "
     f"{'kernels/step':>12} {'launches/step':>13} {'GPU busy':>8} {'capture s':>9}"
 )
 
@@ -229,10 +264,10 @@ TABLE_HEADER = (
 def format_row(row: Row) -> str:
     name = "captured" if row.captured else "eager"
     if row.error:
-        return f"{row.backend:<10} {name:<9} FAILED: {row.error}"
+        return f"{row.model:<10} {row.backend:<10} {name:<9} FAILED: {row.error}"
     busy = "-" if row.busy_share != row.busy_share else f"{100 * row.busy_share:.0f}%"
     return (
-        f"{row.backend:<10} {name:<9} {_cell(row.train_per_second, '8.1f')} "
+        f"{row.model:<10} {row.backend:<10} {name:<9} {_cell(row.train_per_second, '8.1f')} "
         f"{_cell(row.eval_per_second, '8.0f')} {_cell(row.peak_gib, '8.2f')} "
         f"{_cell(row.kernels_per_step, '12.0f')} {_cell(row.launches_per_step, '13.0f')} "
         f"{busy:>8} {_cell(row.capture_seconds, '9.1f')}"
@@ -252,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"gpu_check on {torch.cuda.get_device_name(device)}; torch {torch.__version__} (CUDA "
         f"{torch.version.cuda}); backends available: {', '.join(available_backends())}; "
-        f"DASS-small, batch {args.batch_size}, input ({args.batch_size}, {FRAMES}, {MEL_BINS}), "
+        f"DASS-small{'' if args.no_ast else ' and AST-base'}, batch {args.batch_size}, "
+        f"input ({args.batch_size}, {FRAMES}, {MEL_BINS}), "
         f"bf16 autocast, Adam; eval batch {args.eval_batch_size}",
         flush=True,
     )
@@ -260,19 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"\n{TABLE_HEADER}\n{'-' * len(TABLE_HEADER)}", flush=True)
     for backend in backends:
-        for captured in (False, True):
-            try:
-                row = measure_row(backend, captured, args, device)
-            except Exception as error:  # one failing row must not hide the others
-                traceback.print_exc()
-                row = Row(backend, captured, error=_one_line(error))
-                failed = True
-            rows.append(row)
-            print(format_row(row), flush=True)  # row by row: a time limit keeps what is done
-            torch.cuda.empty_cache()
+        failed |= measure_rows("dass-small", backend, args, device, rows)
 
     method_backend = resolve_backend(args.method_backend, device)
-    bare = {(row.backend, row.captured): row.train_per_second for row in rows}
+    bare = {
+        (row.backend, row.captured): row.train_per_second
+        for row in rows
+        if row.model == "dass-small"
+    }
     # About --seconds-per-epoch per epoch at half the bare step's speed (three forwards), and
     # enough full batches to warm up and capture.
     bare_eager = bare.get((method_backend, False), float("nan"))
@@ -303,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         torch.cuda.empty_cache()
+    if not args.no_ast:
+        # Last, so that a time limit on the whole check cuts the baseline, not the DASS figures.
+        print(f"\nAST-base baseline (issue 20), same step and input:\n{TABLE_HEADER}", flush=True)
+        failed |= measure_rows("ast-base", "-", args, device, rows)
     print(f"\ngpu_check benchmarks took {time.perf_counter() - started:.0f} s")
     return 1 if failed else 0
 

@@ -1,13 +1,16 @@
-"""Training throughput of DASS-small (samples/s of a full optimiser step), per scan backend, with
-the eager and (on CUDA) the captured CUDA-graph step side by side.
+"""Training throughput of DASS-small (per scan backend) and AST-base side by side (samples/s of a
+full optimiser step), with the eager and (on CUDA) the captured CUDA-graph step.
 
 The step is the one `lungsrad train` runs (`lungsrad.training.loop.TrainStep`: plain
 cross-entropy, Adam) on synthetic (batch, 798, 128) fbanks (8 s cycles), 4 classes, bf16
-autocast on CUDA by default, float32 on CPU. A CPU step at batch 16 takes tens of seconds; use
---batch-size and --steps to shorten it. `benchmarks/gpu_check.py` builds on these helpers.
+autocast on CUDA by default, float32 on CPU. AST-base (86 M parameters, 950 tokens, attention
+through scaled_dot_product_attention) has no scan backend. A CPU step at batch 16 takes tens of
+seconds; use --batch-size and --steps to shorten it. `benchmarks/gpu_check.py` builds on these
+helpers.
 
     python benchmarks/train_throughput.py                         # GPU host
     python benchmarks/train_throughput.py --batch-size 2 --steps 2  # CPU
+    python benchmarks/train_throughput.py --models ast-base       # AST-base only
 """
 
 from __future__ import annotations
@@ -34,13 +37,39 @@ def peak_memory_text(device: torch.device) -> str:
     return f"peak process RSS so far {peak_kib / 2**20:.2f} GiB"
 
 
+# The benchmarked models: the paper's DASS-small and the AST baseline at its real size.
+MODELS = {
+    "dass-small": {"backbone": "dass", "preset": "small"},
+    "ast-base": {"backbone": "ast", "ast_size": "base"},
+}
+
+
+def segment_seconds_for(frames: int, *, sample_rate_hz: int = 16000) -> float:
+    """The data.segment_seconds whose 25 ms / 10 ms fbank has `frames` frames (798: 8 s)."""
+    window, shift = sample_rate_hz * 25 // 1000, sample_rate_hz * 10 // 1000
+    return ((frames - 1) * shift + window) / sample_rate_hz
+
+
 def bare_step_config(
-    backend: str, *, batch_size: int, amp: str, capture: bool, device: torch.device
+    backend: str,
+    *,
+    batch_size: int,
+    amp: str,
+    capture: bool,
+    device: torch.device,
+    model: str = "dass-small",
+    frames: int = 798,
+    mel_bins: int = 128,
 ) -> ExperimentConfig:
-    """DASS-small with plain cross-entropy (no SpecAugment, patch-mix or smoothing)."""
+    """`model` (MODELS) with plain cross-entropy (no SpecAugment, patch-mix or smoothing) on
+    (frames, mel_bins) inputs; `backend` is DASS's scan backend (AST has none)."""
     return config_from_dict(
         {
-            "model": {"preset": "small", "scan_backend": backend, "checkpoint": None},
+            "data": {
+                "segment_seconds": segment_seconds_for(frames),
+                "num_mel_bins": mel_bins,
+            },
+            "model": {**MODELS[model], "scan_backend": backend, "checkpoint": None},
             "train": {
                 "batch_size": batch_size,
                 "amp": amp if device.type == "cuda" else "off",
@@ -125,18 +154,33 @@ def time_steps(
     return (time.perf_counter() - started) / steps, steps
 
 
-def measure(backend: str, capture: bool, args: argparse.Namespace, device: torch.device) -> None:
+def measure(
+    backend: str,
+    capture: bool,
+    args: argparse.Namespace,
+    device: torch.device,
+    *,
+    model: str = "dass-small",
+) -> None:
     config = bare_step_config(
-        backend, batch_size=args.batch_size, amp=args.amp, capture=capture, device=device
+        backend,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        capture=capture,
+        device=device,
+        model=model,
+        frames=args.frames,
+        mel_bins=args.mel_bins,
     )
     parts, data = synthetic_parts(
         config, device, num_cycles=args.batch_size, frames=args.frames, mel_bins=args.mel_bins
     )
     step = parts.train_step(data, capture=capture)
     seconds, _ = time_steps(step, warmup=args.warmup, steps=args.steps)
-    label = f"{backend} {'captured' if capture else 'eager'}"
+    name = model if model != "dass-small" else f"{model} {backend}"
+    label = f"{name} {'captured' if capture else 'eager'}"
     print(
-        f"{label:<20} batch {args.batch_size:>3}: {args.batch_size / seconds:8.2f} samples/s "
+        f"{label:<30} batch {args.batch_size:>3}: {args.batch_size / seconds:8.2f} samples/s "
         f"(mean step {seconds:.3f} s over {args.steps} steps after {args.warmup} warm-up"
         f"{f', capture {step.capture_seconds:.1f} s' if capture else ''}); "
         f"{peak_memory_text(device)}",
@@ -169,6 +213,13 @@ def main() -> None:
         help="default: every available backend except 'reference' (a Python "
         "loop over 6400 positions; add it explicitly to time it)",
     )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=list(MODELS),
+        help="models to time, side by side (default: all)",
+    )
     parser.add_argument("--no-capture", action="store_true", help="CUDA: time the eager step only")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = parser.parse_args()
@@ -184,20 +235,22 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     amp = args.amp if cuda else "off (CPU)"
     print(
-        f"DASS-small training step on {name}; torch {torch.__version__}; input "
+        f"training step of {', '.join(args.models)} on {name}; torch {torch.__version__}; input "
         f"({args.batch_size}, {args.frames}, {args.mel_bins}); autocast {amp}"
     )
     captures = [False] if not cuda or args.no_capture or args.amp == "fp16" else [False, True]
-    for backend in backends:
-        if backend not in available_backends():
-            print(
-                f"{backend:<10} not available here (available: {', '.join(available_backends())})"
-            )
-            continue
-        for capture in captures:
-            measure(backend, capture, args, device)
-            if cuda:
-                torch.cuda.empty_cache()
+    for model in args.models:
+        for backend in backends if MODELS[model]["backbone"] == "dass" else ["auto"]:
+            if backend not in available_backends() and backend != "auto":
+                print(
+                    f"{backend:<10} not available here (available: "
+                    f"{', '.join(available_backends())})"
+                )
+                continue
+            for capture in captures:
+                measure(backend, capture, args, device, model=model)
+                if cuda:
+                    torch.cuda.empty_cache()
     return None
 
 

@@ -74,8 +74,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _spectral(args: argparse.Namespace) -> int:
-    from lungsrad.method.spectral_analysis import run_spectral_analysis
+    from lungsrad.method.spectral_analysis import run_spectral_analysis, run_spectral_comparison
 
+    if args.compare:
+        comparison = run_spectral_comparison(
+            args.compare, data_root=args.data, output_dir=args.out, num_examples=args.examples
+        )
+        print(comparison.format_text())
+        return 0
     summary = run_spectral_analysis(
         args.checkpoint,
         data_root=args.data,
@@ -135,8 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=None, help="folder for the confusion PNG")
     evaluate.set_defaults(handler=_evaluate)
 
-    spectral = commands.add_parser("spectral", help="SS2D spectral response analysis (Fig. 1/2)")
-    spectral.add_argument("--checkpoint", type=Path, required=True, help="lungsrad checkpoint")
+    spectral = commands.add_parser(
+        "spectral", help="spectral response of each block: DASS SS2D or AST attention (Fig. 1/2)"
+    )
+    which = spectral.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", type=Path, help="lungsrad checkpoint (DASS or AST)")
+    which.add_argument(
+        "--compare",
+        type=Path,
+        nargs=2,
+        metavar=("A.pt", "B.pt"),
+        help="two checkpoints (e.g. an AST and a DASS) drawn side by side in one figure",
+    )
     spectral.add_argument("--data", type=Path, default=None, help="dataset folder")
     spectral.add_argument("--out", type=Path, required=True, help="output folder (PNG + CSV)")
     spectral.add_argument("--examples", type=int, default=4, help="test cycles to average over")

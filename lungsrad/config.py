@@ -15,6 +15,7 @@ import os
 import tempfile
 import types
 import typing
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,13 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "small": {"dims": (96, 192, 384, 768), "depths": (2, 2, 8, 2), "drop_path_rate": 0.2},
     "medium": {"dims": (96, 192, 384, 768), "depths": (2, 2, 20, 2), "drop_path_rate": 0.3},
 }
+# AST sizes: base is the AudioSet model of YuanGongND/ast (DeiT-base distilled: width 768, 12
+# blocks, 12 heads); tiny is the golden-test size, for CPU tests and smoke runs.
+AST_SIZES: dict[str, dict[str, int]] = {
+    "base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "tiny": {"embed_dim": 64, "depth": 2, "num_heads": 4},
+}
+AST_PATCH_SIZE = 16  # AST's square patches (16 x 16 mel bins x frames)
 
 
 @dataclass(frozen=True)
@@ -70,15 +78,24 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The DASS backbone."""
+    """The backbone: DASS (preset ... scan_backend) or AST (the ast_* keys)."""
 
-    preset: Literal["small", "medium", "custom"] = "small"  # custom: dims and depths required
-    dims: tuple[int, ...] | None = None  # stage widths; None: the preset's
-    depths: tuple[int, ...] | None = None  # blocks per stage; None: the preset's
+    backbone: Literal["dass", "ast"] = "dass"  # which backbone family the run trains
+    preset: Literal["small", "medium", "custom"] = "small"  # DASS; custom: dims, depths required
+    dims: tuple[int, ...] | None = None  # DASS stage widths; None: the preset's
+    depths: tuple[int, ...] | None = None  # DASS blocks per stage; None: the preset's
     num_classes: int = 4  # 4 (normal/crackle/wheeze/both); 2-class scores derive from these
-    drop_path_rate: float | None = None  # stochastic depth; None: the preset's (custom: 0.0)
-    checkpoint: str | None = None  # DASS release or lungsrad checkpoint to initialise from
-    scan_backend: Literal["auto", "reference", "chunked", "mamba_ssm", "triton"] = "auto"  # scan
+    drop_path_rate: float | None = None  # DASS stochastic depth; None: the preset's (custom: 0.0)
+    checkpoint: str | None = None  # release file of the backbone, or a lungsrad checkpoint
+    scan_backend: Literal["auto", "reference", "chunked", "mamba_ssm", "triton"] = "auto"  # DASS
+    ast_size: Literal["base", "tiny", "custom"] = "base"  # AST; custom: the three keys below
+    ast_embed_dim: int | None = None  # AST token width; None: the size's
+    ast_depth: int | None = None  # AST blocks; None: the size's
+    ast_num_heads: int | None = None  # AST attention heads (must divide the width); None: size's
+    # How a checkpoint's positional embedding is adapted to this input: reference (YuanGongND/ast,
+    # the correct layout) or patchmix_code (the patch-mix CL code's swapped layout, which made
+    # Bae et al.'s published AST numbers).
+    ast_pos_embed: Literal["reference", "patchmix_code"] = "reference"
 
 
 @dataclass(frozen=True)
@@ -171,10 +188,44 @@ def resolved_architecture(model: ModelConfig) -> tuple[tuple[int, ...], tuple[in
     return dims, depths, rate
 
 
+def resolved_ast_size(model: ModelConfig) -> tuple[int, int, int]:
+    """Returns the AST's (embed_dim, depth, num_heads) after applying `model.ast_size`."""
+    size = AST_SIZES.get(model.ast_size, {})
+    values = []
+    for key in ("embed_dim", "depth", "num_heads"):
+        value = getattr(model, f"ast_{key}")
+        value = size.get(key) if value is None else value
+        assert value is not None, key  # custom without it: refused by validate_config
+        values.append(int(value))
+    embed_dim, depth, num_heads = values
+    return embed_dim, depth, num_heads
+
+
+def backbone_depths(model: ModelConfig) -> tuple[int, ...]:
+    """Blocks per stage of the configured backbone (AST: one stage)."""
+    if model.backbone == "ast":
+        return (resolved_ast_size(model)[1],)
+    return resolved_architecture(model)[1]
+
+
+def expected_num_frames(data: DataConfig) -> int:
+    """Fbank frames per segment, as Kaldi computes them (snip_edges: only whole windows)."""
+    rate = data.sample_rate_hz
+    num_samples = int(round(data.segment_seconds * rate))
+    window = int(rate * data.frame_length_ms * 0.001)
+    shift = int(rate * data.frame_shift_ms * 0.001)
+    if window < 1 or shift < 1 or num_samples < window:
+        raise UserError(
+            f"data.segment_seconds ({data.segment_seconds}) must hold at least one "
+            f"{data.frame_length_ms} ms window at {rate} Hz"
+        )
+    return 1 + (num_samples - window) // shift
+
+
 def regularized_blocks(config: ExperimentConfig) -> list[int]:
     """Block indices (inside `method.regularization.stage`) that get smoothed."""
     regularization = config.method.regularization
-    _, depths, _ = resolved_architecture(config.model)
+    depths = backbone_depths(config.model)
     if regularization.blocks == "all":
         return list(range(depths[regularization.stage]))
     return list(regularization.blocks)
@@ -503,9 +554,50 @@ def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> E
     return config_from_dict(values)
 
 
+def _validate_ast(config: ExperimentConfig) -> None:
+    """The AST keys; DASS-only keys set on an AST are warned about (they are ignored)."""
+    model = config.model
+    if model.ast_size == "custom":
+        unset = [
+            f"model.ast_{k}"
+            for k in ("embed_dim", "depth", "num_heads")
+            if getattr(model, f"ast_{k}") is None
+        ]
+        if unset:
+            raise UserError(f"model.ast_size is 'custom': set {', '.join(unset)}")
+    for key in ("embed_dim", "depth", "num_heads"):
+        value = getattr(model, f"ast_{key}")
+        if value is not None and value < 1:
+            raise UserError(f"model.ast_{key} must be >= 1, got {value}")
+    embed_dim, _, num_heads = resolved_ast_size(model)
+    if embed_dim % num_heads:
+        raise UserError(
+            f"model.ast_num_heads ({num_heads}) must divide model.ast_embed_dim ({embed_dim}); "
+            "choose a head count that divides the width (base: 768 wide, 12 heads)"
+        )
+    if model.backbone != "ast":
+        return
+    frames = expected_num_frames(config.data)
+    if min(frames, config.data.num_mel_bins) < AST_PATCH_SIZE:
+        raise UserError(
+            f"data.segment_seconds ({config.data.segment_seconds}) gives {frames} frames and "
+            f"data.num_mel_bins is {config.data.num_mel_bins}: AST needs at least "
+            f"{AST_PATCH_SIZE} of each for one {AST_PATCH_SIZE} x {AST_PATCH_SIZE} patch"
+        )
+    ignored = [
+        f"model.{key}" for key in ("dims", "depths", "drop_path_rate") if getattr(model, key)
+    ]
+    if ignored:
+        warnings.warn(
+            f"{', '.join(ignored)}: DASS settings, ignored with model.backbone 'ast'",
+            stacklevel=3,
+        )
+
+
 def validate_config(config: ExperimentConfig) -> None:
     """Semantic checks across keys; raises ValueError naming the offending key."""
     model = config.model
+    _validate_ast(config)
     if model.preset == "custom" and (model.dims is None or model.depths is None):
         raise UserError("model.preset is 'custom': set both model.dims and model.depths")
     dims, depths, drop_path_rate = resolved_architecture(model)
@@ -525,7 +617,7 @@ def validate_config(config: ExperimentConfig) -> None:
         raise UserError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
 
     regularization = config.method.regularization
-    _validate_regularization(regularization, depths)
+    _validate_regularization(regularization, backbone_depths(model))
 
     patch_mix = config.method.patch_mix
     if patch_mix.alpha <= 0:
@@ -612,7 +704,8 @@ def _validate_regularization(regularization: RegularizationConfig, depths: tuple
     if not 0 <= regularization.stage < len(depths):
         raise UserError(
             f"method.regularization.stage must be in 0..{len(depths) - 1} "
-            f"(the model has {len(depths)} stages), got {regularization.stage}"
+            f"(the model has {len(depths)} stage{'s' if len(depths) > 1 else ''}), "
+            f"got {regularization.stage}"
         )
     if regularization.blocks != "all":
         depth = depths[regularization.stage]

@@ -1,7 +1,9 @@
 """Table 2 comparison: `python -m tuning.compare --experiment lungsrad-table2` pairs the variants of
 a sweep (or of several final.py runs) by seed, and by (seed, fold) for finals trained over
 RespireNet folds, and reports each ablation step's score difference with its 95 % interval (paired
-t and paired bootstrap), saying when a step is within noise.
+t and paired bootstrap), saying when a step is within noise. The backbones sweep
+(search_spaces/backbones.yaml) gets its named contrasts instead, headed by
+"Lung-SRAD - AST patch-mix", the paper's claim over the AST baseline.
 """
 
 from __future__ import annotations
@@ -44,15 +46,54 @@ TABLE2_ORDER = (
     "time_mix",
     "lung_srad",
 )
+# The backbones sweep's variants (search_spaces/backbones.yaml) by the names the papers use, and
+# its contrasts (minuend, subtrahend), the paper's headline first.
+VARIANT_TITLES = {
+    "dass_finetune": "DASS fine-tune",
+    "lung_srad": "Lung-SRAD",
+    "ast_finetune": "AST fine-tune",
+    "ast_patchmix": "AST patch-mix",
+}
+BACKBONE_CONTRASTS = (
+    ("lung_srad", "ast_patchmix"),  # "outperforming the AST baseline"
+    ("lung_srad", "dass_finetune"),  # the method on DASS
+    ("ast_patchmix", "ast_finetune"),  # Bae et al.'s method on AST
+    ("dass_finetune", "ast_finetune"),  # the backbones alone, both fine-tuned
+)
+# The variants that make a comparison the backbones one (else the ablation chain of Table 2).
+BACKBONE_VARIANTS = frozenset(("ast_finetune", "ast_patchmix"))
+# final.py runs are named by their config's `name`: the shipped configs of the four variants.
+VARIANT_ALIASES = {
+    "table2_dass_finetune": "dass_finetune",
+    "table2_lung_srad": "lung_srad",
+    "table1_ast_finetune": "ast_finetune",
+    "table1_ast_patchmix": "ast_patchmix",
+}
+
+
+def backbone_variants(scores: Mapping[str, Any]) -> dict[str, str]:
+    """{backbones.yaml variant name: the label it has in `scores`} for those present, under
+    its own name (a sweep's variant tag) or its config's name (final.py runs)."""
+    found = {name: name for name in VARIANT_TITLES if name in scores}
+    for alias, name in VARIANT_ALIASES.items():
+        if alias in scores and name not in found:
+            found[name] = alias
+    return found
 
 
 @dataclass(frozen=True)
 class Step:
-    """One comparison: `after` against `before`, paired by seed."""
+    """One comparison: `after` against `before`, paired by seed (difference = after - before)."""
 
     before: str
     after: str
     difference: PairedDifference
+    label: str = ""  # how the row names it; "" for "before -> after"
+
+    @property
+    def name(self) -> str:
+        """The row's name: the label, else "before -> after"."""
+        return self.label or f"{self.before} -> {self.after}"
 
 
 def ablation_steps(scores: Mapping[str, Mapping[Any, float]], order: Sequence[str]) -> list[Step]:
@@ -66,15 +107,50 @@ def ablation_steps(scores: Mapping[str, Mapping[Any, float]], order: Sequence[st
     ]
 
 
+def contrast_steps(scores: Mapping[str, Mapping[Any, float]]) -> list[Step]:
+    """The backbones contrasts whose two variants are both in `scores`, each named
+    "<minuend> - <subtrahend>" by the variants' titles ("Lung-SRAD - AST patch-mix")."""
+    present = backbone_variants(scores)
+    return [
+        Step(
+            before=present[subtrahend],
+            after=present[minuend],
+            difference=paired_difference(scores[present[subtrahend]], scores[present[minuend]]),
+            label=f"{VARIANT_TITLES[minuend]} - {VARIANT_TITLES[subtrahend]}",
+        )
+        for minuend, subtrahend in BACKBONE_CONTRASTS
+        if minuend in present and subtrahend in present
+    ]
+
+
+def is_backbones_comparison(
+    scores: Mapping[str, Any], requested_order: Sequence[str] | None
+) -> bool:
+    """True when no --order was given and an AST variant of backbones.yaml is among `scores`
+    (by its variant name or its config's name)."""
+    return not requested_order and bool(BACKBONE_VARIANTS & set(backbone_variants(scores)))
+
+
 def _signed(value: float) -> str:
     return f"{value:+.2f}" if math.isfinite(value) else "n/a"
 
 
 def comparison_markdown(
-    scores: Mapping[str, Mapping[Any, float]], order: Sequence[str], *, metric: str, title: str
+    scores: Mapping[str, Mapping[Any, float]],
+    order: Sequence[str],
+    *,
+    metric: str,
+    title: str,
+    steps: Sequence[Step] | None = None,
 ) -> str:
-    """Markdown: each variant's mean with its interval, then each step's paired difference."""
+    """Markdown: each variant's mean with its interval, then each step's paired difference.
+
+    `steps` (e.g. `contrast_steps`) replaces the ablation chain `ablation_steps(scores, order)`.
+    """
     percent = f"{CONFIDENCE:.0%}"
+    chain = steps is None
+    if steps is None:
+        steps = ablation_steps(scores, order)
     lines = [
         f"# {title}",
         "",
@@ -88,19 +164,24 @@ def comparison_markdown(
         lines.append(
             f"| {name} | {seeds} | {format_interval(mean_interval(list(scores[name].values())))} |"
         )
+    what = (
+        "Steps: the later variant minus the earlier"
+        if chain
+        else "Contrasts: the first named variant minus the second"
+    )
     lines += [
         "",
-        f"Steps: the later variant minus the earlier on the same seeds (paired by seed, or by "
-        f"(seed, fold) for finals over RespireNet folds); {percent} "
+        f"{what} on the same seeds (paired by seed, or by (seed, fold) for finals over "
+        f"RespireNet folds); {percent} "
         "interval of the mean difference by Student t and by paired bootstrap (10000 "
         "resamples of the seeds). A step whose t interval contains 0 is **within noise**: these "
         "seeds cannot tell the two variants apart.",
         "",
-        "| step | paired seeds | per-seed differences | mean difference | t interval "
-        "| bootstrap interval | verdict |",
+        f"| {'step' if chain else 'contrast'} | paired seeds | per-seed differences "
+        "| mean difference | t interval | bootstrap interval | verdict |",
         "|---|---|---|---:|---:|---:|---|",
     ]
-    for step in ablation_steps(scores, order):
+    for step in steps:
         difference = step.difference
         interval = difference.interval
         t_cell = (
@@ -113,7 +194,7 @@ def comparison_markdown(
         )
         verdict = difference.verdict
         lines.append(
-            f"| {step.before} -> {step.after} | {list(difference.seeds)} "
+            f"| {step.name} | {list(difference.seeds)} "
             f"| {', '.join(_signed(d) for d in difference.differences)} "
             f"| {_signed(interval.mean)} | {t_cell} | {boot_cell} "
             f"| {'**within noise**' if verdict == 'within noise' else verdict} |"
@@ -200,7 +281,8 @@ def find_sources(
 
 
 def resolve_order(scores: Mapping[str, Any], requested: Sequence[str] | None) -> list[str]:
-    """--order, else the Table 2 order of the known variants followed by the others (sorted)."""
+    """--order, else the Table 2 order of the known variants followed by the others (sorted;
+    the backbones variants in the order of backbones.yaml)."""
     if requested:
         missing = [name for name in requested if name not in scores]
         if missing:
@@ -209,7 +291,9 @@ def resolve_order(scores: Mapping[str, Any], requested: Sequence[str] | None) ->
             )
         return list(requested)
     known = [name for name in TABLE2_ORDER if name in scores]
-    return known + sorted(name for name in scores if name not in TABLE2_ORDER)
+    backbones = [label for label in backbone_variants(scores).values() if label not in known]
+    listed = set(known) | set(backbones)
+    return known + backbones + sorted(name for name in scores if name not in listed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sweep or final parent run(s) (default: the experiment's latest)",
     )
-    parser.add_argument("--order", nargs="+", default=None, help="variants in step order")
+    parser.add_argument(
+        "--order",
+        nargs="+",
+        default=None,
+        help="variants in step order (also turns the backbones contrasts into a chain)",
+    )
     parser.add_argument("--metric", default=REPORT_SCORE, help=f"score ({REPORT_SCORE})")
     parser.add_argument("--out", type=Path, default=None, help=f"folder for {COMPARISON_FILE}")
     parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
@@ -256,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         order = resolve_order(scores, args.order)
     except USER_ERRORS as error:
         return user_error(error, raw_uri)
+    steps = contrast_steps(scores) if is_backbones_comparison(scores, args.order) else None
     markdown = comparison_markdown(
-        scores, order, metric=args.metric, title=f"Comparison of {', '.join(order)}"
+        scores, order, metric=args.metric, title=f"Comparison of {', '.join(order)}", steps=steps
     )
     folder = (args.out or Path("runs") / "reports" / f"compare-{parents[0][:8]}").resolve()
     write_text_atomic(folder / COMPARISON_FILE, markdown)

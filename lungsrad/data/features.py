@@ -22,7 +22,7 @@ import torchaudio
 from torchaudio.compliance import kaldi
 from tqdm.auto import tqdm
 
-from lungsrad.config import DataConfig, atomic_destination
+from lungsrad.config import DataConfig, atomic_destination, expected_num_frames
 from lungsrad.data.icbhi import Recording, load_cycle_waveforms, scan_dataset
 from lungsrad.errors import UserError
 
@@ -61,20 +61,6 @@ def compute_fbank(waveform: torch.Tensor, data_config: DataConfig) -> torch.Tens
         frame_shift=data_config.frame_shift_ms,
     )
     return (fbank - data_config.feature_mean) / (data_config.feature_std * 2.0)
-
-
-def expected_num_frames(data_config: DataConfig) -> int:
-    """Frames per segment, as Kaldi computes them (snip_edges: only whole windows)."""
-    rate = data_config.sample_rate_hz
-    num_samples = int(round(data_config.segment_seconds * rate))
-    window = int(rate * data_config.frame_length_ms * 0.001)
-    shift = int(rate * data_config.frame_shift_ms * 0.001)
-    if window < 1 or shift < 1 or num_samples < window:
-        raise UserError(
-            f"data.segment_seconds ({data_config.segment_seconds}) must hold at least one "
-            f"{data_config.frame_length_ms} ms window at {rate} Hz"
-        )
-    return 1 + (num_samples - window) // shift
 
 
 @dataclass

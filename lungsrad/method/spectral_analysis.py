@@ -1,4 +1,6 @@
-"""Spectral response of DASS's SS2D blocks (the analysis of Lung-SRAD Fig. 1/2).
+"""Spectral response of DASS's SS2D blocks (the analysis of Lung-SRAD Fig. 1/2), and the driver
+of `lungsrad spectral` for both backbones (AST's attention side: attention_analysis.py), with the
+side-by-side figure of two checkpoints (Fig. 1).
 
 Each SS2D scan direction is y = M u with an input-dependent lower-triangular mixing matrix M
 (shared/dass_reference/ARCHITECTURE.md section 11). The response per frequency band is the
@@ -336,6 +338,15 @@ class ResponseCurve:
     response: np.ndarray  # (n // 2 + 1,)
     skip_gain: float = math.nan  # mean |D| over the direction's channels
 
+    def dc_share(self) -> float:
+        """Share of the response's energy (over all n DFT bins) at 0 cycles per patch."""
+        power = np.asarray(self.response, dtype=np.float64) ** 2
+        n = self.num_cells
+        assert power.shape == (n // 2 + 1,), (power.shape, n)
+        mirrored = power[1 : (n + 1) // 2].sum()  # bins k with a twin n - k (not DC / Nyquist)
+        total = power[0] + 2 * mirrored + (power[-1] if n % 2 == 0 and n > 1 else 0.0)
+        return float(power[0] / total) if total > 0 else float("nan")
+
     def relative_db(self) -> np.ndarray:
         """20 log10 of the response over its value at 0 cycles per patch (floored)."""
         reference = self.response[0] if self.response[0] > 0 else np.max(self.response)
@@ -640,6 +651,29 @@ def _band_ratio(curve: ResponseCurve) -> float:
     return float(high.mean() / low.mean())
 
 
+def attention_summary_lines(
+    curves: Sequence[ResponseCurve], smoothed_blocks: Sequence[tuple[int, int]] = ()
+) -> list[str]:
+    """Per attention block: the high/low band ratio and the DC share along each axis."""
+    lines = [
+        "  high/low band ratio (< 1 means low-pass) and DC share (the response's energy at 0 "
+        "cycles per patch: 100 % = uniform attention, 1/n = all-pass) of each block:"
+    ]
+    by_key = {(c.block, c.axis): c for c in curves}
+    for block in sorted({c.block for c in curves}):
+        parts = []
+        for axis in AXES:
+            curve = by_key.get((block, axis))
+            if curve is not None:
+                parts.append(
+                    f"{axis} {_band_ratio(curve):.3f} (DC share {curve.dc_share():.0%} of "
+                    f"n = {curve.num_cells})"
+                )
+        smoothed = " (output smoothed)" if (0, block) in set(smoothed_blocks) else ""
+        lines.append(f"    block {block}{smoothed}: " + "; ".join(parts))
+    return lines
+
+
 @dataclass
 class SpectralSummary:
     """What `run_spectral_analysis` wrote."""
@@ -650,10 +684,22 @@ class SpectralSummary:
     num_examples: int
     curves: list[ResponseCurve] = field(repr=False)
     smoothed_blocks: list[tuple[int, int]]
+    backbone: str = "dass"  # model.backbone of the checkpoint
 
     def format_text(self) -> str:
         """The paths and, per block, how low-pass its scanned part is and how much the skip
-        term D flattens the whole block."""
+        term D flattens the whole block (AST: how low-pass each block's attention is)."""
+        if self.backbone == "ast":
+            return "\n".join(
+                [
+                    f"spectral response of {len({c.block for c in self.curves})} AST attention "
+                    f"blocks, {self.num_examples} examples (reading: circulant part of the "
+                    "within-row / within-column patch attention)",
+                    f"  CSV: {self.csv_path}",
+                    f"  figure: {self.figure_path}",
+                    *attention_summary_lines(self.curves, self.smoothed_blocks),
+                ]
+            )
         lines = [
             f"spectral response of {len({(c.stage, c.block) for c in self.curves})} SS2D blocks, "
             f"{self.num_examples} examples (reading: DFT of the lag profile inside rows/frames)",
@@ -726,6 +772,96 @@ def _example_features(
     return feature_set.features[[pool[i] for i in picks]].float()
 
 
+@dataclass(frozen=True)
+class CheckpointResponse:
+    """One checkpoint's curves, as `lungsrad spectral` measured them."""
+
+    checkpoint: Path
+    config: ExperimentConfig
+    curves: list[ResponseCurve] = field(repr=False)
+    num_examples: int
+    smoothed_blocks: list[tuple[int, int]]
+    spans: dict[str, str]  # axis -> what one patch step spans ("1 patch step = 100 ms")
+
+    @property
+    def backbone(self) -> str:
+        """model.backbone of the checkpoint ("dass" or "ast")."""
+        return self.config.model.backbone
+
+    @property
+    def label(self) -> str:
+        """How figures and tables name it: "AST (run name, file)"."""
+        return f"{self.backbone.upper()} ({self.config.name}, {self.checkpoint.name})"
+
+
+def _check_num_examples(num_examples: int) -> None:
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        raise UserError(f"number of examples must be >= 1, got {num_examples!r}")
+
+
+def measure_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    *,
+    data_root: str | os.PathLike[str] | None,
+    num_examples: int,
+    features: torch.Tensor | None = None,
+) -> CheckpointResponse:
+    """Builds a training checkpoint's model (its `model.backbone`) and measures every block.
+
+    DASS: the SS2D responses of `spectral_response_curves`; AST: the attention responses of
+    `attention_analysis.attention_response_curves`. The run's spectral regularization hooks are
+    attached while measuring, so later blocks see the smoothed maps the run trained with.
+    """
+    from lungsrad.method.attention_analysis import attention_response_curves
+    from lungsrad.models import build_model, load_ast_checkpoint, load_dass_checkpoint
+
+    _check_num_examples(num_examples)
+    config, state = load_training_checkpoint(checkpoint)
+    # The run's init checkpoint (model.checkpoint) is superseded by the trained weights, and
+    # may not exist on this machine; any scan backend gives the same operands.
+    config = replace(config, model=replace(config.model, checkpoint=None, scan_backend="auto"))
+    model = build_model(config)
+    if config.model.backbone == "ast":
+        load_ast_checkpoint(model, state)
+    else:
+        load_dass_checkpoint(model, state)
+    if features is None:
+        features = _example_features(config, data_root, num_examples)
+    else:
+        features = features[:num_examples].float()
+    handles = attach_spectral_regularization(model, config)
+    try:
+        if config.model.backbone == "ast":
+            curves = attention_response_curves(model, features)
+        else:
+            curves = spectral_response_curves(
+                model, features, regularization=config.method.regularization
+            )
+    finally:
+        for handle in handles:
+            handle.remove()
+    return CheckpointResponse(
+        checkpoint=Path(checkpoint),
+        config=config,
+        curves=curves,
+        num_examples=int(features.shape[0]),
+        smoothed_blocks=sorted(_smoothed_blocks(model, config.method.regularization)),
+        spans=_axis_spans(config, model),
+    )
+
+
+def _axis_spans(config: ExperimentConfig, model: Any) -> dict[str, str]:
+    """What one step of the model's patch grid spans along each axis, for the x labels."""
+    if config.model.backbone == "ast":
+        freq_stride, time_stride = model.patch_stride
+        return {
+            "time": f"1 patch step = {time_stride * config.data.frame_shift_ms:g} ms",
+            "freq": f"1 patch step = {freq_stride} of {config.data.num_mel_bins} mel bins",
+        }
+    stage0 = patch_spans(config, [0])
+    return {axis: f"{stage0[(0, axis)]} at stage 0, x2 per stage" for axis in AXES}
+
+
 def run_spectral_analysis(
     checkpoint: str | os.PathLike[str],
     *,
@@ -737,7 +873,7 @@ def run_spectral_analysis(
     """Builds the checkpoint's model, measures every block's spectral response, writes outputs.
 
     Args:
-        checkpoint: a lungsrad training checkpoint (`checkpoint.pt`).
+        checkpoint: a lungsrad training checkpoint (`checkpoint.pt`) of a DASS or an AST.
         data_root: dataset folder (None: the checkpoint config's data.root).
         output_dir: receives spectral_response.csv and spectral_response.png.
         num_examples: test cycles to average over (spread evenly over the official test split).
@@ -746,48 +882,224 @@ def run_spectral_analysis(
     Returns:
         A summary with the paths and the curves.
     """
-    from lungsrad.models import build_model, load_dass_checkpoint
-
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise UserError(f"number of examples must be >= 1, got {num_examples!r}")
-    config, state = load_training_checkpoint(checkpoint)
-    # The run's init checkpoint (model.checkpoint) is superseded by the trained weights, and
-    # may not exist on this machine; any scan backend gives the same operands.
-    config = replace(config, model=replace(config.model, checkpoint=None, scan_backend="auto"))
-    model = build_model(config)
-    load_dass_checkpoint(model, state)
-    if features is None:
-        features = _example_features(config, data_root, num_examples)
-    else:
-        features = features[:num_examples].float()
-    handles = attach_spectral_regularization(model, config)
-    try:
-        curves = spectral_response_curves(
-            model, features, regularization=config.method.regularization
-        )
-    finally:
-        for handle in handles:
-            handle.remove()
+    measured = measure_checkpoint(
+        checkpoint, data_root=data_root, num_examples=num_examples, features=features
+    )
+    config, curves = measured.config, measured.curves
     output_dir = Path(output_dir)
     csv_path = output_dir / CSV_NAME
     figure_path = output_dir / FIGURE_NAME
     write_text_atomic(csv_path, curves_to_csv(curves))
     regularization = config.method.regularization
-    plot_curves(
-        curves,
-        figure_path,
-        title=f"SS2D spectral response: {config.name} ({Path(checkpoint).name})",
-        spans=patch_spans(config, sorted({curve.stage for curve in curves})),
-        gaussian=(
-            (regularization.kernel_size, regularization.sigma) if regularization.enabled else None
-        ),
-    )
-    smoothed = sorted(_smoothed_blocks(model, config.method.regularization))
+    if measured.backbone == "ast":
+        plot_comparison(
+            [measured],
+            figure_path,
+            title=f"AST attention spectral response: {config.name} ({Path(checkpoint).name})",
+        )
+    else:
+        plot_curves(
+            curves,
+            figure_path,
+            title=f"SS2D spectral response: {config.name} ({Path(checkpoint).name})",
+            spans=patch_spans(config, sorted({curve.stage for curve in curves})),
+            gaussian=(
+                (regularization.kernel_size, regularization.sigma)
+                if regularization.enabled
+                else None
+            ),
+        )
     return SpectralSummary(
         output_dir=output_dir,
         csv_path=csv_path,
         figure_path=figure_path,
-        num_examples=int(features.shape[0]),
+        num_examples=measured.num_examples,
         curves=curves,
-        smoothed_blocks=smoothed,
+        smoothed_blocks=measured.smoothed_blocks,
+        backbone=measured.backbone,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Two checkpoints side by side (Fig. 1: AST's attention against DASS's SS2D)
+
+# The curve of each backbone that is its token-mixing operator as a whole: the attention matrix,
+# and the SS2D mixing matrix with its skip term D (the blocks' residual paths excluded in both).
+COMPARED_VARIANTS = ("attention", VARIANT_SCAN)
+COMPARE_CSV_NAME = "spectral_compare.csv"
+COMPARE_FIGURE_NAME = "spectral_compare.png"
+
+
+def _compared_curves(measured: CheckpointResponse) -> list[ResponseCurve]:
+    curves = [c for c in measured.curves if c.variant in COMPARED_VARIANTS]
+    return sorted(curves, key=lambda c: (c.stage, c.block))
+
+
+def plot_comparison(
+    measured: Sequence[CheckpointResponse], path: str | os.PathLike[str], *, title: str
+) -> None:
+    """Writes a PNG (atomically): one column per checkpoint, rows time / frequency axis.
+
+    Each block's response in dB relative to its value at 0 cycles per patch, one y-scale per
+    row (shared by the columns), coloured by depth (first block dark, last block light, with a
+    colour bar naming the blocks); the AST's attention matrices and DASS's SS2D mixing
+    operators (scan + skip D), i.e. each block's token mixing without its residual path, solid;
+    DASS's scanned part alone (D removed) dashed.
+    """
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    colormap = matplotlib.colormaps["viridis"]
+    columns = len(measured)
+    figure = Figure(figsize=(5.6 * columns + 0.8, 8.0))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(AXES), columns, squeeze=False, sharey="row")
+    for row, axis_name in enumerate(AXES):
+        lowest, highest = 0.0, 0.0
+        for column, item in enumerate(measured):
+            ax = axes[row][column]
+            curves = [c for c in _compared_curves(item) if c.axis == axis_name]
+            order = sorted({(c.stage, c.block) for c in curves})
+            scale = Normalize(0, max(len(order) - 1, 1))
+            # DASS's skip term D can flatten its whole operator; its scanned part (D removed)
+            # is drawn dashed beside it, as the DASS figure does.
+            scanned = sorted(
+                (c for c in item.curves if c.variant == VARIANT_SCANNED and c.axis == axis_name),
+                key=lambda c: (c.stage, c.block),
+            )
+            for curve in [*curves, *scanned]:
+                level = curve.relative_db()
+                lowest = min(lowest, float(level.min()))
+                highest = max(highest, float(level.max()))
+                is_scanned = curve.variant == VARIANT_SCANNED
+                ax.plot(
+                    curve.cycles_per_cell,
+                    level,
+                    color=colormap(scale(order.index((curve.stage, curve.block)))),
+                    linewidth=1.0 if is_scanned else 1.4,
+                    linestyle="--" if is_scanned else "-",
+                    marker=None if is_scanned else "o",
+                    markersize=2.5,
+                )
+            name = "time" if axis_name == "time" else "frequency"
+            spans = item.spans
+            ax.set_title(f"{item.label}\n{name} axis", fontsize=9)
+            ax.set_xlabel(f"cycles per patch ({spans[axis_name]})", fontsize=8)
+            if column == 0:
+                ax.set_ylabel(f"{name}: dB re. 0 cycles/patch", fontsize=9)
+            ax.set_xlim(0, 0.5)
+            ax.grid(True, alpha=0.3)
+            stages = len({stage for stage, _ in order})
+            names = [f"s{s} b{b}" if stages > 1 else f"block {b}" for s, b in order]
+            bar = figure.colorbar(
+                ScalarMappable(norm=scale, cmap=colormap), ax=ax, pad=0.02, fraction=0.05
+            )
+            ticks = sorted({0, len(order) // 2, len(order) - 1})
+            bar.set_ticks(ticks, labels=[names[t] for t in ticks], fontsize=7)
+            bar.set_label("depth", fontsize=7)
+        axes[row][0].set_ylim(max(DB_FLOOR, lowest) - 2, max(highest, 0.0) + 3)
+    figure.legend(
+        handles=[
+            Line2D([], [], color=colormap(0.0), marker="o", label="first block"),
+            Line2D([], [], color=colormap(1.0), marker="o", label="last block"),
+            Line2D([], [], color="0.3", label="whole operator (AST attention; DASS scan + D)"),
+            Line2D([], [], color="0.3", linestyle="--", label="DASS scanned part (D removed)"),
+        ],
+        loc="lower center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
+    figure.suptitle(
+        f"{title}\nAST: |DFT| of the attention's circulant part (patch to patch); DASS: |DFT| of "
+        "the SS2D lag profile (scan + skip D); mean over heads / channels and examples",
+        fontsize=9,
+    )
+    figure.subplots_adjust(left=0.07, right=0.95, bottom=0.11, top=0.86, wspace=0.28, hspace=0.45)
+    with atomic_destination(path) as tmp_path:
+        figure.savefig(tmp_path, format="png", dpi=110)
+
+
+@dataclass
+class ComparisonSummary:
+    """What `run_spectral_comparison` wrote."""
+
+    csv_path: Path
+    figure_path: Path
+    measured: list[CheckpointResponse] = field(repr=False)
+
+    def format_text(self) -> str:
+        """The paths, then per checkpoint the mean band ratio over its blocks along each axis."""
+        lines = [
+            f"spectral comparison of {len(self.measured)} checkpoints",
+            f"  CSV: {self.csv_path}",
+            f"  figure: {self.figure_path}",
+            "  mean high/low band ratio over blocks (< 1 means low-pass; 1 = all-pass) and "
+            "mean DC share:",
+        ]
+        for item in self.measured:
+            parts = []
+            for axis in AXES:
+                curves = [c for c in _compared_curves(item) if c.axis == axis]
+                ratio = float(np.nanmean([_band_ratio(c) for c in curves]))
+                share = float(np.mean([c.dc_share() for c in curves]))
+                text = f"{axis} {ratio:.3f} (DC share {share:.0%})"
+                scanned = [
+                    c for c in item.curves if c.variant == VARIANT_SCANNED and c.axis == axis
+                ]
+                if scanned:
+                    mean = float(np.nanmean([_band_ratio(c) for c in scanned]))
+                    text += f", scanned part {mean:.3f}"
+                parts.append(text)
+            lines.append(f"    {item.label}, {len(curves)} blocks: " + "; ".join(parts))
+        return "\n".join(lines)
+
+
+def run_spectral_comparison(
+    checkpoints: Sequence[str | os.PathLike[str]],
+    *,
+    data_root: str | os.PathLike[str] | None,
+    output_dir: str | os.PathLike[str],
+    num_examples: int,
+    features: Sequence[torch.Tensor | None] | None = None,
+) -> ComparisonSummary:
+    """`lungsrad spectral --compare A.pt B.pt`: both checkpoints measured on their own inputs
+    (each checkpoint's data settings, the same dataset and test cycles) and drawn side by side.
+
+    Args:
+        checkpoints: two (or more) lungsrad training checkpoints, e.g. an AST and a DASS.
+        data_root: dataset folder (None: each checkpoint config's data.root).
+        output_dir: receives spectral_compare.csv (a `model` column first) and .png.
+        num_examples: test cycles to average over, per checkpoint.
+        features: per checkpoint, inputs to use instead of the dataset (tests).
+    """
+    if len(checkpoints) < 2:
+        raise UserError(f"--compare needs two checkpoints, got {len(checkpoints)}")
+    _check_num_examples(num_examples)
+    given = list(features) if features is not None else [None] * len(checkpoints)
+    measured = [
+        measure_checkpoint(path, data_root=data_root, num_examples=num_examples, features=inputs)
+        for path, inputs in zip(checkpoints, given, strict=True)
+    ]
+    output_dir = Path(output_dir)
+    csv_path = output_dir / COMPARE_CSV_NAME
+    figure_path = output_dir / COMPARE_FIGURE_NAME
+    parts = []
+    for index, item in enumerate(measured):
+        header, *rows = curves_to_csv(item.curves).splitlines()
+        if index == 0:
+            parts.append("model," + header)
+        label = item.label.replace('"', "'")
+        parts += [f'"{label}",{row}' for row in rows]
+    write_text_atomic(csv_path, "\n".join(parts) + "\n")
+    plot_comparison(
+        measured,
+        figure_path,
+        title="Spectral response per block: "
+        + " vs ".join(item.backbone.upper() for item in measured),
+    )
+    return ComparisonSummary(csv_path=csv_path, figure_path=figure_path, measured=measured)

@@ -1,8 +1,11 @@
-"""Spectral-aware layer regularization: fixed Gaussian smoothing of chosen DASS block outputs.
+"""Spectral-aware layer regularization: fixed Gaussian smoothing of chosen backbone block outputs.
 
 Lung-SRAD smooths the (frequency, time) output map of selected blocks with a depthwise, separable,
 L1-normalised Gaussian; here it is a forward hook, so the backbone and its checkpoints stay
-exactly the release DASS (the kernel is a non-persistent buffer, never in a state dict).
+exactly the release model (the kernel is a non-persistent buffer, never in a state dict). The
+backbone says how a block output is its grid (`map_block_grid`): a DASS block outputs the map
+itself; an AST block outputs tokens, whose patch tokens are the frequency x time grid (the cls and
+dist tokens are not smoothed).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 from lungsrad.config import ExperimentConfig, regularized_blocks
 
 if TYPE_CHECKING:
-    from lungsrad.models import DASS
+    from lungsrad.models import AST, DASS
 
 # Set on every hook function this module registers, so a second attachment is detected.
 _HOOK_MARKER = "_lungsrad_spectral_regularization"
@@ -95,15 +98,18 @@ def _pad_mode(size: int, pad: int) -> str:
     return "reflect" if size > pad else "replicate"
 
 
-def attach_spectral_regularization(model: DASS, config: ExperimentConfig) -> list[RemovableHandle]:
+def attach_spectral_regularization(
+    model: DASS | AST, config: ExperimentConfig
+) -> list[RemovableHandle]:
     """Registers forward hooks that replace the chosen blocks' outputs by their smoothed maps.
 
     The blocks are `regularized_blocks(config)` inside stage `config.method.regularization.stage`
-    (stages numbered as the reference's `layers.0..3`). Hooks fire in training and evaluation.
+    (DASS: stages numbered as the reference's `layers.0..3`; AST: stage 0, its blocks 0..11).
+    Hooks fire in training and evaluation.
 
     Args:
-        model: a DASS (needs `block(stage, index)` returning modules with (B, C, H, W) outputs
-            and `depths`).
+        model: a backbone (`block(stage, index)`, `depths`, and `map_block_grid`, which applies
+            the smoothing to a block output viewed as its (B, C, freq, time) grid).
         config: the run config; nothing is attached when regularization is disabled.
 
     Returns:
@@ -131,7 +137,7 @@ def attach_spectral_regularization(model: DASS, config: ExperimentConfig) -> lis
     smoothing = GaussianSmoothing2d(regularization.kernel_size, regularization.sigma)
 
     def smooth_output(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return smoothing(output)
+        return model.map_block_grid(output, smoothing)
 
     setattr(smooth_output, _HOOK_MARKER, True)
     handles: list[RemovableHandle] = []

@@ -1,4 +1,5 @@
-"""Loading DASS weights: release files (`module.v.` keys), plain state dicts, lungsrad checkpoints.
+"""Loading DASS weights: release files (`module.v.` keys), plain state dicts, lungsrad checkpoints;
+and the file reading, unwrapping and backbone recognition that the AST loader (ast.py) shares.
 
 Release format: Saurabhbhati/DASS saves `nn.DataParallel(DASS).state_dict()` flat, keys
 `module.v.<VSSM path>` (manifests in shared/dass_reference/dass_{small,medium}_keys.json).
@@ -26,15 +27,31 @@ HEAD_PREFIX = "classifier.head."
 # DataParallel, DataParallel around the backbone, and torch.compile'd modules.
 _KEY_PREFIXES = ("module.v.", "v.", "module.", "_orig_mod.")
 _LISTED_KEYS = 5
+# Keys only one backbone family has, whatever prefix a wrapper put in front of them.
+_BACKBONE_SIGNATURES = {
+    "dass": re.compile(r"(^|\.)layers\.\d+\.blocks\.\d+\.op\.|(^|\.)classifier\.head\."),
+    "ast": re.compile(r"(^|\.)(cls_token|dist_token|pos_embed)$|(^|\.)mlp_head\."),
+}
 
 
-def _describe(source: str | os.PathLike[str] | Mapping[str, Any]) -> str:
+def identify_backbone(state: Mapping[str, Any]) -> str | None:
+    """'dass' or 'ast' when the state dict's keys are unmistakably that backbone's, else None."""
+    found = {
+        name
+        for name, signature in _BACKBONE_SIGNATURES.items()
+        if any(signature.search(key) for key in state)
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def describe_source(source: str | os.PathLike[str] | Mapping[str, Any]) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
 
 
-def _read(path: Path) -> Any:
+def read_checkpoint(path: Path, *, backbone: str = "DASS") -> Any:
+    """`torch.load(path, weights_only=True)`; a foreign file is a UserError naming it."""
     if not path.is_file():
-        raise FileNotFoundError(f"DASS checkpoint not found: {path}")
+        raise FileNotFoundError(f"{backbone} checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
@@ -44,12 +61,12 @@ def _read(path: Path) -> Any:
         reason = text.splitlines()[0][:120] if text else type(error).__name__
         raise UserError(
             f"{path}: not a PyTorch state dict that loads with weights_only=True "
-            f"({type(error).__name__}: {reason}); pass a DASS release file, a model state dict "
-            "or a lungsrad checkpoint"
+            f"({type(error).__name__}: {reason}); pass a {backbone} release file, a model "
+            "state dict or a lungsrad checkpoint"
         ) from None
 
 
-def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """The model state dict inside a release file, a wrapper dict or a lungsrad checkpoint."""
     if isinstance(obj, Mapping):
         if is_lungsrad_checkpoint(obj):
@@ -82,9 +99,42 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _listed(keys: list[str]) -> str:
+def list_keys(keys: list[str]) -> str:
     shown = ", ".join(keys[:_LISTED_KEYS])
     return shown + (", ..." if len(keys) > _LISTED_KEYS else "")
+
+
+def check_keys_match(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    *,
+    not_loaded: set[str],
+    source: str,
+    model_name: str,
+    hint: str,
+) -> None:
+    """UserError listing (a few of) the missing, unexpected and mis-shaped keys of `state`
+    against the model's `expected` state dict, if any; `not_loaded` keys may be absent."""
+    missing = [key for key in expected if key not in state and key not in not_loaded]
+    unexpected = [key for key in state if key not in expected]
+    mis_shaped = [
+        f"{key} {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in state
+        if key in expected and state[key].shape != expected[key].shape
+    ]
+    parts = [
+        f"{len(keys)} {name} ({list_keys(keys)})"
+        for name, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", mis_shaped),
+        )
+        if keys
+    ]
+    if parts:
+        raise UserError(
+            f"{source}: checkpoint does not match {model_name}: {'; '.join(parts)}; {hint}"
+        )
 
 
 def load_dass_checkpoint(
@@ -104,14 +154,21 @@ def load_dass_checkpoint(
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: not a state dict, or keys missing / unexpected / of another shape (listed).
+        ValueError: not a state dict, an AST file (named as such), or keys missing /
+            unexpected / of another shape (listed).
     """
-    source = _describe(path_or_state_dict)
+    source = describe_source(path_or_state_dict)
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        obj = _read(Path(path_or_state_dict).expanduser())
+        obj = read_checkpoint(Path(path_or_state_dict).expanduser())
     else:
         obj = path_or_state_dict
-    state = _strip_prefix(_unwrap(obj, source))
+    raw = unwrap_state_dict(obj, source)
+    if identify_backbone(raw) == "ast":
+        raise UserError(
+            f"{source}: this is an AST checkpoint, not a DASS one; set model.backbone: ast to "
+            "use it, or point model.checkpoint at a DASS file (DASS_small.pth / DASS_medium.pth)"
+        )
+    state = _strip_prefix(raw)
     expected = model.state_dict()
 
     skipped: list[str] = []
@@ -129,26 +186,14 @@ def load_dass_checkpoint(
             )
             state = {key: value for key, value in state.items() if key not in skipped}
 
-    missing = [key for key in expected if key not in state and key not in skipped]
-    unexpected = [key for key in state if key not in expected]
-    mis_shaped = [
-        f"{key} {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in state
-        if key in expected and state[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        for name, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", mis_shaped),
-        ):
-            if keys:
-                parts.append(f"{len(keys)} {name} ({_listed(keys)})")
-        raise UserError(
-            f"{source}: checkpoint does not match the model: {'; '.join(parts)}; check the "
-            "model preset/dims/depths against the checkpoint"
-        )
+    check_keys_match(
+        state,
+        expected,
+        not_loaded=set(skipped),
+        source=source,
+        model_name="the model",
+        hint="check the model preset/dims/depths against the checkpoint",
+    )
     result = model.load_state_dict(state, strict=False)
     own_head = {key for key in expected if key.startswith(HEAD_PREFIX)} if skipped else set()
     assert not result.unexpected_keys and set(result.missing_keys) == own_head, result

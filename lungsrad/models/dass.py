@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -407,6 +407,15 @@ class DASS(nn.Module):
         block = self.layers[stage].get_submodule(f"blocks.{index}")
         assert isinstance(block, VSSBlock)
         return block
+
+    def map_block_grid(
+        self, output: torch.Tensor, function: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Applies `function` to a block output viewed as its (frequency, time) grid.
+
+        A DASS block output already is that grid, (batch, C, H, W): `function(output)`.
+        """
+        return function(output)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, frames, mel_bins) -> patch embedding (batch, dims[0], H, W).

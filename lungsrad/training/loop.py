@@ -43,7 +43,7 @@ from lungsrad.metrics import (
 from lungsrad.training.specaugment import sample_mask_uniforms, spec_augment
 
 if TYPE_CHECKING:
-    from lungsrad.models import DASS
+    from lungsrad.models import Backbone
 
 # Independent random streams of one epoch; each is seeded from (seed, epoch, stream).
 STREAM_SHUFFLE = 0
@@ -169,7 +169,7 @@ def draw_epoch_randomness(
 
 
 @torch.no_grad()
-def _embedding_cells(model: DASS, features: torch.Tensor) -> int:
+def _embedding_cells(model: Backbone, features: torch.Tensor) -> int:
     """H * W of the model's patch-embedding map for one feature sample (ast_style's grid)."""
     embedding = model.embed(features[:1].float())
     return int(embedding.shape[2] * embedding.shape[3])
@@ -228,7 +228,7 @@ class TrainStep:
     def __init__(
         self,
         *,
-        model: DASS,
+        model: Backbone,
         objective: PatchMixObjective,
         optimizer: torch.optim.Optimizer,
         grad_scaler: torch.amp.GradScaler | None,

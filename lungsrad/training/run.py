@@ -61,7 +61,7 @@ from lungsrad.metrics import (
     device_metric_name,
     metric_name,
 )
-from lungsrad.models import DASS
+from lungsrad.models import Backbone
 from lungsrad.training.checkpoints import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -123,7 +123,7 @@ class RunInfo:
     scan_backend: str  # selective-scan backend the model uses
     data_fingerprint: str  # FeatureSet.fingerprint
     seed: int  # train.seed
-    num_parameters: int  # DASS parameters (projection head excluded)
+    num_parameters: int  # backbone parameters (projection head excluded)
     start_epoch: int  # first epoch this call trains (1 = fresh run)
     split_sizes: dict[str, int]  # cycles per split ("train", "test", and "val")
     amp_dtype: str  # "bf16", "fp16" or "off"
@@ -378,7 +378,7 @@ def _best_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
 class TrainingParts:
     """What trains a run: the model, the patch-mix objective, the optimizer and its schedule."""
 
-    model: DASS
+    model: Backbone
     objective: PatchMixObjective
     optimizer: torch.optim.Optimizer  # Adam over model and objective parameters
     scheduler: torch.optim.lr_scheduler.LRScheduler  # per-epoch learning_rate_factor

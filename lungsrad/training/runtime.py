@@ -17,7 +17,7 @@ from lungsrad.config import ExperimentConfig
 from lungsrad.errors import UserError
 from lungsrad.method.spectral_regularization import attach_spectral_regularization
 from lungsrad.metrics import confusion_by_group, confusion_matrix, scores_from_confusion
-from lungsrad.models import DASS, build_model
+from lungsrad.models import Backbone, build_model
 from lungsrad.models.selective_scan import resolve_backend
 from lungsrad.training.loop import predict
 
@@ -95,15 +95,17 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def scan_backend_name(model: DASS, device: torch.device) -> str:
-    """The selective-scan backend the model's "auto" (or explicit) setting resolves to."""
-    return resolve_backend(model.scan_backend, device)
+def scan_backend_name(model: Backbone, device: torch.device) -> str:
+    """The selective-scan backend the model's "auto" (or explicit) setting resolves to; "none"
+    for a backbone without selective scans (AST)."""
+    backend = getattr(model, "scan_backend", None)
+    return "none" if backend is None else resolve_backend(backend, device)
 
 
 def build_classifier(
     config: ExperimentConfig, device: torch.device, *, load_initial_checkpoint: bool = True
-) -> DASS:
-    """The DASS of `config` on `device`, with spectral regularization attached when enabled.
+) -> Backbone:
+    """The backbone of `config` on `device`, with spectral regularization attached when enabled.
 
     Args:
         config: the run config.

@@ -64,6 +64,9 @@ class StandInDASS(nn.Module):
     def block(self, stage: int, index: int) -> nn.Module:
         return self.layers[stage].blocks[index]
 
+    def map_block_grid(self, output: torch.Tensor, function) -> torch.Tensor:
+        return function(output)
+
 
 @pytest.fixture
 def standin_model() -> StandInDASS:
