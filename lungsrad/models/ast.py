@@ -390,7 +390,10 @@ def adapt_pos_embed_grid(
 
 
 def _source_grid(num_patches: int, model: AST, source: str) -> tuple[int, int]:
-    """The grid a checkpoint's patch rows lie on: the model's frequency rows, else AudioSet's."""
+    """The grid a checkpoint's patch rows lie on: AudioSet's 12 x 101 for that count (the
+    release file), else the model's frequency rows, else AudioSet's 12 rows."""
+    if num_patches == AUDIOSET_GRID[0] * AUDIOSET_GRID[1]:
+        return AUDIOSET_GRID
     for rows in dict.fromkeys((model.grid_shape[0], AUDIOSET_GRID[0])):
         if num_patches % rows == 0:
             return rows, num_patches // rows
