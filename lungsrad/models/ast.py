@@ -535,4 +535,5 @@ def load_ast_checkpoint(
     assert not result.unexpected_keys and set(result.missing_keys) == own_head, result
     if new_head:
         for module in model.mlp_head:
-            module.reset_parameters()
+            if isinstance(module, (nn.LayerNorm, nn.Linear)):
+                module.reset_parameters()
