@@ -404,7 +404,10 @@ def adapt_pos_embed_grid(
 
 
 def _source_grid(num_patches: int, model: AST, source: str) -> tuple[int, int]:
-    """The grid a checkpoint's patch rows lie on: the model's frequency rows, else AudioSet's."""
+    """The grid a checkpoint's patch rows lie on: AudioSet's 12 x 101 for that count (the
+    release file), else the model's frequency rows, else AudioSet's 12 rows."""
+    if num_patches == AUDIOSET_GRID[0] * AUDIOSET_GRID[1]:
+        return AUDIOSET_GRID
     for rows in dict.fromkeys((model.grid_shape[0], AUDIOSET_GRID[0])):
         if num_patches % rows == 0:
             return rows, num_patches // rows
@@ -546,4 +549,5 @@ def load_ast_checkpoint(
     assert not result.unexpected_keys and set(result.missing_keys) == own_head, result
     if new_head:
         for module in model.mlp_head:
-            module.reset_parameters()
+            if isinstance(module, (nn.LayerNorm, nn.Linear)):
+                module.reset_parameters()

@@ -88,6 +88,16 @@ def test_pos_embed_is_adapted_to_a_shorter_input():
     assert torch.equal(target.pos_embed.detach()[0], expected)
 
 
+def test_a_release_grid_is_read_as_12_x_101_whatever_the_model_grid():
+    # 66 mel bins: 6 frequency rows, which also divide 1212; the release grid is still 12 x 101
+    source = make_model(frames=1024, seed=1)
+    target = make_model(frames=1024, seed=2, num_mel_bins=66)
+    assert target.grid_shape == (6, 101)
+    load_ast_checkpoint(target, release_state(source))
+    grid = source.pos_embed.detach()[0, 2:].reshape(12, 101, 16)
+    assert torch.equal(target.pos_embed.detach()[0, 2:], grid[3:9].reshape(-1, 16))
+
+
 def test_timm_heads_are_the_only_extra_keys_allowed():
     state = release_state(make_model(seed=1))
     state["module.v.fc_norm.weight"] = torch.ones(16)
