@@ -680,9 +680,32 @@ def _base_config(
             raise FileNotFoundError(f"{locate.where(where)}: base config not found: {base_path}")
         config = load_config(base_path)
     try:
-        return apply_overrides(config, overrides)
+        config = apply_overrides(config, overrides)
     except ValueError as error:
         raise locate.error(where, f"base overrides: {error}") from None
+    return _absolute_paths(config, locate=locate, where=where)
+
+
+def _absolute_paths(
+    config: ExperimentConfig, *, locate: _Locator, where: list[str]
+) -> ExperimentConfig:
+    """The config with a relative `data.root` and `model.checkpoint` resolved against the
+    directory the sweep runs from (a trial runs in its own working directory), the checkpoint
+    checked before any trial starts."""
+    resolved: dict[str, Any] = {}
+    if config.data.root is not None and not Path(config.data.root).expanduser().is_absolute():
+        resolved["data.root"] = str(Path(config.data.root).expanduser().resolve())
+    checkpoint = config.model.checkpoint
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{locate.where(where)}: {'.'.join(where)}: model.checkpoint not found: {path} "
+                "(relative paths are "
+                "read from the directory the sweep runs in; give an absolute path)"
+            )
+        resolved["model.checkpoint"] = str(path)
+    return apply_overrides(config, resolved) if resolved else config
 
 
 def _load_variants(

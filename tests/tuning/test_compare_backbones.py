@@ -70,8 +70,21 @@ def test_only_contrasts_with_both_variants_and_only_for_backbones() -> None:
     assert "dass_finetune -> lung_srad" in rows(text)
 
 
-def test_shipped_backbones_space() -> None:
+def test_shipped_backbones_space(tmp_path, monkeypatch) -> None:
+    # The AST configs name the AudioSet release file relative to where the sweep runs.
+    monkeypatch.chdir(tmp_path)
+    release = tmp_path / "pretrained_models" / "audioset_10_10_0.4593.pth"
+    missing = r"yaml:\d+: variants\.ast_finetune: model\.checkpoint not found"
+    with pytest.raises(FileNotFoundError, match=missing):
+        load_search_space(REPO / "search_spaces" / "backbones.yaml")
+    release.parent.mkdir()
+    release.write_bytes(b"")
     space = load_search_space(REPO / "search_spaces" / "backbones.yaml")
+    # Trials run in their own working directories: they get the absolute path.
+    assert {config.model.checkpoint for config in space.variants.values()} == {
+        None,
+        str(release.resolve()),
+    }
     assert list(space.variants) == ["dass_finetune", "lung_srad", "ast_finetune", "ast_patchmix"]
     assert space.seeds == (0, 1, 2, 3, 4) and space.num_trials() == 20
     backbone = {name: config.model.backbone for name, config in space.variants.items()}
