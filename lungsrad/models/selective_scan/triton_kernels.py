@@ -57,6 +57,28 @@ def _positions(lane, index, height, width, FUSED: tl.constexpr):
 
 
 @triton.jit
+def _program_tile(
+    length, channels, height, width, num_lanes,
+    FUSED: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Where a chunk program works: (chunk, channel block, batch item, lane, directions K,
+    channels, their mask, tile rows, scan indices, their mask, the tile's mask, map positions)."""
+    chunk = tl.program_id(0)
+    block = tl.program_id(1)
+    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
+    lane = tl.program_id(2) % num_lanes
+    num_directions = num_lanes * (2 if FUSED else 1)
+    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < channels
+    rows = tl.arange(0, BLOCK_T)
+    index = chunk * BLOCK_T + rows
+    step_ok = index < length
+    valid = step_ok[:, None] & col_ok[None, :]
+    pos = _positions(lane, index, height, width, FUSED)
+    return chunk, block, batch, lane, num_directions, cols, col_ok, rows, index, step_ok, valid, pos
+
+
+@triton.jit
 def _row(tile, rows, index):
     """Row `index` of a (rows, BLOCK_C) tile as a (BLOCK_C,) vector."""
     return tl.sum(tl.where(rows[:, None] == index, tile, 0.0), axis=0)
@@ -165,18 +187,9 @@ def scan_chunk_totals_kernel(
     total_decay (P), total_drive (S): (batch, K, chunks, channels), indexed by the chunk's place
     in the sequence (not in scan order).
     """
-    chunk = tl.program_id(0)
-    block = tl.program_id(1)
-    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
-    lane = tl.program_id(2) % num_lanes
-    num_directions = num_lanes * (2 if FUSED else 1)
-    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
-    col_ok = cols < channels
-    rows = tl.arange(0, BLOCK_T)
-    index = chunk * BLOCK_T + rows
-    step_ok = index < length
-    valid = step_ok[:, None] & col_ok[None, :]
-    pos = _positions(lane, index, height, width, FUSED)
+    chunk, block, batch, lane, num_directions, cols, col_ok, rows, index, step_ok, valid, pos = (
+        _program_tile(length, channels, height, width, num_lanes, FUSED, BLOCK_T, BLOCK_C)
+    )
     u = tl.load(
         u_ptr + batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c,
         mask=valid,
@@ -284,18 +297,9 @@ def scan_chunk_output_kernel(
     y: float32/64 at the out strides; FUSED: the zeroed (batch, L, C) map, each lane adding the
     sum of its two directions (atomics), otherwise stored.
     """
-    chunk = tl.program_id(0)
-    block = tl.program_id(1)
-    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
-    lane = tl.program_id(2) % num_lanes
-    num_directions = num_lanes * (2 if FUSED else 1)
-    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
-    col_ok = cols < channels
-    rows = tl.arange(0, BLOCK_T)
-    index = chunk * BLOCK_T + rows
-    step_ok = index < length
-    valid = step_ok[:, None] & col_ok[None, :]
-    pos = _positions(lane, index, height, width, FUSED)
+    chunk, block, batch, lane, num_directions, cols, col_ok, rows, index, step_ok, valid, pos = (
+        _program_tile(length, channels, height, width, num_lanes, FUSED, BLOCK_T, BLOCK_C)
+    )
     u = tl.load(
         u_ptr + batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c,
         mask=valid,
@@ -368,18 +372,9 @@ def scan_adjoint_totals_kernel(
 ):  # fmt: skip
     """Backward step 1: each chunk's adjoint map g -> P g + S from a zero adjoint, composed in
     reverse scan order (S: the adjoint at the chunk's first step in scan order)."""
-    chunk = tl.program_id(0)
-    block = tl.program_id(1)
-    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
-    lane = tl.program_id(2) % num_lanes
-    num_directions = num_lanes * (2 if FUSED else 1)
-    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
-    col_ok = cols < channels
-    rows = tl.arange(0, BLOCK_T)
-    index = chunk * BLOCK_T + rows
-    step_ok = index < length
-    valid = step_ok[:, None] & col_ok[None, :]
-    pos = _positions(lane, index, height, width, FUSED)
+    chunk, block, batch, lane, num_directions, cols, col_ok, rows, index, step_ok, valid, pos = (
+        _program_tile(length, channels, height, width, num_lanes, FUSED, BLOCK_T, BLOCK_C)
+    )
     dy = tl.load(
         grad_y_ptr + batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c,
         mask=valid,
@@ -478,18 +473,9 @@ def scan_chunk_gradient_kernel(
     part_B, part_C: (channel blocks, batch, K, L) sums over this block's channels;
     part_A, part_D, part_bias: (chunks, batch, K * channels) sums over the chunk's steps.
     """
-    chunk = tl.program_id(0)
-    block = tl.program_id(1)
-    batch = (tl.program_id(2) // num_lanes).to(tl.int64)
-    lane = tl.program_id(2) % num_lanes
-    num_directions = num_lanes * (2 if FUSED else 1)
-    cols = block * BLOCK_C + tl.arange(0, BLOCK_C)
-    col_ok = cols < channels
-    rows = tl.arange(0, BLOCK_T)
-    index = chunk * BLOCK_T + rows
-    step_ok = index < length
-    valid = step_ok[:, None] & col_ok[None, :]
-    pos = _positions(lane, index, height, width, FUSED)
+    chunk, block, batch, lane, num_directions, cols, col_ok, rows, index, step_ok, valid, pos = (
+        _program_tile(length, channels, height, width, num_lanes, FUSED, BLOCK_T, BLOCK_C)
+    )
     x_offset = batch * su_b + lane * su_k + pos[:, None] * su_p + cols[None, :] * su_c
     u = tl.load(u_ptr + x_offset, mask=valid, other=0.0).to(COMPUTE)
     dy = tl.load(grad_y_ptr + x_offset, mask=valid, other=0.0).to(COMPUTE)

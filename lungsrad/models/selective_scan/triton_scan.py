@@ -321,6 +321,54 @@ def _carry_launch(
     )
 
 
+@dataclass(frozen=True)
+class _ChunkPass:
+    """What the chunk launches of one pass share: the kernels' geometry arguments, grid,
+    strides and options."""
+
+    geometry: tuple[int, ...]
+    grid: tuple[int, int, int]
+    strides_u: tuple[int, int, int, int]
+    strides_delta: tuple[int, int, int, int]
+    options: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls,
+        u: torch.Tensor,
+        delta: torch.Tensor,
+        B: torch.Tensor,
+        delta_bias: torch.Tensor | None,
+        delta_softplus: bool,
+        height: int,
+        width: int,
+        fused: bool,
+        num_chunks: int,
+        *,
+        compute: Any,
+        config: LaunchConfig,
+        backward: bool,
+    ) -> "_ChunkPass":
+        batch, directions, channels, length = _geometry(u, B, fused)
+        lanes = 2 if fused else directions
+        block_c = config.backward_block_c if backward else config.block_c
+        return cls(
+            geometry=(length, channels, height, width, num_chunks, lanes),
+            grid=(num_chunks, _cdiv(channels, block_c), batch * lanes),
+            strides_u=_tensor_strides(u, channels, fused),
+            strides_delta=_tensor_strides(delta, channels, fused),
+            options={
+                "HAS_BIAS": delta_bias is not None,
+                "SOFTPLUS": delta_softplus,
+                "FUSED": fused,
+                "COMPUTE": compute,
+                "BLOCK_T": config.block_t,
+                "BLOCK_C": block_c,
+                "num_warps": config.backward_num_warps if backward else config.num_warps,
+            },
+        )
+
+
 def forward_launches(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -349,19 +397,12 @@ def forward_launches(
     per_chunk = (batch, directions, num_chunks, channels)
     totals = (u.new_empty(per_chunk, dtype=dtype), u.new_empty(per_chunk, dtype=dtype))
     entering = u.new_empty(per_chunk, dtype=dtype)
-    strides_u = _tensor_strides(u, channels, fused)
-    strides_delta = _tensor_strides(delta, channels, fused)
-    geometry = (length, channels, height, width, num_chunks, lanes)
-    grid = (num_chunks, _cdiv(channels, config.block_c), batch * lanes)
-    common = {
-        "HAS_BIAS": delta_bias is not None,
-        "SOFTPLUS": delta_softplus,
-        "FUSED": fused,
-        "COMPUTE": _compute(kernels, dtype),
-        "BLOCK_T": config.block_t,
-        "BLOCK_C": config.block_c,
-        "num_warps": config.num_warps,
-    }
+    chunk_pass = _ChunkPass.of(
+        u, delta, B, delta_bias, delta_softplus, height, width, fused, num_chunks,
+        compute=_compute(kernels, dtype), config=config, backward=False,
+    )  # fmt: skip
+    geometry, grid, common = chunk_pass.geometry, chunk_pass.grid, chunk_pass.options
+    strides_u, strides_delta = chunk_pass.strides_u, chunk_pass.strides_delta
     bias_or_a = delta_bias if delta_bias is not None else A
     launches = [
         KernelLaunch(
@@ -425,19 +466,12 @@ def backward_launches(
     )
     totals = (torch.empty_like(entering), torch.empty_like(entering))
     adjoint_entering = torch.empty_like(entering)
-    strides_u = _tensor_strides(u, channels, fused)
-    strides_delta = _tensor_strides(delta, channels, fused)
-    geometry = (length, channels, height, width, num_chunks, lanes)
-    grid = (num_chunks, num_blocks, batch * lanes)
-    common = {
-        "HAS_BIAS": delta_bias is not None,
-        "SOFTPLUS": delta_softplus,
-        "FUSED": fused,
-        "COMPUTE": _compute(kernels, dtype),
-        "BLOCK_T": config.block_t,
-        "BLOCK_C": block_c,
-        "num_warps": config.backward_num_warps,
-    }
+    chunk_pass = _ChunkPass.of(
+        u, delta, B, delta_bias, delta_softplus, height, width, fused, num_chunks,
+        compute=_compute(kernels, dtype), config=config, backward=True,
+    )  # fmt: skip
+    geometry, grid, common = chunk_pass.geometry, chunk_pass.grid, chunk_pass.options
+    strides_u, strides_delta = chunk_pass.strides_u, chunk_pass.strides_delta
     bias_or_a = delta_bias if delta_bias is not None else A
     launches = [
         KernelLaunch(
