@@ -159,13 +159,19 @@ def test_shown_command_parses(command: ShownCommand) -> None:
 
 
 def _relax_required(parser: argparse.ArgumentParser) -> None:
-    """Required flags become optional (sub-commands stay required)."""
+    """Required flags, required groups of flags and single positional arguments become optional
+    (sub-commands stay required): prose names a command (`lungsrad data inspect`) without them."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 _relax_required(sub)
         elif action.option_strings:
             action.required = False
+        elif action.nargs is None:
+            action.nargs = "?"
+            action.required = False
+    for group in parser._mutually_exclusive_groups:
+        group.required = False
 
 
 def _parse_error(parser: argparse.ArgumentParser, tokens: list[str]) -> str | None:
