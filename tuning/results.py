@@ -360,43 +360,65 @@ def _cost_cell(costs: Mapping[str, Any], members: Sequence[TrialOutcome]) -> str
     return f" | {hours:.4f}{retried}"
 
 
+def _fold(outcome: TrialOutcome) -> int | None:
+    return outcome.resolved.config.data.fold
+
+
+def _run_label(outcome: TrialOutcome) -> str:
+    fold = _fold(outcome)
+    seed = outcome.resolved.seed
+    return f"seed {seed}" if fold is None else f"seed {seed}, fold {fold}"
+
+
 def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
     """Table-1 style summary: Sp, Se, Score (4-class and 2-class) as mean ± std [95 % interval]
-    over seeds."""
-    done = [o for o in outcomes if o.status == "done"]
-    seeds = sorted(o.resolved.seed for o in done)
-    lines = [
-        f"# {title}",
-        "",
-        f"{len(done)} of {len(outcomes)} seeds finished ({seeds}); test metrics at the epoch "
-        "the protocol selected; mean ± sample std [95 % Student-t interval of the mean] over "
-        "seeds, percent.",
-        "",
-        "| task | Sp | Se | Score |",
-        "|---|---:|---:|---:|",
-    ]
+    over seeds (over every seed x fold run of a fold-wise final, with a fold column)."""
+    done = sorted(
+        (o for o in outcomes if o.status == "done"), key=lambda o: (_seed(o), _fold(o) or 0)
+    )
+    has_folds = any(_fold(o) is not None for o in outcomes)
+    if has_folds:
+        pairs = ", ".join(f"({_seed(o)}, {_fold(o)})" for o in done)
+        finished = (
+            f"{len(done)} of {len(outcomes)} runs finished (seed, fold: {pairs}); test metrics "
+            "at the epoch the protocol selected; mean ± sample std [95 % Student-t interval of "
+            "the mean] over these runs, percent (the mean over folds is in the Folds section)."
+        )
+    else:
+        seeds = [_seed(o) for o in done]
+        finished = (
+            f"{len(done)} of {len(outcomes)} seeds finished ({seeds}); test metrics at the "
+            "epoch the protocol selected; mean ± sample std [95 % Student-t interval of the "
+            "mean] over seeds, percent."
+        )
+    lines = [f"# {title}", "", finished, "", "| task | Sp | Se | Score |", "|---|---:|---:|---:|"]
     for label, specificity, sensitivity, score in TABLE1_ROWS:
         cells = [
             format_interval(mean_interval([float(o.last.get(key, math.nan)) for o in done]))
             for key in (specificity, sensitivity, score)
         ]
         lines.append(f"| {label} | {' | '.join(cells)} |")
-    lines += ["", "| seed | Sp | Se | Score | Score 2-class |", "|---:|---:|---:|---:|---:|"]
-    for outcome in sorted(done, key=_seed):
+    fold_head, fold_rule = ("| fold ", "---:|") if has_folds else ("", "")
+    lines += [
+        "",
+        f"| seed {fold_head}| Sp | Se | Score | Score 2-class |",
+        f"|---:|{fold_rule}---:|---:|---:|---:|",
+    ]
+    for outcome in done:
         values = [
             outcome.last.get(key, math.nan)
             for key in (REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE, REPORT_SCORE_2CLASS)
         ]
-        lines.append(
-            f"| {outcome.resolved.seed} | " + " | ".join(_number(v) for v in values) + " |"
-        )
-    for outcome in sorted(done, key=_seed):
+        fold_cell = f"{_fold(outcome)} | " if has_folds else ""
+        numbers = " | ".join(_number(v) for v in values)
+        lines.append(f"| {outcome.resolved.seed} | {fold_cell}{numbers} |")
+    for outcome in done:
         note = degenerate_note(outcome.last)
         if note:
-            lines.append(f"\n**Warning**: seed {outcome.resolved.seed} {note}.")
+            lines.append(f"\n**Warning**: {_run_label(outcome)} {note}.")
     failed = [o for o in outcomes if o.status != "done"]
     for outcome in failed:
-        lines.append(f"\nseed {outcome.resolved.seed} failed: {outcome.error}")
+        lines.append(f"\n{_run_label(outcome)} failed: {outcome.error}")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@ intervals, one seed shown as such (never "± 0.00"), and the selection record of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -123,3 +124,33 @@ def test_table1_intervals_by_hand() -> None:
     assert metrics[f"{REPORT_SCORE}_ci95_low"] == pytest.approx(60.12201, abs=1e-4)
     one = table1_markdown(seeds[:1], title="One")
     assert "(1 seed)" in one and "± 0.00" not in one
+
+
+def test_table1_of_a_foldwise_final_names_seed_and_fold_of_every_run() -> None:
+    runs = []
+    for seed in (0, 1):
+        for fold in (2, 0):
+            run = outcome(f"s{seed}f{fold}", "1", seed, 0.0, **{REPORT_SCORE: 60.0 + fold})
+            foldwise = {"train.protocol": "foldwise", "data.fold": fold}
+            resolved = dataclasses.replace(
+                run.resolved, config=apply_overrides(run.resolved.config, foldwise)
+            )
+            runs.append(dataclasses.replace(run, resolved=resolved))
+    runs.append(dataclasses.replace(runs[0], trial_id="x", status="failed", error="boom"))
+    table = table1_markdown(runs, title="Final")
+    assert "4 of 5 runs finished (seed, fold: (0, 0), (0, 2), (1, 0), (1, 2))" in table
+    assert "| seed | fold | Sp | Se | Score | Score 2-class |" in table
+    cells = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith(("| 0 |", "| 1 |"))
+    ]
+    assert [(row[0], row[1], row[4]) for row in cells] == [
+        ("0", "0", "60.00"),
+        ("0", "2", "62.00"),
+        ("1", "0", "60.00"),
+        ("1", "2", "62.00"),
+    ]
+    assert "seed 0, fold 2 failed: boom" in table
+    plain = table1_markdown([outcome("a", "1", 3, 0.0)], title="t")
+    assert "| seed | Sp |" in plain and "fold" not in plain
