@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from lungsrad.method.spectral_analysis import AXES, Axis, ResponseCurve
+from lungsrad.method.spectral_analysis import AXES, Axis, ResponseCurve, captured_inputs
 
 if TYPE_CHECKING:
     from lungsrad.models import AST
@@ -103,34 +102,15 @@ def attention_response_curves(
             f"features must be (N >= 1, frames, mel_bins), got {tuple(features.shape)}"
         )
     blocks = [model.block(0, index) for index in range(model.depth)]
-    captured: dict[int, torch.Tensor] = {}
-
-    def capture(index: int):
-        def hook(module: nn.Module, args: tuple) -> None:
-            captured[index] = args[0].detach()
-
-        return hook
-
-    handles = [block.register_forward_pre_hook(capture(i)) for i, block in enumerate(blocks)]
     sums: dict[tuple[int, str], torch.Tensor] = {}
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for start in range(0, features.shape[0], batch_size):
-                captured.clear()
-                model(features[start : start + batch_size].to(device=device, dtype=torch.float32))
-                for index, block in enumerate(blocks):
-                    attention = block.forward_with_attention(captured[index])[1].cpu()
-                    for axis in AXES:
-                        response = attention_axis_response(attention, model.grid_shape, axis)
-                        sums[(index, axis)] = sums.get((index, axis), 0) + response.mean(1).sum(0)
-                    del attention
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    by_index = dict(enumerate(blocks))
+    for captured in captured_inputs(model, features, by_index, batch_size=batch_size):
+        for index, block in enumerate(blocks):
+            attention = block.forward_with_attention(captured[index])[1].cpu()
+            for axis in AXES:
+                response = attention_axis_response(attention, model.grid_shape, axis)
+                sums[(index, axis)] = sums.get((index, axis), 0) + response.mean(1).sum(0)
+            del attention
     freq, time = model.grid_shape
     curves = []
     for (index, axis), total in sums.items():

@@ -20,10 +20,10 @@ import csv
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ from lungsrad.method.spectral_regularization import (
 
 # The model's own scan order, so the analysis cannot drift from what the model computes.
 from lungsrad.models.dass import DASS, cross_scan
+
+K = TypeVar("K")  # keys of the modules whose inputs `captured_inputs` yields
 
 Axis = Literal["time", "freq"]
 AXES: tuple[Axis, ...] = ("time", "freq")
@@ -372,6 +374,36 @@ def _smoothed_blocks(
     return {(regularization.stage, index) for index in blocks}
 
 
+def captured_inputs(
+    model: nn.Module, features: torch.Tensor, modules: Mapping[K, nn.Module], *, batch_size: int
+) -> Iterator[dict[K, torch.Tensor]]:
+    """Runs the model over `features` (N, frames, mel_bins) in batches, in eval mode without
+    gradients, and yields per batch the input each of `modules` received; the model's mode is
+    restored and the hooks removed afterwards."""
+    captured: dict[K, torch.Tensor] = {}
+
+    def capture(key: K):
+        def hook(module: nn.Module, args: tuple) -> None:
+            captured[key] = args[0].detach()
+
+        return hook
+
+    handles = [module.register_forward_pre_hook(capture(k)) for k, module in modules.items()]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for start in range(0, features.shape[0], batch_size):
+                captured.clear()
+                model(features[start : start + batch_size].to(device=device, dtype=torch.float32))
+                yield dict(captured)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
 def spectral_response_curves(
     model: DASS,
     features: torch.Tensor,
@@ -410,39 +442,16 @@ def spectral_response_curves(
     sums: dict[tuple[int, int, Axis, str], torch.Tensor] = {}
     cells: dict[tuple[int, int, Axis], int] = {}
     skips: dict[tuple[int, int, Axis], float] = {}
-    captured: dict[tuple[int, int], torch.Tensor] = {}
-
-    def capture(key: tuple[int, int]):
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            captured[key] = args[0].detach()
-
-        return hook
-
-    handles = [op.register_forward_hook(capture(key)) for key, op in ops.items()]
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for start in range(0, features.shape[0], batch_size):
-                captured.clear()
-                model(features[start : start + batch_size].to(device=device, dtype=torch.float32))
-                for key, op in ops.items():
-                    inputs = ss2d_scan_inputs(op, captured[key].cpu())
-                    for axis in AXES:
-                        whole, scanned = axis_responses(inputs, axis)  # (b, C, bins) each
-                        for variant, response in (
-                            (VARIANT_SCAN, whole),
-                            (VARIANT_SCANNED, scanned),
-                        ):
-                            entry = (*key, axis, variant)
-                            sums[entry] = sums.get(entry, 0) + response.mean(1).sum(0)
-                        cells[(*key, axis)] = inputs.width if axis == "time" else inputs.height
-                        skips[(*key, axis)] = float(inputs.D[AXIS_DIRECTION[axis]].abs().mean())
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    for captured in captured_inputs(model, features, ops, batch_size=batch_size):
+        for key, op in ops.items():
+            inputs = ss2d_scan_inputs(op, captured[key].cpu())
+            for axis in AXES:
+                whole, scanned = axis_responses(inputs, axis)  # (b, C, bins) each
+                for variant, response in ((VARIANT_SCAN, whole), (VARIANT_SCANNED, scanned)):
+                    entry = (*key, axis, variant)
+                    sums[entry] = sums.get(entry, 0) + response.mean(1).sum(0)
+                cells[(*key, axis)] = inputs.width if axis == "time" else inputs.height
+                skips[(*key, axis)] = float(inputs.D[AXIS_DIRECTION[axis]].abs().mean())
     smoothed = _smoothed_blocks(model, regularization)
     after = {VARIANT_SCAN: VARIANT_SMOOTHED, VARIANT_SCANNED: VARIANT_SCANNED_SMOOTHED}
     curves: list[ResponseCurve] = []
