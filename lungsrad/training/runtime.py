@@ -122,43 +122,6 @@ def build_classifier(
     return model
 
 
-def evaluate_split(
-    model: nn.Module,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    indices: np.ndarray,
-    *,
-    batch_size: int,
-    amp_dtype: torch.dtype | None,
-    num_classes: int,
-) -> tuple[dict[str, float], np.ndarray]:
-    """ICBHI scores (keys: lungsrad.metrics.EVAL_KEYS) and the confusion matrix of a split.
-
-    Args:
-        model: the classifier.
-        features: (num_cycles, frames, mel_bins) on the model's device.
-        labels: (num_cycles,) int64, any device.
-        indices: (n,) cycle indices of the split.
-        batch_size: evaluation batch size.
-        amp_dtype: autocast dtype or None.
-        num_classes: classes of the model.
-
-    Returns:
-        (scores, confusion (num_classes, num_classes) int64).
-    """
-    index_tensor = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
-    predictions = predict(
-        model,
-        features,
-        index_tensor.to(features.device),
-        batch_size=batch_size,
-        amp_dtype=amp_dtype,
-    )
-    truth = labels.detach().cpu().index_select(0, index_tensor)
-    matrix = confusion_matrix(truth.numpy(), predictions.numpy(), num_classes)
-    return scores_from_confusion(matrix), matrix
-
-
 def evaluate_split_by_device(
     model: nn.Module,
     features: torch.Tensor,
@@ -170,13 +133,21 @@ def evaluate_split_by_device(
     amp_dtype: torch.dtype | None,
     num_classes: int,
 ) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
-    """`evaluate_split` plus one confusion matrix per recording device, from one prediction pass.
+    """ICBHI scores (keys: lungsrad.metrics.EVAL_KEYS), the confusion matrix of a split and one
+    confusion matrix per recording device, from one prediction pass.
 
     Args:
+        model: the classifier.
+        features: (num_cycles, frames, mel_bins) on the model's device.
+        labels: (num_cycles,) int64, any device.
+        indices: (n,) cycle indices of the split.
         devices: recording device per cycle of the whole feature set (num_cycles,).
+        batch_size: evaluation batch size.
+        amp_dtype: autocast dtype or None.
+        num_classes: classes of the model.
 
     Returns:
-        (scores, confusion (num_classes, num_classes), {device: confusion} for the devices
+        (scores, confusion (num_classes, num_classes) int64, {device: confusion} for the devices
         that have cycles in the split, sorted by name).
     """
     index_array = np.asarray(indices, dtype=np.int64)
