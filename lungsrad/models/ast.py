@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -21,10 +20,7 @@ from lungsrad.config import MIN_NUM_CLASSES
 from lungsrad.errors import UserError
 from lungsrad.models.checkpoint import (
     check_keys_match,
-    describe_source,
-    identify_backbone,
-    read_checkpoint,
-    unwrap_state_dict,
+    read_backbone_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -506,17 +502,7 @@ def load_ast_checkpoint(
             f"model.ast_pos_embed must be one of {', '.join(POS_EMBED_MODES)}, "
             f"got {pos_embed_mode!r}"
         )
-    source = describe_source(path_or_state_dict)
-    if isinstance(path_or_state_dict, (str, os.PathLike)):
-        obj = read_checkpoint(Path(path_or_state_dict).expanduser(), backbone="AST")
-    else:
-        obj = path_or_state_dict
-    raw = unwrap_state_dict(obj, source)
-    if identify_backbone(raw) == "dass":
-        raise UserError(
-            f"{source}: this is a DASS checkpoint, not an AST one; set model.backbone: dass to "
-            "use it, or point model.checkpoint at an AST file (audioset_10_10_0.4593.pth)"
-        )
+    source, raw = read_backbone_state(path_or_state_dict, backbone="ast")
     state = _ast_keys(raw, source)
     state = {k: v for k, v in state.items() if not k.startswith(_UNUSED_PREFIXES)}
     expected = model.state_dict()

@@ -137,6 +137,36 @@ def check_keys_match(
         )
 
 
+# Per backbone: its name with an article, and its release files (for the wrong-file error).
+_BACKBONE_FILES = {
+    "dass": ("a DASS", "DASS", "a DASS file (DASS_small.pth / DASS_medium.pth)"),
+    "ast": ("an AST", "AST", "an AST file (audioset_10_10_0.4593.pth)"),
+}
+
+
+def read_backbone_state(
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any], *, backbone: str
+) -> tuple[str, Mapping[str, Any]]:
+    """(source name, state dict) of a file or mapping meant for `backbone` ('dass' | 'ast'):
+    read, unwrapped, and refused in one line when its keys are the other backbone's."""
+    source = describe_source(path_or_state_dict)
+    name = _BACKBONE_FILES[backbone][1]
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        obj = read_checkpoint(Path(path_or_state_dict).expanduser(), backbone=name)
+    else:
+        obj = path_or_state_dict
+    raw = unwrap_state_dict(obj, source)
+    found = identify_backbone(raw)
+    if found is not None and found != backbone:
+        other_article, other_name, _ = _BACKBONE_FILES[found]
+        article, _, files = _BACKBONE_FILES[backbone]
+        raise UserError(
+            f"{source}: this is {other_article} checkpoint, not {article} one; set "
+            f"model.backbone: {found} to use it, or point model.checkpoint at {files}"
+        )
+    return source, raw
+
+
 def load_dass_checkpoint(
     model: nn.Module, path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any]
 ) -> None:
@@ -157,17 +187,7 @@ def load_dass_checkpoint(
         ValueError: not a state dict, an AST file (named as such), or keys missing /
             unexpected / of another shape (listed).
     """
-    source = describe_source(path_or_state_dict)
-    if isinstance(path_or_state_dict, (str, os.PathLike)):
-        obj = read_checkpoint(Path(path_or_state_dict).expanduser())
-    else:
-        obj = path_or_state_dict
-    raw = unwrap_state_dict(obj, source)
-    if identify_backbone(raw) == "ast":
-        raise UserError(
-            f"{source}: this is an AST checkpoint, not a DASS one; set model.backbone: ast to "
-            "use it, or point model.checkpoint at a DASS file (DASS_small.pth / DASS_medium.pth)"
-        )
+    source, raw = read_backbone_state(path_or_state_dict, backbone="dass")
     state = _strip_prefix(raw)
     expected = model.state_dict()
 
