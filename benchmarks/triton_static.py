@@ -36,8 +36,14 @@ BANDWIDTH_BYTES_PER_S = 4.8e12  # H200 HBM3e
 ISSUE_PER_CLOCK_PER_SM = 4  # warp schedulers
 CLOCK_HZ = 1.98e9
 TARGET_CAPABILITY = 90
-FRAMES, MEL_BINS = 798, 128  # ICBHI segments: 8 s at 100 frames/s, 128 mel bins
 MIN_PROGRAMS_PER_SM = 4
+
+
+def segment_shape() -> tuple[int, int]:
+    """(frames, mel_bins) of an ICBHI segment under the default data config (798 x 128)."""
+    from lungsrad.config import DataConfig, expected_num_frames
+
+    return expected_num_frames(DataConfig()), DataConfig().num_mel_bins
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,8 @@ def tools() -> tuple[Path, Path]:
 
 
 def ss2d_inputs(preset: str, batch: int, dtype: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(stage, `ss2d_scan_triton` keyword arguments) of every SS2D call of a DASS forward at
-    FRAMES x MEL_BINS, on the meta device, with the dtypes of a bf16-autocast step."""
+    """(stage, `ss2d_scan_triton` keyword arguments) of every SS2D call of a DASS forward on an
+    ICBHI segment (`segment_shape`), on the meta device, with the dtypes of a bf16-autocast step."""
     import torch
     import torch.nn.functional as F
 
@@ -118,7 +124,7 @@ def ss2d_inputs(preset: str, batch: int, dtype: Any) -> Iterator[tuple[int, dict
             if isinstance(module, SS2D):
                 module.register_forward_pre_hook(record(stage))
     with torch.no_grad():
-        model(torch.empty(batch, FRAMES, MEL_BINS, device="meta", dtype=dtype))
+        model(torch.empty(batch, *segment_shape(), device="meta", dtype=dtype))
     yield from calls
 
 
@@ -393,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                     "target": f"sm_{TARGET_CAPABILITY}",
                     "processors": PROCESSORS,
                     "dtype": args.dtype,
-                    "input": [FRAMES, MEL_BINS],
+                    "input": list(segment_shape()),
                     "launches": [c.as_json() for c in costs],
                     "steps": step_totals(costs),
                     "problems": problems,

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lungsrad.config import DataConfig, expected_num_frames
+from lungsrad.models import DASS
 from lungsrad.models.selective_scan import triton_scan
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -21,8 +23,11 @@ SCRIPT = REPOSITORY / "benchmarks" / "triton_static.py"
 
 def test_launch_table_gives_every_dass_small_launch_four_programs_per_sm():
     # The table alone (no compile): DASS-small's stage maps at batch 16 and 1 on 132 SMs.
+    with torch.device("meta"):
+        maps = DASS.small().stage_maps(expected_num_frames(DataConfig()), DataConfig().num_mel_bins)
+    assert maps == [(96, 32, 200), (192, 16, 100), (384, 8, 50), (768, 4, 25)]
     for batch in (16, 1):
-        for channels, height, width in [(96, 32, 200), (192, 16, 100), (384, 8, 50), (768, 4, 25)]:
+        for channels, height, width in maps:
             length = height * width
             plan = triton_scan.plan_launch(
                 batch, channels, length, directions=4, fused=True, processors=132
