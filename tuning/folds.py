@@ -28,7 +28,7 @@ from lungsrad.metrics import (
     device_metric_name,
 )
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
-from tuning.results import TrialOutcome
+from tuning.results import TrialOutcome, fold_of
 from tuning.search_space import Parameter, SearchSpace
 
 FOLD_PATH = "data.fold"
@@ -54,11 +54,6 @@ def fold_parameter(folds: Sequence[int]) -> Parameter:
         values=tuple(folds),
         labels=tuple(str(fold) for fold in folds),
     )
-
-
-def fold_of(outcome: TrialOutcome) -> int | None:
-    """The trial's data.fold (None: not a foldwise run)."""
-    return outcome.resolved.config.data.fold
 
 
 def _done(outcomes: Sequence[TrialOutcome]) -> list[TrialOutcome]:

@@ -360,12 +360,13 @@ def _cost_cell(costs: Mapping[str, Any], members: Sequence[TrialOutcome]) -> str
     return f" | {hours:.4f}{retried}"
 
 
-def _fold(outcome: TrialOutcome) -> int | None:
+def fold_of(outcome: TrialOutcome) -> int | None:
+    """The trial's data.fold (None: not a foldwise run)."""
     return outcome.resolved.config.data.fold
 
 
 def _run_label(outcome: TrialOutcome) -> str:
-    fold = _fold(outcome)
+    fold = fold_of(outcome)
     seed = outcome.resolved.seed
     return f"seed {seed}" if fold is None else f"seed {seed}, fold {fold}"
 
@@ -374,11 +375,11 @@ def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
     """Table-1 style summary: Sp, Se, Score (4-class and 2-class) as mean ± std [95 % interval]
     over seeds (over every seed x fold run of a fold-wise final, with a fold column)."""
     done = sorted(
-        (o for o in outcomes if o.status == "done"), key=lambda o: (_seed(o), _fold(o) or 0)
+        (o for o in outcomes if o.status == "done"), key=lambda o: (_seed(o), fold_of(o) or 0)
     )
-    has_folds = any(_fold(o) is not None for o in outcomes)
+    has_folds = any(fold_of(o) is not None for o in outcomes)
     if has_folds:
-        pairs = ", ".join(f"({_seed(o)}, {_fold(o)})" for o in done)
+        pairs = ", ".join(f"({_seed(o)}, {fold_of(o)})" for o in done)
         finished = (
             f"{len(done)} of {len(outcomes)} runs finished (seed, fold: {pairs}); test metrics "
             "at the epoch the protocol selected; mean ± sample std [95 % Student-t interval of "
@@ -409,7 +410,7 @@ def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
             outcome.last.get(key, math.nan)
             for key in (REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE, REPORT_SCORE_2CLASS)
         ]
-        fold_cell = f"{_fold(outcome)} | " if has_folds else ""
+        fold_cell = f"{fold_of(outcome)} | " if has_folds else ""
         numbers = " | ".join(_number(v) for v in values)
         lines.append(f"| {outcome.resolved.seed} | {fold_cell}{numbers} |")
     for outcome in done:
