@@ -82,13 +82,15 @@ class EvalReport:
     def format_text(self) -> str:
         """Metrics and the confusion matrix as text."""
 
-        def value(key: str) -> str:
-            number = self.metrics.get(metric_name(self.split, key), float("nan"))
+        def shown(name: str) -> str:
+            number = self.metrics.get(name, float("nan"))
             return f"{number:.2f}" if np.isfinite(number) else "n/a"
 
+        def value(key: str) -> str:
+            return shown(metric_name(self.split, key))
+
         def value_of(device: str, key: str) -> str:
-            number = self.metrics.get(device_metric_name(self.split, device, key), float("nan"))
-            return f"{number:.2f}" if np.isfinite(number) else "n/a"
+            return shown(device_metric_name(self.split, device, key))
 
         lines = [
             f"{self.checkpoint} (epoch {self.epoch}) on the {self.split} split: "
