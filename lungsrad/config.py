@@ -8,6 +8,7 @@ costs a training run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import difflib
 import math
@@ -25,9 +26,29 @@ import yaml
 
 from lungsrad.errors import UserError
 
-# Bumped whenever a key is renamed or its meaning changes; a config written by another version
-# is refused instead of being silently reinterpreted.
-CONFIG_VERSION = 1
+# Bumped whenever a key is renamed or its meaning changes. A config of an older version is read
+# with that version's meaning (`LEGACY_DEFAULTS`); a newer one is refused.
+CONFIG_VERSION = 2
+
+# Version 2 made the library defaults follow the authors' shared pipeline (raymin0223/
+# patch-mix_contrastive_learning `util/icbhi_util.py`, `util/augmentation.py`): fades, truncated
+# cuts with torchaudio's Resample, centred zero padding, and its SpecAugment. A version-1 config
+# means what it meant when it ran: these are the values version 1 used, for keys it did not have.
+LEGACY_DEFAULTS: dict[int, dict[str, Any]] = {
+    1: {
+        "data.fade": "none",
+        "data.cycle_slicing": "rounded",
+        "data.zero_padding": "end",
+        "train.num_time_masks": 1,
+        "train.num_freq_masks": 1,
+        "train.mask_fill": "zero",
+        "train.specaugment_probability": 1.0,
+        "train.mask_sampling": "torchaudio",
+    },
+}
+
+# P(N(0, 1) <= 1): the reference applies its SpecAugment when `1.0 >= torch.randn(1)`.
+REFERENCE_SPECAUGMENT_PROBABILITY = 0.8413447460685429
 
 # Evaluation protocols (train.protocol). 'paper' selects the epoch on the test split (as the
 # Lung-SRAD paper does); the others select it on a patient-disjoint validation carve-out of their
@@ -65,11 +86,24 @@ class DataConfig:
     sample_rate_hz: int = 16000  # every recording is resampled to this rate
     segment_seconds: float = 8.0  # each cycle is padded or cut to this length
     padding: Literal["repeat", "zero"] = "repeat"  # how short cycles are brought to length
+    zero_padding: Literal["centre", "end"] = "centre"  # padding 'zero': cycle centred or at start
+    # none, or reference: linear fades of sample_rate / 16 samples (1000 at 16 kHz) in and out
+    # of the whole resampled recording, and out of every repeat-padded cycle
+    fade: Literal["none", "reference"] = "reference"
+    # truncated: int(t * rate) cuts, torchaudio.transforms.Resample (the reference code);
+    # rounded: floor(t * rate + 1e-6) cuts, torchaudio.functional.resample (lungsrad 1)
+    cycle_slicing: Literal["truncated", "rounded"] = "truncated"
     num_mel_bins: int = 128  # Kaldi fbank mel bins
     frame_length_ms: float = 25.0  # fbank window
     frame_shift_ms: float = 10.0  # fbank hop
-    feature_mean: float = -4.2677393  # AudioSet statistics used by AST/DASS
+    # audioset: (fbank - feature_mean) / (2 * feature_std); per_example: each cycle's own mean
+    # and (unbiased) std instead, as the DASS reference code does
+    normalization: Literal["audioset", "per_example"] = "audioset"
+    feature_mean: float = -4.2677393  # AudioSet statistics used by AST (normalization audioset)
     feature_std: float = 4.5689974  # features are (fbank - mean) / (2 * std)
+    # frames the model sees: null, the fbank's own (798 for 8 s); else the (frames, bins) map is
+    # resized (bilinear) to this many frames on the training device, after augmentation
+    model_frames: int | None = None
     cache_dir: str | None = None  # feature cache; None: ~/.cache/lungsrad/features
     validation_fraction: float = 0.2  # share of train patients held out for protocol 'validated'
     split_seed: int = 0  # seed of the patient-disjoint validation carve-out
@@ -103,6 +137,7 @@ class RegularizationConfig:
     """Spectral-aware layer regularization: Gaussian smoothing of chosen block outputs."""
 
     enabled: bool = False  # smooth the chosen blocks' output maps (training and evaluation)
+    padding: Literal["reflect", "zero"] = "reflect"  # map edges (zero: the authors' helper)
     sigma: float = 1.0  # Gaussian width in feature-map cells
     kernel_size: int = 3  # odd 1-D kernel length, applied along frequency and time
     stage: int = 2  # stage index as the reference numbers layers.0..layers.3
@@ -118,6 +153,10 @@ class PatchMixConfig:
     temperature: float = 0.06  # tau of the patch-mix InfoNCE loss
     projection_dim: int = 768  # output width of the projection head
     gradient_block: Literal["mixed", "target", "none"] = "mixed"  # side kept out of backbone grads
+    # the clean (target) features go through the projection head; false: compared unprojected
+    # (the reference's grad_block; projection_dim must then equal the backbone's feature width)
+    project_target: bool = True
+    train_projector: bool = True  # false: the head keeps its initial weights (ICBHI_HADES)
     time_loss_weight: float = 1.0  # weight of the temporal-mix loss (and of ast_style's loss)
     freq_loss_weight: float = 1.0  # weight of the frequency-mix loss
 
@@ -137,9 +176,13 @@ class TrainConfig:
     num_epochs: int = 50  # training epochs
     batch_size: int = 16  # training mini-batch
     eval_batch_size: int = 64  # evaluation mini-batch
-    learning_rate: float = 5e-5  # Adam lr (paper's value illegible; patch-mix AST convention)
-    weight_decay: float = 1e-6  # Adam L2 weight decay
-    schedule: Literal["cosine", "step", "constant"] = "cosine"  # per-epoch lr schedule
+    learning_rate: float = 5e-5  # peak lr (paper's value illegible; patch-mix AST convention)
+    weight_decay: float = 1e-6  # adam: L2 penalty in the gradient; adamw: decoupled decay
+    optimizer: Literal["adam", "adamw"] = "adam"  # torch.optim.Adam or AdamW (the reference's)
+    # per-epoch lr schedule; cosine_from_epoch_1: the reference's counting (epoch e of E, 1-based,
+    # at the cosine's value at e / E: the first epoch already below the peak, the last at the floor)
+    schedule: Literal["cosine", "cosine_from_epoch_1", "step", "constant"] = "cosine"
+    min_learning_rate_factor: float = 0.0  # cosine floor as a share of learning_rate (ref: 1e-3)
     warmup_epochs: int = 0  # linear warm-up epochs before the schedule
     step_size_epochs: int = 10  # 'step' schedule: epochs between decays
     step_gamma: float = 0.5  # 'step' schedule: decay factor
@@ -150,6 +193,20 @@ class TrainConfig:
     use_specaugment: bool = True  # time/frequency masking on training batches
     time_mask: int = 160  # SpecAugment max time-mask width (frames)
     freq_mask: int = 48  # SpecAugment max frequency-mask width (mel bins)
+    num_time_masks: int = 2  # time masks per sample
+    num_freq_masks: int = 2  # frequency masks per sample
+    mask_fill: Literal["zero", "mean"] = "mean"  # masked cells: 0, or the sample's current mean
+    # share of samples SpecAugment is applied to (the reference: P(N(0,1) <= 1) = 0.8413)
+    specaugment_probability: float = REFERENCE_SPECAUGMENT_PROBABILITY
+    # reference: width int(U[0, max)), start uniform over the integers [0, size - width];
+    # torchaudio: mask_along_axis_iid's continuous width and start, truncated (lungsrad 1)
+    mask_sampling: Literal["reference", "torchaudio"] = "reference"
+    drop_last: bool = False  # drop each epoch's last partial batch (the reference does)
+    # null, or beta: after every optimiser step the whole state becomes beta * (before the step)
+    # + (1 - beta) * (after), the reference's --ma_update --ma_beta
+    weight_averaging: float | None = None
+    # the reported (best) epoch must have Se above this, in percent (the reference: 5); null: none
+    min_sensitivity: float | None = None
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, off on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a device is visible
     max_steps_per_epoch: int | None = None  # cap on optimiser steps per epoch (smoke runs)
@@ -220,6 +277,18 @@ def expected_num_frames(data: DataConfig) -> int:
             f"{data.frame_length_ms} ms window at {rate} Hz"
         )
     return 1 + (num_samples - window) // shift
+
+
+def model_input_frames(data: DataConfig) -> int:
+    """Frames of the map the model sees: data.model_frames, or the fbank's own count."""
+    return data.model_frames if data.model_frames is not None else expected_num_frames(data)
+
+
+def backbone_feature_width(model: ModelConfig) -> int:
+    """Width of the pooled features the backbone hands the classifier and the projection head."""
+    if model.backbone == "ast":
+        return resolved_ast_size(model)[0]
+    return resolved_architecture(model)[0][-1]
 
 
 def regularized_blocks(config: ExperimentConfig) -> list[int]:
@@ -478,14 +547,47 @@ def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
     if not isinstance(values, Mapping):
         raise UserError(f"a config must be a mapping at the top level, got {type(values).__name__}")
     version = values.get("config_version", CONFIG_VERSION)
-    if version != CONFIG_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version:
+        raise UserError(f"config_version must be an integer >= 1, got {version!r}")
+    if version > CONFIG_VERSION:
         raise UserError(
-            f"config_version is {version!r} but this lungsrad reads version {CONFIG_VERSION}; "
-            "regenerate the config with this version of the code"
+            f"config_version is {version} but this lungsrad reads versions 1..{CONFIG_VERSION}; "
+            "update lungsrad, or regenerate the config with this version of the code"
+        )
+    if version < CONFIG_VERSION:
+        values = _upgraded(values, version)
+        warnings.warn(
+            f"config_version {version}: read with its own meaning ("
+            + ", ".join(f"{path} {value}" for path, value in LEGACY_DEFAULTS[version].items())
+            + f"); set config_version: {CONFIG_VERSION} for the current defaults",
+            stacklevel=2,
         )
     config = parse_typed(ExperimentConfig, values, noun="config key")
     validate_config(config)
     return config
+
+
+def _upgraded(values: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """A version-`version` config as the current version, meaning what it meant when it ran."""
+    legacy: dict[str, Any] = {}
+    for old in range(version, CONFIG_VERSION):
+        for path, value in LEGACY_DEFAULTS.get(old, {}).items():
+            legacy.setdefault(path, value)
+    upgraded = copy.deepcopy(dict(values))
+    for path, value in legacy.items():
+        *parents, leaf = path.split(".")
+        node = upgraded
+        for part in parents:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                break  # not a mapping: parse_typed names the key and its type
+            node = child
+        else:
+            node.setdefault(leaf, value)  # a key the file sets keeps its value
+    upgraded["config_version"] = CONFIG_VERSION
+    return upgraded
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -577,10 +679,15 @@ def _validate_ast(config: ExperimentConfig) -> None:
         )
     if model.backbone != "ast":
         return
-    frames = expected_num_frames(config.data)
+    frames = model_input_frames(config.data)
     if min(frames, config.data.num_mel_bins) < AST_PATCH_SIZE:
+        source = (
+            f"data.segment_seconds ({config.data.segment_seconds}) gives"
+            if config.data.model_frames is None
+            else "data.model_frames is"
+        )
         raise UserError(
-            f"data.segment_seconds ({config.data.segment_seconds}) gives {frames} frames and "
+            f"{source} {frames} frames and "
             f"data.num_mel_bins is {config.data.num_mel_bins}: AST needs at least "
             f"{AST_PATCH_SIZE} of each for one {AST_PATCH_SIZE} x {AST_PATCH_SIZE} patch"
         )
@@ -630,6 +737,14 @@ def validate_config(config: ExperimentConfig) -> None:
         )
     if patch_mix.time_loss_weight < 0 or patch_mix.freq_loss_weight < 0:
         raise UserError("method.patch_mix loss weights must be >= 0")
+    width = backbone_feature_width(model)
+    if patch_mix.mode != "none" and not patch_mix.project_target:
+        if patch_mix.projection_dim != width:
+            raise UserError(
+                "method.patch_mix.project_target is false, so unprojected features "
+                f"({width} wide) are compared with projections: set "
+                f"method.patch_mix.projection_dim to {width}"
+            )
 
     data = config.data
     if data.sample_rate_hz <= 0:
@@ -640,6 +755,8 @@ def validate_config(config: ExperimentConfig) -> None:
         raise UserError(f"data.num_mel_bins must be >= 8, got {data.num_mel_bins}")
     if data.feature_std <= 0:
         raise UserError(f"data.feature_std must be > 0, got {data.feature_std}")
+    if data.model_frames is not None and data.model_frames < 1:
+        raise UserError(f"data.model_frames must be >= 1 or null, got {data.model_frames}")
     if not 0.0 < data.validation_fraction < 1.0:
         raise UserError(
             f"data.validation_fraction must be in (0, 1), got {data.validation_fraction}"
@@ -659,6 +776,28 @@ def validate_config(config: ExperimentConfig) -> None:
         raise UserError(f"train.warmup_epochs must be in 0..num_epochs, got {train.warmup_epochs}")
     if train.time_mask < 0 or train.freq_mask < 0:
         raise UserError("train.time_mask and train.freq_mask must be >= 0")
+    for key in ("num_time_masks", "num_freq_masks"):
+        if getattr(train, key) < 0:
+            raise UserError(f"train.{key} must be >= 0, got {getattr(train, key)}")
+    if not 0.0 <= train.specaugment_probability <= 1.0:
+        raise UserError(
+            f"train.specaugment_probability must be in [0, 1], got {train.specaugment_probability}"
+        )
+    if not 0.0 <= train.min_learning_rate_factor <= 1.0:
+        raise UserError(
+            "train.min_learning_rate_factor must be in [0, 1] (a share of train.learning_rate), "
+            f"got {train.min_learning_rate_factor}"
+        )
+    if train.weight_averaging is not None and not 0.0 < train.weight_averaging < 1.0:
+        raise UserError(
+            "train.weight_averaging must be null or a beta in (0, 1) (the reference: 0.5), "
+            f"got {train.weight_averaging}"
+        )
+    if train.min_sensitivity is not None and not 0.0 <= train.min_sensitivity < 100.0:
+        raise UserError(
+            "train.min_sensitivity must be null or a percentage in [0, 100) (the reference: 5), "
+            f"got {train.min_sensitivity}"
+        )
     if train.max_steps_per_epoch is not None and train.max_steps_per_epoch < 1:
         raise UserError(
             f"train.max_steps_per_epoch must be >= 1 or null, got {train.max_steps_per_epoch}"

@@ -33,8 +33,9 @@ CACHE_FORMAT = "lungsrad-feature-cache"
 
 # DataConfig fields that do not change the features. Every other field (including fields added
 # later) enters the cache key, so a new setting can never silently reuse stale features.
+# model_frames is outside: the cache holds the fbank's own frames, resized on the training device.
 SETTINGS_OUTSIDE_FINGERPRINT = frozenset(
-    {"root", "split_file", "cache_dir", "validation_fraction", "split_seed", "fold"}
+    {"root", "split_file", "cache_dir", "validation_fraction", "split_seed", "fold", "model_frames"}
 )
 
 
@@ -76,6 +77,31 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def resize_frames(features: torch.Tensor, frames: int | None) -> torch.Tensor:
+    """Resizes a batch of maps along time to the frames the model sees (data.model_frames).
+
+    The reference resizes each (798, 128) map to (1024, 128) with torchvision's `Resize`, which
+    on a tensor is bilinear interpolation with antialiasing (half-pixel centres).
+
+    Args:
+        features: (batch, frames_in, mel_bins), any float dtype and device.
+        frames: target frames; None or equal to frames_in returns `features` itself.
+
+    Returns:
+        (batch, frames, mel_bins) float32 (or `features` unchanged).
+    """
+    if frames is None or frames == features.shape[1]:
+        return features
+    resized = torch.nn.functional.interpolate(
+        features.float().unsqueeze(1),
+        size=(frames, features.shape[2]),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
+    return resized.squeeze(1)
 
 
 # ---------------------------------------------------------------------------------------------

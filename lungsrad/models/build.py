@@ -8,7 +8,7 @@ from lungsrad.config import (
     DataConfig,
     ExperimentConfig,
     ModelConfig,
-    expected_num_frames,
+    model_input_frames,
     resolved_architecture,
     resolved_ast_size,
 )
@@ -86,6 +86,6 @@ def _build_ast(model_config: ModelConfig, data_config: DataConfig) -> AST:
         embed_dim=embed_dim,
         depth=depth,
         num_heads=num_heads,
-        input_frames=expected_num_frames(data_config),
+        input_frames=model_input_frames(data_config),
         num_mel_bins=data_config.num_mel_bins,
     )

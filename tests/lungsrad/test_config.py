@@ -185,3 +185,90 @@ def test_parse_typed_errors_name_the_key_path(values, message, keys):
     with pytest.raises(SchemaError, match=message) as raised:
         parse_typed(_Document, values)
     assert raised.value.keys == keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproduction switches (issue: the authors' recipe) and version-1 configs
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"data": {"normalization": "global"}}, "data.normalization' must be one of"),
+        ({"data": {"model_frames": 0}}, "data.model_frames must be >= 1 or null"),
+        ({"data": {"fade": "linear"}}, "data.fade' must be one of"),
+        ({"data": {"cycle_slicing": "floor"}}, "data.cycle_slicing' must be one of"),
+        ({"data": {"zero_padding": "middle"}}, "data.zero_padding' must be one of"),
+        ({"train": {"num_time_masks": -1}}, "train.num_time_masks must be >= 0"),
+        ({"train": {"num_freq_masks": -2}}, "train.num_freq_masks must be >= 0"),
+        ({"train": {"mask_fill": "noise"}}, "train.mask_fill' must be one of"),
+        (
+            {"train": {"specaugment_probability": 1.5}},
+            r"specaugment_probability must be in \[0, 1\]",
+        ),
+        ({"train": {"optimizer": "sgd"}}, "train.optimizer' must be one of"),
+        ({"train": {"min_learning_rate_factor": 2}}, "min_learning_rate_factor must be in"),
+        (
+            {"train": {"weight_averaging": 1.0}},
+            r"weight_averaging must be null or a beta in \(0, 1\)",
+        ),
+        ({"train": {"min_sensitivity": 100}}, "min_sensitivity must be null or a percentage"),
+        ({"train": {"drop_last": "yes"}}, "train.drop_last' must be true or false"),
+        ({"train": {"schedule": "cosine_1"}}, "train.schedule' must be one of"),
+        (
+            {"method": {"regularization": {"padding": "same"}}},
+            "regularization.padding' must be one",
+        ),
+        ({"method": {"patch_mix": {"train_projector": 1}}}, "train_projector' must be true or false"),
+        (
+            {
+                "method": {
+                    "patch_mix": {"mode": "dual", "project_target": False, "projection_dim": 128}
+                }
+            },
+            "project_target is false.*set method.patch_mix.projection_dim to 768",
+        ),
+        ({"config_version": 0}, "config_version must be an integer >= 1"),
+    ],
+)
+def test_reproduction_switches_refuse_bad_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(values)
+
+
+def test_unprojected_targets_need_the_feature_width_of_the_backbone():
+    tiny = {"preset": "custom", "dims": [16, 32, 64, 128], "depths": [1, 1, 2, 1]}
+    patch_mix = {"mode": "time", "project_target": False, "projection_dim": 128}
+    config = config_from_dict({"model": tiny, "method": {"patch_mix": patch_mix}})
+    assert config.method.patch_mix.project_target is False
+    ast = {"backbone": "ast", "ast_size": "tiny"}
+    with pytest.raises(ValueError, match="projection_dim to 64"):
+        config_from_dict({"model": ast, "method": {"patch_mix": patch_mix}})
+
+
+def test_version_1_configs_keep_their_meaning_and_say_so():
+    with pytest.warns(UserWarning, match="config_version 1: read with its own meaning"):
+        old = config_from_dict({"config_version": 1, "train": {"num_time_masks": 3}})
+    assert old.config_version == CONFIG_VERSION
+    assert (old.data.fade, old.data.cycle_slicing, old.data.zero_padding) == (
+        "none",
+        "rounded",
+        "end",
+    )
+    assert (old.train.num_freq_masks, old.train.mask_fill) == (1, "zero")
+    assert (old.train.specaugment_probability, old.train.mask_sampling) == (1.0, "torchaudio")
+    assert old.train.num_time_masks == 3  # a key the file sets keeps its value
+    # Saved again, it is a current-version config with the same meaning and no warning.
+    assert config_from_dict(config_to_dict(old)) == old
+    new = config_from_dict({})
+    assert (new.data.fade, new.data.cycle_slicing, new.data.zero_padding) == (
+        "reference",
+        "truncated",
+        "centre",
+    )
+    assert (new.train.num_time_masks, new.train.num_freq_masks, new.train.mask_fill) == (
+        2,
+        2,
+        "mean",
+    )
+    assert new.train.specaugment_probability == pytest.approx(0.841344746)

@@ -258,13 +258,13 @@ def test_final_refuses_a_config_from_another_code_version(sweep, tmp_path, capsy
     from tuning import final
 
     _, _, outcome = sweep
-    text = outcome.best_config_path.read_text().replace("config_version: 1", "config_version: 0")
+    text = outcome.best_config_path.read_text().replace("config_version: 2", "config_version: 3")
     old = tmp_path / "old_best_config.yaml"
     old.write_text(text)
     code = final.main(["--config", str(old), "--output-root", str(tmp_path / "x"), "--gpu", "0"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(error) == 1
-    assert "config_version is 0 but this lungsrad reads version 1" in error[0]
+    assert "config_version is 3 but this lungsrad reads versions 1..2" in error[0]
     assert str(old) in error[0]
     assert not (tmp_path / "x").exists()
 
