@@ -219,7 +219,10 @@ def test_parse_typed_errors_name_the_key_path(values, message, keys):
             {"method": {"regularization": {"padding": "same"}}},
             "regularization.padding' must be one",
         ),
-        ({"method": {"patch_mix": {"train_projector": 1}}}, "train_projector' must be true or false"),
+        (
+            {"method": {"patch_mix": {"train_projector": 1}}},
+            "train_projector' must be true or false",
+        ),
         (
             {
                 "method": {
