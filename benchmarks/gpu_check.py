@@ -154,12 +154,11 @@ def eval_samples_per_second(step: TrainStep, *, batch_size: int, batches: int) -
     generator = torch.Generator().manual_seed(1)
     features = torch.randn(count, FRAMES, MEL_BINS, generator=generator).half().to(device)
     indices = torch.arange(count, device=device)
-    predict(
-        step.model, features, indices[:batch_size], batch_size=batch_size, amp_dtype=step.amp_dtype
-    )
+    options = dict(batch_size=batch_size, amp_dtype=step.amp_dtype, model_frames=step.model_frames)
+    predict(step.model, features, indices[:batch_size], **options)
     synchronize(device)
     started = time.perf_counter()
-    predict(step.model, features, indices, batch_size=batch_size, amp_dtype=step.amp_dtype)
+    predict(step.model, features, indices, **options)
     return count / (time.perf_counter() - started)
 
 

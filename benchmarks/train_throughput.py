@@ -112,6 +112,7 @@ def run_steps(step: TrainStep, *, count: int, first: int = 0) -> None:
         epoch=1,
         num_steps=first + count,
         batch_size=batch,
+        specaugment=step.specaugment,
         mixes=step.objective.mixes,
         alpha=step.objective.config.alpha,
         cells=step.cells,

@@ -384,6 +384,11 @@ class PatchMixObjective(nn.Module):
       through the mixed pass;
     - "none": both sides carry gradients.
     Only backbone features are ever detached; the projection head learns from both sides.
+    With `config.project_target` false the targets are the (possibly detached) pooled features
+    themselves, unprojected, as the reference's `--target_type grad_block` compares them; with
+    `config.train_projector` false the head's parameters never train (requires_grad False, so
+    the run's optimiser leaves them out) while its BatchNorm, in train mode, still updates its
+    running statistics, as ICBHI_HADES main.py (which optimises `model.parameters()` only) does.
     Batches of fewer than 2 samples skip the contrastive terms (no negatives exist).
     """
 
@@ -407,6 +412,8 @@ class PatchMixObjective(nn.Module):
             self.projection = ProjectionHead(
                 num_features, config.projection_dim, use_batch_norm=use_batch_norm
             )
+            if not config.train_projector:
+                self.projection.requires_grad_(False)
 
     def forward(
         self,
@@ -449,7 +456,9 @@ class PatchMixObjective(nn.Module):
         assert self.projection is not None
         block_mixed = config.gradient_block == "mixed"
         target_features = pooled.detach() if config.gradient_block == "target" else pooled
-        projection_target = self.projection(target_features)
+        projection_target = (
+            self.projection(target_features) if config.project_target else target_features
+        )
         if draws is not None and len(draws) != len(self.mixes):
             raise ValueError(
                 f"mode {config.mode!r} needs {len(self.mixes)} draws, got {len(draws)}"

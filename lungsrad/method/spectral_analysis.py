@@ -34,6 +34,8 @@ from lungsrad.config import (
     ExperimentConfig,
     RegularizationConfig,
     atomic_destination,
+    expected_num_frames,
+    model_input_frames,
     write_text_atomic,
 )
 from lungsrad.errors import UserError
@@ -514,6 +516,12 @@ def curves_to_csv(curves: Sequence[ResponseCurve]) -> str:
     return buffer.getvalue()
 
 
+def _model_frame_ms(config: ExperimentConfig) -> float:
+    """Milliseconds one frame of the model's input spans (data.model_frames stretches them)."""
+    data = config.data
+    return data.frame_shift_ms * expected_num_frames(data) / model_input_frames(data)
+
+
 def patch_spans(config: ExperimentConfig, stages: Sequence[int]) -> dict[tuple[int, str], str]:
     """What one patch (cell) of each stage spans: along time in milliseconds, along frequency
     in mel bins (the patch embedding takes 4 x 4 input cells, each later stage halves the grid).
@@ -521,7 +529,7 @@ def patch_spans(config: ExperimentConfig, stages: Sequence[int]) -> dict[tuple[i
     spans: dict[tuple[int, str], str] = {}
     for stage in stages:
         factor = PATCH_EMBED_STRIDE * 2**stage
-        spans[(stage, "time")] = f"1 patch = {factor * config.data.frame_shift_ms:g} ms"
+        spans[(stage, "time")] = f"1 patch = {factor * _model_frame_ms(config):.4g} ms"
         spans[(stage, "freq")] = f"1 patch = {factor} of {config.data.num_mel_bins} mel bins"
     return spans
 
@@ -821,6 +829,7 @@ def measure_checkpoint(
     `attention_analysis.attention_response_curves`. The run's spectral regularization hooks are
     attached while measuring, so later blocks see the smoothed maps the run trained with.
     """
+    from lungsrad.data.features import resize_frames
     from lungsrad.method.attention_analysis import attention_response_curves
     from lungsrad.models import build_model, load_ast_checkpoint, load_dass_checkpoint
 
@@ -838,6 +847,8 @@ def measure_checkpoint(
         features = _example_features(config, data_root, num_examples)
     else:
         features = features[:num_examples].float()
+    # The frames the run's model saw (training and evaluation resize to data.model_frames).
+    features = resize_frames(features, config.data.model_frames)
     handles = attach_spectral_regularization(model, config)
     try:
         if config.model.backbone == "ast":
@@ -864,7 +875,7 @@ def _axis_spans(config: ExperimentConfig, model: Any) -> dict[str, str]:
     if config.model.backbone == "ast":
         freq_stride, time_stride = model.patch_stride
         return {
-            "time": f"1 patch step = {time_stride * config.data.frame_shift_ms:g} ms",
+            "time": f"1 patch step = {time_stride * _model_frame_ms(config):.4g} ms",
             "freq": f"1 patch step = {freq_stride} of {config.data.num_mel_bins} mel bins",
         }
     stage0 = patch_spans(config, [0])

@@ -11,7 +11,7 @@ dist tokens are not smoothed).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,23 +54,31 @@ class GaussianSmoothing2d(nn.Module):
     """Depthwise separable Gaussian blur of a (batch, channels, freq, time) map, same size out.
 
     The 1-D kernel runs along H (frequency) and then along W (time); every channel is smoothed
-    on its own. Edges use reflect padding (torchvision's `gaussian_blur` convention): with zero
-    padding a map of 4 x 25 cells (DASS-small stage 3) would lose a third of its frequency rows'
-    mass to the border. An axis too short to reflect (size <= k // 2) is padded by replicating
-    its edge instead, so a length-1 axis passes through unchanged. The kernel is a
-    non-persistent buffer: it never enters a state dict and is not trainable.
+    on its own. Edges (method.regularization.padding):
+    - "reflect" (torchvision's `gaussian_blur` convention): with zero padding a map of 4 x 25
+      cells (DASS-small stage 3) would lose a third of its frequency rows' mass to the border.
+      An axis too short to reflect (size <= k // 2) is padded by replicating its edge instead,
+      so a length-1 axis passes through unchanged.
+    - "zero": zeros outside the map, as the authors' only public helper (ICBHI_HADES
+      `vmamba_hades.py` at 51a4c42, `blur_separable`: F.conv2d with padding k // 2).
+    The kernel is a non-persistent buffer: it never enters a state dict and is not trainable.
     """
 
-    def __init__(self, kernel_size: int, sigma: float) -> None:
+    def __init__(
+        self, kernel_size: int, sigma: float, *, padding: Literal["reflect", "zero"] = "reflect"
+    ) -> None:
         super().__init__()
+        if padding not in ("reflect", "zero"):
+            raise ValueError(f"padding must be 'reflect' or 'zero', got {padding!r}")
         kernel = gaussian_kernel1d(kernel_size, sigma)
         self.kernel_size = kernel_size
         self.sigma = float(sigma)
+        self.padding = padding
         self.kernel: torch.Tensor
         self.register_buffer("kernel", kernel, persistent=False)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, sigma={self.sigma}"
+        return f"kernel_size={self.kernel_size}, sigma={self.sigma}, padding={self.padding}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Smooths x: (B, C, H, W) -> (B, C, H, W), same dtype and device."""
@@ -88,6 +96,9 @@ class GaussianSmoothing2d(nn.Module):
         pad = self.kernel_size // 2
         along_freq = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
         along_time = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+        if self.padding == "zero":
+            x = F.conv2d(x, along_freq, padding=(pad, 0), groups=channels)
+            return F.conv2d(x, along_time, padding=(0, pad), groups=channels)
         x = F.pad(x, (0, 0, pad, pad), mode=_pad_mode(x.shape[2], pad))
         x = F.conv2d(x, along_freq, groups=channels)
         x = F.pad(x, (pad, pad, 0, 0), mode=_pad_mode(x.shape[3], pad))
@@ -134,7 +145,9 @@ def attach_spectral_regularization(
             f"method.regularization.blocks {blocks} not valid: stage {stage} of the model has "
             f"blocks 0..{depths[stage] - 1}"
         )
-    smoothing = GaussianSmoothing2d(regularization.kernel_size, regularization.sigma)
+    smoothing = GaussianSmoothing2d(
+        regularization.kernel_size, regularization.sigma, padding=regularization.padding
+    )
 
     def smooth_output(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         return model.map_block_grid(output, smoothing)

@@ -206,6 +206,7 @@ def evaluate_checkpoint(
             batch_size=config.train.eval_batch_size,
             amp_dtype=amp_dtype,
             num_classes=config.model.num_classes,
+            model_frames=config.data.model_frames,
         )
     report = EvalReport(
         checkpoint=checkpoint,

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lungsrad.config import TrainConfig
+from lungsrad.data.features import resize_frames
 from lungsrad.errors import UserError
 from lungsrad.method.patch_mix import (
     MixDraw,
@@ -40,7 +41,8 @@ from lungsrad.metrics import (
     TRAIN_SAMPLES_PER_SECOND,
     TRAIN_TIME_LOSS,
 )
-from lungsrad.training.specaugment import sample_mask_uniforms, spec_augment
+from lungsrad.training.optimization import WeightAveraging
+from lungsrad.training.specaugment import SpecAugmentPolicy, sample_mask_uniforms, spec_augment
 
 if TYPE_CHECKING:
     from lungsrad.models import Backbone
@@ -71,24 +73,6 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(stream_seed(seed, epoch, stream))
 
 
-def learning_rate_factor(epoch_index: int, train: TrainConfig) -> float:
-    """Multiplier of train.learning_rate during epoch `epoch_index` (0-based).
-
-    Linear warm-up over `warmup_epochs` ((e + 1) / (warmup + 1), so no epoch runs at lr 0),
-    then cosine from 1 towards 0 over the remaining epochs, a step decay, or constant.
-    """
-    warmup = train.warmup_epochs
-    if epoch_index < warmup:
-        return (epoch_index + 1) / (warmup + 1)
-    progress_epochs = epoch_index - warmup
-    if train.schedule == "cosine":
-        span = max(train.num_epochs - warmup, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * progress_epochs / span))
-    if train.schedule == "step":
-        return train.step_gamma ** (progress_epochs // train.step_size_epochs)
-    return 1.0
-
-
 def autocast_context(
     device: torch.device, amp_dtype: torch.dtype | None, *, cache_enabled: bool = True
 ):
@@ -117,17 +101,18 @@ class EpochData:
     train_indices: torch.Tensor
 
 
-def _batches(order: torch.Tensor, batch_size: int, max_steps: int | None) -> Iterator[torch.Tensor]:
-    steps = math.ceil(order.shape[0] / batch_size)
-    if max_steps is not None:
-        steps = min(steps, max_steps)
+def _batches(order: torch.Tensor, batch_size: int, steps: int) -> Iterator[torch.Tensor]:
     for step in range(steps):
         yield order[step * batch_size : (step + 1) * batch_size]
 
 
 def steps_per_epoch(num_train: int, train: TrainConfig) -> int:
-    """Optimiser steps one epoch takes (the last batch may be smaller)."""
-    steps = math.ceil(num_train / train.batch_size)
+    """Optimiser steps one epoch takes: the last batch may be smaller, or with train.drop_last
+    it is dropped when it is not full (the reference's DataLoader(drop_last=True))."""
+    if train.drop_last:
+        steps = num_train // train.batch_size
+    else:
+        steps = math.ceil(num_train / train.batch_size)
     if train.max_steps_per_epoch is not None:
         steps = min(steps, train.max_steps_per_epoch)
     return steps
@@ -139,6 +124,7 @@ def draw_epoch_randomness(
     epoch: int,
     num_steps: int,
     batch_size: int,
+    specaugment: SpecAugmentPolicy | None,
     mixes: tuple[MixKind, ...],
     alpha: float,
     cells: int,
@@ -147,25 +133,34 @@ def draw_epoch_randomness(
     """Every per-step random number of one epoch (SpecAugment masks, patch-mix lambdas,
     partners and positions), drawn up front and moved to the device in one copy.
 
-    Row s holds step s's numbers: 4 * batch_size SpecAugment uniforms, then the packed MixDraws
-    (see `TrainStep.split_row`). Drawn on the CPU from the epoch's streams, so CPU and CUDA runs
-    and resumed runs see the same numbers. Drop path draws from torch's global RNG on the device.
+    Row s holds step s's numbers: specaugment.rows * batch_size SpecAugment uniforms (none
+    without SpecAugment), then the packed MixDraws (see `TrainStep.split_row`). Drawn on the CPU
+    from the epoch's streams, so CPU and CUDA runs and resumed runs see the same numbers, and
+    the mask count changes no other stream. Drop path draws from torch's global RNG on the device.
 
     Returns:
         (num_steps, width) float32 on `device`.
     """
-    masks = sample_mask_uniforms(
-        num_steps, batch_size, generator=epoch_generator(seed, epoch, STREAM_SPECAUGMENT)
+    columns = []
+    if specaugment is not None:
+        masks = sample_mask_uniforms(
+            num_steps,
+            batch_size,
+            policy=specaugment,
+            generator=epoch_generator(seed, epoch, STREAM_SPECAUGMENT),
+        )
+        columns.append(masks.flatten(1))
+    columns.append(
+        sample_mix_draws(
+            mixes,
+            alpha=alpha,
+            num_steps=num_steps,
+            batch_size=batch_size,
+            cells=cells,
+            generator=epoch_generator(seed, epoch, STREAM_PATCH_MIX),
+        )
     )
-    mix_draws = sample_mix_draws(
-        mixes,
-        alpha=alpha,
-        num_steps=num_steps,
-        batch_size=batch_size,
-        cells=cells,
-        generator=epoch_generator(seed, epoch, STREAM_PATCH_MIX),
-    )
-    return torch.cat([masks.flatten(1), mix_draws], dim=1).to(device)
+    return torch.cat(columns, dim=1).to(device)
 
 
 @torch.no_grad()
@@ -235,6 +230,7 @@ class TrainStep:
         data: EpochData,
         train: TrainConfig,
         amp_dtype: torch.dtype | None,
+        model_frames: int | None = None,
         capture: bool = False,
     ) -> None:
         self.model = model
@@ -245,7 +241,19 @@ class TrainStep:
         self.train = train
         self.amp_dtype = amp_dtype
         self.device = data.features.device
-        self.cells = _embedding_cells(model, data.features) if "ast_style" in objective.mixes else 0
+        self.specaugment = SpecAugmentPolicy.from_train(train)
+        self.model_frames = model_frames
+        self.cells = (
+            _embedding_cells(model, resize_frames(data.features[:1], model_frames))
+            if "ast_style" in objective.mixes
+            else 0
+        )
+        # After the restore of a resumed run: the averaging holds the model's own tensors.
+        self.averaging = (
+            WeightAveraging(model, train.weight_averaging)
+            if train.weight_averaging is not None
+            else None
+        )
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         self.capture = capture
         if capture:
@@ -263,10 +271,12 @@ class TrainStep:
     def split_row(
         self, row: torch.Tensor, batch_size: int
     ) -> tuple[torch.Tensor, tuple[MixDraw, ...]]:
-        """Views of one `draw_epoch_randomness` row: (4, batch) mask uniforms and the MixDraws."""
-        masks = row[: 4 * batch_size].view(4, batch_size)
+        """Views of one `draw_epoch_randomness` row: (rows, batch) mask uniforms (rows 0 without
+        SpecAugment) and the MixDraws."""
+        rows = self.specaugment.rows if self.specaugment is not None else 0
+        masks = row[: rows * batch_size].view(rows, batch_size)
         draws = unpack_mix_draws(
-            row[4 * batch_size :], self.objective.mixes, batch_size=batch_size, cells=self.cells
+            row[rows * batch_size :], self.objective.mixes, batch_size=batch_size, cells=self.cells
         )
         return masks, draws
 
@@ -276,12 +286,16 @@ class TrainStep:
         """Forward, backward and update, gradients already cleared; (4,) float32 losses."""
         train = self.train
         masks, draws = self.split_row(row, train.batch_size)
+        if self.averaging is not None:
+            # Before the forward, as the reference deep-copies its state_dict (BatchNorm
+            # statistics the forward updates are averaged too).
+            self.averaging.snapshot()
         x = self.data.features.index_select(0, batch_indices).float()
         y = self.data.labels.index_select(0, batch_indices)
-        if train.use_specaugment:
-            x = spec_augment(
-                x, time_mask=train.time_mask, freq_mask=train.freq_mask, uniforms=masks
-            )
+        if self.specaugment is not None:
+            x = spec_augment(x, policy=self.specaugment, uniforms=masks)
+        # The reference resizes after augmentation (torchvision Resize after SpecAugment).
+        x = resize_frames(x, self.model_frames)
         capturing = (
             torch.cuda.is_current_stream_capturing() if self.device.type == "cuda" else False
         )
@@ -307,6 +321,8 @@ class TrainStep:
                 scaler.update()
             else:
                 self.optimizer.step()
+            if self.averaging is not None:
+                self.averaging.blend()
         except RuntimeError as error:
             # An update too large for the parameters' dtype (Adam's lr / (1 - beta1) past
             # float32's range) is a diverging run, not a crash.
@@ -456,11 +472,18 @@ def train_one_epoch(
     permutation = torch.randperm(data.train_indices.shape[0], generator=shuffle)
     order = data.train_indices.index_select(0, permutation.to(device))
     total_steps = steps_per_epoch(order.shape[0], train)
+    if total_steps == 0:
+        raise UserError(
+            f"train.drop_last drops every batch: {order.shape[0]} training cycles are fewer "
+            f"than train.batch_size ({train.batch_size}); lower the batch size or set "
+            "train.drop_last to false"
+        )
     randomness = draw_epoch_randomness(
         seed=seed,
         epoch=epoch,
         num_steps=total_steps,
         batch_size=train.batch_size,
+        specaugment=step_function.specaugment,
         mixes=objective.mixes,
         alpha=objective.config.alpha,
         cells=step_function.cells,
@@ -516,6 +539,7 @@ def predict(
     *,
     batch_size: int,
     amp_dtype: torch.dtype | None,
+    model_frames: int | None = None,
 ) -> torch.Tensor:
     """Class predictions of the chosen cycles.
 
@@ -525,6 +549,8 @@ def predict(
         indices: (n,) int64 cycle indices on the same device.
         batch_size: evaluation batch size.
         amp_dtype: autocast dtype or None.
+        model_frames: data.model_frames: each batch is resized to it on the device, as in
+            training (None: the features' own frames).
 
     Returns:
         (n,) int64 predictions on the CPU.
@@ -534,6 +560,7 @@ def predict(
     predictions = []
     for start in range(0, indices.shape[0], batch_size):
         x = features.index_select(0, indices[start : start + batch_size]).float()
+        x = resize_frames(x, model_frames)
         with autocast_context(device, amp_dtype):
             logits = model(x)
         predictions.append(logits.argmax(dim=1))

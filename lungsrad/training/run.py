@@ -85,9 +85,9 @@ from lungsrad.training.loop import (
     TrainStep,
     check_capture,
     conform_optimizer,
-    learning_rate_factor,
     train_one_epoch,
 )
+from lungsrad.training.optimization import build_optimizer, learning_rate_factor
 from lungsrad.training.runtime import (
     amp_name,
     build_classifier,
@@ -145,6 +145,9 @@ class RunResult:
     name: str = ""  # config name
     # Test confusion at best_epoch per recording device that has test cycles (absent: none).
     device_confusion: dict[str, np.ndarray] = field(default_factory=dict)
+    # Whether best_epoch met train.min_sensitivity; None: no guard. False: no epoch did, and the
+    # best epoch regardless of Se is reported (with a warning).
+    min_sensitivity_met: bool | None = None
 
     @property
     def capture_seconds(self) -> float:
@@ -168,6 +171,7 @@ class RunResult:
                 "capture_seconds": self.capture_seconds,
                 "info": asdict(self.info),
                 "num_epochs": len(self.history),
+                "min_sensitivity_met": self.min_sensitivity_met,
             }
         )
 
@@ -178,7 +182,12 @@ class RunResult:
         lines = [
             f"run '{self.name}' finished: {len(self.history)} epochs in "
             f"{self.train_seconds:.1f} s on {self.info.device} ({self.info.device_name})",
-            f"protocol '{self.protocol}': epoch {self.best_epoch} selected on the {selected} split",
+            f"protocol '{self.protocol}': epoch {self.best_epoch} selected on the {selected} split"
+            + (
+                " (no epoch met train.min_sensitivity: best epoch regardless of Se)"
+                if self.min_sensitivity_met is False
+                else ""
+            ),
             "test at that epoch: "
             + ", ".join(
                 f"{label} {_format_percent(report.get(metric_name(REPORT_PREFIX, key)))}"
@@ -273,13 +282,30 @@ def _json_line(metrics: Mapping[str, float]) -> str:
     return json.dumps(_json_safe(metrics), allow_nan=False) + "\n"
 
 
-def _is_better(score: float, best: Mapping[str, Any] | None) -> bool:
-    """Strictly better than the best so far (NaN never is; the first epoch always is)."""
+def _is_better(score: float, best: Mapping[str, Any] | None, *, qualifies: bool = True) -> bool:
+    """Whether an epoch replaces the selected one.
+
+    An epoch that meets the sensitivity guard (train.min_sensitivity) always beats one that does
+    not; among epochs on the same side, strictly better wins (NaN never is; the first epoch
+    always is). Records without a "qualifies" key (checkpoints of older runs) qualify.
+    """
     if best is None:
         return True
+    best_qualifies = bool(best.get("qualifies", True))
+    if qualifies != best_qualifies:
+        return qualifies
     if math.isnan(score):
         return False
     return math.isnan(best["selection_score"]) or score > best["selection_score"]
+
+
+def meets_min_sensitivity(sensitivity: float, train: TrainConfig) -> bool:
+    """The reference's epoch guard (main.py `validate`: `sc > best and se > 5`): with
+    train.min_sensitivity set, an epoch counts only when its Se (percent, on the selection
+    split) is above it. NaN never is."""
+    if train.min_sensitivity is None:
+        return True
+    return bool(sensitivity > train.min_sensitivity)
 
 
 def _say(message: str, show_progress: bool) -> None:
@@ -380,11 +406,12 @@ class TrainingParts:
 
     model: Backbone
     objective: PatchMixObjective
-    optimizer: torch.optim.Optimizer  # Adam over model and objective parameters
+    optimizer: torch.optim.Optimizer  # Adam or AdamW over the trained parameters
     scheduler: torch.optim.lr_scheduler.LRScheduler  # per-epoch learning_rate_factor
     grad_scaler: torch.amp.GradScaler | None  # fp16 AMP only
     amp_dtype: torch.dtype | None
     train: TrainConfig
+    model_frames: int | None = None  # data.model_frames: batches are resized to it
 
     def train_step(self, data: EpochData, *, capture: bool) -> TrainStep:
         """The run's TrainStep over `data` (capture: CUDA graphs; needs capture_step's Adam)."""
@@ -396,6 +423,7 @@ class TrainingParts:
             data=data,
             train=self.train,
             amp_dtype=self.amp_dtype,
+            model_frames=self.model_frames,
             capture=capture,
         )
 
@@ -403,10 +431,13 @@ class TrainingParts:
 def build_training_parts(
     config: ExperimentConfig, device: torch.device, *, load_initial_checkpoint: bool = True
 ) -> TrainingParts:
-    """Model (seeded by train.seed), objective, Adam, schedule and GradScaler of a run on `device`.
+    """Model (seeded by train.seed), objective, optimiser, schedule and GradScaler of a run on
+    `device`.
 
-    With train.capture_step the Adam is capturable and its lr a device tensor (the form a
-    captured step needs); ValueError when the step cannot be captured on `device`.
+    The optimiser (train.optimizer) holds the parameters that train: a projection head with
+    method.patch_mix.train_projector false is left out. With train.capture_step it is
+    capturable and its lr a device tensor (the form a captured step needs); ValueError when the
+    step cannot be captured on `device`.
     """
     train = config.train
     amp_dtype = resolve_amp_dtype(train.amp, device)
@@ -417,12 +448,12 @@ def build_training_parts(
     objective = PatchMixObjective(
         num_features=model.num_features, config=config.method.patch_mix
     ).to(device)
-    optimizer = torch.optim.Adam(
-        list(model.parameters()) + list(objective.parameters()),
-        lr=train.learning_rate,
-        weight_decay=train.weight_decay,
-        capturable=train.capture_step,
-    )
+    parameters = [
+        parameter
+        for parameter in [*model.parameters(), *objective.parameters()]
+        if parameter.requires_grad
+    ]
+    optimizer = build_optimizer(parameters, train, capturable=train.capture_step)
     conform_optimizer(optimizer, capturable=train.capture_step, device=device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch_index: learning_rate_factor(epoch_index, train)
@@ -436,6 +467,7 @@ def build_training_parts(
         grad_scaler=grad_scaler,
         amp_dtype=amp_dtype,
         train=train,
+        model_frames=config.data.model_frames,
     )
 
 
@@ -503,12 +535,16 @@ class _Evaluation:
     confusions: dict[str, np.ndarray]  # split -> (num_classes, num_classes)
     device_confusions: dict[str, dict[str, np.ndarray]]  # split -> device -> matrix
 
-    def best_record(self, epoch: int, selection_score: float) -> dict[str, Any]:
-        """What a checkpoint keeps of the selected epoch: its test metrics as `report/...`."""
+    def best_record(
+        self, epoch: int, selection_score: float, *, qualifies: bool = True
+    ) -> dict[str, Any]:
+        """What a checkpoint keeps of the selected epoch: its test metrics as `report/...`, and
+        whether it met train.min_sensitivity."""
         test, by_device = self.confusions[SPLIT_TEST], self.device_confusions[SPLIT_TEST]
         return {
             "epoch": epoch,
             "selection_score": selection_score,
+            "qualifies": qualifies,
             "report": {
                 **{
                     metric_name(REPORT_PREFIX, key): self.metrics[metric_name(SPLIT_TEST, key)]
@@ -544,6 +580,7 @@ def _evaluate_epoch(
             batch_size=config.train.eval_batch_size,
             amp_dtype=amp_dtype,
             num_classes=config.model.num_classes,
+            model_frames=config.data.model_frames,
         )
         evaluation.confusions[split] = confusion
         evaluation.device_confusions[split] = by_device
@@ -588,6 +625,15 @@ def _run_result(
     """The RunResult of a finished run, from its progress (history and selected epoch)."""
     best = progress.best
     assert best is not None  # num_epochs >= 1 and a checkpoint holds >= 1 epoch
+    guard = config.train.min_sensitivity
+    met = None if guard is None else bool(best.get("qualifies", True))
+    if met is False:
+        warnings.warn(
+            f"no epoch had a sensitivity above train.min_sensitivity ({guard}); the reported "
+            f"epoch {best['epoch']} is the best regardless of Se (result.json: "
+            "min_sensitivity_met false)",
+            stacklevel=3,
+        )
     return RunResult(
         output_dir=output_dir,
         best_epoch=int(best["epoch"]),
@@ -602,6 +648,7 @@ def _run_result(
             device: np.asarray(matrix, dtype=np.int64)
             for device, matrix in best.get("device_confusion", {}).items()
         },
+        min_sensitivity_met=met,
     )
 
 
@@ -658,6 +705,116 @@ def run_experiment(
         )
 
 
+@dataclass
+class _Session:
+    """What `_run` sets up before its first epoch."""
+
+    parts: TrainingParts
+    feature_set: FeatureSet
+    splits: dict[str, np.ndarray]
+    eval_splits: list[str]
+    selection_split: str
+    devices: tuple[str, ...]  # recording device per cycle
+    data: EpochData
+    info: RunInfo
+    progress: _Progress
+
+
+def _set_up(
+    config: ExperimentConfig,
+    *,
+    output_dir: Path,
+    feature_set: FeatureSet | None,
+    resume: bool,
+    resume_from: str | os.PathLike[str] | None,
+    device: str | None,
+    show_progress: bool,
+) -> _Session:
+    """Model, features, splits, the resumed progress and the prepared output folder of a run."""
+    train = config.train
+    torch_device = resolve_device(device if device is not None else train.device)
+    resume_point = _locate_resume_checkpoint(
+        config, output_dir, resume=resume, resume_from=resume_from
+    )
+    # The model before the features, so a bad model.checkpoint fails before any feature work.
+    parts = build_training_parts(config, torch_device, load_initial_checkpoint=resume_point is None)
+    if feature_set is None:
+        feature_set = build_feature_set(config.data, config.data.root, show_progress=show_progress)
+    splits = split_indices(
+        feature_set,
+        protocol=train.protocol,
+        validation_fraction=config.data.validation_fraction,
+        seed=config.data.split_seed,
+        fold=config.data.fold,
+    )
+    uses_validation = train.protocol in VALIDATION_PROTOCOLS
+    progress = _Progress()
+    if resume_point is not None:
+        progress = _restore_progress(
+            resume_point, parts, fingerprint=feature_set.fingerprint, device=torch_device
+        )
+        _drop_later_epochs(output_dir, progress.start_epoch - 1)
+        _say(f"resuming from {resume_point[0]} (epoch {progress.start_epoch - 1})", show_progress)
+    _prepare_output_dir(
+        config,
+        output_dir,
+        progress,
+        is_resumed=resume_point is not None,
+        resumed_elsewhere=resume_from is not None,
+    )
+    data = EpochData(
+        features=feature_set.features.to(torch_device),
+        labels=feature_set.labels.to(torch_device),
+        train_indices=torch.as_tensor(splits[SPLIT_TRAIN], dtype=torch.int64).to(torch_device),
+    )
+    info = RunInfo(
+        device=str(torch_device),
+        device_name=device_name(torch_device),
+        scan_backend=scan_backend_name(parts.model, torch_device),
+        data_fingerprint=feature_set.fingerprint,
+        seed=train.seed,
+        num_parameters=sum(p.numel() for p in parts.model.parameters()),
+        start_epoch=progress.start_epoch,
+        split_sizes={name: len(indices) for name, indices in splits.items()},
+        amp_dtype=amp_name(parts.amp_dtype),
+        capture_step=train.capture_step,
+    )
+    return _Session(
+        parts=parts,
+        feature_set=feature_set,
+        splits=splits,
+        eval_splits=[SPLIT_VALIDATION, SPLIT_TEST] if uses_validation else [SPLIT_TEST],
+        selection_split=SPLIT_VALIDATION if uses_validation else SPLIT_TEST,
+        devices=tuple(device_of(name) for name in feature_set.recordings),
+        data=data,
+        info=info,
+        progress=progress,
+    )
+
+
+def _select_epoch(
+    session: _Session,
+    evaluation: _Evaluation,
+    metrics: dict[str, float],
+    *,
+    epoch: int,
+    train: TrainConfig,
+) -> bool:
+    """Records the epoch's selection score and makes it the selected epoch when it is better
+    (train.min_sensitivity applied); adds the selected epoch's report to `metrics`."""
+    split = session.selection_split
+    selection_score = metrics[metric_name(split, SCORE)]
+    metrics[SELECTION_SCORE] = selection_score
+    qualifies = meets_min_sensitivity(metrics[metric_name(split, SENSITIVITY)], train)
+    progress = session.progress
+    improved = _is_better(selection_score, progress.best, qualifies=qualifies)
+    if improved:
+        progress.best = evaluation.best_record(epoch, selection_score, qualifies=qualifies)
+    assert progress.best is not None
+    metrics.update(progress.best["report"])
+    return improved
+
+
 def _run(
     config: ExperimentConfig,
     *,
@@ -670,65 +827,17 @@ def _run(
     show_progress: bool,
 ) -> RunResult:
     train = config.train
-    torch_device = resolve_device(device if device is not None else train.device)
-
-    resume_point = _locate_resume_checkpoint(
-        config, output_dir, resume=resume, resume_from=resume_from
-    )
-    # The model before the features, so a bad model.checkpoint fails before any feature work.
-    parts = build_training_parts(config, torch_device, load_initial_checkpoint=resume_point is None)
-    model, scheduler, amp_dtype = parts.model, parts.scheduler, parts.amp_dtype
-
-    if feature_set is None:
-        feature_set = build_feature_set(config.data, config.data.root, show_progress=show_progress)
-    splits = split_indices(
-        feature_set,
-        protocol=train.protocol,
-        validation_fraction=config.data.validation_fraction,
-        seed=config.data.split_seed,
-        fold=config.data.fold,
-    )
-    uses_validation = train.protocol in VALIDATION_PROTOCOLS
-    eval_splits = [SPLIT_VALIDATION, SPLIT_TEST] if uses_validation else [SPLIT_TEST]
-    selection_split = SPLIT_VALIDATION if uses_validation else SPLIT_TEST
-    devices = tuple(device_of(name) for name in feature_set.recordings)
-
-    progress = _Progress()
-    if resume_point is not None:
-        progress = _restore_progress(
-            resume_point, parts, fingerprint=feature_set.fingerprint, device=torch_device
-        )
-        _drop_later_epochs(output_dir, progress.start_epoch - 1)
-        _say(f"resuming from {resume_point[0]} (epoch {progress.start_epoch - 1})", show_progress)
-
-    _prepare_output_dir(
+    session = _set_up(
         config,
-        output_dir,
-        progress,
-        is_resumed=resume_point is not None,
-        resumed_elsewhere=resume_from is not None,
+        output_dir=output_dir,
+        feature_set=feature_set,
+        resume=resume,
+        resume_from=resume_from,
+        device=device,
+        show_progress=show_progress,
     )
-
-    features = feature_set.features.to(torch_device)
-    labels = feature_set.labels.to(torch_device)
-    data = EpochData(
-        features=features,
-        labels=labels,
-        train_indices=torch.as_tensor(splits[SPLIT_TRAIN], dtype=torch.int64).to(torch_device),
-    )
-    info = RunInfo(
-        device=str(torch_device),
-        device_name=device_name(torch_device),
-        scan_backend=scan_backend_name(model, torch_device),
-        data_fingerprint=feature_set.fingerprint,
-        seed=train.seed,
-        num_parameters=sum(p.numel() for p in model.parameters()),
-        start_epoch=progress.start_epoch,
-        split_sizes={name: len(indices) for name, indices in splits.items()},
-        amp_dtype=amp_name(amp_dtype),
-        capture_step=train.capture_step,
-    )
-    step_function = parts.train_step(data, capture=train.capture_step)
+    parts, progress, info = session.parts, session.progress, session.info
+    step_function = parts.train_step(session.data, capture=train.capture_step)
     for callback in callbacks:
         callback.on_run_start(info)
     if progress.start_epoch == 1:
@@ -738,7 +847,6 @@ def _run(
             f"splits {info.split_sizes}",
             show_progress,
         )
-
     config_text = dump_config(config)
     for epoch in range(progress.start_epoch, train.num_epochs + 1):
         started = time.perf_counter()
@@ -746,58 +854,36 @@ def _run(
         metrics.update(
             train_one_epoch(
                 step_function=step_function,
-                data=data,
+                data=session.data,
                 train=train,
                 seed=train.seed,
                 epoch=epoch,
                 show_progress=show_progress,
             )
         )
-        scheduler.step()
+        parts.scheduler.step()
         evaluation = _evaluate_epoch(
-            model,
-            features,
-            feature_set.labels,
-            {split: splits[split] for split in eval_splits},
-            devices=devices,
+            parts.model,
+            session.data.features,
+            session.feature_set.labels,
+            {split: session.splits[split] for split in session.eval_splits},
+            devices=session.devices,
             config=config,
-            amp_dtype=amp_dtype,
+            amp_dtype=parts.amp_dtype,
         )
         metrics.update(evaluation.metrics)
-        selection_score = metrics[metric_name(selection_split, SCORE)]
-        metrics[SELECTION_SCORE] = selection_score
-        improved = _is_better(selection_score, progress.best)
-        if improved:
-            progress.best = evaluation.best_record(epoch, selection_score)
-        assert progress.best is not None
-        metrics.update(progress.best["report"])
+        improved = _select_epoch(session, evaluation, metrics, epoch=epoch, train=train)
         progress.history.append(metrics)
         progress.train_seconds += time.perf_counter() - started
-
-        payload = _checkpoint_payload(
-            parts,
-            config_text=config_text,
+        _save_epoch(
+            session,
+            metrics,
             epoch=epoch,
-            progress=progress,
-            fingerprint=feature_set.fingerprint,
-        )
-        folder = epoch_folder(output_dir, epoch)
-        save_atomic(payload, folder / CHECKPOINT_FILE)
-        if improved:
-            save_atomic(_best_payload(payload), output_dir / BEST_FILE)
-        with open(output_dir / METRICS_FILE, "a", encoding="utf-8") as stream:
-            stream.write(_json_line(metrics))
-        _say(
-            f"epoch {epoch}/{train.num_epochs}: loss {metrics[TRAIN_LOSS]:.4f}, "
-            f"{selection_split} score {_format_percent(selection_score)}, reported test score "
-            f"{_format_percent(metrics[REPORT_SCORE])} (epoch {progress.best['epoch']}), "
-            f"{metrics[TRAIN_SAMPLES_PER_SECOND]:.1f} samples/s",
-            show_progress,
-        )
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, dict(metrics), folder)
-        prune_checkpoints(
-            output_dir, keep_last=KEEP_LAST_CHECKPOINTS, keep_epochs={progress.best["epoch"]}
+            improved=improved,
+            config_text=config_text,
+            output_dir=output_dir,
+            callbacks=callbacks,
+            show_progress=show_progress,
         )
 
     result = _run_result(config, output_dir=output_dir, progress=progress, info=info)
@@ -805,3 +891,46 @@ def _run(
     for callback in callbacks:
         callback.on_run_end(result)
     return result
+
+
+def _save_epoch(
+    session: _Session,
+    metrics: dict[str, float],
+    *,
+    epoch: int,
+    improved: bool,
+    config_text: str,
+    output_dir: Path,
+    callbacks: Sequence[TrainingCallback],
+    show_progress: bool,
+) -> None:
+    """The epoch's checkpoint (and best.pt), metrics line, summary, callbacks and pruning."""
+    progress = session.progress
+    assert progress.best is not None
+    payload = _checkpoint_payload(
+        session.parts,
+        config_text=config_text,
+        epoch=epoch,
+        progress=progress,
+        fingerprint=session.feature_set.fingerprint,
+    )
+    folder = epoch_folder(output_dir, epoch)
+    save_atomic(payload, folder / CHECKPOINT_FILE)
+    if improved:
+        save_atomic(_best_payload(payload), output_dir / BEST_FILE)
+    with open(output_dir / METRICS_FILE, "a", encoding="utf-8") as stream:
+        stream.write(_json_line(metrics))
+    train = session.parts.train
+    _say(
+        f"epoch {epoch}/{train.num_epochs}: loss {metrics[TRAIN_LOSS]:.4f}, "
+        f"{session.selection_split} score {_format_percent(metrics[SELECTION_SCORE])}, "
+        f"reported test score {_format_percent(metrics[REPORT_SCORE])} "
+        f"(epoch {progress.best['epoch']}), "
+        f"{metrics[TRAIN_SAMPLES_PER_SECOND]:.1f} samples/s",
+        show_progress,
+    )
+    for callback in callbacks:
+        callback.on_epoch_end(epoch, dict(metrics), folder)
+    prune_checkpoints(
+        output_dir, keep_last=KEEP_LAST_CHECKPOINTS, keep_epochs={progress.best["epoch"]}
+    )

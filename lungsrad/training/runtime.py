@@ -132,6 +132,7 @@ def evaluate_split_by_device(
     batch_size: int,
     amp_dtype: torch.dtype | None,
     num_classes: int,
+    model_frames: int | None,
 ) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
     """ICBHI scores (keys: lungsrad.metrics.EVAL_KEYS), the confusion matrix of a split and one
     confusion matrix per recording device, from one prediction pass.
@@ -145,6 +146,7 @@ def evaluate_split_by_device(
         batch_size: evaluation batch size.
         amp_dtype: autocast dtype or None.
         num_classes: classes of the model.
+        model_frames: data.model_frames (batches are resized to it, as in training) or None.
 
     Returns:
         (scores, confusion (num_classes, num_classes) int64, {device: confusion} for the devices
@@ -158,6 +160,7 @@ def evaluate_split_by_device(
         index_tensor.to(features.device),
         batch_size=batch_size,
         amp_dtype=amp_dtype,
+        model_frames=model_frames,
     ).numpy()
     truth = labels.detach().cpu().index_select(0, index_tensor).numpy()
     matrix = confusion_matrix(truth, predictions, num_classes)

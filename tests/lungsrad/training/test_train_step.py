@@ -15,35 +15,47 @@ from lungsrad.training.loop import (
     draw_epoch_randomness,
 )
 from lungsrad.training.run import run_experiment
-from lungsrad.training.specaugment import sample_mask_uniforms, spec_augment
+from lungsrad.training.specaugment import SpecAugmentPolicy, sample_mask_uniforms, spec_augment
 
 
 def test_epoch_randomness_depends_only_on_seed_and_epoch():
-    arguments = dict(num_steps=7, batch_size=4, mixes=("time", "freq"), alpha=1.0, cells=0)
+    policy = SpecAugmentPolicy(num_time_masks=2, num_freq_masks=2, probability=0.8)
+    arguments = dict(
+        num_steps=7, batch_size=4, specaugment=policy, mixes=("time", "freq"), alpha=1.0, cells=0
+    )
     first = draw_epoch_randomness(seed=3, epoch=2, device=torch.device("cpu"), **arguments)
     again = draw_epoch_randomness(seed=3, epoch=2, device=torch.device("cpu"), **arguments)
     other = draw_epoch_randomness(seed=3, epoch=3, device=torch.device("cpu"), **arguments)
-    # 4 SpecAugment uniforms per sample, then per mix lambda, position and 4 partner keys.
-    assert first.shape == (7, 4 * 4 + 2 * (2 + 4)) and first.dtype == torch.float32
+    # 2 * (2 + 2) mask uniforms + 1 probability draw per sample, then per mix lambda, position
+    # and 4 partner keys.
+    assert first.shape == (7, 9 * 4 + 2 * (2 + 4)) and first.dtype == torch.float32
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     assert ((first >= 0) & (first <= 1)).all()
+    # The mask count changes no other stream: the mix columns stay the same.
+    plain = draw_epoch_randomness(
+        seed=3, epoch=2, device=torch.device("cpu"), **{**arguments, "specaugment": None}
+    )
+    assert plain.shape == (7, 2 * (2 + 4)) and torch.equal(plain, first[:, 9 * 4 :])
 
 
 def test_spec_augment_from_uniforms_equals_the_generator_path():
     features = torch.rand(6, 50, 20) + 1.0
-    uniforms = sample_mask_uniforms(1, 6, generator=torch.Generator().manual_seed(5))[0]
+    policy = SpecAugmentPolicy(time_mask=20, freq_mask=8)
+    uniforms = sample_mask_uniforms(
+        1, 6, policy=policy, generator=torch.Generator().manual_seed(5)
+    )[0]
     from_generator = spec_augment(
-        features, time_mask=20, freq_mask=8, generator=torch.Generator().manual_seed(5)
+        features, policy=policy, generator=torch.Generator().manual_seed(5)
     )
-    from_uniforms = spec_augment(features, time_mask=20, freq_mask=8, uniforms=uniforms)
+    from_uniforms = spec_augment(features, policy=policy, uniforms=uniforms)
     assert torch.equal(from_generator, from_uniforms)
     assert not torch.equal(from_uniforms, features)
     # A smaller batch reads the first columns of a row drawn for the full batch.
-    head = spec_augment(features[:2], time_mask=20, freq_mask=8, uniforms=uniforms)
+    head = spec_augment(features[:2], policy=policy, uniforms=uniforms)
     assert torch.equal(head, from_uniforms[:2])
     with pytest.raises(ValueError, match="exactly one"):
-        spec_augment(features, time_mask=1, freq_mask=1)
+        spec_augment(features, policy=policy)
 
 
 def test_epoch_totals_name_the_first_non_finite_step_when_looked_at():

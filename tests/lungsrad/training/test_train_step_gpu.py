@@ -24,9 +24,9 @@ from lungsrad.training.loop import (
     EpochTotals,
     TrainStep,
     draw_epoch_randomness,
-    learning_rate_factor,
     train_one_epoch,
 )
+from lungsrad.training.optimization import learning_rate_factor
 from lungsrad.training.run import TrainingCallback, build_training_parts, run_experiment
 
 pytestmark = [
@@ -135,6 +135,7 @@ def test_eager_and_replayed_steps_never_sync_with_the_host(gpu_config, tiny_feat
             epoch=1,
             num_steps=steps,
             batch_size=batch_size,
+            specaugment=step.specaugment,
             mixes=step.objective.mixes,
             alpha=1.0,
             cells=step.cells,
