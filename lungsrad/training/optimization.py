@@ -58,16 +58,17 @@ def learning_rate_factor(epoch_index: int, train: TrainConfig) -> float:
 
 
 class WeightAveraging:
-    """The reference's `--ma_update --ma_beta`: after every optimiser step each floating state
-    entry of the model (parameters and float buffers) becomes beta * (its value before the step)
-    + (1 - beta) * (its value after it).
+    """The reference's `--ma_update --ma_beta`: after every optimiser step each state entry of the
+    model (parameters and buffers) becomes beta * (its value before the step) + (1 - beta) * (its
+    value after it).
 
-    `snapshot()` copies the state into persistent buffers and `blend()` lerps back, both as
+    `snapshot()` copies the state into persistent buffers and `blend()` lerps back, as
     `torch._foreach_*` kernels on the model's device, so the pair runs inside a captured CUDA
     graph and never waits for the host. "Before the step" is before the forward pass, as the
     reference deep-copies the state_dict at the top of its loop (BatchNorm running statistics
     updated by the forward are averaged too). Integer buffers (BatchNorm's num_batches_tracked)
-    keep their value after the step; the optimiser state is untouched.
+    get the reference's value too: the blend cast back to the integer type by truncation, as its
+    `load_state_dict` does. The optimiser state is untouched.
     """
 
     def __init__(self, model: nn.Module, beta: float) -> None:
@@ -76,19 +77,32 @@ class WeightAveraging:
         self.beta = float(beta)
         seen: set[tuple[int, tuple[int, ...]]] = set()
         self.tensors: list[torch.Tensor] = []
+        self.integer_tensors: list[torch.Tensor] = []
         for tensor in model.state_dict(keep_vars=True).values():
             key = (tensor.data_ptr(), tuple(tensor.shape))
-            if tensor.is_floating_point() and key not in seen:
-                seen.add(key)
+            if key in seen:  # a tied weight is averaged once
+                continue
+            seen.add(key)
+            if tensor.is_floating_point():
                 self.tensors.append(tensor.data)
+            elif tensor.dtype != torch.bool:
+                self.integer_tensors.append(tensor.data)
         self.snapshots = [torch.empty_like(tensor) for tensor in self.tensors]
+        self.integer_snapshots = [torch.empty_like(tensor) for tensor in self.integer_tensors]
 
     @torch.no_grad()
     def snapshot(self) -> None:
         """Remembers the current state (call before the forward pass of a step)."""
-        torch._foreach_copy_(self.snapshots, self.tensors)
+        if self.tensors:
+            torch._foreach_copy_(self.snapshots, self.tensors)
+        for snapshot, tensor in zip(self.integer_snapshots, self.integer_tensors, strict=True):
+            snapshot.copy_(tensor)
 
     @torch.no_grad()
     def blend(self) -> None:
         """state <- beta * snapshot + (1 - beta) * state (call after optimizer.step())."""
-        torch._foreach_lerp_(self.tensors, self.snapshots, self.beta)
+        if self.tensors:
+            torch._foreach_lerp_(self.tensors, self.snapshots, self.beta)
+        for snapshot, tensor in zip(self.integer_snapshots, self.integer_tensors, strict=True):
+            blended = self.beta * snapshot.double() + (1.0 - self.beta) * tensor.double()
+            tensor.copy_(blended)  # truncates towards zero, as the reference's load_state_dict
