@@ -223,3 +223,23 @@ def test_real_dass_block_hook(tiny_dass, make_config):
         restored = model(x)
     assert not torch.allclose(plain, smoothed)
     torch.testing.assert_close(restored, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 11), (1, 4, 2, 25), (1, 2, 1, 1)])
+def test_zero_padding_equals_the_authors_blur_as_one_conv2d(shape):
+    # blur_separable (ICBHI_HADES vmamba_hades.py at 51a4c42): zeros outside the map, padding
+    # k // 2; written here as one depthwise conv2d with the outer-product kernel.
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    channels = shape[1]
+    smoothing = GaussianSmoothing2d(5, 3.0, padding="zero")
+    g = gaussian_kernel1d(5, 3.0)
+    kernel = torch.outer(g, g).expand(channels, 1, 5, 5)
+    expected = F.conv2d(x, kernel, padding=2, groups=channels)
+    torch.testing.assert_close(smoothing(x), expected, rtol=1e-5, atol=1e-6)
+    # Reflect padding keeps the mass a zero border loses.
+    if shape[2] > 2:
+        reflect = GaussianSmoothing2d(5, 3.0)(x)
+        assert not torch.allclose(reflect[:, :, 0], expected[:, :, 0], atol=1e-4)
+    with pytest.raises(ValueError, match="padding"):
+        GaussianSmoothing2d(5, 3.0, padding="circular")
