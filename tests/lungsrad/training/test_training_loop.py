@@ -12,9 +12,9 @@ from lungsrad.training.loop import (
     STREAM_SHUFFLE,
     STREAM_SPECAUGMENT,
     epoch_generator,
-    learning_rate_factor,
     stream_seed,
 )
+from lungsrad.training.optimization import learning_rate_factor
 
 
 def _train(**values):
