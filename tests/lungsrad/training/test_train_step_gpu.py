@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from lungsrad.config import apply_overrides
 from lungsrad.data.loaders import split_indices
 from lungsrad.metrics import (
     TRAIN_CAPTURE_SECONDS,
@@ -121,6 +122,40 @@ def test_captured_step_matches_the_eager_step(gpu_config, tiny_features, amp, de
         assert got.keys() == want.keys()
         for key in want:
             assert got[key] == pytest.approx(want[key], rel=tolerance["rtol"] * 10), key
+
+
+AUTHORS_SWITCHES = dict(
+    method__patch_mix__gradient_block="target",
+    method__patch_mix__project_target=False,
+    method__patch_mix__train_projector=False,
+    method__patch_mix__projection_dim=128,  # the tiny DASS's feature width
+    method__regularization__padding="zero",
+    data__model_frames=128,
+    train__optimizer="adamw",
+    train__weight_averaging=0.5,
+    train__drop_last=True,
+)
+
+
+def test_captured_step_with_the_authors_switches_matches_the_eager_step(
+    gpu_config, tiny_features, deterministic_cudnn
+):
+    # AdamW, weight averaging (snapshot and lerp inside the graph), the resize, the frozen
+    # projector and the reference's SpecAugment, captured and eager.
+    config = apply_overrides(
+        gpu_config, {key.replace("__", "."): value for key, value in AUTHORS_SWITCHES.items()}
+    )
+    eager = _train_step(config, tiny_features, capture=False)
+    captured = _train_step(config, tiny_features, capture=True)
+    assert captured.averaging is not None and type(captured.optimizer) is torch.optim.AdamW
+    _train_epochs(eager, config, 2)
+    _train_epochs(captured, config, 2)
+    assert captured._graph is not None
+    for (name, want), got in zip(
+        eager.model.state_dict().items(), captured.model.state_dict().values(), strict=True
+    ):
+        if want.is_floating_point():
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_eager_and_replayed_steps_never_sync_with_the_host(gpu_config, tiny_features):
