@@ -788,6 +788,12 @@ def validate_config(config: ExperimentConfig) -> None:
             "train.min_learning_rate_factor must be in [0, 1] (a share of train.learning_rate), "
             f"got {train.min_learning_rate_factor}"
         )
+    if train.min_learning_rate_factor > 0 and not train.schedule.startswith("cosine"):
+        warnings.warn(
+            "train.min_learning_rate_factor is the floor of the cosine schedules; ignored with "
+            f"train.schedule '{train.schedule}'",
+            stacklevel=3,
+        )
     if train.weight_averaging is not None and not 0.0 < train.weight_averaging < 1.0:
         raise UserError(
             "train.weight_averaging must be null or a beta in (0, 1) (the reference: 0.5), "

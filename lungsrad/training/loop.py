@@ -434,6 +434,38 @@ def conform_optimizer(
                 state["step"] = state["step"].to(device=where, dtype=torch.float32)
 
 
+def _plan_epoch(
+    step_function: TrainStep, data: EpochData, train: TrainConfig, *, seed: int, epoch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeds torch's global RNG for the epoch; returns the shuffled training order (device
+    indices) and the epoch's `draw_epoch_randomness` rows, one per step."""
+    device = data.features.device
+    torch.manual_seed(stream_seed(seed, epoch, STREAM_GLOBAL))
+    shuffle = epoch_generator(seed, epoch, STREAM_SHUFFLE)
+    permutation = torch.randperm(data.train_indices.shape[0], generator=shuffle)
+    order = data.train_indices.index_select(0, permutation.to(device))
+    total_steps = steps_per_epoch(order.shape[0], train)
+    if total_steps == 0:
+        raise UserError(
+            f"train.drop_last drops every batch: {order.shape[0]} training cycles are fewer "
+            f"than train.batch_size ({train.batch_size}); lower the batch size or set "
+            "train.drop_last to false"
+        )
+    objective = step_function.objective
+    randomness = draw_epoch_randomness(
+        seed=seed,
+        epoch=epoch,
+        num_steps=total_steps,
+        batch_size=train.batch_size,
+        specaugment=step_function.specaugment,
+        mixes=objective.mixes,
+        alpha=objective.config.alpha,
+        cells=step_function.cells,
+        device=device,
+    )
+    return order, randomness
+
+
 def train_one_epoch(
     *,
     step_function: TrainStep,
@@ -467,28 +499,8 @@ def train_one_epoch(
     """
     device = data.features.device
     model, objective = step_function.model, step_function.objective
-    torch.manual_seed(stream_seed(seed, epoch, STREAM_GLOBAL))
-    shuffle = epoch_generator(seed, epoch, STREAM_SHUFFLE)
-    permutation = torch.randperm(data.train_indices.shape[0], generator=shuffle)
-    order = data.train_indices.index_select(0, permutation.to(device))
-    total_steps = steps_per_epoch(order.shape[0], train)
-    if total_steps == 0:
-        raise UserError(
-            f"train.drop_last drops every batch: {order.shape[0]} training cycles are fewer "
-            f"than train.batch_size ({train.batch_size}); lower the batch size or set "
-            "train.drop_last to false"
-        )
-    randomness = draw_epoch_randomness(
-        seed=seed,
-        epoch=epoch,
-        num_steps=total_steps,
-        batch_size=train.batch_size,
-        specaugment=step_function.specaugment,
-        mixes=objective.mixes,
-        alpha=objective.config.alpha,
-        cells=step_function.cells,
-        device=device,
-    )
+    order, randomness = _plan_epoch(step_function, data, train, seed=seed, epoch=epoch)
+    total_steps = randomness.shape[0]
     learning_rate = float(step_function.optimizer.param_groups[0]["lr"])
     capture_seconds = step_function.capture_seconds
 

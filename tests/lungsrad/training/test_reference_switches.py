@@ -33,6 +33,13 @@ def test_drop_last_drops_only_the_last_partial_batch():
     assert [len(b) for b in _batches(order, 4, steps_per_epoch(47, kept))][-1] == 3
 
 
+def test_a_floor_without_a_cosine_schedule_is_warned_about():
+    from lungsrad.config import config_from_dict
+
+    with pytest.warns(UserWarning, match="min_learning_rate_factor .* ignored"):
+        config_from_dict({"train": {"schedule": "step", "min_learning_rate_factor": 0.1}})
+
+
 def test_drop_last_refuses_a_training_split_smaller_than_one_batch(make_tiny_config, tmp_path):
     config = make_tiny_config(train__drop_last=True, train__batch_size=500, train__num_epochs=1)
     with pytest.raises(UserError, match="train.drop_last drops every batch"):
