@@ -496,7 +496,9 @@ def test_swept_values_keep_their_exact_value_as_identity(tmp_path: Path) -> None
     assert whole.values["method.patch_mix.alpha"] == "2"  # 2 and 2.0 are one value
 
 
-def test_checkpoints_set_by_parameters_are_resolved_and_checked(tmp_path: Path, monkeypatch) -> None:
+def test_checkpoints_set_by_parameters_are_resolved_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A trial runs in its own working directory: a relative model.checkpoint in a listed value or
     a group's entry is resolved where the sweep runs, and a missing file refused before Ray."""
     monkeypatch.chdir(tmp_path)
