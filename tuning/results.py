@@ -272,11 +272,23 @@ class PointAgainstBase:
     @property
     def verdict(self) -> str:
         """'matters' when the interval excludes 0, 'within noise' when it holds 0, and
-        'n=K: no interval' below MIN_PAIRS_FOR_INTERVAL paired seeds."""
-        count = len(self.difference.seeds)
-        if count < MIN_PAIRS_FOR_INTERVAL:
-            return f"n={count}: no interval"
+        'too few seeds' below MIN_PAIRS_FOR_INTERVAL paired seeds."""
+        if not self.has_interval:
+            return "too few seeds"
         return "within noise" if self.difference.verdict == "within noise" else "matters"
+
+    @property
+    def has_interval(self) -> bool:
+        """At least MIN_PAIRS_FOR_INTERVAL paired seeds."""
+        return len(self.difference.seeds) >= MIN_PAIRS_FOR_INTERVAL
+
+    @property
+    def interval_text(self) -> str:
+        """'[low, high]', or 'n=K: no interval' with too few paired seeds."""
+        if not self.has_interval:
+            return f"n={len(self.difference.seeds)}: no interval"
+        interval = self.difference.interval
+        return f"[{_signed(interval.low)}, {_signed(interval.high)}]"
 
 
 def points_against_base(
@@ -333,17 +345,11 @@ def points_against_base_markdown(
     ]
     for row in rows:
         difference = row.difference
-        interval = difference.interval
-        cell = (
-            f"[{_signed(interval.low)}, {_signed(interval.high)}]"
-            if len(difference.seeds) >= MIN_PAIRS_FOR_INTERVAL
-            else row.verdict
-        )
         verdict = "**matters**" if row.verdict == "matters" else row.verdict
         lines.append(
             f"| {row.name.replace('|', '/')} | {list(difference.seeds)} "
             f"| {', '.join(_signed(d) for d in difference.differences)} "
-            f"| {_signed(interval.mean)} | {cell} | {verdict} |"
+            f"| {_signed(difference.interval.mean)} | {row.interval_text} | {verdict} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -186,13 +186,14 @@ def test_each_point_against_the_base_paired_by_seed(tmp_path: Path) -> None:
             )
     rows = points_against_base(space, outcomes)
     assert [row.name for row in rows] == [f"{temperature}={t}" for t in ("0.03", "0.1", "0.3")]
-    assert [row.verdict for row in rows] == ["matters", "within noise", "n=2: no interval"]
+    assert [row.verdict for row in rows] == ["matters", "within noise", "too few seeds"]
     assert rows[0].difference.interval.mean == pytest.approx(-2.0)
     assert rows[2].difference.seeds == (1, 2)
     table = points_against_base_markdown(space, outcomes)
     assert f"| {temperature}=0.03 | [1, 2, 3] | -2.00, -2.50, -1.50 | -2.00 |" in table
     assert "| **matters** |" in table
-    assert f"| {temperature}=0.3 | [1, 2] | +0.50, +0.70 | +0.60 | n=2: no interval |" in table
+    two_pairs = "| [1, 2] | +0.50, +0.70 | +0.60 | n=2: no interval | too few seeds |"
+    assert f"| {temperature}=0.3 {two_pairs}" in table
     grid = load_search_space(
         write_tiny_space(
             tmp_path / "grid.yaml",
