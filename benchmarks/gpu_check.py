@@ -38,7 +38,7 @@ from train_throughput import (  # noqa: E402  (a sibling script, not a package)
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-FULL_METHOD_CONFIG = ROOT / "configs" / "table2_lung_srad.yaml"
+FULL_METHOD_CONFIG = ROOT / "configs" / "earlier_reading" / "table2_lung_srad.yaml"
 FRAMES, MEL_BINS = 798, 128
 # Host calls that start work on the GPU, as the profiler names them.
 LAUNCH_PREFIXES = ("cudaLaunch", "cuLaunch", "cudaGraphLaunch", "cuGraphLaunch")

@@ -22,13 +22,23 @@ from lungsrad.metrics import (
     REPORT_SPECIFICITY,
     REPORT_SPECIFICITY_2CLASS,
 )
-from lungsrad.statistics import MeanInterval, format_interval, mean_interval
-from tuning.search_space import ResolvedTrial, SearchSpace
+from lungsrad.statistics import (
+    CONFIDENCE,
+    MeanInterval,
+    PairedDifference,
+    format_interval,
+    mean_interval,
+    paired_difference,
+)
+from tuning.search_space import BASE_POINT, ResolvedTrial, SearchSpace, display_label
 from tuning.trainable import FAILURE_KEY, best_metric_name
 
 BEST_CONFIG_FILE = "best_config.yaml"
 SELECTION_RECORD_PREFIX = "selection: "  # best_config.yaml comment line holding the JSON record
 SUMMARY_FILE = "summary.md"
+PAIRED_FILE = "paired_against_base.md"  # one_at_a_time: each point against the base, by seed
+# Paired seeds below which a t interval is not shown (one degree of freedom: too wide to read).
+MIN_PAIRS_FOR_INTERVAL = 3
 TABLE1_ROWS = (
     ("4-class", REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE),
     ("2-class", REPORT_SPECIFICITY_2CLASS, REPORT_SENSITIVITY_2CLASS, REPORT_SCORE_2CLASS),
@@ -252,6 +262,98 @@ def _number(value: float) -> str:
     return f"{value:.2f}" if math.isfinite(value) else "n/a"
 
 
+@dataclass(frozen=True)
+class PointAgainstBase:
+    """One one_at_a_time point against the base point, paired by seed (point - base)."""
+
+    name: str  # "parameter=value" (the value's label)
+    difference: PairedDifference
+
+    @property
+    def verdict(self) -> str:
+        """'matters' when the interval excludes 0, 'within noise' when it holds 0, and
+        'too few seeds' below MIN_PAIRS_FOR_INTERVAL paired seeds."""
+        if not self.has_interval:
+            return "too few seeds"
+        return "within noise" if self.difference.verdict == "within noise" else "matters"
+
+    @property
+    def has_interval(self) -> bool:
+        """At least MIN_PAIRS_FOR_INTERVAL paired seeds."""
+        return len(self.difference.seeds) >= MIN_PAIRS_FOR_INTERVAL
+
+    @property
+    def interval_text(self) -> str:
+        """'[low, high]', or 'n=K: no interval' with too few paired seeds."""
+        if not self.has_interval:
+            return f"n={len(self.difference.seeds)}: no interval"
+        interval = self.difference.interval
+        return f"[{_signed(interval.low)}, {_signed(interval.high)}]"
+
+
+def points_against_base(
+    space: SearchSpace, outcomes: Sequence[TrialOutcome], *, metric: str = REPORT_SCORE
+) -> list[PointAgainstBase]:
+    """Each point of a one_at_a_time sweep (in the space's order) against its base point, paired
+    by seed on `metric` (default: the reported test Score); [] for other searches."""
+    if space.search != "one_at_a_time" or space.has_variants:
+        return []
+    scores: dict[str, dict[int, float]] = {}
+    for outcome in outcomes:
+        values = outcome.resolved.values
+        key = BASE_POINT if not values else _point_name(values)
+        value = float(outcome.last.get(metric, math.nan)) if outcome.status == "done" else math.nan
+        scores.setdefault(key, {})[outcome.resolved.seed] = value
+    base = scores.get(BASE_POINT, {})
+    names = []
+    for point in space.points()[1:]:
+        parameter = space.parameter(point["parameter"])
+        names.append(_point_name({parameter.name: parameter.label(point["value"])}))
+    return [
+        PointAgainstBase(name=name, difference=paired_difference(base, scores.get(name, {})))
+        for name in names
+    ]
+
+
+def _point_name(values: Mapping[str, str]) -> str:
+    return " ".join(f"{name}={display_label(label)}" for name, label in values.items())
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.2f}" if math.isfinite(value) else "n/a"
+
+
+def points_against_base_markdown(
+    space: SearchSpace, outcomes: Sequence[TrialOutcome], *, metric: str = REPORT_SCORE
+) -> str:
+    """Markdown table of `points_against_base` ("" when the sweep has none)."""
+    rows = points_against_base(space, outcomes, metric=metric)
+    if not rows:
+        return ""
+    percent = f"{CONFIDENCE:.0%}"
+    lines = [
+        "## Each point against the base config, paired by seed",
+        "",
+        f"`{metric}` of each point minus the base config's, on the seeds both finished; mean "
+        f"difference with its {percent} Student-t interval. **matters**: the interval excludes "
+        f"0; within noise: it holds 0; fewer than {MIN_PAIRS_FOR_INTERVAL} paired seeds give no "
+        "interval.",
+        "",
+        f"| point | paired seeds | per-seed differences | mean difference | {percent} interval "
+        "| verdict |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for row in rows:
+        difference = row.difference
+        verdict = "**matters**" if row.verdict == "matters" else row.verdict
+        lines.append(
+            f"| {row.name.replace('|', '/')} | {list(difference.seeds)} "
+            f"| {', '.join(_signed(d) for d in difference.differences)} "
+            f"| {_signed(difference.interval.mean)} | {row.interval_text} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def summary_markdown(
     space: SearchSpace,
     outcomes: Sequence[TrialOutcome],
@@ -288,6 +390,9 @@ def summary_markdown(
                 f"**Warning**: the best configuration {degenerate_note(flagged[0].last)}.",
                 "",
             ]
+    paired = points_against_base_markdown(space, outcomes)
+    if paired:
+        lines += [paired]
     unit = f" | {_cost_unit(costs)}" if costs else ""
     lines += [
         "## Configurations, best first",

@@ -59,6 +59,7 @@ RESERVED_PATHS = {"train.seed": "seeds", "train.protocol": "protocol"}
 VARIANT_KEY = "variant"
 SEED_KEY = "seed"
 POINT_KEY = "point"
+CHECKPOINT_PATH = "model.checkpoint"  # a file: resolved and checked before Ray starts
 BASE_POINT = "base"
 # Grids larger than this are validated value by value instead of point by point.
 MAX_POINTS_CHECKED = 2000
@@ -511,7 +512,9 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
     protocol = protocols.pop()
 
     parameters = tuple(
-        _parse_parameter(str(name), domain, locate, search=document.search)
+        _resolved_checkpoints(
+            _parse_parameter(str(name), domain, locate, search=document.search), locate
+        )
         for name, domain in (document.parameters or {}).items()
     )
     for parameter in parameters:
@@ -751,6 +754,39 @@ def _load_variants(
             where=where,
         )
     return variants
+
+
+def _checkpoint_file(value: Any, *, where: str) -> Any:
+    """A checkpoint path resolved against the directory the sweep runs in (trials run in their
+    own working directories), checked before any trial starts; None stays None."""
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{where}: model.checkpoint not found: {path} (relative paths are read from the "
+            "directory the sweep runs in; give an absolute path)"
+        )
+    return str(path)
+
+
+def _resolved_checkpoints(parameter: Parameter, locate: _Locator) -> Parameter:
+    """The parameter with every `model.checkpoint` it sets (a listed value or a group's entry)
+    as an absolute, existing file, as `_absolute_paths` does for the base configs."""
+    where = f"{locate.where(['parameters', parameter.name])}: parameter '{parameter.name}'"
+    if parameter.is_group:
+        values = tuple(
+            {
+                path: _checkpoint_file(item, where=where) if path == CHECKPOINT_PATH else item
+                for path, item in value.items()
+            }
+            for value in parameter.values
+        )
+    elif parameter.name == CHECKPOINT_PATH and parameter.is_discrete:
+        values = tuple(_checkpoint_file(value, where=where) for value in parameter.values)
+    else:
+        return parameter
+    return dataclasses.replace(parameter, values=values)
 
 
 def _parse_parameter(name: str, domain: DomainSpec, locate: _Locator, *, search: str) -> Parameter:

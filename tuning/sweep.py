@@ -454,6 +454,7 @@ class SweepOutcome:
     seconds: float
     view_key: str | None = None  # share key of the experiment's saved view of this sweep
     cost: Any = None  # tuning.cost.SweepCost
+    paired_table: str = ""  # one_at_a_time: each point against the base, paired by seed
 
 
 def _parent_tracker(
@@ -667,8 +668,10 @@ def _export(
     parent run."""
     from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
     from tuning.results import (
+        PAIRED_FILE,
         SUMMARY_FILE,
         choose_best,
+        points_against_base_markdown,
         summarize_configurations,
         summary_markdown,
     )
@@ -686,6 +689,9 @@ def _export(
     summary_path = folder.path / SUMMARY_FILE
     write_text_atomic(summary_path, summary)
     parent.log_text(summary, SUMMARY_FILE)
+    paired = points_against_base_markdown(space, outcomes)
+    if paired:
+        parent.log_text(paired, PAIRED_FILE)
     best_path = None
     if best is not None and export_best:
         best_path = _export_best(space, folder, parent, best)
@@ -713,6 +719,7 @@ def _export(
         seconds=time.perf_counter() - started,
         view_key=view_key,
         cost=cost,
+        paired_table=paired,
     )
 
 
@@ -892,6 +899,8 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
         f"parent run {outcome.parent_run_id}"
     )
     print(f"  view: {mlflow_ui_hint(outcome.tracking, outcome.view_key)}")
+    if outcome.paired_table:
+        print(f"\n{outcome.paired_table}", end="")
 
 
 # ---------------------------------------------------------------------------------------------

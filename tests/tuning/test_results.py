@@ -19,12 +19,14 @@ from tuning.results import (
     choose_best,
     collect_outcomes,
     export_best_config,
+    points_against_base,
+    points_against_base_markdown,
     read_selection_record,
     selection_record,
     table1_metrics,
     write_unique_text,
 )
-from tuning.search_space import SearchSpace, load_search_space
+from tuning.search_space import POINT_KEY, SearchSpace, load_search_space
 from tuning.trainable import FAILURE_KEY, best_metric_name
 
 ALPHA = "method.patch_mix.alpha"
@@ -145,3 +147,59 @@ def test_table1_statistics_use_done_seeds_only(space: SearchSpace) -> None:
     # t(0.975, 1 dof) = 12.706: 45 -+ 12.706 * sqrt(50) / sqrt(2) = 45 -+ 63.53
     assert metrics[f"{REPORT_SCORE}_ci95_low"] == pytest.approx(45.0 - 63.531, abs=1e-2)
     assert metrics[f"{REPORT_SCORE}_ci95_high"] == pytest.approx(45.0 + 63.531, abs=1e-2)
+
+
+def test_each_point_against_the_base_paired_by_seed(tmp_path: Path) -> None:
+    """One-at-a-time points minus the base point on the seeds both finished: an interval that
+    excludes 0 matters, one that holds it is within noise, two pairs give no interval."""
+    temperature = "method.patch_mix.temperature"
+    space = load_search_space(
+        write_tiny_space(
+            tmp_path / "oat.yaml",
+            data=tmp_path / "data",
+            base={"method": {"patch_mix": {"mode": "dual", "temperature": 0.06}}},
+            parameters={temperature: {"grid": [0.03, 0.1, 0.3]}},
+            search="one_at_a_time",
+            seeds=[1, 2, 3],
+        )
+    )
+    points = space.points()
+    base = {1: 60.0, 2: 62.0, 3: 61.0}
+    shifts = {  # per point: score - base per seed (None: the seed did not finish)
+        1: {1: -2.0, 2: -2.5, 3: -1.5},
+        2: {1: 1.0, 2: -1.0, 3: 0.5},
+        3: {1: 0.5, 2: 0.7, 3: None},
+    }
+    outcomes = []
+    for index, point in enumerate(points):
+        for seed, score in base.items():
+            shift = 0.0 if index == 0 else shifts[index][seed]
+            outcomes.append(
+                TrialOutcome(
+                    trial_id=f"t{index}_{seed}",
+                    resolved=space.resolve({POINT_KEY: point, "seed": seed}),
+                    status="done" if shift is not None else "failed",
+                    epochs=2,
+                    best_value=score,
+                    last={REPORT_SCORE: score + (shift or 0.0)},
+                )
+            )
+    rows = points_against_base(space, outcomes)
+    assert [row.name for row in rows] == [f"{temperature}={t}" for t in ("0.03", "0.1", "0.3")]
+    assert [row.verdict for row in rows] == ["matters", "within noise", "too few seeds"]
+    assert rows[0].difference.interval.mean == pytest.approx(-2.0)
+    assert rows[2].difference.seeds == (1, 2)
+    table = points_against_base_markdown(space, outcomes)
+    assert f"| {temperature}=0.03 | [1, 2, 3] | -2.00, -2.50, -1.50 | -2.00 |" in table
+    assert "| **matters** |" in table
+    two_pairs = "| [1, 2] | +0.50, +0.70 | +0.60 | n=2: no interval | too few seeds |"
+    assert f"| {temperature}=0.3 {two_pairs}" in table
+    grid = load_search_space(
+        write_tiny_space(
+            tmp_path / "grid.yaml",
+            data=tmp_path / "data",
+            parameters={temperature: {"grid": [0.03, 0.1]}},
+            search="grid",
+        )
+    )
+    assert points_against_base_markdown(grid, []) == ""

@@ -47,25 +47,63 @@ resources: {cpu: 1, gpu: 0.5}
 """
 
 
-@pytest.mark.parametrize("name", ["smoke", "paper_fig3", "lung_srad_tpe", "table2", "foldwise_cv"])
-def test_shipped_spaces_load(name: str) -> None:
+# The release files the shipped spaces name, relative to the directory a sweep runs in.
+RELEASE_FILES = ("pretrained_models/DASS_medium_v2.pth", "pretrained_models/DASS_small.pth")
+
+
+@pytest.fixture
+def release_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding (empty) release files under the names the spaces use."""
+    monkeypatch.chdir(tmp_path)
+    for name in RELEASE_FILES:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["smoke", "paper_fig3", "lung_srad_tpe", "table2", "foldwise_cv", "reproduction_choices"],
+)
+def test_shipped_spaces_load(name: str, release_files: Path) -> None:
     space = load_search_space(SPACES / f"{name}.yaml")
     assert space.name == name
     assert space.num_trials() is not None and space.num_trials() >= 4
 
 
-def test_shipped_space_shapes() -> None:
+def test_paper_spaces_need_the_authors_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("table2", "paper_fig3", "reproduction_choices"):
+        with pytest.raises(FileNotFoundError, match=r"model\.checkpoint not found: .*DASS_medium"):
+            load_search_space(SPACES / f"{name}.yaml")
+
+
+def test_shipped_space_shapes(release_files: Path) -> None:
     fig3 = load_search_space(SPACES / "paper_fig3.yaml")
     assert fig3.search == "one_at_a_time" and fig3.protocol == "paper"
-    assert fig3.base_config.model.preset == "small" and fig3.resources.gpu == 0.25
+    assert fig3.base_config.model.preset == "medium" and fig3.resources.gpu == 0.5
+    authors = load_config(REPO / "configs" / "lung_srad_authors.yaml")
+    base = fig3.base_config
+    assert (base.data, base.method, base.train) == (authors.data, authors.method, authors.train)
+    # Fig. 3's grids hold the authors' values (tau 0.2, sigma 3.0, kernel 5): the base point.
+    labels = fig3.base_labels()
+    assert labels["method.patch_mix.temperature"] == "0.2"
+    assert labels["method.regularization.sigma"] == "3"
+    assert labels["method.regularization.kernel_size"] == "5"
+    for name, value in labels.items():
+        assert value in {fig3.parameter(name).label(v) for v in fig3.parameter(name).tune_values}
     swept = {p.name for p in fig3.parameters}
     assert {"method.patch_mix.temperature", "method.regularization.sigma", "placement"} <= swept
     assert {"method.regularization.kernel_size", "method.patch_mix.alpha"} <= swept
     tpe = load_search_space(SPACES / "lung_srad_tpe.yaml")
     assert (tpe.search, tpe.scheduler.kind, tpe.protocol) == ("tpe", "asha", "validated")
     table2 = load_search_space(SPACES / "table2.yaml")
-    assert len(table2.variants) == 6 and table2.seeds == (0, 1, 2, 3, 4)
+    assert len(table2.variants) == 6 and table2.seeds == (1, 2, 3, 4, 5)
     assert table2.num_trials() == 30
+    assert {config.model.preset for config in table2.variants.values()} == {"medium"}
+    assert {Path(c.model.checkpoint).name for c in table2.variants.values()} == {
+        "DASS_medium_v2.pth"
+    }
     smoke = load_search_space(SPACES / "smoke.yaml")
     assert smoke.resources.gpu == 0 and smoke.base_config.train.num_epochs <= 3
     folds = load_search_space(SPACES / "foldwise_cv.yaml")
@@ -164,9 +202,9 @@ def test_variants_and_seeds(tmp_path: Path) -> None:
         f"""\
         name: variants
         variants:
-          plain: {configs / "table2_dass_finetune.yaml"}
+          plain: {configs / "earlier_reading" / "table2_dass_finetune.yaml"}
           full:
-            base: {configs / "table2_lung_srad.yaml"}
+            base: {configs / "earlier_reading" / "table2_lung_srad.yaml"}
             base_overrides: {{train.num_epochs: 7}}
         base_overrides: {{train.num_epochs: 3}}
         search: grid
@@ -456,3 +494,41 @@ def test_swept_values_keep_their_exact_value_as_identity(tmp_path: Path) -> None
     assert close[2].describe_short() == "learning_rate=0.0001 alpha=1 seed=0"
     whole = space.resolve({"train.learning_rate": 1.0e-4, "method.patch_mix.alpha": 2.0})
     assert whole.values["method.patch_mix.alpha"] == "2"  # 2 and 2.0 are one value
+
+
+def test_checkpoints_set_by_parameters_are_resolved_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial runs in its own working directory: a relative model.checkpoint in a listed value or
+    a group's entry is resolved where the sweep runs, and a missing file refused before Ray."""
+    monkeypatch.chdir(tmp_path)
+    path = write_space(
+        tmp_path,
+        """\
+        name: files
+        base_overrides:
+          model: {preset: custom, dims: [8, 16], depths: [1, 2]}
+        parameters:
+          model.checkpoint: {grid: [null, weights/a.pth]}
+          backbone:
+            grid:
+              - {label: "deeper", model.depths: [1, 3], model.checkpoint: weights/b.pth}
+        search: one_at_a_time
+        """,
+    )
+    with pytest.raises(
+        FileNotFoundError, match=r"space\.yaml:\d+: parameter 'model\.checkpoint': .*a\.pth"
+    ):
+        load_search_space(path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "a.pth").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"space\.yaml:\d+: parameter 'backbone': .*b\.pth"):
+        load_search_space(path)
+    (tmp_path / "weights" / "b.pth").write_bytes(b"")
+    space = load_search_space(path)
+    files = [space.resolve({POINT_KEY: p}).config.model.checkpoint for p in space.points()]
+    assert files == [
+        None,
+        str(tmp_path / "weights" / "a.pth"),
+        str(tmp_path / "weights" / "b.pth"),
+    ]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lungsrad.config import expected_num_frames, load_config
+from lungsrad.config import AST_SIZES, expected_num_frames, load_config
 from lungsrad.metrics import TRAIN_FREQ_LOSS, TRAIN_LOSS, TRAIN_TIME_LOSS
 from lungsrad.models import AST, build_model
 from lungsrad.training.run import run_experiment
@@ -65,6 +65,9 @@ def test_table1_ast_config_trains_a_step_from_a_release_file(
     tmp_path, path, pos_embed, make_tiny_config, tiny_features, tiny_release_file
 ):
     table_config = load_config(path)
+    patch_mix = table_config.method.patch_mix
+    # An unprojected target (the reference's grad_block) needs projections as wide as the model.
+    width = patch_mix.projection_dim if patch_mix.project_target else AST_SIZES["tiny"]["embed_dim"]
     config = make_tiny_config(
         table_config,
         model__ast_size="tiny",
@@ -73,9 +76,12 @@ def test_table1_ast_config_trains_a_step_from_a_release_file(
         train__num_epochs=1,
         train__max_steps_per_epoch=1,
         method__regularization__blocks=list(table_config.method.regularization.blocks),
-        method__patch_mix__projection_dim=table_config.method.patch_mix.projection_dim,
+        method__patch_mix__projection_dim=width,
     )
-    assert config.method == table_config.method and config.model.backbone == "ast"
+    expected = dataclasses.replace(
+        table_config.method, patch_mix=dataclasses.replace(patch_mix, projection_dim=width)
+    )
+    assert config.method == expected and config.model.backbone == "ast"
     result = run_experiment(
         config, output_dir=tmp_path, feature_set=tiny_features, show_progress=False
     )

@@ -51,7 +51,7 @@ from lungsrad.training.checkpoints import (
 )
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
-TABLE2 = sorted(CONFIGS.glob("table2_*.yaml"))
+TABLE2 = sorted(CONFIGS.glob("earlier_reading/table2_*.yaml"))
 
 
 class Recorder(TrainingCallback):
