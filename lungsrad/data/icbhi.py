@@ -7,6 +7,7 @@ torch is imported inside the waveform functions only, so `lungsrad data inspect`
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -316,22 +317,91 @@ def check_audio_samples(path: str | os.PathLike[str], samples: np.ndarray) -> No
         )
 
 
-def resample(waveform: torch.Tensor, source_rate_hz: int, target_rate_hz: int) -> torch.Tensor:
-    """Band-limited resampling of a whole recording: (samples,) -> (samples * target / source,)."""
+# The reference fades 1/16 s (int(rate / 16): 1000 samples at 16 kHz) in and out of every recording
+# and out of every repeat-padded cycle (util/icbhi_util.py, `fade_samples_ratio = 16`).
+FADE_FRACTION_OF_A_SECOND = 16
+
+
+def fade_length(rate_hz: int) -> int:
+    """Samples of the reference's linear fades at `rate_hz`: int(rate / 16)."""
+    return int(rate_hz / FADE_FRACTION_OF_A_SECOND)
+
+
+@functools.lru_cache(maxsize=32)
+def _resample_transform(source_rate_hz: int, target_rate_hz: int) -> Any:
+    # torchaudio's Resample precomputes its sinc kernel: build it once per rate pair.
+    import torchaudio
+
+    return torchaudio.transforms.Resample(source_rate_hz, target_rate_hz)
+
+
+def resample(
+    waveform: torch.Tensor,
+    source_rate_hz: int,
+    target_rate_hz: int,
+    *,
+    use_transform: bool = False,
+) -> torch.Tensor:
+    """Band-limited resampling of a whole recording: (samples,) -> (samples * target / source,).
+
+    Args:
+        use_transform: torchaudio.transforms.Resample (the reference code, data.cycle_slicing
+            truncated) instead of torchaudio.functional.resample (lungsrad 1, rounded). Same
+            filter; the transform's precomputed kernel differs in the last bits (about 1e-5).
+    """
     import torchaudio
 
     if source_rate_hz == target_rate_hz:
         return waveform
+    if use_transform:
+        return _resample_transform(source_rate_hz, target_rate_hz)(waveform)
     return torchaudio.functional.resample(waveform, source_rate_hz, target_rate_hz)
 
 
-def fit_to_length(waveform: torch.Tensor, num_samples: int, padding: str) -> torch.Tensor:
-    """Cuts or pads a cycle to exactly `num_samples`.
+def apply_fade(
+    waveform: torch.Tensor, *, fade_in_samples: int, fade_out_samples: int
+) -> torch.Tensor:
+    """Linear fade in and out with torchaudio.transforms.Fade, as the reference code fades.
+
+    Args:
+        waveform: (samples,); fades longer than the waveform are shortened to its length (the
+            reference never meets such a waveform: recordings are seconds, cycles 8 s).
+
+    Returns:
+        (samples,)
+    """
+    import torchaudio
+
+    length = waveform.shape[-1]
+    fade = torchaudio.transforms.Fade(
+        fade_in_len=min(fade_in_samples, length),
+        fade_out_len=min(fade_out_samples, length),
+        fade_shape="linear",
+    )
+    return fade(waveform)
+
+
+def fit_to_length(
+    waveform: torch.Tensor,
+    num_samples: int,
+    padding: str,
+    *,
+    zero_padding: str = "end",
+    fade_out_samples: int = 0,
+) -> torch.Tensor:
+    """Cuts or pads a cycle to exactly `num_samples`, as the reference's cut_pad_sample does.
+
+    A cycle longer than `num_samples` is cut to its first `num_samples`; any other (equal length
+    included) is padded: tiled and cropped, then faded out ("repeat"), or placed among zeros
+    without a fade ("zero").
 
     Args:
         waveform: (samples,), at least one sample.
         num_samples: target length.
-        padding: "repeat" tiles the cycle (reference default), "zero" appends zeros.
+        padding: "repeat" tiles the cycle (reference default), "zero" pads with zeros.
+        zero_padding: "centre" puts the cycle at offset (num_samples - samples) // 2 (reference),
+            "end" appends the zeros (lungsrad 1).
+        fade_out_samples: linear fade-out of a repeat-padded cycle (0: none).
 
     Returns:
         (num_samples,)
@@ -341,18 +411,29 @@ def fit_to_length(waveform: torch.Tensor, num_samples: int, padding: str) -> tor
     length = waveform.shape[-1]
     if length == 0:
         raise ValueError("cannot pad an empty cycle")
-    if length >= num_samples:
+    if padding not in ("repeat", "zero"):
+        raise ValueError(f"data.padding must be 'repeat' or 'zero', got {padding!r}")
+    if zero_padding not in ("centre", "end"):
+        raise ValueError(f"data.zero_padding must be 'centre' or 'end', got {zero_padding!r}")
+    if length > num_samples:
         return waveform[:num_samples]
-    if padding == "repeat":
-        return waveform.repeat(math.ceil(num_samples / length))[:num_samples]
     if padding == "zero":
-        return torch.nn.functional.pad(waveform, (0, num_samples - length))
-    raise ValueError(f"data.padding must be 'repeat' or 'zero', got {padding!r}")
+        before = (num_samples - length) // 2 if zero_padding == "centre" else 0
+        return torch.nn.functional.pad(waveform, (before, num_samples - length - before))
+    tiled = waveform.repeat(math.ceil(num_samples / length))[:num_samples]
+    if fade_out_samples:
+        tiled = apply_fade(tiled, fade_in_samples=0, fade_out_samples=fade_out_samples)
+    return tiled
 
 
-def _sample_index(seconds: float, rate_hz: int) -> int:
-    # Truncation as in the reference slicing; the epsilon keeps 0.3 s * 16 kHz at 4800, not 4799.
-    return int(math.floor(seconds * rate_hz + 1e-6))
+def sample_index(seconds: float, rate_hz: int, cycle_slicing: str) -> int:
+    """The sample at `seconds`: int(t * rate) ("truncated", the reference) or
+    floor(t * rate + 1e-6) ("rounded", lungsrad 1: 0.3 s * 16 kHz is 4800, not 4799)."""
+    if cycle_slicing == "truncated":
+        return int(seconds * rate_hz)
+    if cycle_slicing == "rounded":
+        return int(math.floor(seconds * rate_hz + 1e-6))
+    raise ValueError(f"data.cycle_slicing must be 'truncated' or 'rounded', got {cycle_slicing!r}")
 
 
 def cycle_position_problem(cycle: Cycle, duration_seconds: float) -> str | None:
@@ -381,7 +462,8 @@ def slice_cycles(
     """Slices every cycle of `recording` out of its resampled waveform and fits it to length.
 
     Args:
-        waveform: (samples,) the whole recording at data_config.sample_rate_hz.
+        waveform: (samples,) the whole recording at data_config.sample_rate_hz (already faded
+            when data.fade is "reference").
         source_duration_seconds: duration of the original file (for the end tolerance).
 
     Returns:
@@ -389,24 +471,55 @@ def slice_cycles(
     """
     rate = data_config.sample_rate_hz
     num_samples = int(round(data_config.segment_seconds * rate))
+    fade_out = fade_length(rate) if data_config.fade == "reference" else 0
     segments = []
     for cycle in recording.cycles:
         problem = cycle_position_problem(cycle, source_duration_seconds)
         if problem is not None:
             raise UserError(f"{recording.annotation_path}:{cycle.line}: {problem}")
-        start = _sample_index(cycle.start_seconds, rate)
-        end = min(_sample_index(cycle.end_seconds, rate), waveform.shape[-1])
+        start = sample_index(cycle.start_seconds, rate, data_config.cycle_slicing)
+        end = sample_index(cycle.end_seconds, rate, data_config.cycle_slicing)
+        end = min(end, waveform.shape[-1])
         if end <= start:
             raise UserError(
                 f"{recording.annotation_path}:{cycle.line}: cycle is shorter than one sample at "
                 f"{rate} Hz"
             )
-        segments.append(fit_to_length(waveform[start:end], num_samples, data_config.padding))
+        segment = fit_to_length(
+            waveform[start:end],
+            num_samples,
+            data_config.padding,
+            zero_padding=data_config.zero_padding,
+            fade_out_samples=fade_out,
+        )
+        segments.append(segment)
     return segments
 
 
+def prepare_recording(
+    samples: torch.Tensor, source_rate_hz: int, data_config: DataConfig
+) -> torch.Tensor:
+    """A whole decoded recording as the cycles are cut from it: resampled to
+    data.sample_rate_hz, then (data.fade "reference") faded in and out.
+
+    Args:
+        samples: (samples,) float32 at source_rate_hz.
+
+    Returns:
+        (samples * sample_rate_hz / source_rate_hz,) float32
+    """
+    rate = data_config.sample_rate_hz
+    waveform = resample(
+        samples, source_rate_hz, rate, use_transform=data_config.cycle_slicing == "truncated"
+    )
+    if data_config.fade == "reference":
+        fade = fade_length(rate)
+        waveform = apply_fade(waveform, fade_in_samples=fade, fade_out_samples=fade)
+    return waveform
+
+
 def load_cycle_waveforms(recording: Recording, data_config: DataConfig) -> list[torch.Tensor]:
-    """Decodes a recording once, resamples it once, and returns its cycles.
+    """Decodes a recording once, resamples (and fades) it once, and returns its cycles.
 
     Returns:
         One float32 tensor (segment_seconds * sample_rate_hz,) per cycle (8 s at 16 kHz:
@@ -418,7 +531,7 @@ def load_cycle_waveforms(recording: Recording, data_config: DataConfig) -> list[
     import torch
 
     samples, source_rate = read_wav(recording.wav_path)
-    waveform = resample(torch.from_numpy(samples), source_rate, data_config.sample_rate_hz)
+    waveform = prepare_recording(torch.from_numpy(samples), source_rate, data_config)
     return slice_cycles(
         waveform,
         recording,
