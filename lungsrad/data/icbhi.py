@@ -581,7 +581,72 @@ def scan_dataset(
     if not root.is_dir():
         raise NotADirectoryError(f"dataset path is not a folder: {root}")
     split_path = Path(split_file) if split_file is not None else root / SPLIT_FILE_NAME
+    wav_files, text_files = _list_recording_files(root, split_path)
 
+    problems: list[DataProblem] = []
+    notes: list[str] = []
+
+    # An annotation file is a .txt with a same-named .wav; other .txt files are ignored unless
+    # their name looks like a recording (then the wav is missing).
+    annotation_stems = sorted(set(text_files) & set(wav_files))
+    orphan_texts = sorted(set(text_files) - set(wav_files))
+    ignored = [name for name in orphan_texts if not RECORDING_NAME_PATTERN.match(name)]
+    if ignored:
+        notes.append(f"ignored {len(ignored)} other .txt file(s): {', '.join(ignored[:5])}")
+
+    has_split_file = split_path.is_file()
+    entries, split_problems = _read_split_entries(split_path, has_split_file)
+    if not annotation_stems and not entries:
+        raise UserError(
+            f"no recordings in {root}: expected NAME.wav + NAME.txt pairs as in "
+            f"ICBHI_final_database{_nested_database_hint(root)}"
+        )
+    problems.extend(split_problems)
+    notes.extend(_fix_split_names(entries, wav_files, text_files))
+    problems.extend(_missing_file_problems(root, split_path, entries, wav_files, text_files))
+    for name in orphan_texts:
+        if name not in ignored and name not in entries:
+            problems.append(DataProblem(str(root / f"{name}.wav"), None, "wav file missing", True))
+
+    recordings: list[Recording] = []
+    audio: dict[str, AudioInfo] = {}
+    num_clipped = 0
+    for name in annotation_stems:
+        recording, info, recording_problems, clipped = _read_recording(
+            name,
+            wav_path=wav_files[name],
+            annotation_path=text_files[name],
+            split_entry=entries.get(name),
+            split_path=split_path if has_split_file else None,
+            read_headers=read_headers or decode_audio,
+            decode_audio=decode_audio,
+        )
+        recordings.append(recording)
+        problems.extend(recording_problems)
+        num_clipped += clipped
+        if info is not None:
+            audio[name] = info
+    if num_clipped:
+        notes.append(
+            f"{num_clipped} cycle(s) end at most {END_TOLERANCE_SECONDS} s past their recording "
+            "and were clipped to its end"
+        )
+
+    problems.sort(key=lambda p: (p.path, p.line or 0))
+    return DatasetScan(
+        root=root,
+        split_file=split_path,
+        recordings=recordings,
+        problems=problems,
+        warnings=_shared_patient_warnings(recordings, split_path),
+        notes=notes,
+        audio=audio,
+        num_cycles_clipped=num_clipped,
+    )
+
+
+def _list_recording_files(root: Path, split_path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """{stem: path} of the .wav files and of the .txt files other than the split/diagnosis files."""
     wav_files: dict[str, Path] = {}
     text_files: dict[str, Path] = {}
     excluded = {SPLIT_FILE_NAME.lower(), DIAGNOSIS_FILE_NAME.lower(), split_path.name.lower()}
@@ -593,47 +658,48 @@ def scan_dataset(
             wav_files[entry.stem] = entry
         elif suffix == ".txt" and entry.name.lower() not in excluded:
             text_files[entry.stem] = entry
+    return wav_files, text_files
 
-    problems: list[DataProblem] = []
-    warnings: list[DataProblem] = []
-    notes: list[str] = []
 
-    # An annotation file is a .txt with a same-named .wav; other .txt files are ignored unless
-    # their name looks like a recording (then the wav is missing).
-    annotation_stems = sorted(set(text_files) & set(wav_files))
-    orphan_texts = sorted(set(text_files) - set(wav_files))
-    ignored = [name for name in orphan_texts if not RECORDING_NAME_PATTERN.match(name)]
-    if ignored:
-        notes.append(f"ignored {len(ignored)} other .txt file(s): {', '.join(ignored[:5])}")
+def _read_split_entries(
+    split_path: Path, exists: bool
+) -> tuple[dict[str, tuple[str, int]], list[DataProblem]]:
+    """The split file's name -> (split, line), and its problems (a missing file is one)."""
+    if exists:
+        return parse_split_file(split_path)
+    missing = DataProblem(
+        str(split_path),
+        None,
+        "split file not found; pass --split-file (CLI) or set data.split_file",
+        is_missing_file=True,
+    )
+    return {}, [missing]
 
-    entries: dict[str, tuple[str, int]] = {}
-    has_split_file = split_path.is_file()
-    if has_split_file:
-        entries, split_problems = parse_split_file(split_path)
-        problems.extend(split_problems)
-    if not annotation_stems and not entries:
-        raise UserError(
-            f"no recordings in {root}: expected NAME.wav + NAME.txt pairs as in "
-            f"ICBHI_final_database{_nested_database_hint(root)}"
-        )
-    if not has_split_file:
-        problems.append(
-            DataProblem(
-                str(split_path),
-                None,
-                "split file not found; pass --split-file (CLI) or set data.split_file",
-                is_missing_file=True,
-            )
-        )
 
+def _fix_split_names(
+    entries: dict[str, tuple[str, int]], wav_files: dict[str, Path], text_files: dict[str, Path]
+) -> list[str]:
+    """Renames the split file's known wrong entries in `entries`; returns a note per fix."""
+    notes = []
     for wrong, right in SPLIT_NAME_FIXES.items():
         has_files = wrong in wav_files or wrong in text_files
         if wrong in entries and not has_files and right in wav_files and right not in entries:
             entries[right] = entries.pop(wrong)
             notes.append(f"split entry {wrong} mapped to {right} (known ICBHI naming error)")
+    return notes
 
+
+def _missing_file_problems(
+    root: Path,
+    split_path: Path,
+    entries: dict[str, tuple[str, int]],
+    wav_files: dict[str, Path],
+    text_files: dict[str, Path],
+) -> list[DataProblem]:
+    """A problem for each split entry whose wav or annotation file is missing."""
+    problems = []
     for name, (_, line) in sorted(entries.items()):
-        if name in annotation_stems:
+        if name in wav_files and name in text_files:
             continue
         if name in wav_files:
             problems.append(
@@ -655,80 +721,68 @@ def scan_dataset(
                     is_missing_file=True,
                 )
             )
-    for name in orphan_texts:
-        if name not in ignored and name not in entries:
-            problems.append(DataProblem(str(root / f"{name}.wav"), None, "wav file missing", True))
+    return problems
 
-    recordings: list[Recording] = []
-    audio: dict[str, AudioInfo] = {}
+
+def _read_recording(
+    name: str,
+    *,
+    wav_path: Path,
+    annotation_path: Path,
+    split_entry: tuple[str, int] | None,
+    split_path: Path | None,
+    read_headers: bool,
+    decode_audio: bool,
+) -> tuple[Recording, AudioInfo | None, list[DataProblem], int]:
+    """One recording's annotations (and header): (recording, header or None, its problems,
+    cycles clipped to the recording end). `split_path` None: there is no split file."""
+    cycles, problems = parse_annotation_file(annotation_path, name)
+    split = split_entry[0] if split_entry is not None else UNASSIGNED
+    if split_path is not None and split_entry is None:
+        problems.append(
+            DataProblem(str(wav_path), None, f"recording missing from the split file {split_path}")
+        )
+    info = None
     num_clipped = 0
-    for name in annotation_stems:
-        annotation_path, wav_path = text_files[name], wav_files[name]
-        cycles, cycle_problems = parse_annotation_file(annotation_path, name)
-        problems.extend(cycle_problems)
-        split = entries[name][0] if name in entries else UNASSIGNED
-        if has_split_file and name not in entries:
-            problems.append(
-                DataProblem(
-                    str(wav_path), None, f"recording missing from the split file {split_path}"
-                )
-            )
-        info = None
-        if read_headers or decode_audio:
-            try:
-                info = read_audio_info(wav_path)
-            except ValueError as error:
-                problems.append(DataProblem(str(wav_path), None, _strip_path(error, wav_path)))
-        if info is not None:
-            audio[name] = info
-            problems.extend(_audio_problems(wav_path, info, decode_audio))
-            for cycle in cycles:
-                problem = cycle_position_problem(cycle, info.duration_seconds)
-                if problem is not None:
-                    problems.append(DataProblem(str(annotation_path), cycle.line, problem))
-                elif cycle.end_seconds > info.duration_seconds:
-                    num_clipped += 1
-        recordings.append(
-            Recording(
-                name=name,
-                patient_id=patient_id_of(name),
-                wav_path=wav_path,
-                annotation_path=annotation_path,
-                split=split,
-                cycles=tuple(cycles),
-                sample_rate_hz=info.sample_rate_hz if info else None,
-                num_frames=info.num_frames if info else None,
-            )
-        )
-    if num_clipped:
-        notes.append(
-            f"{num_clipped} cycle(s) end at most {END_TOLERANCE_SECONDS} s past their recording "
-            "and were clipped to its end"
-        )
+    if read_headers:
+        try:
+            info = read_audio_info(wav_path)
+        except ValueError as error:
+            problems.append(DataProblem(str(wav_path), None, _strip_path(error, wav_path)))
+    if info is not None:
+        problems.extend(_audio_problems(wav_path, info, decode_audio))
+        for cycle in cycles:
+            problem = cycle_position_problem(cycle, info.duration_seconds)
+            if problem is not None:
+                problems.append(DataProblem(str(annotation_path), cycle.line, problem))
+            elif cycle.end_seconds > info.duration_seconds:
+                num_clipped += 1
+    recording = Recording(
+        name=name,
+        patient_id=patient_id_of(name),
+        wav_path=wav_path,
+        annotation_path=annotation_path,
+        split=split,
+        cycles=tuple(cycles),
+        sample_rate_hz=info.sample_rate_hz if info else None,
+        num_frames=info.num_frames if info else None,
+    )
+    return recording, info, problems, num_clipped
 
+
+def _shared_patient_warnings(recordings: list[Recording], split_path: Path) -> list[DataProblem]:
     patients = {split: {r.patient_id for r in recordings if r.split == split} for split in SPLITS}
     shared = sorted(patients["train"] & patients["test"], key=_natural_key)
-    if shared:
-        warnings.append(
-            DataProblem(
-                str(split_path),
-                None,
-                f"{len(shared)} patient(s) appear in both official train and test: "
-                f"{', '.join(shared[:10])}",
-            )
+    if not shared:
+        return []
+    return [
+        DataProblem(
+            str(split_path),
+            None,
+            f"{len(shared)} patient(s) appear in both official train and test: "
+            f"{', '.join(shared[:10])}",
         )
-
-    problems.sort(key=lambda p: (p.path, p.line or 0))
-    return DatasetScan(
-        root=root,
-        split_file=split_path,
-        recordings=recordings,
-        problems=problems,
-        warnings=warnings,
-        notes=notes,
-        audio=audio,
-        num_cycles_clipped=num_clipped,
-    )
+    ]
 
 
 def _strip_path(error: Exception, path: Path) -> str:
