@@ -1,7 +1,8 @@
 """ICBHI 2017 database reader: recordings, cycle labels, the official split and cycle waveforms.
 
 Follows the ICBHI_final_database layout (Rocha et al., 2019) and the cycle slicing and padding of
-the patch-mix / DASS reference code (`util/icbhi_util.py`: resample the recording, slice, pad).
+the patch-mix / DASS reference code (`util/icbhi_util.py`: resample and fade the recording,
+slice, pad), with switches for lungsrad 1's choices (DataConfig: fade, cycle_slicing, zero_padding).
 torch is imported inside the waveform functions only, so `lungsrad data inspect` starts fast.
 """
 
