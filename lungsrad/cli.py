@@ -1,4 +1,4 @@
-"""Command line: `lungsrad data synth|inspect`, `lungsrad train`, `lungsrad evaluate`,
+"""Command line: `lungsrad data synth|inspect|features`, `lungsrad train`, `lungsrad evaluate`,
 `lungsrad spectral`. Only parses arguments and calls the library; bad input exits 2 in one line.
 """
 
@@ -41,6 +41,21 @@ def _data_inspect(args: argparse.Namespace) -> int:
     more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
     print(f"lungsrad: error: {args.directory} is not usable: {first}{more}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def _data_features(args: argparse.Namespace) -> int:
+    from lungsrad.config import apply_overrides, load_config
+    from lungsrad.data.export import export_model_inputs
+
+    config = load_config(args.config)
+    overrides = dict(_parse_override(item) for item in args.set or [])
+    overrides["data.root"] = str(args.directory)
+    if args.split_file is not None:
+        overrides["data.split_file"] = str(args.split_file)
+    config = apply_overrides(config, overrides)
+    export = export_model_inputs(config.data, args.out, overwrite=args.force)
+    print(export.format_text())
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -121,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--split-file", type=Path, default=None, help="official split file")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(handler=_data_inspect)
+    features = data_commands.add_parser(
+        "features",
+        help="write every cycle's model input (normalised, resized, no augmentation) to an .npz",
+    )
+    features.add_argument("directory", type=Path, help="ICBHI_final_database-style folder")
+    features.add_argument("--config", type=Path, required=True, help="run config YAML (its data)")
+    features.add_argument("--out", type=Path, required=True, help="output FILE.npz (written once)")
+    features.add_argument("--split-file", type=Path, default=None, help="official split file")
+    features.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
+    features.add_argument("--force", action="store_true", help="replace an existing --out file")
+    features.set_defaults(handler=_data_features)
 
     train = commands.add_parser("train", help="train one run from a YAML config")
     train.add_argument("--config", type=Path, required=True, help="run config YAML")

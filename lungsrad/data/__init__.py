@@ -1,6 +1,6 @@
 """ICBHI 2017 data: the reader (icbhi), features and their cache (features), evaluation splits
 (loaders) and their patient rules (protocols: RespireNet's folds, the disjoint split), synthetic
-ICBHI-layout data (synthetic) and the dataset check (inspect).
+ICBHI-layout data (synthetic), the dataset check (inspect) and the model-input export (export).
 
 Names are imported lazily, so `lungsrad data synth` does not pay torch's import time.
 """
@@ -21,6 +21,7 @@ _EXPORTS = {
     "FeatureSet": "features",
     "compute_fbank": "features",
     "build_feature_set": "features",
+    "export_model_inputs": "export",
     "split_indices": "loaders",
     "read_fold_list": "protocols",
     "disjoint_moves": "protocols",

@@ -1,6 +1,7 @@
 """Cycle waveform -> normalised Kaldi fbank, and the on-disk feature cache of a whole dataset.
 Follows the AST/DASS recipe (Gong et al. 2021, `src/dataloader.py`; Saurabhbhati/DASS): 128 mel
-bins, 25 ms Hanning windows every 10 ms, (fbank - mean) / (2 * std) with AudioSet statistics.
+bins, 25 ms Hanning windows every 10 ms, (fbank - mean) / (2 * std) with AudioSet statistics
+or each cycle's own (the DASS reference code, ICBHI_HADES `util/icbhi_util.py` generate_fbank).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from lungsrad.data.icbhi import Recording, load_cycle_waveforms, scan_dataset
 from lungsrad.errors import UserError
 
 # Bump when the feature pipeline changes in a way DataConfig does not show (e.g. slicing rules);
-# old cache entries are then simply never hit again.
-FEATURE_PIPELINE_VERSION = 1
+# old cache entries are then simply never hit again. 2: data.fade, cycle_slicing, zero_padding and
+# normalization take effect; lungsrad at 638a57c already keyed its entries by them but ignored
+# them, so its entries for, e.g., fade reference hold unfaded features.
+FEATURE_PIPELINE_VERSION = 2
 CACHE_FORMAT = "lungsrad-feature-cache"
 
 # DataConfig fields that do not change the features. Every other field (including fields added
@@ -40,7 +43,7 @@ SETTINGS_OUTSIDE_FINGERPRINT = frozenset(
 
 
 def compute_fbank(waveform: torch.Tensor, data_config: DataConfig) -> torch.Tensor:
-    """Normalised log-mel filterbank of one cycle.
+    """Normalised log-mel filterbank of one cycle (see normalize_fbank).
 
     Args:
         waveform: (samples,) float at data_config.sample_rate_hz.
@@ -61,7 +64,28 @@ def compute_fbank(waveform: torch.Tensor, data_config: DataConfig) -> torch.Tens
         frame_length=data_config.frame_length_ms,
         frame_shift=data_config.frame_shift_ms,
     )
-    return (fbank - data_config.feature_mean) / (data_config.feature_std * 2.0)
+    return normalize_fbank(fbank, data_config)
+
+
+def normalize_fbank(fbank: torch.Tensor, data_config: DataConfig) -> torch.Tensor:
+    """(fbank - mean) / (2 * std): with the AudioSet statistics (data.normalization audioset) or
+    with the cycle's own mean and unbiased std (per_example, the DASS reference code).
+
+    Args:
+        fbank: (frames, num_mel_bins) float32 log-mel energies of one cycle.
+
+    Returns:
+        (frames, num_mel_bins) float32
+    """
+    if data_config.normalization == "audioset":
+        return (fbank - data_config.feature_mean) / (data_config.feature_std * 2.0)
+    if data_config.normalization == "per_example":
+        # A constant map (digital silence) has std 0; it becomes zeros instead of NaN.
+        std = fbank.std().clamp_min(torch.finfo(fbank.dtype).tiny)
+        return (fbank - fbank.mean()) / (std * 2.0)
+    raise ValueError(
+        f"data.normalization must be 'audioset' or 'per_example', got {data_config.normalization!r}"
+    )
 
 
 @dataclass

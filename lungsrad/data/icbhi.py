@@ -1,12 +1,14 @@
 """ICBHI 2017 database reader: recordings, cycle labels, the official split and cycle waveforms.
 
 Follows the ICBHI_final_database layout (Rocha et al., 2019) and the cycle slicing and padding of
-the patch-mix / DASS reference code (`util/icbhi_util.py`: resample the recording, slice, pad).
+the patch-mix / DASS reference code (`util/icbhi_util.py`: resample and fade the recording,
+slice, pad), with switches for lungsrad 1's choices (DataConfig: fade, cycle_slicing, zero_padding).
 torch is imported inside the waveform functions only, so `lungsrad data inspect` starts fast.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -316,22 +318,91 @@ def check_audio_samples(path: str | os.PathLike[str], samples: np.ndarray) -> No
         )
 
 
-def resample(waveform: torch.Tensor, source_rate_hz: int, target_rate_hz: int) -> torch.Tensor:
-    """Band-limited resampling of a whole recording: (samples,) -> (samples * target / source,)."""
+# The reference fades 1/16 s (int(rate / 16): 1000 samples at 16 kHz) in and out of every recording
+# and out of every repeat-padded cycle (util/icbhi_util.py, `fade_samples_ratio = 16`).
+FADE_FRACTION_OF_A_SECOND = 16
+
+
+def fade_length(rate_hz: int) -> int:
+    """Samples of the reference's linear fades at `rate_hz`: int(rate / 16)."""
+    return int(rate_hz / FADE_FRACTION_OF_A_SECOND)
+
+
+@functools.lru_cache(maxsize=32)
+def _resample_transform(source_rate_hz: int, target_rate_hz: int) -> Any:
+    # torchaudio's Resample precomputes its sinc kernel: build it once per rate pair.
+    import torchaudio
+
+    return torchaudio.transforms.Resample(source_rate_hz, target_rate_hz)
+
+
+def resample(
+    waveform: torch.Tensor,
+    source_rate_hz: int,
+    target_rate_hz: int,
+    *,
+    use_transform: bool = False,
+) -> torch.Tensor:
+    """Band-limited resampling of a whole recording: (samples,) -> (samples * target / source,).
+
+    Args:
+        use_transform: torchaudio.transforms.Resample (the reference code, data.cycle_slicing
+            truncated) instead of torchaudio.functional.resample (lungsrad 1, rounded). Same
+            filter; the transform's precomputed kernel differs in the last bits (about 1e-5).
+    """
     import torchaudio
 
     if source_rate_hz == target_rate_hz:
         return waveform
+    if use_transform:
+        return _resample_transform(source_rate_hz, target_rate_hz)(waveform)
     return torchaudio.functional.resample(waveform, source_rate_hz, target_rate_hz)
 
 
-def fit_to_length(waveform: torch.Tensor, num_samples: int, padding: str) -> torch.Tensor:
-    """Cuts or pads a cycle to exactly `num_samples`.
+def apply_fade(
+    waveform: torch.Tensor, *, fade_in_samples: int, fade_out_samples: int
+) -> torch.Tensor:
+    """Linear fade in and out with torchaudio.transforms.Fade, as the reference code fades.
+
+    Args:
+        waveform: (samples,); fades longer than the waveform are shortened to its length (the
+            reference never meets such a waveform: recordings are seconds, cycles 8 s).
+
+    Returns:
+        (samples,)
+    """
+    import torchaudio
+
+    length = waveform.shape[-1]
+    fade = torchaudio.transforms.Fade(
+        fade_in_len=min(fade_in_samples, length),
+        fade_out_len=min(fade_out_samples, length),
+        fade_shape="linear",
+    )
+    return fade(waveform)
+
+
+def fit_to_length(
+    waveform: torch.Tensor,
+    num_samples: int,
+    padding: str,
+    *,
+    zero_padding: str = "end",
+    fade_out_samples: int = 0,
+) -> torch.Tensor:
+    """Cuts or pads a cycle to exactly `num_samples`, as the reference's cut_pad_sample does.
+
+    A cycle longer than `num_samples` is cut to its first `num_samples`; any other (equal length
+    included) is padded: tiled and cropped, then faded out ("repeat"), or placed among zeros
+    without a fade ("zero").
 
     Args:
         waveform: (samples,), at least one sample.
         num_samples: target length.
-        padding: "repeat" tiles the cycle (reference default), "zero" appends zeros.
+        padding: "repeat" tiles the cycle (reference default), "zero" pads with zeros.
+        zero_padding: "centre" puts the cycle at offset (num_samples - samples) // 2 (reference),
+            "end" appends the zeros (lungsrad 1).
+        fade_out_samples: linear fade-out of a repeat-padded cycle (0: none).
 
     Returns:
         (num_samples,)
@@ -341,18 +412,29 @@ def fit_to_length(waveform: torch.Tensor, num_samples: int, padding: str) -> tor
     length = waveform.shape[-1]
     if length == 0:
         raise ValueError("cannot pad an empty cycle")
-    if length >= num_samples:
+    if padding not in ("repeat", "zero"):
+        raise ValueError(f"data.padding must be 'repeat' or 'zero', got {padding!r}")
+    if zero_padding not in ("centre", "end"):
+        raise ValueError(f"data.zero_padding must be 'centre' or 'end', got {zero_padding!r}")
+    if length > num_samples:
         return waveform[:num_samples]
-    if padding == "repeat":
-        return waveform.repeat(math.ceil(num_samples / length))[:num_samples]
     if padding == "zero":
-        return torch.nn.functional.pad(waveform, (0, num_samples - length))
-    raise ValueError(f"data.padding must be 'repeat' or 'zero', got {padding!r}")
+        before = (num_samples - length) // 2 if zero_padding == "centre" else 0
+        return torch.nn.functional.pad(waveform, (before, num_samples - length - before))
+    tiled = waveform.repeat(math.ceil(num_samples / length))[:num_samples]
+    if fade_out_samples:
+        tiled = apply_fade(tiled, fade_in_samples=0, fade_out_samples=fade_out_samples)
+    return tiled
 
 
-def _sample_index(seconds: float, rate_hz: int) -> int:
-    # Truncation as in the reference slicing; the epsilon keeps 0.3 s * 16 kHz at 4800, not 4799.
-    return int(math.floor(seconds * rate_hz + 1e-6))
+def sample_index(seconds: float, rate_hz: int, cycle_slicing: str) -> int:
+    """The sample at `seconds`: int(t * rate) ("truncated", the reference) or
+    floor(t * rate + 1e-6) ("rounded", lungsrad 1: 0.3 s * 16 kHz is 4800, not 4799)."""
+    if cycle_slicing == "truncated":
+        return int(seconds * rate_hz)
+    if cycle_slicing == "rounded":
+        return int(math.floor(seconds * rate_hz + 1e-6))
+    raise ValueError(f"data.cycle_slicing must be 'truncated' or 'rounded', got {cycle_slicing!r}")
 
 
 def cycle_position_problem(cycle: Cycle, duration_seconds: float) -> str | None:
@@ -381,7 +463,8 @@ def slice_cycles(
     """Slices every cycle of `recording` out of its resampled waveform and fits it to length.
 
     Args:
-        waveform: (samples,) the whole recording at data_config.sample_rate_hz.
+        waveform: (samples,) the whole recording at data_config.sample_rate_hz (already faded
+            when data.fade is "reference").
         source_duration_seconds: duration of the original file (for the end tolerance).
 
     Returns:
@@ -389,24 +472,55 @@ def slice_cycles(
     """
     rate = data_config.sample_rate_hz
     num_samples = int(round(data_config.segment_seconds * rate))
+    fade_out = fade_length(rate) if data_config.fade == "reference" else 0
     segments = []
     for cycle in recording.cycles:
         problem = cycle_position_problem(cycle, source_duration_seconds)
         if problem is not None:
             raise UserError(f"{recording.annotation_path}:{cycle.line}: {problem}")
-        start = _sample_index(cycle.start_seconds, rate)
-        end = min(_sample_index(cycle.end_seconds, rate), waveform.shape[-1])
+        start = sample_index(cycle.start_seconds, rate, data_config.cycle_slicing)
+        end = sample_index(cycle.end_seconds, rate, data_config.cycle_slicing)
+        end = min(end, waveform.shape[-1])
         if end <= start:
             raise UserError(
                 f"{recording.annotation_path}:{cycle.line}: cycle is shorter than one sample at "
                 f"{rate} Hz"
             )
-        segments.append(fit_to_length(waveform[start:end], num_samples, data_config.padding))
+        segment = fit_to_length(
+            waveform[start:end],
+            num_samples,
+            data_config.padding,
+            zero_padding=data_config.zero_padding,
+            fade_out_samples=fade_out,
+        )
+        segments.append(segment)
     return segments
 
 
+def prepare_recording(
+    samples: torch.Tensor, source_rate_hz: int, data_config: DataConfig
+) -> torch.Tensor:
+    """A whole decoded recording as the cycles are cut from it: resampled to
+    data.sample_rate_hz, then (data.fade "reference") faded in and out.
+
+    Args:
+        samples: (samples,) float32 at source_rate_hz.
+
+    Returns:
+        (samples * sample_rate_hz / source_rate_hz,) float32
+    """
+    rate = data_config.sample_rate_hz
+    waveform = resample(
+        samples, source_rate_hz, rate, use_transform=data_config.cycle_slicing == "truncated"
+    )
+    if data_config.fade == "reference":
+        fade = fade_length(rate)
+        waveform = apply_fade(waveform, fade_in_samples=fade, fade_out_samples=fade)
+    return waveform
+
+
 def load_cycle_waveforms(recording: Recording, data_config: DataConfig) -> list[torch.Tensor]:
-    """Decodes a recording once, resamples it once, and returns its cycles.
+    """Decodes a recording once, resamples (and fades) it once, and returns its cycles.
 
     Returns:
         One float32 tensor (segment_seconds * sample_rate_hz,) per cycle (8 s at 16 kHz:
@@ -418,7 +532,7 @@ def load_cycle_waveforms(recording: Recording, data_config: DataConfig) -> list[
     import torch
 
     samples, source_rate = read_wav(recording.wav_path)
-    waveform = resample(torch.from_numpy(samples), source_rate, data_config.sample_rate_hz)
+    waveform = prepare_recording(torch.from_numpy(samples), source_rate, data_config)
     return slice_cycles(
         waveform,
         recording,
@@ -468,7 +582,72 @@ def scan_dataset(
     if not root.is_dir():
         raise NotADirectoryError(f"dataset path is not a folder: {root}")
     split_path = Path(split_file) if split_file is not None else root / SPLIT_FILE_NAME
+    wav_files, text_files = _list_recording_files(root, split_path)
 
+    problems: list[DataProblem] = []
+    notes: list[str] = []
+
+    # An annotation file is a .txt with a same-named .wav; other .txt files are ignored unless
+    # their name looks like a recording (then the wav is missing).
+    annotation_stems = sorted(set(text_files) & set(wav_files))
+    orphan_texts = sorted(set(text_files) - set(wav_files))
+    ignored = [name for name in orphan_texts if not RECORDING_NAME_PATTERN.match(name)]
+    if ignored:
+        notes.append(f"ignored {len(ignored)} other .txt file(s): {', '.join(ignored[:5])}")
+
+    has_split_file = split_path.is_file()
+    entries, split_problems = _read_split_entries(split_path, has_split_file)
+    if not annotation_stems and not entries:
+        raise UserError(
+            f"no recordings in {root}: expected NAME.wav + NAME.txt pairs as in "
+            f"ICBHI_final_database{_nested_database_hint(root)}"
+        )
+    problems.extend(split_problems)
+    notes.extend(_fix_split_names(entries, wav_files, text_files))
+    problems.extend(_missing_file_problems(root, split_path, entries, wav_files, text_files))
+    for name in orphan_texts:
+        if name not in ignored and name not in entries:
+            problems.append(DataProblem(str(root / f"{name}.wav"), None, "wav file missing", True))
+
+    recordings: list[Recording] = []
+    audio: dict[str, AudioInfo] = {}
+    num_clipped = 0
+    for name in annotation_stems:
+        recording, info, recording_problems, clipped = _read_recording(
+            name,
+            wav_path=wav_files[name],
+            annotation_path=text_files[name],
+            split_entry=entries.get(name),
+            split_path=split_path if has_split_file else None,
+            read_headers=read_headers or decode_audio,
+            decode_audio=decode_audio,
+        )
+        recordings.append(recording)
+        problems.extend(recording_problems)
+        num_clipped += clipped
+        if info is not None:
+            audio[name] = info
+    if num_clipped:
+        notes.append(
+            f"{num_clipped} cycle(s) end at most {END_TOLERANCE_SECONDS} s past their recording "
+            "and were clipped to its end"
+        )
+
+    problems.sort(key=lambda p: (p.path, p.line or 0))
+    return DatasetScan(
+        root=root,
+        split_file=split_path,
+        recordings=recordings,
+        problems=problems,
+        warnings=_shared_patient_warnings(recordings, split_path),
+        notes=notes,
+        audio=audio,
+        num_cycles_clipped=num_clipped,
+    )
+
+
+def _list_recording_files(root: Path, split_path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """{stem: path} of the .wav files and of the .txt files other than the split/diagnosis files."""
     wav_files: dict[str, Path] = {}
     text_files: dict[str, Path] = {}
     excluded = {SPLIT_FILE_NAME.lower(), DIAGNOSIS_FILE_NAME.lower(), split_path.name.lower()}
@@ -480,47 +659,48 @@ def scan_dataset(
             wav_files[entry.stem] = entry
         elif suffix == ".txt" and entry.name.lower() not in excluded:
             text_files[entry.stem] = entry
+    return wav_files, text_files
 
-    problems: list[DataProblem] = []
-    warnings: list[DataProblem] = []
-    notes: list[str] = []
 
-    # An annotation file is a .txt with a same-named .wav; other .txt files are ignored unless
-    # their name looks like a recording (then the wav is missing).
-    annotation_stems = sorted(set(text_files) & set(wav_files))
-    orphan_texts = sorted(set(text_files) - set(wav_files))
-    ignored = [name for name in orphan_texts if not RECORDING_NAME_PATTERN.match(name)]
-    if ignored:
-        notes.append(f"ignored {len(ignored)} other .txt file(s): {', '.join(ignored[:5])}")
+def _read_split_entries(
+    split_path: Path, exists: bool
+) -> tuple[dict[str, tuple[str, int]], list[DataProblem]]:
+    """The split file's name -> (split, line), and its problems (a missing file is one)."""
+    if exists:
+        return parse_split_file(split_path)
+    missing = DataProblem(
+        str(split_path),
+        None,
+        "split file not found; pass --split-file (CLI) or set data.split_file",
+        is_missing_file=True,
+    )
+    return {}, [missing]
 
-    entries: dict[str, tuple[str, int]] = {}
-    has_split_file = split_path.is_file()
-    if has_split_file:
-        entries, split_problems = parse_split_file(split_path)
-        problems.extend(split_problems)
-    if not annotation_stems and not entries:
-        raise UserError(
-            f"no recordings in {root}: expected NAME.wav + NAME.txt pairs as in "
-            f"ICBHI_final_database{_nested_database_hint(root)}"
-        )
-    if not has_split_file:
-        problems.append(
-            DataProblem(
-                str(split_path),
-                None,
-                "split file not found; pass --split-file (CLI) or set data.split_file",
-                is_missing_file=True,
-            )
-        )
 
+def _fix_split_names(
+    entries: dict[str, tuple[str, int]], wav_files: dict[str, Path], text_files: dict[str, Path]
+) -> list[str]:
+    """Renames the split file's known wrong entries in `entries`; returns a note per fix."""
+    notes = []
     for wrong, right in SPLIT_NAME_FIXES.items():
         has_files = wrong in wav_files or wrong in text_files
         if wrong in entries and not has_files and right in wav_files and right not in entries:
             entries[right] = entries.pop(wrong)
             notes.append(f"split entry {wrong} mapped to {right} (known ICBHI naming error)")
+    return notes
 
+
+def _missing_file_problems(
+    root: Path,
+    split_path: Path,
+    entries: dict[str, tuple[str, int]],
+    wav_files: dict[str, Path],
+    text_files: dict[str, Path],
+) -> list[DataProblem]:
+    """A problem for each split entry whose wav or annotation file is missing."""
+    problems = []
     for name, (_, line) in sorted(entries.items()):
-        if name in annotation_stems:
+        if name in wav_files and name in text_files:
             continue
         if name in wav_files:
             problems.append(
@@ -542,80 +722,68 @@ def scan_dataset(
                     is_missing_file=True,
                 )
             )
-    for name in orphan_texts:
-        if name not in ignored and name not in entries:
-            problems.append(DataProblem(str(root / f"{name}.wav"), None, "wav file missing", True))
+    return problems
 
-    recordings: list[Recording] = []
-    audio: dict[str, AudioInfo] = {}
+
+def _read_recording(
+    name: str,
+    *,
+    wav_path: Path,
+    annotation_path: Path,
+    split_entry: tuple[str, int] | None,
+    split_path: Path | None,
+    read_headers: bool,
+    decode_audio: bool,
+) -> tuple[Recording, AudioInfo | None, list[DataProblem], int]:
+    """One recording's annotations (and header): (recording, header or None, its problems,
+    cycles clipped to the recording end). `split_path` None: there is no split file."""
+    cycles, problems = parse_annotation_file(annotation_path, name)
+    split = split_entry[0] if split_entry is not None else UNASSIGNED
+    if split_path is not None and split_entry is None:
+        problems.append(
+            DataProblem(str(wav_path), None, f"recording missing from the split file {split_path}")
+        )
+    info = None
     num_clipped = 0
-    for name in annotation_stems:
-        annotation_path, wav_path = text_files[name], wav_files[name]
-        cycles, cycle_problems = parse_annotation_file(annotation_path, name)
-        problems.extend(cycle_problems)
-        split = entries[name][0] if name in entries else UNASSIGNED
-        if has_split_file and name not in entries:
-            problems.append(
-                DataProblem(
-                    str(wav_path), None, f"recording missing from the split file {split_path}"
-                )
-            )
-        info = None
-        if read_headers or decode_audio:
-            try:
-                info = read_audio_info(wav_path)
-            except ValueError as error:
-                problems.append(DataProblem(str(wav_path), None, _strip_path(error, wav_path)))
-        if info is not None:
-            audio[name] = info
-            problems.extend(_audio_problems(wav_path, info, decode_audio))
-            for cycle in cycles:
-                problem = cycle_position_problem(cycle, info.duration_seconds)
-                if problem is not None:
-                    problems.append(DataProblem(str(annotation_path), cycle.line, problem))
-                elif cycle.end_seconds > info.duration_seconds:
-                    num_clipped += 1
-        recordings.append(
-            Recording(
-                name=name,
-                patient_id=patient_id_of(name),
-                wav_path=wav_path,
-                annotation_path=annotation_path,
-                split=split,
-                cycles=tuple(cycles),
-                sample_rate_hz=info.sample_rate_hz if info else None,
-                num_frames=info.num_frames if info else None,
-            )
-        )
-    if num_clipped:
-        notes.append(
-            f"{num_clipped} cycle(s) end at most {END_TOLERANCE_SECONDS} s past their recording "
-            "and were clipped to its end"
-        )
+    if read_headers:
+        try:
+            info = read_audio_info(wav_path)
+        except ValueError as error:
+            problems.append(DataProblem(str(wav_path), None, _strip_path(error, wav_path)))
+    if info is not None:
+        problems.extend(_audio_problems(wav_path, info, decode_audio))
+        for cycle in cycles:
+            problem = cycle_position_problem(cycle, info.duration_seconds)
+            if problem is not None:
+                problems.append(DataProblem(str(annotation_path), cycle.line, problem))
+            elif cycle.end_seconds > info.duration_seconds:
+                num_clipped += 1
+    recording = Recording(
+        name=name,
+        patient_id=patient_id_of(name),
+        wav_path=wav_path,
+        annotation_path=annotation_path,
+        split=split,
+        cycles=tuple(cycles),
+        sample_rate_hz=info.sample_rate_hz if info else None,
+        num_frames=info.num_frames if info else None,
+    )
+    return recording, info, problems, num_clipped
 
+
+def _shared_patient_warnings(recordings: list[Recording], split_path: Path) -> list[DataProblem]:
     patients = {split: {r.patient_id for r in recordings if r.split == split} for split in SPLITS}
     shared = sorted(patients["train"] & patients["test"], key=_natural_key)
-    if shared:
-        warnings.append(
-            DataProblem(
-                str(split_path),
-                None,
-                f"{len(shared)} patient(s) appear in both official train and test: "
-                f"{', '.join(shared[:10])}",
-            )
+    if not shared:
+        return []
+    return [
+        DataProblem(
+            str(split_path),
+            None,
+            f"{len(shared)} patient(s) appear in both official train and test: "
+            f"{', '.join(shared[:10])}",
         )
-
-    problems.sort(key=lambda p: (p.path, p.line or 0))
-    return DatasetScan(
-        root=root,
-        split_file=split_path,
-        recordings=recordings,
-        problems=problems,
-        warnings=warnings,
-        notes=notes,
-        audio=audio,
-        num_cycles_clipped=num_clipped,
-    )
+    ]
 
 
 def _strip_path(error: Exception, path: Path) -> str:

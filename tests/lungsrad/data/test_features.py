@@ -21,8 +21,10 @@ from lungsrad.data.features import (
     FeatureSet,
     build_feature_set,
     compute_fbank,
+    compute_feature_set,
     dataset_fingerprint,
     expected_num_frames,
+    normalize_fbank,
     resolve_cache_dir,
 )
 from lungsrad.data.icbhi import audio_decode_count, load_icbhi_index
@@ -135,6 +137,10 @@ def test_progress_bar_can_be_shown_and_hidden(
         ("frame_shift_ms", 20.0),
         ("feature_mean", 0.0),
         ("feature_std", 1.0),
+        ("normalization", "per_example"),
+        ("fade", "none"),
+        ("cycle_slicing", "rounded"),
+        ("zero_padding", "end"),
     ],
 )
 def test_fingerprint_changes_with_every_feature_setting(
@@ -206,3 +212,58 @@ def test_damaged_cache_entry_is_rebuilt_with_a_warning(
 def test_cache_dir_comes_from_the_config(tmp_path: Path) -> None:
     assert resolve_cache_dir(DataConfig(cache_dir=str(tmp_path / "c"))) == tmp_path / "c"
     assert resolve_cache_dir(DataConfig()) == Path.home() / ".cache" / "lungsrad" / "features"
+
+
+def test_per_example_normalisation_uses_the_cycles_own_mean_and_unbiased_std() -> None:
+    waveform = 0.1 * torch.randn(128000, generator=torch.Generator().manual_seed(2))
+    audioset = compute_fbank(waveform, DataConfig())
+    fbank = audioset * (2 * 4.5689974) - 4.2677393  # back to the log-mel energies
+    per_example = compute_fbank(waveform, DataConfig(normalization="per_example"))
+    expected = (fbank - fbank.mean()) / (2 * torch.std(fbank, unbiased=True))
+    torch.testing.assert_close(per_example, expected, atol=1e-5, rtol=0)
+    assert per_example.mean().abs() < 1e-5 and per_example.std().item() == pytest.approx(0.5)
+    silence = compute_fbank(torch.zeros(128000), DataConfig(normalization="per_example"))
+    assert torch.isfinite(silence).all() and silence.min() == silence.max()
+    constant = normalize_fbank(
+        torch.full((798, 128), -16.0), DataConfig(normalization="per_example")
+    )
+    assert torch.equal(constant, torch.zeros_like(constant))  # not NaN: its std is 0
+
+
+# Each new data key, with a base where changing it changes the features (zero_padding acts on
+# zero padding only; the base cycles are shorter than the 2-s segment, so they are padded).
+_NEW_KEYS = [
+    ("normalization", "audioset", "per_example"),
+    ("fade", "reference", "none"),
+    ("cycle_slicing", "truncated", "rounded"),
+    ("zero_padding", "centre", "end"),
+]
+
+
+def test_no_two_settings_of_a_new_data_key_share_a_cache_entry(
+    small_dataset: Path, data_config: DataConfig
+) -> None:
+    base = dataclasses.replace(data_config, padding="zero", segment_seconds=2.0)
+    built = {}
+    for key, first, second in _NEW_KEYS:
+        for value in (first, second):
+            config = dataclasses.replace(base, **{key: value})
+            before = audio_decode_count()
+            features = build_feature_set(config, small_dataset, show_progress=False)
+            fresh = compute_feature_set(
+                load_icbhi_index(small_dataset), config, show_progress=False
+            )
+            assert torch.equal(features.features, fresh.features), (key, value)
+            built[(key, value)] = (features, audio_decode_count() - before)
+        (one, _), (other, decoded) = built[(key, first)], built[(key, second)]
+        assert other.fingerprint != one.fingerprint
+        assert decoded >= 2  # the second setting decoded audio: no reuse of the first's entry
+        assert not torch.equal(one.features, other.features), key
+    entries = list(Path(data_config.cache_dir).glob("icbhi-*.pt"))
+    assert len(entries) == len({f.fingerprint for f, _ in built.values()})
+    # model_frames is resized on the training device: it shares the fbank's entry.
+    before = audio_decode_count()
+    build_feature_set(
+        dataclasses.replace(base, model_frames=256), small_dataset, show_progress=False
+    )
+    assert audio_decode_count() == before
