@@ -219,3 +219,70 @@ def test_lungsrad_train_with_every_switch_on(backbone, synthetic_root, feature_c
     assert rates == pytest.approx(
         [floor + (1e-3 - floor) * (1 + math.cos(math.pi * e / 2)) / 2 for e in (1, 2)]
     )
+
+
+TINY_STAND_INS = {
+    "lung_srad_authors.yaml": [
+        "model.preset=custom",
+        "model.dims=[16, 32, 64, 128]",
+        "model.depths=[1, 1, 4, 1]",
+        "method.patch_mix.projection_dim=128",
+    ],
+    "table1_ast_patchmix.yaml": [
+        "model.ast_size=tiny",
+        "method.patch_mix.projection_dim=64",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_STAND_INS))
+def test_the_shipped_authors_configs_train_a_tiny_stand_in(
+    name, synthetic_root, feature_cache, tmp_path
+):
+    """The shipped recipe files themselves, every switch as the authors', with only the model
+    shrunk and the run shortened on the command line (as a user tries a recipe on a laptop)."""
+    from pathlib import Path
+
+    from lungsrad.config import load_config
+
+    config_path = Path(__file__).resolve().parents[3] / "configs" / name
+    recipe = load_config(config_path)
+    overrides = [
+        *TINY_STAND_INS[name],
+        "model.checkpoint=null",
+        "data.segment_seconds=1.0",
+        "data.num_mel_bins=32",
+        f"data.cache_dir={feature_cache}",
+        "train.num_epochs=2",
+        "train.batch_size=4",
+        "train.max_steps_per_epoch=3",
+        "train.time_mask=20",
+        "train.freq_mask=8",
+        "train.device=cpu",
+        "train.num_threads=1",
+    ]
+    if recipe.data.model_frames is not None:
+        overrides.append("data.model_frames=128")
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(config_path), "--data", str(synthetic_root)]
+    argv += ["--out", str(out)] + [item for o in overrides for item in ("--set", o)]
+    assert main(argv) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    # Everything the recipe says and the command line did not touch reached the run.
+    for section, key in [
+        ("data", "normalization"),
+        ("data", "fade"),
+        ("train", "optimizer"),
+        ("train", "weight_averaging"),
+        ("train", "specaugment_probability"),
+        ("train", "drop_last"),
+        ("train", "min_sensitivity"),
+        ("train", "schedule"),
+    ]:
+        assert saved[section][key] == getattr(getattr(recipe, section), key), (section, key)
+    assert saved["method"]["patch_mix"] == {
+        **yaml.safe_load(yaml.safe_dump(recipe.method.patch_mix.__dict__)),
+        "projection_dim": saved["method"]["patch_mix"]["projection_dim"],
+    }
+    result = json.loads((out / "result.json").read_text())
+    assert result["num_epochs"] == 2
