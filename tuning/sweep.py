@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -52,6 +53,13 @@ from mlflow_tracking.tracker import (
     redact_text,
     sqlite_uri,
 )
+from tuning.interrupts import (
+    SweepInterrupted,
+    catch_interrupts,
+    received_signal,
+    resume_command,
+    tune_running,
+)
 from tuning.search_space import (
     SearchSpace,
     load_search_space,
@@ -67,6 +75,7 @@ EXPERIMENT_STATE_PERIOD_S = 1  # seconds between saves of Tune's experiment stat
 SYNTHETIC_RECORDINGS = 24  # size of the synthetic dataset the embedded default generates
 SYNTHETIC_SEED = 0
 PARENT_RUN_WAIT_S = 60.0  # how long a starting driver retries a busy MLflow store
+INTERRUPT_DELIVERY_S = 30.0  # how long an interrupted driver waits for MLflow
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +107,9 @@ def set_tune_driver_defaults() -> None:
     # a driver killed inside that window would re-run a finished trial on --resume. The state
     # of a sweep is small (trial table + searcher), so it is saved every step of at least 1 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(EXPERIMENT_STATE_PERIOD_S))
+    # SIGINT goes to the driver's own handler (tuning.interrupts), which stops Tune through its
+    # SIGUSR1 handler and remembers which signal came (SIGINT 130, SIGTERM 143).
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 
 def default_output_root(explicit: str | Path | None) -> Path:
@@ -613,42 +625,117 @@ def _run_tune(
     parent = _parent_tracker(space, settings, target, folder, commit)
     assert parent.run_id is not None
     _write_state(folder, space, target, parent_run_id=parent.run_id, git_commit=commit)
-    bind_tracking(
-        target,
-        parent.run_id,
-        role="trial" if settings.role == "sweep" else "final_seed",
-        git_commit=commit,
-        staging=folder.path / ".mlflow_staging",
-        sweep_id=folder.sweep_id,
-        cost_folder=folder.path / COST_FOLDER,
+    try:
+        bind_tracking(
+            target,
+            parent.run_id,
+            role="trial" if settings.role == "sweep" else "final_seed",
+            git_commit=commit,
+            staging=folder.path / ".mlflow_staging",
+            sweep_id=folder.sweep_id,
+            cost_folder=folder.path / COST_FOLDER,
+        )
+        total = space.num_trials()
+        print(
+            f"{settings.role} '{space.name}' (sweep id {folder.sweep_id}): "
+            f"{total if total is not None else '?'} trials ({space.search}, scheduler "
+            f"{space.scheduler.kind}, protocol {space.protocol}, metric {space.metric} "
+            f"{space.mode}); "
+            f"results in {folder.path}; MLflow '{target.display_uri}' experiment "
+            f"'{target.experiment_name}' parent run {parent.run_id}",
+            flush=True,
+        )
+        view_key = write_sweep_view(space, target, folder.sweep_id)
+        print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
+        context = SweepContext(space=space)
+        tuner = build_tuner(
+            space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
+        )
+        with tune_running():
+            grid = tuner.fit()
+        # Tune marks the trials it stopped on a signal TERMINATED: only the signal tells.
+        unfinished = len(grid) - grid.num_terminated - grid.num_errors
+        if received_signal() is not None or unfinished > 0:
+            raise SweepInterrupted(received_signal() or signal.SIGINT, f"{folder.path}")
+        from tuning.results import collect_outcomes
+
+        outcomes = collect_outcomes(grid, space)
+        if space.reseed is not None:
+            outcomes += _run_reseed(space, outcomes, folder, feature_set, context)
+    except KeyboardInterrupt as error:
+        interrupted = (
+            error if isinstance(error, SweepInterrupted) else SweepInterrupted(signal.SIGINT)
+        )
+        _record_interrupt(space, folder, target, parent, interrupted, role=settings.role)
+        raise interrupted from None
+    return parent, outcomes, view_key
+
+
+def _record_interrupt(
+    space: SearchSpace,
+    folder: SweepFolder,
+    target: TrackingTarget,
+    parent: RunTracker,
+    interrupted: SweepInterrupted,
+    *,
+    role: str,
+) -> None:
+    """What an interrupted sweep leaves: its unfinished child runs and the parent run KILLED,
+    sweep.json saying so (Tune saved its own state), no summary and no best_config.yaml."""
+    from tuning.callbacks import deliver_pending
+
+    interrupted.sweep_id = folder.sweep_id
+    deliver_pending(timeout_s=INTERRUPT_DELIVERY_S)  # finished trials' FINISHED lands first
+    killed = _kill_running_children(target, str(parent.run_id))
+    parent.set_tags(
+        {
+            RUN_DESCRIPTION_TAG: f"**Interrupted** by {interrupted.signal_name}: {killed} "
+            f"unfinished trial run(s) KILLED; no best configuration exported. Continue with "
+            f"`--resume {folder.sweep_id}`; results in {folder.path}",
+        }
     )
-    total = space.num_trials()
+    parent.finish("KILLED", timeout_s=INTERRUPT_DELIVERY_S)
+    state = _read_state(folder.path)
+    state["interrupted"] = {
+        "signal": interrupted.signal_name,
+        "time": datetime.now().isoformat(timespec="seconds"),
+        "killed_runs": killed,
+    }
+    write_text_atomic(folder.path / STATE_FILE, json.dumps(state, indent=1) + "\n")
     print(
-        f"{settings.role} '{space.name}' (sweep id {folder.sweep_id}): "
-        f"{total if total is not None else '?'} trials ({space.search}, scheduler "
-        f"{space.scheduler.kind}, protocol {space.protocol}, metric {space.metric} {space.mode}); "
-        f"results in {folder.path}; MLflow '{target.display_uri}' experiment "
-        f"'{target.experiment_name}' parent run {parent.run_id}",
+        f"{role} '{space.name}' interrupted by {interrupted.signal_name}: "
+        f"{killed} unfinished trial run(s) and the parent run {parent.run_id} marked KILLED in "
+        f"MLflow; state saved in {folder.path}; no best_config.yaml or summary written",
+        file=sys.stderr,
         flush=True,
     )
-    view_key = write_sweep_view(space, target, folder.sweep_id)
-    print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
-    context = SweepContext(space=space)
-    tuner = build_tuner(
-        space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
-    )
-    grid = tuner.fit()
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    if unfinished > 0:
-        # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
-        parent.flush(force=True)
-        raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
-    from tuning.results import collect_outcomes
 
-    outcomes = collect_outcomes(grid, space)
-    if space.reseed is not None:
-        outcomes += _run_reseed(space, outcomes, folder, parent, feature_set, context)
-    return parent, outcomes, view_key
+
+def _kill_running_children(target: TrackingTarget, parent_run_id: str) -> int:
+    """Marks every RUNNING child run of the parent KILLED (trial status 'interrupted'); how many.
+    --resume sets a continued trial's run RUNNING again."""
+    from mlflow_tracking.tracker import TAG_TRIAL_STATUS
+
+    client = target.client()
+    try:
+        runs = client.search_runs(
+            [target.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            client.set_tag(run.info.run_id, TAG_TRIAL_STATUS, "interrupted")
+            client.set_terminated(run.info.run_id, status="KILLED")
+    except Exception as error:  # MLflow down: the interrupt must still end cleanly
+        text = str(error).strip()
+        reason = redact_text(text.splitlines()[0] if text else "", target.uri)
+        print(
+            f"warning: could not mark the trial runs KILLED in MLflow "
+            f"({type(error).__name__}: {reason})",
+            file=sys.stderr,
+        )
+        return 0
+    return len(runs)
 
 
 def _export(
@@ -720,18 +807,13 @@ def _run_reseed(
     space: SearchSpace,
     outcomes: list,
     folder: SweepFolder,
-    parent: RunTracker,
     feature_set: Any,
     context: Any,
 ) -> list:
-    """The re-seeded trials of `reseed` (tuning.reseed); an interrupt keeps the parent run."""
+    """The re-seeded trials of `reseed` (tuning.reseed); an interrupt raises SweepInterrupted."""
     from tuning.reseed import run_reseed
 
-    try:
-        return run_reseed(space, outcomes, folder.path, feature_set=feature_set, context=context)
-    except KeyboardInterrupt:
-        parent.flush(force=True)
-        raise
+    return run_reseed(space, outcomes, folder.path, feature_set=feature_set, context=context)
 
 
 def parent_run_name(space: SearchSpace, role: str) -> str:
@@ -944,19 +1026,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_command(function: Any, uri: str | None) -> int:
-    """Runs a CLI body; user errors become one line on stderr and exit status 2."""
+def run_command(
+    function: Any, uri: str | None, *, script: str = "tuning/sweep.py", argv: Sequence[str] = ()
+) -> int:
+    """Runs a CLI body; user errors become one line on stderr and exit status 2; SIGINT and
+    SIGTERM stop the sweep (exit 130 / 143) with the command that continues it."""
     try:
-        return function()
+        with catch_interrupts():
+            return function()
     except USER_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if uri:
             message = redact_text(message, uri)
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: continue with the same command and --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        interrupted = error if isinstance(error, SweepInterrupted) else SweepInterrupted(2)
+        if interrupted.sweep_id is None:
+            print(
+                f"interrupted by {interrupted.signal_name} before any trial started: run the "
+                "same command again",
+                file=sys.stderr,
+            )
+        else:
+            command = resume_command(script, argv, interrupted.sweep_id)
+            print(
+                f"continue with: {redact_text(command, uri) if uri else command}", file=sys.stderr
+            )
+        return interrupted.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -975,7 +1072,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_outcome(outcome)
         return 0 if outcome.best is not None else EXIT_NO_RESULT
 
-    return run_command(body, args.tracking_uri)
+    return run_command(
+        body, args.tracking_uri, script=_invoked_script("tuning/sweep.py"), argv=_argv(argv)
+    )
+
+
+def _invoked_script(default: str) -> str:
+    """The script as the user ran it (`tuning/sweep.py`, an absolute path), for printed
+    commands; `default` when run otherwise (python -m, a test calling main)."""
+    invoked = sys.argv[0] if sys.argv else ""
+    return invoked if Path(invoked).name == Path(default).name else default
+
+
+def _argv(argv: Sequence[str] | None) -> list[str]:
+    return list(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
