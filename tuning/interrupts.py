@@ -43,6 +43,7 @@ class SweepInterrupted(KeyboardInterrupt):
 class _Watch:
     signum: int | None = None  # the first signal received
     in_tune: bool = False  # Tuner.fit is running: hand the first signal to Tune
+    active: bool = False  # inside catch_interrupts
 
 
 _WATCH = _Watch()
@@ -74,14 +75,22 @@ def catch_interrupts() -> Iterator[None]:
         return
     previous = {number: signal.getsignal(number) for number in HANDLED_SIGNALS}
     _WATCH.signum, _WATCH.in_tune = None, False
-    for number in HANDLED_SIGNALS:
-        signal.signal(number, _handle)
+    _WATCH.active = True
+    reinstall_handlers()
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        _WATCH.signum, _WATCH.in_tune = None, False
+        _WATCH.signum, _WATCH.in_tune, _WATCH.active = None, False, False
+
+
+def reinstall_handlers() -> None:
+    """Puts the handlers back inside `catch_interrupts` (a no-op outside it): `ray.init` installs
+    its own SIGTERM handler in the driver, which aborts the process."""
+    if _WATCH.active and threading.current_thread() is threading.main_thread():
+        for number in HANDLED_SIGNALS:
+            signal.signal(number, _handle)
 
 
 @contextlib.contextmanager
