@@ -51,7 +51,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    _hide_token_auth_notice()
+    _quiet_ray_notices()
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     owns_connection = not ray.is_initialized()
@@ -118,7 +118,7 @@ class _DropTuneInterruptHints(logging.Filter):
         return not record.getMessage().startswith(self._PREFIXES)
 
 
-def _hide_token_auth_notice() -> None:
+def _quiet_ray_notices() -> None:
     tune_logger = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _DropTuneInterruptHints) for f in tune_logger.filters):
         tune_logger.addFilter(_DropTuneInterruptHints())
