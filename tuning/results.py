@@ -180,23 +180,6 @@ def choose_best(outcomes: Sequence[TrialOutcome], *, mode: str) -> BestChoice | 
     return None
 
 
-def write_unique_text(path: Path, text: str) -> Path:
-    """Writes `text` to `path` atomically; never replaces a different existing file.
-
-    Returns the path written: `path` itself when absent or already holding `text`, else the
-    first free `stem-2.suffix`, `stem-3.suffix`, ...
-    """
-    candidate = path
-    number = 1
-    while candidate.exists():
-        if candidate.read_text(encoding="utf-8") == text:
-            return candidate
-        number += 1
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-    write_text_atomic(candidate, text)
-    return candidate
-
-
 def write_superseding_text(path: Path, text: str) -> Path:
     """Writes `text` to `path` atomically; a different earlier file there (the export of an
     interrupted run of the same sweep, by an older version) is kept first as

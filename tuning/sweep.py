@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from lungsrad.config import ExperimentConfig, dump_config, file_lock, write_text_atomic
+from lungsrad.data.layout import archive_hint
 from lungsrad.errors import USER_ERRORS, UserError
 from mlflow_tracking.tracker import (
     RUN_DESCRIPTION_TAG,
@@ -129,6 +130,9 @@ def make_settings(args: argparse.Namespace, *, experiment: str, role: str) -> Dr
     uri = (
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(root / "mlflow.db")
     )
+    note = relative_sqlite_note(uri)
+    if note:
+        print(note, flush=True)
     storage = (
         Path(args.storage_path).expanduser().resolve()
         if args.storage_path
@@ -143,6 +147,22 @@ def make_settings(args: argparse.Namespace, *, experiment: str, role: str) -> Dr
         resume=getattr(args, "resume", None) is not None,
         resume_id=getattr(args, "resume", None) or None,
         role=role,
+    )
+
+
+def relative_sqlite_note(uri: str) -> str | None:
+    """A note when a sqlite URI's path is relative (three slashes): it is read from the current
+    folder, which is rarely what was meant; None for an absolute one (four slashes)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/"):
+        return None
+    relative = uri[len(prefix) :]
+    if not relative or relative == ":memory:":
+        return None
+    absolute = Path(relative).expanduser().resolve()
+    return (
+        f"note: tracking URI '{uri}' is relative to the current folder: {absolute}; an absolute "
+        f"path takes four slashes: {prefix}/{str(absolute).lstrip('/')}"
     )
 
 
@@ -192,15 +212,23 @@ def git_commit() -> str:
 def data_root_for(
     configs: Sequence[ExperimentConfig], explicit: str | Path | None, root: Path
 ) -> Path | None:
-    """--data, else None when the base configs name a dataset, else the synthetic data folder."""
+    """--data (it wins over the configs' data.root), else None when every base config names a
+    dataset, else the synthetic data folder."""
     if explicit is not None:
         path = Path(explicit).expanduser().resolve()
+        if path.is_file():
+            raise NotADirectoryError(f"--data {path} is a file, not a folder{archive_hint(path)}")
         if not path.is_dir():
             raise FileNotFoundError(f"--data folder not found: {path}")
         return path
     if all(config.data.root is not None for config in configs):
         return None
     return root / "synthetic_data"
+
+
+def synthetic_data_folder(settings: DriverSettings) -> Path:
+    """Where the embedded default's synthetic dataset is generated."""
+    return settings.output_root / "synthetic_data"
 
 
 def ensure_synthetic_data(folder: Path) -> None:
@@ -226,7 +254,7 @@ def shared_feature_set(space: SearchSpace) -> Any:
         "data.split_file",
         "data.cache_dir",
     }
-    swept = {path for p in space.parameters for path in _parameter_paths(p)}
+    swept = {path for p in space.parameters for path in p.config_paths}
     if any(path.startswith("data.") and path not in split_only for path in swept):
         print("trials sweep data settings: each trial builds its own features", flush=True)
         return None
@@ -253,12 +281,6 @@ def shared_feature_set(space: SearchSpace) -> Any:
         flush=True,
     )
     return feature_set
-
-
-def _parameter_paths(parameter: Any) -> list[str]:
-    if parameter.is_group:
-        return [path for value in parameter.values for path in value if path != "label"]
-    return [parameter.name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,12 +547,15 @@ def run_sweep(
     callbacks: Sequence[Any] = (),
     num_cpus: int | None = None,
     export_best: bool = True,
+    check_inputs: bool = True,
 ) -> SweepOutcome:
     """Runs (or resumes) a sweep end to end and exports its best configuration.
 
-    Order: sweep folder (--resume) -> MLflow check -> driver lock -> Ray -> resources check ->
-    data -> parent run -> Tune -> export. Everything that can be wrong with the input fails
-    before a trial starts.
+    Order: sweep folder (--resume) -> MLflow check -> checkpoints, data and split file
+    (tuning.preflight) -> driver lock -> Ray -> resources check -> features -> parent run ->
+    Tune -> export. Everything that can be wrong with the input fails before a trial starts.
+    SIGINT / SIGTERM (under run_command) stop Tune, mark the runs KILLED and raise
+    SweepInterrupted: nothing is exported.
 
     Args:
         space: the validated search space (data.root already set).
@@ -538,6 +563,7 @@ def run_sweep(
         callbacks: extra Tune callbacks (tests use them to observe trials).
         num_cpus: CPUs of a local Ray (None: all of this machine's).
         export_best: write best_config.yaml (final.py's seed runs have nothing to choose).
+        check_inputs: run tuning.preflight's checks (final.py runs them itself, before Ray).
 
     Raises:
         ValueError / FileNotFoundError: bad input, unreachable MLflow, resources no node has, a
@@ -549,7 +575,12 @@ def run_sweep(
     settings.output_root.mkdir(parents=True, exist_ok=True)
     target = open_tracking(settings)
     configure_http_retries()
-    # Torch and Ray load only once the cheap checks above have passed.
+    if check_inputs:
+        # Checkpoints, data and split file: a bad one fails here in one line, not in every trial.
+        from tuning.preflight import check_space_inputs
+
+        check_space_inputs(space, generated_data=synthetic_data_folder(settings))
+    # Ray loads only once the checks above have passed.
     from tuning.cluster import connect, disconnect
 
     with driver_lock(folder):
@@ -614,7 +645,7 @@ def _run_tune(
     # Before data and features: a trial no node can hold fails in seconds, not minutes.
     check_resources(space.resources)
     data_root = space.base_config.data.root
-    if data_root is not None and Path(data_root) == settings.output_root / "synthetic_data":
+    if data_root is not None and Path(data_root) == synthetic_data_folder(settings):
         with file_lock(settings.output_root / ".synthetic_data.lock"):  # concurrent sweeps
             ensure_synthetic_data(Path(data_root))
     feature_set = shared_feature_set(space)
@@ -884,9 +915,13 @@ def _export_best(space: SearchSpace, folder: SweepFolder, parent: RunTracker, be
             "Train it on several seeds: "
             "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
         ),
-        record=selection_record(
-            best, metric=best_metric_name(space.metric), reseeded=space.reseed is not None
-        ),
+        record={
+            **selection_record(
+                best, metric=best_metric_name(space.metric), reseeded=space.reseed is not None
+            ),
+            # final.py refuses this file without a checkpoint, as the sweep did.
+            **({"requires_pretrained": True} if space.requires_pretrained else {}),
+        },
     )
     parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
     parent.set_tags({"lungsrad.best_config": str(best_path)})
@@ -918,7 +953,7 @@ def sweep_view(space: SearchSpace, sweep_id: str) -> Any:
     from mlflow_tracking.tracker import TAG_TRIAL_STATUS, TAG_VARIANT
     from tuning.trainable import best_metric_name
 
-    paths = [path for parameter in space.parameters for path in _parameter_paths(parameter)]
+    paths = [path for parameter in space.parameters for path in parameter.config_paths]
     return SweepView(
         name=f"{space.name} {sweep_id}: best first",
         metric=best_metric_name(space.metric),
@@ -982,11 +1017,42 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by sweep.py and final.py."""
-    parser.add_argument("--data", default=None, help="dataset folder (default: synthetic data)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="ICBHI_final_database folder (unzipped); wins over the config's data.root (default: "
+        "data.root, else synthetic data generated under OUTPUT_ROOT)",
+    )
+    parser.add_argument(
+        "--split-file",
+        default=None,
+        metavar="PATH",
+        help="official split file ICBHI_challenge_train_test.txt; wins over data.split_file "
+        "(default: data.split_file, else the file of that name in the data folder)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="set a config key on every base config, e.g. model.checkpoint=/abs/DASS_small.pth "
+        "(repeatable; wins over the file)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SWEEP_ID",
+        help="continue an interrupted run of this command (finished trials are kept); SWEEP_ID "
+        "(printed at its start and when it stops, in its sweep.json) is needed when the storage "
+        "path holds several",
+    )
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUTPUT_ROOT/mlflow.db)",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:////ABS/OUTPUT_ROOT/mlflow.db; a sqlite path after three slashes is relative)",
     )
     parser.add_argument("--experiment", default=None, help="MLflow experiment name")
     parser.add_argument(
@@ -1007,21 +1073,30 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides from --set KEY=VALUE (YAML values) and --split-file (absolute)."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE (a dotted config path), got {item!r}")
+        key, text = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(text)
+    if args.split_file is not None:
+        path = Path(args.split_file).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"--split-file not found: {path}")
+        overrides["data.split_file"] = str(path)
+    return overrides
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The sweep.py argument parser."""
     parser = argparse.ArgumentParser(
         prog="tuning/sweep.py", description="Run a Lung-SRAD hyper-parameter sweep on Ray Tune."
     )
     parser.add_argument("--space", required=True, help="search-space YAML (search_spaces/*.yaml)")
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="SWEEP_ID",
-        help="continue a sweep of this space (finished trials are kept); SWEEP_ID (printed at "
-        "its start, in its sweep.json) is needed when the storage path holds several",
-    )
     add_common_arguments(parser)
     return parser
 
@@ -1064,27 +1139,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = default_output_root(args.output_root)
         if args.output_root is None and root != Path("runs").resolve():
             print(f"running inside a Ray job: outputs go to {root} (set --output-root to change)")
-        preview = load_search_space(args.space)
+        overrides = flag_overrides(args)
+        preview = load_search_space(args.space, overrides=overrides)
         data_root = data_root_for(list(preview.variants.values()), args.data, root)
-        space = load_search_space(args.space, data_root=data_root) if data_root else preview
+        space = (
+            load_search_space(args.space, data_root=data_root, overrides=overrides)
+            if data_root
+            else preview
+        )
         settings = make_settings(args, experiment=f"lungsrad-{space.name}", role="sweep")
         outcome = run_sweep(space, settings)
         print_outcome(outcome)
         return 0 if outcome.best is not None else EXIT_NO_RESULT
 
     return run_command(
-        body, args.tracking_uri, script=_invoked_script("tuning/sweep.py"), argv=_argv(argv)
+        body, args.tracking_uri, script=invoked_script("tuning/sweep.py"), argv=command_argv(argv)
     )
 
 
-def _invoked_script(default: str) -> str:
+def invoked_script(default: str) -> str:
     """The script as the user ran it (`tuning/sweep.py`, an absolute path), for printed
     commands; `default` when run otherwise (python -m, a test calling main)."""
     invoked = sys.argv[0] if sys.argv else ""
     return invoked if Path(invoked).name == Path(default).name else default
 
 
-def _argv(argv: Sequence[str] | None) -> list[str]:
+def command_argv(argv: Sequence[str] | None) -> list[str]:
+    """The command's arguments (sys.argv's when main was called without any)."""
     return list(sys.argv[1:] if argv is None else argv)
 
 
