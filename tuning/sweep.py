@@ -568,6 +568,7 @@ def run_sweep(
     Raises:
         ValueError / FileNotFoundError: bad input, unreachable MLflow, resources no node has, a
             sweep that another driver is running.
+        SweepInterrupted: SIGINT / SIGTERM under run_command (nothing exported).
     """
     started = time.perf_counter()
     set_tune_driver_defaults()
@@ -635,8 +636,9 @@ def _run_tune(
     callbacks: Sequence[Any],
 ) -> tuple[RunTracker, list[Any], str | None]:
     """Resources check, data, parent run and saved view, Tune until every trial has ended, then
-    the `reseed` step; the parent run, the outcomes of every trial and the view's share key
-    (KeyboardInterrupt when Tune was interrupted)."""
+    the `reseed` step; the parent run, the outcomes of every trial and the view's share key.
+    A signal once the parent run exists marks the runs KILLED and raises SweepInterrupted
+    (tuning.interrupts) with the sweep id that --resume takes."""
     from tuning.callbacks import bind_tracking
     from tuning.cluster import check_resources
     from tuning.cost import COST_FOLDER
