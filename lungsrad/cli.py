@@ -66,6 +66,8 @@ def _train(args: argparse.Namespace) -> int:
     overrides = dict(_parse_override(item) for item in args.set or [])
     if args.data is not None:
         overrides["data.root"] = str(args.data)
+    if args.split_file is not None:
+        overrides["data.split_file"] = str(args.split_file)
     if overrides:
         config = apply_overrides(config, overrides)
     try:
@@ -152,7 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one run from a YAML config")
     train.add_argument("--config", type=Path, required=True, help="run config YAML")
-    train.add_argument("--data", type=Path, default=None, help="dataset folder (data.root)")
+    train.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="ICBHI_final_database folder (unzipped); wins over the config's data.root",
+    )
+    train.add_argument(
+        "--split-file",
+        type=Path,
+        default=None,
+        help="official split file ICBHI_challenge_train_test.txt; wins over data.split_file "
+        "(default: data.split_file, else the file of that name in the data folder)",
+    )
     train.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
     train.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)"

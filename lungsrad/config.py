@@ -120,7 +120,7 @@ class ModelConfig:
     depths: tuple[int, ...] | None = None  # DASS blocks per stage; None: the preset's
     num_classes: int = 4  # 4 (normal/crackle/wheeze/both); 2-class scores derive from these
     drop_path_rate: float | None = None  # DASS stochastic depth; None: the preset's (custom: 0.0)
-    checkpoint: str | None = None  # release file of the backbone, or a lungsrad checkpoint
+    checkpoint: str | None = None  # release file, lungsrad checkpoint, or "none": random init
     scan_backend: Literal["auto", "reference", "chunked", "mamba_ssm", "triton"] = "auto"  # DASS
     ast_size: Literal["base", "tiny", "custom"] = "base"  # AST; custom: the three keys below
     ast_embed_dim: int | None = None  # AST token width; None: the size's
@@ -130,6 +130,19 @@ class ModelConfig:
     # the correct layout) or patchmix_code (the patch-mix CL code's swapped layout, which made
     # Bae et al.'s published AST numbers).
     ast_pos_embed: Literal["reference", "patchmix_code"] = "reference"
+
+
+# model.checkpoint value that asks for a random initialisation on purpose (a sweep whose search
+# space says `requires_pretrained: true` refuses an unset checkpoint, never this).
+RANDOM_INIT_CHECKPOINT = "none"
+
+
+def checkpoint_file(model: ModelConfig) -> str | None:
+    """model.checkpoint as a file to load; None when unset or "none" (random initialisation)."""
+    checkpoint = model.checkpoint
+    if checkpoint is None or checkpoint.strip().lower() == RANDOM_INIT_CHECKPOINT:
+        return None
+    return checkpoint
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    _hide_token_auth_notice()
+    _quiet_ray_notices()
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     owns_connection = not ray.is_initialized()
@@ -82,6 +82,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
             log_to_driver=True,
         )
         is_local = True
+    if owns_connection:
+        from tuning.interrupts import reinstall_handlers
+
+        reinstall_handlers()  # ray.init put a SIGTERM handler of its own, which aborts
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     totals = ray.cluster_resources()
     context = ray.get_runtime_context()
@@ -104,7 +108,20 @@ class _DropTokenAuthEnabledNotice(logging.Filter):
         return not record.getMessage().startswith("Token authentication is enabled")
 
 
-def _hide_token_auth_notice() -> None:
+class _DropTuneInterruptHints(logging.Filter):
+    """Drops Tune's lines on a stop signal (its `Tuner.restore(...)` hint and the like): the
+    driver prints what happened and the `--resume` command instead (tuning.interrupts)."""
+
+    _PREFIXES = ("Stop signal received", "Experiment has been interrupted", "Trials did not")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._PREFIXES)
+
+
+def _quiet_ray_notices() -> None:
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _DropTuneInterruptHints) for f in tune_logger.filters):
+        tune_logger.addFilter(_DropTuneInterruptHints())
     logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
     if not any(isinstance(f, _DropTokenAuthEnabledNotice) for f in logger.filters):
         logger.addFilter(_DropTokenAuthEnabledNotice())

@@ -19,9 +19,17 @@ if __package__ in (None, ""):
         sys.path.insert(0, _REPO_ROOT)
 
 import argparse
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from lungsrad.config import apply_overrides, load_config, write_text_atomic
+from lungsrad.config import (
+    ExperimentConfig,
+    apply_overrides,
+    load_config,
+    read_yaml_file,
+    write_text_atomic,
+)
 from lungsrad.errors import UserError
 from lungsrad.metrics import SELECTION_SCORE
 from mlflow_tracking.tracker import RunTracker
@@ -33,18 +41,23 @@ from tuning.folds import (
     fold_parameter,
     folds_markdown,
 )
+from tuning.preflight import check_space_inputs
 from tuning.search_space import BASE_POINT, Parameter, ResourceSpec, SchedulerSpec, SearchSpace
 from tuning.sweep import (
     EXIT_NO_RESULT,
     SweepOutcome,
     add_common_arguments,
+    command_argv,
     data_root_for,
     default_output_root,
+    flag_overrides,
+    invoked_script,
     make_settings,
     open_tracking,
     print_outcome,
     run_command,
     run_sweep,
+    synthetic_data_folder,
 )
 
 TABLE1_FILE = "table1.md"
@@ -58,18 +71,23 @@ def final_space(
     data_root: Path | None,
     max_failures: int = 2,
     folds: Sequence[int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SearchSpace:
     """A seeds-only search space around one config file (no parameters, grid over seeds); with
     `folds`, also a grid over data.fold under train.protocol 'foldwise' (seeds x folds).
+    `overrides` (--set, --split-file) are applied over the file; the space requires a pretrained
+    checkpoint when the file is the export of a sweep that did (its selection record says so).
 
     Raises:
         FileNotFoundError / ValueError: missing file, bad config, or a config_version written
             by another version of the code (one line naming the file).
     """
     path = Path(config_path)
-    config = load_config(path)
+    config = load_run_config(path)
     if data_root is not None:
         config = apply_overrides(config, {"data.root": str(data_root)})
+    if overrides:
+        config = apply_overrides(config, overrides)
     if not seeds or len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
         raise UserError(f"--seeds must be distinct integers >= 0, got {list(seeds)}")
     parameters: tuple[Parameter, ...] = ()
@@ -95,7 +113,34 @@ def final_space(
         metric=SELECTION_SCORE,
         mode="max",
         max_failures=max_failures,
+        requires_pretrained=_exported_requiring_pretrained(path),
     )
+
+
+# Keys only a search-space file has (search_spaces/README.md), never a run config.
+_SPACE_KEYS = frozenset({"parameters", "base", "base_overrides", "variants", "search", "seeds"})
+
+
+def load_run_config(path: Path) -> ExperimentConfig:
+    """load_config, refusing a search-space file in one line that says how to run it."""
+    _, document = read_yaml_file(path, what="config file")
+    if isinstance(document, Mapping) and _SPACE_KEYS & set(document):
+        raise UserError(
+            f"{path} is a search-space file, not a run config: run it with "
+            f"python tuning/sweep.py --space {path}; final.py --config takes a run config "
+            "(a sweep's best_config.yaml, or configs/*.yaml)"
+        )
+    return load_config(path)
+
+
+def _exported_requiring_pretrained(path: Path) -> bool:
+    """True when `path` is a best_config.yaml of a sweep whose space has requires_pretrained."""
+    from tuning.results import read_selection_record
+
+    try:
+        return bool(read_selection_record(path).get("requires_pretrained"))
+    except (UserError, ValueError):
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,25 +199,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tuning.results import table1_markdown, table1_metrics
 
         root = default_output_root(args.output_root)
-        config = load_config(args.config)
+        config = load_run_config(Path(args.config))
         data_root = data_root_for([config], args.data, root)
         if args.cpu <= 0:
             raise UserError(f"--cpu must be > 0, got {args.cpu}")
         settings = make_settings(args, experiment=f"lungsrad-final-{config.name}", role="final")
         open_tracking(settings)  # a bad tracking URI fails here, before Ray starts
+        space = final_space(
+            args.config,
+            seeds=args.seeds,
+            resources=ResourceSpec(cpu=args.cpu, gpu=_gpu_per_run(args.gpu or 0.0, None)),
+            data_root=data_root,
+            max_failures=args.max_failures,
+            folds=args.folds,
+            overrides=flag_overrides(args),
+        )
+        check_space_inputs(space, generated_data=synthetic_data_folder(settings))
         # Without --gpu the cluster decides (one GPU per seed run when it has GPUs), so Ray is
         # joined first; run_sweep then reuses the connection.
         cluster = connect(args.ray_address) if args.gpu is None else None
         try:
-            space = final_space(
-                args.config,
-                seeds=args.seeds,
-                resources=ResourceSpec(cpu=args.cpu, gpu=_gpu_per_run(args.gpu, cluster)),
-                data_root=data_root,
-                max_failures=args.max_failures,
-                folds=args.folds,
-            )
-            outcome = run_sweep(space, settings, export_best=False)
+            resources = ResourceSpec(cpu=args.cpu, gpu=_gpu_per_run(args.gpu, cluster))
+            space = dataclasses.replace(space, resources=resources)
+            outcome = run_sweep(space, settings, export_best=False, check_inputs=False)
         finally:
             if cluster is not None:
                 disconnect(cluster)
@@ -193,7 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"compare with other finals on the same seeds: {compare_command(outcome)}")
         return 0 if outcome.best is not None else EXIT_NO_RESULT
 
-    return run_command(body, args.tracking_uri)
+    return run_command(
+        body, args.tracking_uri, script=invoked_script("tuning/final.py"), argv=command_argv(argv)
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ rather than one lucky trial. Runs as a second Tune experiment in `<sweep folder>
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ def run_reseed(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from tuning.callbacks import MlflowLogger, ProgressPrinter
+    from tuning.interrupts import SweepInterrupted, received_signal, tune_running
     from tuning.trainable import train_trial
 
     configs = reseed_configs(space, outcomes)
@@ -109,8 +111,10 @@ def run_reseed(
                 callbacks=[MlflowLogger(space), ProgressPrinter(counted), *callbacks],
             ),
         )
-    grid = tuner.fit()
+    with tune_running():
+        grid = tuner.fit()
+    # Tune marks the trials it stopped on a signal TERMINATED: only the signal tells.
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    if unfinished > 0:
-        raise KeyboardInterrupt(f"{unfinished} reseed trials unfinished in {path}")
+    if received_signal() is not None or unfinished > 0:
+        raise SweepInterrupted(received_signal() or signal.SIGINT, f"{path}")
     return collect_outcomes(grid, space)

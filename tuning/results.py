@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,21 +190,23 @@ def choose_best(outcomes: Sequence[TrialOutcome], *, mode: str) -> BestChoice | 
     return None
 
 
-def write_unique_text(path: Path, text: str) -> Path:
-    """Writes `text` to `path` atomically; never replaces a different existing file.
-
-    Returns the path written: `path` itself when absent or already holding `text`, else the
-    first free `stem-2.suffix`, `stem-3.suffix`, ...
-    """
-    candidate = path
-    number = 1
-    while candidate.exists():
-        if candidate.read_text(encoding="utf-8") == text:
-            return candidate
-        number += 1
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-    write_text_atomic(candidate, text)
-    return candidate
+def write_superseding_text(path: Path, text: str) -> Path:
+    """Writes `text` to `path` atomically; a different earlier file there (the export of an
+    interrupted run of the same sweep, by an older version) is kept first as
+    `STEM.partial-<its time>SUFFIX` (`-2`, ... when taken). Returns `path`."""
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        number = 1
+        while True:
+            extra = "" if number == 1 else f"-{number}"
+            kept = path.with_name(f"{path.stem}.partial-{stamp}{extra}{path.suffix}")
+            try:
+                os.link(path, kept)  # fails when taken: a kept file is never replaced
+                break
+            except FileExistsError:
+                number += 1
+    write_text_atomic(path, text)
+    return path
 
 
 def selection_record(best: BestChoice, *, metric: str, reseeded: bool) -> dict[str, Any]:
@@ -243,7 +247,7 @@ def export_best_config(
     lines = [*header.splitlines(), selection_note(record)]
     lines.append(SELECTION_RECORD_PREFIX + json.dumps(record))
     comment = "".join(f"# {line}\n" for line in lines)
-    return write_unique_text(folder / BEST_CONFIG_FILE, comment + dump_config(best.config))
+    return write_superseding_text(folder / BEST_CONFIG_FILE, comment + dump_config(best.config))
 
 
 def read_selection_record(path: Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from lungsrad.config import (
     SchemaError,
     apply_overrides,
     check_config_path,
+    checkpoint_file,
     config_from_dict,
     field_rule,
     flatten_config,
@@ -113,6 +114,13 @@ class Parameter:
     def tune_values(self) -> tuple[Any, ...]:
         """Discrete values as Tune sees them (labels when encoded)."""
         return self.labels if self.is_encoded else self.values
+
+    @property
+    def config_paths(self) -> list[str]:
+        """The config paths this parameter sets (a group's values may set several)."""
+        if self.is_group:
+            return [path for value in self.values for path in value if path != "label"]
+        return [self.name]
 
     def listed_values(self) -> tuple[Any, ...]:
         """Every value one_at_a_time visits: listed values, or each integer of an `int` range."""
@@ -238,6 +246,9 @@ class SpaceDocument:
     reseed: ReseedSpec | None = field(
         default=None, metadata=field_rule(example="{top_k: 3, seeds: [1, 2]}")
     )
+    # The backbone is meant to be fine-tuned from pretrained weights: the driver refuses a base
+    # config without model.checkpoint ("none" asks for a random initialisation on purpose).
+    requires_pretrained: bool = False
 
 
 @dataclass(frozen=True)
@@ -262,6 +273,7 @@ class SearchSpace:
     max_failures: int
     description: str = ""
     reseed: ReseedSpec | None = None
+    requires_pretrained: bool = False  # refuse base configs without model.checkpoint
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -480,12 +492,19 @@ class _Locator:
         return UserError(f"{self.where(keys)}: {message}")
 
 
-def load_search_space(path: str | Path, *, data_root: str | Path | None = None) -> SearchSpace:
+def load_search_space(
+    path: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SearchSpace:
     """Reads and validates a search-space YAML file.
 
     Args:
         path: the YAML file.
         data_root: dataset folder to set as data.root of every base config (the --data flag).
+        overrides: config path -> value set on every base config, over the file's own (the
+            --split-file and --set flags).
 
     Raises:
         FileNotFoundError: the file or a base config is missing.
@@ -501,7 +520,7 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
     name = path.stem if document.name is None else document.name
     if not _NAME_PATTERN.match(name):
         raise locate.error(["name"], f"name must be letters, digits, '_', '-' or '.', got {name!r}")
-    variants = _load_variants(document, path, locate, data_root=data_root)
+    variants = _load_variants(document, path, locate, data_root=data_root, overrides=overrides)
     protocols = {config.train.protocol for config in variants.values()}
     if len(protocols) > 1:
         raise locate.error(
@@ -553,6 +572,7 @@ def load_search_space(path: str | Path, *, data_root: str | Path | None = None) 
         max_failures=document.max_failures,
         description=document.description.strip(),
         reseed=document.reseed,
+        requires_pretrained=document.requires_pretrained,
     )
     _check_points(space, locate)
     return space
@@ -692,13 +712,16 @@ def _base_config(
 def _absolute_paths(
     config: ExperimentConfig, *, locate: _Locator, where: list[str]
 ) -> ExperimentConfig:
-    """The config with a relative `data.root` and `model.checkpoint` resolved against the
+    """The config with a relative `data.root`, `data.split_file` and `model.checkpoint` resolved
+    against the
     directory the sweep runs from (a trial runs in its own working directory), the checkpoint
     checked before any trial starts."""
     resolved: dict[str, Any] = {}
-    if config.data.root is not None and not Path(config.data.root).expanduser().is_absolute():
-        resolved["data.root"] = str(Path(config.data.root).expanduser().resolve())
-    checkpoint = config.model.checkpoint
+    for key in ("root", "split_file"):
+        value = getattr(config.data, key)
+        if value is not None and not Path(value).expanduser().is_absolute():
+            resolved[f"data.{key}"] = str(Path(value).expanduser().resolve())
+    checkpoint = checkpoint_file(config.model)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser().resolve()
         if not path.is_file():
@@ -712,7 +735,12 @@ def _absolute_paths(
 
 
 def _load_variants(
-    document: SpaceDocument, path: Path, locate: _Locator, *, data_root: str | Path | None
+    document: SpaceDocument,
+    path: Path,
+    locate: _Locator,
+    *,
+    data_root: str | Path | None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, ExperimentConfig]:
     top_overrides = _flatten_overrides(document.base_overrides, locate, ["base_overrides"])
     if "train.seed" in top_overrides:
@@ -724,6 +752,12 @@ def _load_variants(
         extra["train.protocol"] = document.protocol
     if data_root is not None:
         extra["data.root"] = str(Path(data_root).expanduser().resolve())
+    for key, value in (overrides or {}).items():
+        try:
+            check_config_path(key)
+        except ValueError as error:
+            raise UserError(f"--set {key}: {error}") from None
+        extra[key] = value
 
     if document.variants is None:
         where = ["base" if document.base is not None else "base_overrides"]

@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from lungsrad.config import ExperimentConfig, dump_config, file_lock, write_text_atomic
+from lungsrad.data.layout import archive_hint
 from lungsrad.errors import USER_ERRORS, UserError
 from mlflow_tracking.tracker import (
     RUN_DESCRIPTION_TAG,
@@ -52,6 +54,13 @@ from mlflow_tracking.tracker import (
     redact_text,
     sqlite_uri,
 )
+from tuning.interrupts import (
+    SweepInterrupted,
+    catch_interrupts,
+    received_signal,
+    resume_command,
+    tune_running,
+)
 from tuning.search_space import (
     SearchSpace,
     load_search_space,
@@ -67,6 +76,7 @@ EXPERIMENT_STATE_PERIOD_S = 1  # seconds between saves of Tune's experiment stat
 SYNTHETIC_RECORDINGS = 24  # size of the synthetic dataset the embedded default generates
 SYNTHETIC_SEED = 0
 PARENT_RUN_WAIT_S = 60.0  # how long a starting driver retries a busy MLflow store
+INTERRUPT_DELIVERY_S = 30.0  # how long an interrupted driver waits for MLflow
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +108,9 @@ def set_tune_driver_defaults() -> None:
     # a driver killed inside that window would re-run a finished trial on --resume. The state
     # of a sweep is small (trial table + searcher), so it is saved every step of at least 1 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(EXPERIMENT_STATE_PERIOD_S))
+    # SIGINT goes to the driver's own handler (tuning.interrupts), which stops Tune through its
+    # SIGUSR1 handler and remembers which signal came (SIGINT 130, SIGTERM 143).
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 
 def default_output_root(explicit: str | Path | None) -> Path:
@@ -117,6 +130,9 @@ def make_settings(args: argparse.Namespace, *, experiment: str, role: str) -> Dr
     uri = (
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(root / "mlflow.db")
     )
+    note = relative_sqlite_note(uri)
+    if note:
+        print(note, flush=True)
     storage = (
         Path(args.storage_path).expanduser().resolve()
         if args.storage_path
@@ -131,6 +147,22 @@ def make_settings(args: argparse.Namespace, *, experiment: str, role: str) -> Dr
         resume=getattr(args, "resume", None) is not None,
         resume_id=getattr(args, "resume", None) or None,
         role=role,
+    )
+
+
+def relative_sqlite_note(uri: str) -> str | None:
+    """A note when a sqlite URI's path is relative (three slashes): it is read from the current
+    folder, which is rarely what was meant; None for an absolute one (four slashes)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/"):
+        return None
+    relative = uri[len(prefix) :]
+    if not relative or relative == ":memory:":
+        return None
+    absolute = Path(relative).expanduser().resolve()
+    return (
+        f"note: tracking URI '{uri}' is relative to the current folder: {absolute}; an absolute "
+        f"path takes four slashes: {prefix}/{str(absolute).lstrip('/')}"
     )
 
 
@@ -180,15 +212,23 @@ def git_commit() -> str:
 def data_root_for(
     configs: Sequence[ExperimentConfig], explicit: str | Path | None, root: Path
 ) -> Path | None:
-    """--data, else None when the base configs name a dataset, else the synthetic data folder."""
+    """--data (it wins over the configs' data.root), else None when every base config names a
+    dataset, else the synthetic data folder."""
     if explicit is not None:
         path = Path(explicit).expanduser().resolve()
+        if path.is_file():
+            raise NotADirectoryError(f"--data {path} is a file, not a folder{archive_hint(path)}")
         if not path.is_dir():
             raise FileNotFoundError(f"--data folder not found: {path}")
         return path
     if all(config.data.root is not None for config in configs):
         return None
     return root / "synthetic_data"
+
+
+def synthetic_data_folder(settings: DriverSettings) -> Path:
+    """Where the embedded default's synthetic dataset is generated."""
+    return settings.output_root / "synthetic_data"
 
 
 def ensure_synthetic_data(folder: Path) -> None:
@@ -214,7 +254,7 @@ def shared_feature_set(space: SearchSpace) -> Any:
         "data.split_file",
         "data.cache_dir",
     }
-    swept = {path for p in space.parameters for path in _parameter_paths(p)}
+    swept = {path for p in space.parameters for path in p.config_paths}
     if any(path.startswith("data.") and path not in split_only for path in swept):
         print("trials sweep data settings: each trial builds its own features", flush=True)
         return None
@@ -241,12 +281,6 @@ def shared_feature_set(space: SearchSpace) -> Any:
         flush=True,
     )
     return feature_set
-
-
-def _parameter_paths(parameter: Any) -> list[str]:
-    if parameter.is_group:
-        return [path for value in parameter.values for path in value if path != "label"]
-    return [parameter.name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,12 +548,15 @@ def run_sweep(
     callbacks: Sequence[Any] = (),
     num_cpus: int | None = None,
     export_best: bool = True,
+    check_inputs: bool = True,
 ) -> SweepOutcome:
     """Runs (or resumes) a sweep end to end and exports its best configuration.
 
-    Order: sweep folder (--resume) -> MLflow check -> driver lock -> Ray -> resources check ->
-    data -> parent run -> Tune -> export. Everything that can be wrong with the input fails
-    before a trial starts.
+    Order: sweep folder (--resume) -> MLflow check -> checkpoints, data and split file
+    (tuning.preflight) -> driver lock -> Ray -> resources check -> features -> parent run ->
+    Tune -> export. Everything that can be wrong with the input fails before a trial starts.
+    SIGINT / SIGTERM (under run_command) stop Tune, mark the runs KILLED and raise
+    SweepInterrupted: nothing is exported.
 
     Args:
         space: the validated search space (data.root already set).
@@ -527,10 +564,12 @@ def run_sweep(
         callbacks: extra Tune callbacks (tests use them to observe trials).
         num_cpus: CPUs of a local Ray (None: all of this machine's).
         export_best: write best_config.yaml (final.py's seed runs have nothing to choose).
+        check_inputs: run tuning.preflight's checks (final.py runs them itself, before Ray).
 
     Raises:
         ValueError / FileNotFoundError: bad input, unreachable MLflow, resources no node has, a
             sweep that another driver is running.
+        SweepInterrupted: SIGINT / SIGTERM under run_command (nothing exported).
     """
     started = time.perf_counter()
     set_tune_driver_defaults()
@@ -538,7 +577,12 @@ def run_sweep(
     settings.output_root.mkdir(parents=True, exist_ok=True)
     target = open_tracking(settings)
     configure_http_retries()
-    # Torch and Ray load only once the cheap checks above have passed.
+    if check_inputs:
+        # Checkpoints, data and split file: a bad one fails here in one line, not in every trial.
+        from tuning.preflight import check_space_inputs
+
+        check_space_inputs(space, generated_data=synthetic_data_folder(settings))
+    # Ray loads only once the checks above have passed.
     from tuning.cluster import connect, disconnect
 
     with driver_lock(folder):
@@ -593,8 +637,9 @@ def _run_tune(
     callbacks: Sequence[Any],
 ) -> tuple[RunTracker, list[Any], str | None]:
     """Resources check, data, parent run and saved view, Tune until every trial has ended, then
-    the `reseed` step; the parent run, the outcomes of every trial and the view's share key
-    (KeyboardInterrupt when Tune was interrupted)."""
+    the `reseed` step; the parent run, the outcomes of every trial and the view's share key.
+    A signal once the parent run exists marks the runs KILLED and raises SweepInterrupted
+    (tuning.interrupts) with the sweep id that --resume takes."""
     from tuning.callbacks import bind_tracking
     from tuning.cluster import check_resources
     from tuning.cost import COST_FOLDER
@@ -603,7 +648,7 @@ def _run_tune(
     # Before data and features: a trial no node can hold fails in seconds, not minutes.
     check_resources(space.resources)
     data_root = space.base_config.data.root
-    if data_root is not None and Path(data_root) == settings.output_root / "synthetic_data":
+    if data_root is not None and Path(data_root) == synthetic_data_folder(settings):
         with file_lock(settings.output_root / ".synthetic_data.lock"):  # concurrent sweeps
             ensure_synthetic_data(Path(data_root))
     feature_set = shared_feature_set(space)
@@ -614,42 +659,117 @@ def _run_tune(
     parent = _parent_tracker(space, settings, target, folder, commit)
     assert parent.run_id is not None
     _write_state(folder, space, target, parent_run_id=parent.run_id, git_commit=commit)
-    bind_tracking(
-        target,
-        parent.run_id,
-        role="trial" if settings.role == "sweep" else "final_seed",
-        git_commit=commit,
-        staging=folder.path / ".mlflow_staging",
-        sweep_id=folder.sweep_id,
-        cost_folder=folder.path / COST_FOLDER,
+    try:
+        bind_tracking(
+            target,
+            parent.run_id,
+            role="trial" if settings.role == "sweep" else "final_seed",
+            git_commit=commit,
+            staging=folder.path / ".mlflow_staging",
+            sweep_id=folder.sweep_id,
+            cost_folder=folder.path / COST_FOLDER,
+        )
+        total = space.num_trials()
+        print(
+            f"{settings.role} '{space.name}' (sweep id {folder.sweep_id}): "
+            f"{total if total is not None else '?'} trials ({space.search}, scheduler "
+            f"{space.scheduler.kind}, protocol {space.protocol}, metric {space.metric} "
+            f"{space.mode}); "
+            f"results in {folder.path}; MLflow '{target.display_uri}' experiment "
+            f"'{target.experiment_name}' parent run {parent.run_id}",
+            flush=True,
+        )
+        view_key = write_sweep_view(space, target, folder.sweep_id)
+        print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
+        context = SweepContext(space=space)
+        tuner = build_tuner(
+            space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
+        )
+        with tune_running():
+            grid = tuner.fit()
+        # Tune marks the trials it stopped on a signal TERMINATED: only the signal tells.
+        unfinished = len(grid) - grid.num_terminated - grid.num_errors
+        if received_signal() is not None or unfinished > 0:
+            raise SweepInterrupted(received_signal() or signal.SIGINT, f"{folder.path}")
+        from tuning.results import collect_outcomes
+
+        outcomes = collect_outcomes(grid, space)
+        if space.reseed is not None:
+            outcomes += _run_reseed(space, outcomes, folder, feature_set, context)
+    except KeyboardInterrupt as error:
+        interrupted = (
+            error if isinstance(error, SweepInterrupted) else SweepInterrupted(signal.SIGINT)
+        )
+        _record_interrupt(space, folder, target, parent, interrupted, role=settings.role)
+        raise interrupted from None
+    return parent, outcomes, view_key
+
+
+def _record_interrupt(
+    space: SearchSpace,
+    folder: SweepFolder,
+    target: TrackingTarget,
+    parent: RunTracker,
+    interrupted: SweepInterrupted,
+    *,
+    role: str,
+) -> None:
+    """What an interrupted sweep leaves: its unfinished child runs and the parent run KILLED,
+    sweep.json saying so (Tune saved its own state), no summary and no best_config.yaml."""
+    from tuning.callbacks import deliver_pending
+
+    interrupted.sweep_id = folder.sweep_id
+    deliver_pending(timeout_s=INTERRUPT_DELIVERY_S)  # finished trials' FINISHED lands first
+    killed = _kill_running_children(target, str(parent.run_id))
+    parent.set_tags(
+        {
+            RUN_DESCRIPTION_TAG: f"**Interrupted** by {interrupted.signal_name}: {killed} "
+            f"unfinished trial run(s) KILLED; no best configuration exported. Continue with "
+            f"`--resume {folder.sweep_id}`; results in {folder.path}",
+        }
     )
-    total = space.num_trials()
+    parent.finish("KILLED", timeout_s=INTERRUPT_DELIVERY_S)
+    state = _read_state(folder.path)
+    state["interrupted"] = {
+        "signal": interrupted.signal_name,
+        "time": datetime.now().isoformat(timespec="seconds"),
+        "killed_runs": killed,
+    }
+    write_text_atomic(folder.path / STATE_FILE, json.dumps(state, indent=1) + "\n")
     print(
-        f"{settings.role} '{space.name}' (sweep id {folder.sweep_id}): "
-        f"{total if total is not None else '?'} trials ({space.search}, scheduler "
-        f"{space.scheduler.kind}, protocol {space.protocol}, metric {space.metric} {space.mode}); "
-        f"results in {folder.path}; MLflow '{target.display_uri}' experiment "
-        f"'{target.experiment_name}' parent run {parent.run_id}",
+        f"{role} '{space.name}' interrupted by {interrupted.signal_name}: "
+        f"{killed} unfinished trial run(s) and the parent run {parent.run_id} marked KILLED in "
+        f"MLflow; state saved in {folder.path}; no best_config.yaml or summary written",
+        file=sys.stderr,
         flush=True,
     )
-    view_key = write_sweep_view(space, target, folder.sweep_id)
-    print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
-    context = SweepContext(space=space)
-    tuner = build_tuner(
-        space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
-    )
-    grid = tuner.fit()
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    if unfinished > 0:
-        # Interrupted (Ctrl-C): Tune saved its state; nothing is exported from a partial sweep.
-        parent.flush(force=True)
-        raise KeyboardInterrupt(f"{unfinished} trials unfinished in {folder.path}")
-    from tuning.results import collect_outcomes
 
-    outcomes = collect_outcomes(grid, space)
-    if space.reseed is not None:
-        outcomes += _run_reseed(space, outcomes, folder, parent, feature_set, context)
-    return parent, outcomes, view_key
+
+def _kill_running_children(target: TrackingTarget, parent_run_id: str) -> int:
+    """Marks every RUNNING child run of the parent KILLED (trial status 'interrupted'); how many.
+    --resume sets a continued trial's run RUNNING again."""
+    from mlflow_tracking.tracker import TAG_TRIAL_STATUS
+
+    client = target.client()
+    try:
+        runs = client.search_runs(
+            [target.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            client.set_tag(run.info.run_id, TAG_TRIAL_STATUS, "interrupted")
+            client.set_terminated(run.info.run_id, status="KILLED")
+    except Exception as error:  # MLflow down: the interrupt must still end cleanly
+        text = str(error).strip()
+        reason = redact_text(text.splitlines()[0] if text else "", target.uri)
+        print(
+            f"warning: could not mark the trial runs KILLED in MLflow "
+            f"({type(error).__name__}: {reason})",
+            file=sys.stderr,
+        )
+        return 0
+    return len(runs)
 
 
 def _export(
@@ -727,18 +847,13 @@ def _run_reseed(
     space: SearchSpace,
     outcomes: list,
     folder: SweepFolder,
-    parent: RunTracker,
     feature_set: Any,
     context: Any,
 ) -> list:
-    """The re-seeded trials of `reseed` (tuning.reseed); an interrupt keeps the parent run."""
+    """The re-seeded trials of `reseed` (tuning.reseed); an interrupt raises SweepInterrupted."""
     from tuning.reseed import run_reseed
 
-    try:
-        return run_reseed(space, outcomes, folder.path, feature_set=feature_set, context=context)
-    except KeyboardInterrupt:
-        parent.flush(force=True)
-        raise
+    return run_reseed(space, outcomes, folder.path, feature_set=feature_set, context=context)
 
 
 def parent_run_name(space: SearchSpace, role: str) -> str:
@@ -809,9 +924,13 @@ def _export_best(space: SearchSpace, folder: SweepFolder, parent: RunTracker, be
             "Train it on several seeds: "
             "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
         ),
-        record=selection_record(
-            best, metric=best_metric_name(space.metric), reseeded=space.reseed is not None
-        ),
+        record={
+            **selection_record(
+                best, metric=best_metric_name(space.metric), reseeded=space.reseed is not None
+            ),
+            # final.py refuses this file without a checkpoint, as the sweep did.
+            **({"requires_pretrained": True} if space.requires_pretrained else {}),
+        },
     )
     parent.log_artifacts(_staged(best_path, folder.path / ".mlflow_best"))
     parent.set_tags({"lungsrad.best_config": str(best_path)})
@@ -843,7 +962,7 @@ def sweep_view(space: SearchSpace, sweep_id: str) -> Any:
     from mlflow_tracking.tracker import TAG_TRIAL_STATUS, TAG_VARIANT
     from tuning.trainable import best_metric_name
 
-    paths = [path for parameter in space.parameters for path in _parameter_paths(parameter)]
+    paths = [path for parameter in space.parameters for path in parameter.config_paths]
     return SweepView(
         name=f"{space.name} {sweep_id}: best first",
         metric=best_metric_name(space.metric),
@@ -909,11 +1028,42 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by sweep.py and final.py."""
-    parser.add_argument("--data", default=None, help="dataset folder (default: synthetic data)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="ICBHI_final_database folder (unzipped); wins over the config's data.root (default: "
+        "data.root, else synthetic data generated under OUTPUT_ROOT)",
+    )
+    parser.add_argument(
+        "--split-file",
+        default=None,
+        metavar="PATH",
+        help="official split file ICBHI_challenge_train_test.txt; wins over data.split_file "
+        "(default: data.split_file, else the file of that name in the data folder)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="set a config key on every base config, e.g. model.checkpoint=/abs/DASS_small.pth "
+        "(repeatable; wins over the file)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SWEEP_ID",
+        help="continue an interrupted run of this command (finished trials are kept); SWEEP_ID "
+        "(printed at its start and when it stops, in its sweep.json) is needed when the storage "
+        "path holds several",
+    )
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUTPUT_ROOT/mlflow.db)",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:////ABS/OUTPUT_ROOT/mlflow.db; a sqlite path after three slashes is relative)",
     )
     parser.add_argument("--experiment", default=None, help="MLflow experiment name")
     parser.add_argument(
@@ -934,38 +1084,62 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides from --set KEY=VALUE (YAML values) and --split-file (absolute)."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE (a dotted config path), got {item!r}")
+        key, text = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(text)
+    if args.split_file is not None:
+        path = Path(args.split_file).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"--split-file not found: {path}")
+        overrides["data.split_file"] = str(path)
+    return overrides
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The sweep.py argument parser."""
     parser = argparse.ArgumentParser(
         prog="tuning/sweep.py", description="Run a Lung-SRAD hyper-parameter sweep on Ray Tune."
     )
     parser.add_argument("--space", required=True, help="search-space YAML (search_spaces/*.yaml)")
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="SWEEP_ID",
-        help="continue a sweep of this space (finished trials are kept); SWEEP_ID (printed at "
-        "its start, in its sweep.json) is needed when the storage path holds several",
-    )
     add_common_arguments(parser)
     return parser
 
 
-def run_command(function: Any, uri: str | None) -> int:
-    """Runs a CLI body; user errors become one line on stderr and exit status 2."""
+def run_command(
+    function: Any, uri: str | None, *, script: str = "tuning/sweep.py", argv: Sequence[str] = ()
+) -> int:
+    """Runs a CLI body; user errors become one line on stderr and exit status 2; SIGINT and
+    SIGTERM stop the sweep (exit 130 / 143) with the command that continues it."""
     try:
-        return function()
+        with catch_interrupts():
+            return function()
     except USER_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if uri:
             message = redact_text(message, uri)
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: continue with the same command and --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        interrupted = error if isinstance(error, SweepInterrupted) else SweepInterrupted(2)
+        if interrupted.sweep_id is None:
+            print(
+                f"interrupted by {interrupted.signal_name} before any trial started: run the "
+                "same command again",
+                file=sys.stderr,
+            )
+        else:
+            command = resume_command(script, argv, interrupted.sweep_id)
+            print(
+                f"continue with: {redact_text(command, uri) if uri else command}", file=sys.stderr
+            )
+        return interrupted.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -976,15 +1150,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = default_output_root(args.output_root)
         if args.output_root is None and root != Path("runs").resolve():
             print(f"running inside a Ray job: outputs go to {root} (set --output-root to change)")
-        preview = load_search_space(args.space)
+        overrides = flag_overrides(args)
+        preview = load_search_space(args.space, overrides=overrides)
         data_root = data_root_for(list(preview.variants.values()), args.data, root)
-        space = load_search_space(args.space, data_root=data_root) if data_root else preview
+        space = (
+            load_search_space(args.space, data_root=data_root, overrides=overrides)
+            if data_root
+            else preview
+        )
         settings = make_settings(args, experiment=f"lungsrad-{space.name}", role="sweep")
         outcome = run_sweep(space, settings)
         print_outcome(outcome)
         return 0 if outcome.best is not None else EXIT_NO_RESULT
 
-    return run_command(body, args.tracking_uri)
+    return run_command(
+        body, args.tracking_uri, script=invoked_script("tuning/sweep.py"), argv=command_argv(argv)
+    )
+
+
+def invoked_script(default: str) -> str:
+    """The script as the user ran it (`tuning/sweep.py`, an absolute path), for printed
+    commands; `default` when run otherwise (python -m, a test calling main)."""
+    invoked = sys.argv[0] if sys.argv else ""
+    return invoked if Path(invoked).name == Path(default).name else default
+
+
+def command_argv(argv: Sequence[str] | None) -> list[str]:
+    """The command's arguments (sys.argv's when main was called without any)."""
+    return list(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from lungsrad.data.layout import (
     SPLIT_FILE_NAME,
     SPLIT_NAME_FIXES,
     SPLITS,
+    archive_hint,
 )
 from lungsrad.errors import UserError
 
@@ -580,7 +581,7 @@ def scan_dataset(
     if not root.exists():
         raise FileNotFoundError(f"dataset folder not found: {root}")
     if not root.is_dir():
-        raise NotADirectoryError(f"dataset path is not a folder: {root}")
+        raise NotADirectoryError(f"dataset path is not a folder: {root}{archive_hint(root)}")
     split_path = Path(split_file) if split_file is not None else root / SPLIT_FILE_NAME
     wav_files, text_files = _list_recording_files(root, split_path)
 

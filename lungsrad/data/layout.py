@@ -6,6 +6,8 @@ Kept free of torch so that writing synthetic data does not pay torch's import ti
 from __future__ import annotations
 
 import re
+import zipfile
+from pathlib import Path
 
 SPLIT_FILE_NAME = "ICBHI_challenge_train_test.txt"
 DIAGNOSIS_FILE_NAME = "ICBHI_Challenge_diagnosis.txt"
@@ -26,3 +28,13 @@ DEVICES: tuple[str, ...] = ("AKGC417L", "LittC2SE", "Litt3200", "Meditron")
 def device_of(name: str) -> str:
     """Recording device = last `_` field of the name (101_1b1_Al_sc_Meditron -> Meditron)."""
     return name.rsplit("_", 1)[-1]
+
+
+def archive_hint(path: Path) -> str:
+    """For a dataset path that is a file: what to do when it is the downloaded archive."""
+    if path.suffix.lower() != ".zip" and not zipfile.is_zipfile(path):
+        return ""
+    return (
+        f": it is a zip archive; unzip it (unzip {path.name}) and pass the folder that holds the "
+        ".wav and .txt files (ICBHI_final_database)"
+    )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from lungsrad.config import (
+    RANDOM_INIT_CHECKPOINT,
     DataConfig,
     ExperimentConfig,
     ModelConfig,
+    checkpoint_file,
     model_input_frames,
     resolved_architecture,
     resolved_ast_size,
@@ -28,7 +30,8 @@ _RELEASE_FILES = {
 
 
 def build_model(config: ExperimentConfig | ModelConfig) -> Backbone:
-    """The backbone of `config.model`, loading `model.checkpoint` when it is set.
+    """The backbone of `config.model`, loading `model.checkpoint` when it names a file (unset or
+    "none": a random initialisation).
 
     DASS: preset / dims / depths / drop path / scan backend. AST: `model.ast_size` (or the
     custom ast_* sizes) on the input the data section produces (frames from
@@ -47,11 +50,13 @@ def build_model(config: ExperimentConfig | ModelConfig) -> Backbone:
         model_config, data_config = config.model, config.data
     else:
         model_config, data_config = config, DataConfig()
-    path = Path(model_config.checkpoint).expanduser() if model_config.checkpoint else None
+    checkpoint = checkpoint_file(model_config)
+    path = Path(checkpoint).expanduser() if checkpoint else None
     if path is not None and not path.is_file():  # before building: AST-base takes seconds
         raise FileNotFoundError(
             f"model.checkpoint not found: {path}; point it at "
-            f"{_RELEASE_FILES[model_config.backbone]} or a lungsrad checkpoint, or set it to null"
+            f"{_RELEASE_FILES[model_config.backbone]} or a lungsrad checkpoint, or set it to "
+            f"'{RANDOM_INIT_CHECKPOINT}' to train from a random initialisation"
         )
     if model_config.backbone == "ast":
         model: Backbone = _build_ast(model_config, data_config)

@@ -266,7 +266,8 @@ def _processes_mentioning(text: str) -> list[tuple[int, bytes]]:
     return found
 
 
-def _kill_processes_mentioning(text: str) -> None:
+def kill_processes_mentioning(text: str) -> None:
+    """SIGKILL to this user's processes whose command line or environment contains `text`."""
     for pid, _ in _processes_mentioning(text):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -357,7 +358,7 @@ class SweepProcess:
         except ProcessLookupError:
             pass
         self.process.wait(timeout=30)
-        _kill_processes_mentioning(self.ray_tmp)
+        kill_processes_mentioning(self.ray_tmp)
 
     def close(self) -> None:
         """Kills whatever is left of the sweep and its Ray, and removes the Ray temp dir."""

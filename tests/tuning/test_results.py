@@ -4,6 +4,7 @@ never-overwriting exports, and the Table-1 statistics."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tuning.results import (
     read_selection_record,
     selection_record,
     table1_metrics,
-    write_unique_text,
+    write_superseding_text,
 )
 from tuning.search_space import POINT_KEY, SearchSpace, load_search_space
 from tuning.trainable import FAILURE_KEY, best_metric_name
@@ -77,12 +78,20 @@ def test_no_finite_value_means_no_best(space: SearchSpace) -> None:
     assert choose_best([], mode="max") is None
 
 
-def test_exports_never_replace_a_different_file(tmp_path: Path) -> None:
-    first = write_unique_text(tmp_path / "best.yaml", "a: 1\n")
-    assert write_unique_text(tmp_path / "best.yaml", "a: 1\n") == first  # same text: same file
-    second = write_unique_text(tmp_path / "best.yaml", "a: 2\n")
-    assert second == tmp_path / "best-2.yaml"
-    assert first.read_text() == "a: 1\n" and second.read_text() == "a: 2\n"
+def test_a_new_export_supersedes_an_earlier_one_kept_as_partial(tmp_path: Path) -> None:
+    path = tmp_path / "best.yaml"
+    assert write_superseding_text(path, "a: 1\n") == path
+    assert write_superseding_text(path, "a: 1\n") == path  # same text: nothing kept aside
+    assert list(tmp_path.glob("best.partial-*")) == []
+    same_time = (1_800_000_000, 1_800_000_000)
+    os.utime(path, same_time)
+    write_superseding_text(path, "a: 2\n")
+    os.utime(path, same_time)  # both earlier files from the same second: a second partial name
+    write_superseding_text(path, "a: 3\n")
+    assert path.read_text() == "a: 3\n"
+    kept = sorted(tmp_path.glob("best.partial-*.yaml"), key=lambda p: len(p.name))
+    assert [p.read_text() for p in kept] == ["a: 1\n", "a: 2\n"]
+    assert kept[1].name.endswith("-2.yaml")
 
 
 def test_best_config_is_the_complete_resolved_config(space: SearchSpace, tmp_path: Path) -> None:
