@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from lungsrad.config import (
+    RANDOM_INIT_CHECKPOINT,
     VALIDATION_PROTOCOLS,
     ExperimentConfig,
     SchemaError,
@@ -721,16 +722,10 @@ def _absolute_paths(
         value = getattr(config.data, key)
         if value is not None and not Path(value).expanduser().is_absolute():
             resolved[f"data.{key}"] = str(Path(value).expanduser().resolve())
-    checkpoint = checkpoint_file(config.model)
-    if checkpoint is not None:
-        path = Path(checkpoint).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{locate.where(where)}: {'.'.join(where)}: model.checkpoint not found: {path} "
-                "(relative paths are "
-                "read from the directory the sweep runs in; give an absolute path)"
-            )
-        resolved["model.checkpoint"] = str(path)
+    if checkpoint_file(config.model) is not None:
+        resolved["model.checkpoint"] = _checkpoint_file(
+            config.model.checkpoint, where=f"{locate.where(where)}: {'.'.join(where)}"
+        )
     return apply_overrides(config, resolved) if resolved else config
 
 
@@ -792,14 +787,16 @@ def _load_variants(
 
 def _checkpoint_file(value: Any, *, where: str) -> Any:
     """A checkpoint path resolved against the directory the sweep runs in (trials run in their
-    own working directories), checked before any trial starts; None stays None."""
-    if value is None:
-        return None
+    own working directories), checked before any trial starts; None and "none" (a random start)
+    stay as they are."""
+    if value is None or str(value).strip().lower() == RANDOM_INIT_CHECKPOINT:
+        return value
     path = Path(str(value)).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(
             f"{where}: model.checkpoint not found: {path} (relative paths are read from the "
-            "directory the sweep runs in; give an absolute path)"
+            "directory the sweep runs in; give the file with --set model.checkpoint=PATH, or "
+            "'none' to train from a random start)"
         )
     return str(path)
 

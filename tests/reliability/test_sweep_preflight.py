@@ -125,6 +125,12 @@ def sweep_checkpoint_as_value(work: Path, data: Path) -> list[str]:
 
 
 def sweep_paper_space_without_checkpoint(work: Path, data: Path) -> list[str]:
+    space = REPO / "search_spaces" / "paper_fig3.yaml"
+    return _sweep(work, space, "--data", str(data), "--set", "model.checkpoint=null")
+
+
+def sweep_paper_space_checkpoint_missing(work: Path, data: Path) -> list[str]:
+    # The space names the authors' file relative to where the sweep runs; it is not there.
     return _sweep(work, REPO / "search_spaces" / "paper_fig3.yaml", "--data", str(data))
 
 
@@ -210,6 +216,12 @@ CASES = [
         sweep_paper_space_without_checkpoint,
         r"paper_fig3\.yaml: requires_pretrained is true but its base config names no "
         r"model\.checkpoint .*--set model\.checkpoint=PATH.*'none'",
+    ),
+    Case(
+        "sweep: paper_fig3.yaml, the authors' checkpoint not downloaded",
+        sweep_paper_space_checkpoint_missing,
+        r"paper_fig3\.yaml:\d+: base: model\.checkpoint not found: .*pretrained_models/"
+        r"DASS_medium_v2\.pth .*--set model\.checkpoint=PATH.*'none'",
     ),
     Case(
         "sweep: requires_pretrained space without a checkpoint",
