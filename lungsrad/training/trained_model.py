@@ -9,6 +9,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -37,7 +38,7 @@ def load_trained_model(
     checkpoint: str | os.PathLike[str],
     *,
     device: str | None = None,
-    scan_backend: str | None = None,
+    scan_backend: Literal["auto", "reference", "chunked", "mamba_ssm", "triton"] | None = None,
 ) -> TrainedModel:
     """Rebuilds the model of a lungsrad checkpoint (best.pt or an epoch checkpoint).
 
