@@ -1,6 +1,6 @@
 """The lungsrad checkpoint format, defined once: its marker, its version, and the reader that
 checks both. Training resume (training/checkpoints.py), model loading (models/checkpoint.py) and
-the spectral analysis (method/spectral_analysis.py) all read through here.
+trained-model loading (training/trained_model.py) all read through here.
 """
 
 from __future__ import annotations

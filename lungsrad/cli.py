@@ -91,7 +91,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _spectral(args: argparse.Namespace) -> int:
-    from lungsrad.method.spectral_analysis import run_spectral_analysis, run_spectral_comparison
+    from lungsrad.analysis.spectral.driver import run_spectral_analysis, run_spectral_comparison
 
     if args.compare:
         comparison = run_spectral_comparison(

@@ -1,5 +1,5 @@
-"""Lung-SRAD's additions to DASS fine-tuning: spectral-aware layer regularization, dual-axis
-patch-mix contrastive learning, and the SS2D spectral response analysis."""
+"""Lung-SRAD's additions to DASS fine-tuning: spectral-aware layer regularization and dual-axis
+patch-mix contrastive learning (the spectral response analysis: lungsrad/analysis/spectral/)."""
 
 from lungsrad.method.patch_mix import (
     MixedBatch,

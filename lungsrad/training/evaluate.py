@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from lungsrad.config import VALIDATION_PROTOCOLS, atomic_destination, write_text_atomic
+from lungsrad.config import (
+    VALIDATION_PROTOCOLS,
+    ExperimentConfig,
+    atomic_destination,
+    write_text_atomic,
+)
 from lungsrad.data.features import FeatureSet, build_feature_set
 from lungsrad.data.layout import device_of
 from lungsrad.data.loaders import split_indices
@@ -34,15 +39,9 @@ from lungsrad.metrics import (
     device_metric_name,
     metric_name,
 )
-from lungsrad.training.checkpoints import checkpoint_config, read_checkpoint
 from lungsrad.training.run import format_confusion
-from lungsrad.training.runtime import (
-    build_classifier,
-    cpu_threads,
-    evaluate_split_by_device,
-    resolve_amp_dtype,
-    resolve_device,
-)
+from lungsrad.training.runtime import cpu_threads, evaluate_split_by_device, resolve_amp_dtype
+from lungsrad.training.trained_model import load_trained_model
 
 SPLITS = (SPLIT_TEST, SPLIT_VALIDATION, SPLIT_TRAIN)
 
@@ -168,68 +167,75 @@ def evaluate_checkpoint(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    checkpoint = Path(checkpoint)
-    payload = read_checkpoint(checkpoint)
-    config = checkpoint_config(payload, path=checkpoint)
+    trained = load_trained_model(checkpoint, device=device)
+    config = trained.config
     if data_root is not None:
-        data_config = dataclasses.replace(config.data, root=str(data_root))
-        config = dataclasses.replace(config, data=data_config)
-    torch_device = resolve_device(device if device is not None else config.train.device)
-    amp_dtype = resolve_amp_dtype(config.train.amp, torch_device)
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, root=str(data_root))
+        )
     with cpu_threads(config.train.num_threads):
-        model = build_classifier(config, torch_device, load_initial_checkpoint=False)
-        model.load_state_dict(payload["model"])
         if feature_set is None:
             feature_set = build_feature_set(
                 config.data, config.data.root, show_progress=show_progress
             )
-        protocol = config.train.protocol
-        if split == SPLIT_VALIDATION and protocol not in VALIDATION_PROTOCOLS:
-            warnings.warn(
-                "this run used protocol 'paper': its 'val' patients were part of its training data",
-                stacklevel=2,
-            )
-            protocol = "validated"
-        indices = split_indices(
-            feature_set,
-            protocol=protocol,
-            validation_fraction=config.data.validation_fraction,
-            seed=config.data.split_seed,
-            fold=config.data.fold,
-        )[split]
+        indices = _split_cycles(feature_set, config, split)
         scores, confusion, device_confusion = evaluate_split_by_device(
-            model,
-            feature_set.features.to(torch_device),
+            trained.model,
+            feature_set.features.to(trained.device),
             feature_set.labels,
             indices,
             devices=tuple(device_of(name) for name in feature_set.recordings),
             batch_size=config.train.eval_batch_size,
-            amp_dtype=amp_dtype,
+            amp_dtype=resolve_amp_dtype(config.train.amp, trained.device),
             num_classes=config.model.num_classes,
             model_frames=config.data.model_frames,
         )
     report = EvalReport(
-        checkpoint=checkpoint,
+        checkpoint=trained.path,
         split=split,
-        epoch=int(payload.get("epoch", 0)),
+        epoch=trained.epoch,
         num_cycles=len(indices),
         metrics={
             **{metric_name(split, key): value for key, value in scores.items()},
             **detailed_metrics(split, confusion, device_confusion),
         },
         confusion=confusion,
-        device=str(torch_device),
+        device=str(trained.device),
         device_confusion=device_confusion,
     )
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        report.plot_path = output_dir / f"confusion_{split}.png"
-        plot_confusion(
-            confusion,
-            report.plot_path,
-            title=f"{checkpoint.name} (epoch {report.epoch}), {split}: Score {scores[SCORE]:.2f}",
-        )
-        write_text_atomic(
-            output_dir / f"evaluation_{split}.json", json.dumps(report.to_dict(), indent=2) + "\n"
-        )
+        _write_report(report, Path(output_dir), score=scores[SCORE])
     return report
+
+
+def _split_cycles(feature_set: FeatureSet, config: ExperimentConfig, split: str) -> np.ndarray:
+    """Indices of `split`'s cycles under the run's protocol ("val" of a 'paper' run: warned,
+    and carved out as a 'validated' run would)."""
+    protocol = config.train.protocol
+    if split == SPLIT_VALIDATION and protocol not in VALIDATION_PROTOCOLS:
+        warnings.warn(
+            "this run used protocol 'paper': its 'val' patients were part of its training data",
+            stacklevel=3,
+        )
+        protocol = "validated"
+    return split_indices(
+        feature_set,
+        protocol=protocol,
+        validation_fraction=config.data.validation_fraction,
+        seed=config.data.split_seed,
+        fold=config.data.fold,
+    )[split]
+
+
+def _write_report(report: EvalReport, output_dir: Path, *, score: float) -> None:
+    """confusion_<split>.png and evaluation_<split>.json in `output_dir`."""
+    split = report.split
+    report.plot_path = output_dir / f"confusion_{split}.png"
+    plot_confusion(
+        report.confusion,
+        report.plot_path,
+        title=f"{report.checkpoint.name} (epoch {report.epoch}), {split}: Score {score:.2f}",
+    )
+    write_text_atomic(
+        output_dir / f"evaluation_{split}.json", json.dumps(report.to_dict(), indent=2) + "\n"
+    )

@@ -4,21 +4,19 @@ A block's attention is a token-mixing matrix y = A v over the patch grid. Along 
 one frequency row for time, inside one time column for frequency) its n x n diagonal block is
 read through its best circulant approximation (T. Chan's optimal circulant: the mean of each
 wrapped diagonal, c[tau] = mean_t A[t, (t - tau) mod n]); the response is |DFT_n(c)|, i.e. the
-diagonal of F A F^H / n (reading (a) of spectral_analysis.py). Attention is not causal, so the
+diagonal of F A F^H / n (reading (a) of dass.py's docstring). Attention is not causal, so the
 lag axis wraps instead of stopping at the sequence start as DASS's causal lag profile does; on
 this reading uniform attention is pure DC and the identity is all-pass, exactly.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from lungsrad.method.spectral_analysis import AXES, Axis, ResponseCurve, captured_inputs
-
-if TYPE_CHECKING:
-    from lungsrad.models import AST
+from lungsrad.analysis.spectral.capture import captured_inputs
+from lungsrad.analysis.spectral.curves import AXES, Axis, ResponseCurve, model_frame_ms
+from lungsrad.config import ExperimentConfig
+from lungsrad.models import AST
 
 VARIANT_ATTENTION = "attention"  # ResponseCurve.variant of an attention block's response
 
@@ -102,7 +100,7 @@ def attention_response_curves(
             f"features must be (N >= 1, frames, mel_bins), got {tuple(features.shape)}"
         )
     blocks = [model.block(0, index) for index in range(model.depth)]
-    sums: dict[tuple[int, str], torch.Tensor] = {}
+    sums: dict[tuple[int, Axis], torch.Tensor] = {}
     by_index = dict(enumerate(blocks))
     for captured in captured_inputs(model, features, by_index, batch_size=batch_size):
         for index, block in enumerate(blocks):
@@ -127,3 +125,12 @@ def attention_response_curves(
             )
         )
     return curves
+
+
+def axis_spans(config: ExperimentConfig, model: AST) -> dict[str, str]:
+    """What one step of the patch grid spans along each axis, for the x labels."""
+    freq_stride, time_stride = model.patch_stride
+    return {
+        "time": f"1 patch step = {time_stride * model_frame_ms(config):.4g} ms",
+        "freq": f"1 patch step = {freq_stride} of {config.data.num_mel_bins} mel bins",
+    }
