@@ -665,6 +665,7 @@ def _export(
 ) -> SweepOutcome:
     """Summary.md and (for sweeps) best_config.yaml of the trials' outcomes, on disk and on the
     parent run."""
+    from mlflow_tracking.tracker import NOT_DEGENERATE, TAG_DEGENERATE
     from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
     from tuning.results import (
         SUMMARY_FILE,
@@ -692,7 +693,12 @@ def _export(
     parent.set_tags({RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, role)})
     if best is not None:
         parent.log_metrics(best_metrics(space, best), step=0)
-        parent.set_tags({"lungsrad.best_trial_id": best.representative.trial_id})
+        parent.set_tags(
+            {
+                "lungsrad.best_trial_id": best.representative.trial_id,
+                TAG_DEGENERATE: best.degenerate or NOT_DEGENERATE,
+            }
+        )
     parent.log_metrics(cost.metrics(), step=0)
     done = sum(outcome.status == "done" for outcome in outcomes)
     parent.set_tags(
@@ -879,9 +885,15 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
         f"{failed} failed"
     )
     if outcome.best is not None and role == "sweep":
+        from tuning.results import all_degenerate_note
+
         described = outcome.best.representative.resolved.describe_config()
         seeds = len(outcome.best.members)
-        print(f"best: {described} (mean {outcome.best.mean_value:.2f} over {seeds} seed(s))")
+        flag = f"; {outcome.best.degenerate}" if outcome.best.degenerate else ""
+        print(f"best: {described} (mean {outcome.best.mean_value:.2f} over {seeds} seed(s)){flag}")
+        every = all_degenerate_note(outcome.best)
+        if every:
+            print(f"warning: {every[0].lower()}{every[1:]}")
     if outcome.cost is not None:
         print(f"cost: {outcome.cost.one_line()}")
     if outcome.best_config_path is not None:

@@ -35,7 +35,7 @@ from lungsrad.metrics import (
     metric_name,
 )
 from lungsrad.training.checkpoints import checkpoint_config, read_checkpoint
-from lungsrad.training.run import format_confusion
+from lungsrad.training.run import degenerate_lines, format_confusion
 from lungsrad.training.runtime import (
     build_classifier,
     cpu_threads,
@@ -97,6 +97,7 @@ class EvalReport:
             f"{self.num_cycles} cycles, {self.device}",
             f"ICBHI Score {value(SCORE)}, Sp {value(SPECIFICITY)}, Se {value(SENSITIVITY)}, "
             f"accuracy {value(ACCURACY)}",
+            *degenerate_lines(self.confusion, self.split),
             f"2-class: Score {value(SCORE_2CLASS)}, Sp {value(SPECIFICITY_2CLASS)}, "
             f"Se {value(SENSITIVITY_2CLASS)}",
             *(
