@@ -505,6 +505,11 @@ def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mean_metric_name(key: str) -> str:
+    """The final parent run's mean over seeds of a REPORT_* metric (see `table1_metrics`)."""
+    return f"{key}_mean"
+
+
 def table1_metrics(outcomes: Sequence[TrialOutcome]) -> dict[str, float]:
     """Mean, std and 95 % interval over seeds of each REPORT_* metric (logged on the final
     parent run; NaN std and interval for one seed)."""
@@ -515,7 +520,7 @@ def table1_metrics(outcomes: Sequence[TrialOutcome]) -> dict[str, float]:
             interval = mean_interval(
                 [float(o.last.get(key, math.nan)) for o in done], bounds=metric_range(key)
             )
-            metrics[f"{key}_mean"] = interval.mean
+            metrics[mean_metric_name(key)] = interval.mean
             metrics[f"{key}_std"] = interval.std
             metrics[f"{key}_ci95_low"] = interval.low
             metrics[f"{key}_ci95_high"] = interval.high
