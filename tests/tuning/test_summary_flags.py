@@ -155,7 +155,8 @@ def test_when_every_configuration_is_degenerate_every_output_says_so(tmp_path, c
     )
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == (
-        "best: method.patch_mix.alpha=0.5 (mean 50.00 over 1 seed(s)); degenerate: predicts only 'normal'"
+        "best: method.patch_mix.alpha=0.5 (mean 50.00 over 1 seed(s)); "
+        "degenerate: predicts only 'normal'"
     )
     assert lines[2].startswith("warning: all 2 finished configurations have a degenerate seed")
 
