@@ -786,6 +786,8 @@ def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], rol
             f"{seeds}; best trial run **{best.representative.resolved.describe_short()}** "
             f"(Tune trial `{best.representative.trial_id}`)"
         )
+        if best.degenerate:
+            head += f"  \n**Warning**: {best.degenerate}"
     return (
         f"{head}  \n{done} of {len(outcomes)} trials finished; search `{space.search}`, "
         f"protocol `{space.protocol}`. See the artifacts summary.md and report/."

@@ -27,7 +27,7 @@ from tuning.results import (
     table1_markdown,
 )
 from tuning.search_space import ResolvedTrial, load_search_space
-from tuning.sweep import SweepOutcome, print_outcome
+from tuning.sweep import SweepOutcome, best_description, print_outcome
 
 # Test cycles per true class (normal, crackle, wheeze, both), the confusion rows below.
 ALL_NORMAL = np.array([[60, 0, 0, 0], [30, 0, 0, 0], [20, 0, 0, 0], [10, 0, 0, 0]])
@@ -159,6 +159,9 @@ def test_when_every_configuration_is_degenerate_every_output_says_so(tmp_path, c
         "degenerate: predicts only 'normal'"
     )
     assert lines[2].startswith("warning: all 2 finished configurations have a degenerate seed")
+    # The MLflow parent run's description (its run page) says it too.
+    description = best_description(space, best, outcomes, "sweep")
+    assert "**Warning**: degenerate: predicts only 'normal'" in description
 
 
 def test_a_final_names_its_degenerate_seed_not_the_whole_configuration(tmp_path) -> None:
