@@ -7,7 +7,8 @@ abnormal cycles predicted with their exact class, Score = (Sp + Se) / 2, all in 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +83,35 @@ def recall_metric_name(split: str, class_name: str) -> str:
     return f"{split}/{RECALL_PREFIX}/{class_name}"
 
 
+# Share of the cycles predicted as each class (percent), kept for the selected epoch only
+# (report/predicted/<class>): what the degenerate-classifier flag reads.
+PREDICTED_PREFIX = "predicted"
+# A class counts as predicted when it gets at least this share of the predictions, so a stray
+# cycle does not hide a one-class model.
+PREDICTED_MIN_SHARE = 1.0
+
+
+def predicted_metric_name(split: str, class_name: str) -> str:
+    """e.g. predicted_metric_name('report', 'normal') == 'report/predicted/normal' (percent)."""
+    return f"{split}/{PREDICTED_PREFIX}/{class_name}"
+
+
+# Metrics that are percentages of cycles: intervals and plots of them keep to this range.
+PERCENT_RANGE = (0.0, 100.0)
+_PERCENT_KEYS = frozenset(EVAL_KEYS)
+_PERCENT_GROUPS = frozenset({RECALL_PREFIX, PREDICTED_PREFIX})
+
+
+def metric_range(name: str) -> tuple[float, float] | None:
+    """The range a metric's values lie in: PERCENT_RANGE for the ICBHI rates and scores (any
+    split or prefix, e.g. 'report/icbhi_score', 'best/selection/icbhi_score',
+    'test/recall/wheeze'), None for an unbounded one (losses, seconds)."""
+    parts = name.split("/")
+    if parts[-1] in _PERCENT_KEYS or (len(parts) >= 2 and parts[-2] in _PERCENT_GROUPS):
+        return PERCENT_RANGE
+    return None
+
+
 def _as_class_indices(values: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(values).reshape(-1)
     if array.size and not np.issubdtype(array.dtype, np.integer):
@@ -153,13 +183,71 @@ def icbhi_scores(
     return scores_from_confusion(confusion_matrix(labels, predictions, num_classes))
 
 
+def _class_names(size: int) -> tuple[str, ...]:
+    return CLASS_NAMES if size == len(CLASS_NAMES) else tuple(str(i) for i in range(size))
+
+
 def class_recalls(matrix: np.ndarray) -> dict[str, float]:
     """Recall (percent) of each class from a confusion matrix, by class name; NaN for a class
     without cycles."""
     matrix = np.asarray(matrix)
     size = matrix.shape[0]
-    names = CLASS_NAMES if size == len(CLASS_NAMES) else tuple(str(i) for i in range(size))
+    names = _class_names(size)
     return {names[c]: _percent(int(matrix[c, c]), int(matrix[c].sum())) for c in range(size)}
+
+
+def prediction_shares(matrix: np.ndarray) -> dict[str, float]:
+    """Share (percent) of the cycles predicted as each class (the confusion matrix's column
+    sums), by class name; NaN without cycles."""
+    matrix = np.asarray(matrix)
+    total = int(matrix.sum())
+    names = _class_names(matrix.shape[1])
+    return {names[c]: _percent(int(matrix[:, c].sum()), total) for c in range(matrix.shape[1])}
+
+
+def prediction_metrics(split: str, matrix: np.ndarray) -> dict[str, float]:
+    """`prediction_shares` as named metrics of `split` (predicted_metric_name)."""
+    return {
+        predicted_metric_name(split, name): share
+        for name, share in prediction_shares(matrix).items()
+    }
+
+
+def degenerate_note(shares: Mapping[str, float]) -> str | None:
+    """The one rule for a degenerate classifier, from the share of cycles predicted as each class
+    (`prediction_shares`): it is degenerate when the classes it predicts (each at least
+    PREDICTED_MIN_SHARE percent of the cycles) are at most half of the classes, e.g. 1 or 2 of
+    ICBHI's 4. Returns e.g. "degenerate: predicts only 'normal'" or "degenerate: predicts only
+    'normal' and 'both' (99.2 % of cycles)"; None when it is not degenerate or the shares are
+    missing or NaN (an older run, no cycles)."""
+    values = {name: float(share) for name, share in shares.items()}
+    if len(values) < 2 or not all(math.isfinite(share) for share in values.values()):
+        return None
+    predicted = [name for name, share in values.items() if share >= PREDICTED_MIN_SHARE]
+    if len(predicted) > len(values) // 2:
+        return None
+    note = "degenerate: predicts only " + " and ".join(f"'{name}'" for name in predicted)
+    covered = sum(values[name] for name in predicted)
+    if covered < 100.0 - 1e-9:  # stray predictions of the other classes
+        note += f" ({covered:.1f} % of cycles)"
+    return note
+
+
+def confusion_degenerate_note(matrix: np.ndarray) -> str | None:
+    """`degenerate_note` of a confusion matrix (rows true, columns predicted)."""
+    return degenerate_note(prediction_shares(matrix))
+
+
+def metrics_degenerate_note(metrics: Mapping[str, Any], split: str = REPORT_PREFIX) -> str | None:
+    """`degenerate_note` of the `split/predicted/<class>` metrics in `metrics` (default: the
+    reported epoch's, 'report/predicted/...'); None when they are absent."""
+    prefix = f"{split}/{PREDICTED_PREFIX}/"
+    shares = {
+        key[len(prefix) :]: float(value)
+        for key, value in metrics.items()
+        if key.startswith(prefix) and isinstance(value, (int, float))
+    }
+    return degenerate_note(shares)
 
 
 def confusion_by_group(

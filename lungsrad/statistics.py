@@ -55,10 +55,18 @@ def t_quantile(confidence: float, degrees_of_freedom: int) -> float:
     return 0.5 * (low + high)
 
 
+# Fewer values than this get no interval: with two the t quantile is 12.7, so two seeds give
+# intervals far outside a score's range, and a bootstrap of two values has three possible
+# means, which looks tight and means nothing.
+MIN_INTERVAL_COUNT = 3
+
+
 @dataclass(frozen=True)
 class MeanInterval:
-    """Mean of n values with its sample std (ddof 1) and Student-t interval; std and interval
-    are NaN for fewer than two values (one seed says nothing about the spread)."""
+    """Mean of n values with its sample std (ddof 1) and Student-t interval; std is NaN for fewer
+    than two values (one seed says nothing about the spread), the interval NaN for fewer than
+    MIN_INTERVAL_COUNT. With `bounds` the interval is clipped to the metric's range (`clipped`
+    says whether it was)."""
 
     mean: float
     std: float
@@ -66,6 +74,13 @@ class MeanInterval:
     high: float
     count: int
     confidence: float = CONFIDENCE
+    bounds: tuple[float, float] | None = None  # the metric's range, e.g. (0, 100) for percent
+    clipped: bool = False  # low or high was moved to a bound
+
+    @property
+    def has_interval(self) -> bool:
+        """True when there is an interval (enough finite values)."""
+        return math.isfinite(self.low) and math.isfinite(self.high)
 
     @property
     def half_width(self) -> float:
@@ -77,30 +92,59 @@ class MeanInterval:
         return bool(self.low <= value <= self.high)
 
 
-def mean_interval(values: Sequence[float], *, confidence: float = CONFIDENCE) -> MeanInterval:
-    """Mean, sample std and Student-t interval of the finite values (NaN entries are left out)."""
+def mean_interval(
+    values: Sequence[float],
+    *,
+    confidence: float = CONFIDENCE,
+    bounds: tuple[float, float] | None = None,
+) -> MeanInterval:
+    """Mean, sample std and Student-t interval of the finite values (NaN entries are left out).
+
+    Args:
+        values: one value per seed (or per paired seed).
+        confidence: the interval's coverage.
+        bounds: the metric's range (lungsrad.metrics.metric_range); the interval is clipped to
+            it, since a mean of percentages cannot leave 0-100.
+    """
     finite = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
     count = int(finite.size)
     if count == 0:
-        return MeanInterval(math.nan, math.nan, math.nan, math.nan, 0, confidence)
+        return MeanInterval(math.nan, math.nan, math.nan, math.nan, 0, confidence, bounds)
     mean = float(finite.mean())
     if count == 1:
-        return MeanInterval(mean, math.nan, math.nan, math.nan, 1, confidence)
+        return MeanInterval(mean, math.nan, math.nan, math.nan, 1, confidence, bounds)
     std = float(finite.std(ddof=1))
+    if count < MIN_INTERVAL_COUNT:
+        return MeanInterval(mean, std, math.nan, math.nan, count, confidence, bounds)
     half = t_quantile(confidence, count - 1) * std / math.sqrt(count)
-    return MeanInterval(mean, std, mean - half, mean + half, count, confidence)
+    low, high = mean - half, mean + half
+    clipped = False
+    if bounds is not None:
+        clipped = low < bounds[0] or high > bounds[1]
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return MeanInterval(mean, std, low, high, count, confidence, bounds, clipped)
+
+
+def _bound(value: float) -> str:
+    return f"{value:g}"
 
 
 def format_interval(interval: MeanInterval, *, digits: int = 2) -> str:
-    """'mean ± std [low, high]'; 'mean (1 seed)' without a spread; 'n/a' without values."""
+    """'mean ± std [low, high]', with '(clipped to 0-100)' when the interval met the metric's
+    range; 'mean (1 seed)' without a spread; 'mean ± std (n=2: no interval)' below
+    MIN_INTERVAL_COUNT values; 'n/a' without values."""
     if interval.count == 0:
         return "n/a"
     if interval.count == 1:
         return f"{interval.mean:.{digits}f} (1 seed)"
-    return (
-        f"{interval.mean:.{digits}f} ± {interval.std:.{digits}f} "
-        f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
-    )
+    spread = f"{interval.mean:.{digits}f} ± {interval.std:.{digits}f}"
+    if not interval.has_interval:
+        return f"{spread} (n={interval.count}: no interval)"
+    text = f"{spread} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+    if interval.clipped and interval.bounds is not None:
+        low, high = interval.bounds
+        text += f" (clipped to {_bound(low)}-{_bound(high)})"
+    return text
 
 
 @dataclass(frozen=True)
@@ -110,15 +154,16 @@ class PairedDifference:
     seeds: tuple[Any, ...]  # seeds, or (seed, fold) pairs for runs over folds
     differences: tuple[float, ...]  # per seed, in `seeds` order
     interval: MeanInterval  # Student-t interval of the mean difference
-    bootstrap_low: float  # percentile interval of the paired bootstrap (NaN: < 2 pairs)
+    bootstrap_low: float  # percentile interval of the paired bootstrap (NaN: < 3 pairs)
     bootstrap_high: float
 
     @property
     def verdict(self) -> str:
         """'better' / 'worse' when the t interval excludes 0, else 'within noise' (or 'unknown'
-        with fewer than two pairs)."""
-        if self.interval.count < 2:
-            return "unknown (fewer than 2 paired seeds)"
+        with fewer than MIN_INTERVAL_COUNT pairs, which have no interval)."""
+        if not self.interval.has_interval:
+            count = self.interval.count
+            return f"unknown (n={count}: fewer than {MIN_INTERVAL_COUNT} paired seeds)"
         if self.interval.low > 0:
             return "better"
         if self.interval.high < 0:
@@ -133,9 +178,10 @@ def paired_bootstrap(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile interval of the mean paired difference (seeds resampled with replacement)."""
+    """Percentile interval of the mean paired difference (seeds resampled with replacement);
+    NaN for fewer than MIN_INTERVAL_COUNT differences."""
     values = np.asarray(differences, dtype=np.float64)
-    if values.size < 2:
+    if values.size < MIN_INTERVAL_COUNT:
         return math.nan, math.nan
     generator = np.random.default_rng(seed)
     picks = generator.integers(0, values.size, size=(resamples, values.size))

@@ -22,7 +22,13 @@ from typing import Any
 
 from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.errors import USER_ERRORS, UserError
-from lungsrad.metrics import REPORT_SCORE, REPORT_SENSITIVITY, REPORT_SPECIFICITY
+from lungsrad.metrics import (
+    PERCENT_RANGE,
+    REPORT_SCORE,
+    REPORT_SENSITIVITY,
+    REPORT_SPECIFICITY,
+    metric_range,
+)
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from mlflow_tracking.saved_view import stored_share_key, ui_hint
 from mlflow_tracking.tracker import (
@@ -46,6 +52,8 @@ VARIANT_PARAMETER = "variant"
 BASE = "base"
 REPORT_FOLDER = "report"
 DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
+# A plot title wraps at this many characters: at fontsize 9 a 5.2-inch figure holds about 70.
+TITLE_CHARACTERS_PER_LINE = 64
 
 
 @dataclass(frozen=True)
@@ -183,7 +191,9 @@ def aggregate(series: Mapping[str, list[TrialPoint]], metrics: Sequence[str]) ->
             label=label,
             count=len(members),
             stats={
-                metric: mean_interval([m.metrics.get(metric, math.nan) for m in members])
+                metric: mean_interval(
+                    [m.metrics.get(metric, math.nan) for m in members], bounds=metric_range(metric)
+                )
                 for metric in metrics
             },
         )
@@ -204,8 +214,28 @@ def plot_parameter(
     base_label: str | None,
     title: str,
 ) -> None:
-    """Score vs value: mean with its 95 % interval over seeds (none for one seed), every seed
-    as a dot, the base value marked."""
+    """Writes `parameter_figure` as a PNG, atomically."""
+    figure = parameter_figure(
+        parameter, rows, series, metric=metric, base_label=base_label, title=title
+    )
+    with atomic_destination(path) as tmp_path:
+        figure.savefig(tmp_path, format="png")
+
+
+def parameter_figure(
+    parameter: str,
+    rows: Sequence[Row],
+    series: Mapping[str, list[TrialPoint]],
+    *,
+    metric: str,
+    base_label: str | None,
+    title: str,
+) -> Any:
+    """Score vs value (a matplotlib Figure): mean with its 95 % interval over seeds (none below
+    three seeds), every seed as a dot, the base value marked; the y axis keeps to the metric's
+    range (0-100 for a score) and the title wraps instead of running off the figure."""
+    import textwrap
+
     from matplotlib.figure import Figure
 
     numeric = all(_number(row.label) is not None for row in rows)
@@ -215,16 +245,19 @@ def plot_parameter(
     ]
     figure = Figure(figsize=(5.2, 3.8), dpi=120)
     axes = figure.subplots()
-    means = [row.stats[metric].mean for row in rows]
-    halves = [row.stats[metric].half_width if row.count > 1 else 0.0 for row in rows]
-    has_spread = any(row.count > 1 for row in rows)
+    stats = [row.stats[metric] for row in rows]
+    means = [interval.mean for interval in stats]
+    # Asymmetric: an interval clipped to the metric's range is no longer centred on the mean.
+    below = [s.mean - s.low if s.has_interval else 0.0 for s in stats]
+    above = [s.high - s.mean if s.has_interval else 0.0 for s in stats]
+    has_spread = any(s.has_interval for s in stats)
     axes.errorbar(
         positions,
         means,
-        yerr=[h if math.isfinite(h) else 0.0 for h in halves] if has_spread else None,
+        yerr=[below, above] if has_spread else None,
         marker="o",
         capsize=4,
-        label="mean, 95 % interval over seeds" if has_spread else "one seed per value",
+        label=("mean, 95 % interval over seeds (3 or more)" if has_spread else "mean over seeds"),
     )
     for position, row in zip(positions, rows, strict=True):
         seeds = [p.metrics.get(metric, math.nan) for p in series[row.label]]
@@ -236,12 +269,15 @@ def plot_parameter(
     elif len(positions) > 2 and min(positions) > 0 and max(positions) / min(positions) > 20:
         axes.set_xscale("log")
     axes.set_xlabel(f"{parameter} (log scale)" if axes.get_xscale() == "log" else parameter)
-    axes.set_ylabel(f"{metric} (%)")
-    axes.set_title(title, fontsize=9)
+    bounds = metric_range(metric)
+    axes.set_ylabel(f"{metric} (%)" if bounds == PERCENT_RANGE else metric)
+    if bounds is not None:
+        low, high = axes.get_ylim()
+        axes.set_ylim(max(low, bounds[0]), min(high, bounds[1]))
+    axes.set_title(textwrap.fill(title, width=TITLE_CHARACTERS_PER_LINE), fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    with atomic_destination(path) as tmp_path:
-        figure.savefig(tmp_path, format="png")
+    return figure
 
 
 def _cell(row: Row, metric: str) -> str:

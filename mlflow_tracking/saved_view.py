@@ -29,6 +29,7 @@ _COMPRESSED_PREFIX = "deflate;"
 _SECTION_ID = "lungsrad-answer"
 _CHART_ID = "lungsrad-parallel-coordinates"
 _RUN_NAME_COLUMN = "attributes.`Run Name`"
+_MAX_COLUMN_WIDTH = 260
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,15 @@ class SweepView:
 
     Attributes:
         name: the saved view's name in the UI.
-        metric: metric key the rows are sorted by (the sweep's running best).
+        metric: the first column, which the rows are sorted by (a sweep's running best; a
+            final's mean score, which only its parent run holds, so the answer is the top row).
         maximize: sort best first for a metric to maximise.
-        other_metrics: further metric columns (the report/ scores).
-        params: param columns (every swept parameter, then the seed).
-        tags: tag columns (trial status, variant).
+        other_metrics: further metric columns (the report/ scores), after the params.
+        params: param columns (every swept parameter, then the seed), right after `metric`.
+        tags: tag columns (trial status, degenerate, variant).
         search_filter: MLflow search filter of the rows ("" for all runs of the experiment).
+        chart_metric: the parallel-coordinates chart's metric (default: `metric`); it needs a
+            metric the trial runs hold.
     """
 
     name: str
@@ -52,6 +56,7 @@ class SweepView:
     params: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     search_filter: str = ""
+    chart_metric: str | None = None
 
     @property
     def chart_params(self) -> list[str]:
@@ -77,15 +82,21 @@ def tag_column(key: str) -> str:
 def view_state(view: SweepView) -> dict[str, Any]:
     """The UI state of the view: columns, sort, search filter and a parallel-coordinates chart.
 
+    Columns: the run name, the score (`metric`), the params, the other metrics, the tags, so
+    the swept values sit beside the score instead of off-screen to the right.
+
     Keys as the MLflow 3.17 UI reads them: `columnWidths` only works together with
     `columnOrder`; without `isAccordionReordered` the UI sorts the chart section to the bottom,
-    and a section without `columns: 1` draws the chart a third of the page wide.
+    a section without `columns: 1` draws the chart a third of the page wide, and
+    `runListHidden` gives the chart view's width to the charts instead of a runs list beside
+    them (the table view is unchanged). The chart cuts an axis name to 15 characters when it is
+    wider than 0.8 x the chart's width / its number of axes (7417.*.chunk.js of the build).
     """
     columns = [
         _RUN_NAME_COLUMN,
         metric_column(view.metric),
-        *(metric_column(key) for key in view.other_metrics if key != view.metric),
         *(param_column(key) for key in view.params),
+        *(metric_column(key) for key in view.other_metrics if key != view.metric),
         *(tag_column(key) for key in view.tags),
     ]
     return {
@@ -94,8 +105,12 @@ def view_state(view: SweepView) -> dict[str, Any]:
         "orderByAsc": not view.maximize,
         "selectedColumns": columns[1:],
         "columnOrder": columns,
-        "columnWidths": {_RUN_NAME_COLUMN: 260},
+        "columnWidths": {
+            _RUN_NAME_COLUMN: 260,
+            **{column: _column_width(column) for column in columns[1:]},
+        },
         "isAccordionReordered": True,
+        "runListHidden": True,
         "compareRunSections": [
             {
                 "uuid": _SECTION_ID,
@@ -111,13 +126,20 @@ def view_state(view: SweepView) -> dict[str, Any]:
                 "uuid": _CHART_ID,
                 "metricSectionId": _SECTION_ID,
                 "selectedParams": view.chart_params,
-                "selectedMetrics": [view.metric],
+                "selectedMetrics": [view.chart_metric or view.metric],
                 "showAllRuns": True,
                 "isGenerated": False,
                 "deleted": False,
             }
         ],
     }
+
+
+def _column_width(column: str) -> int:
+    """Pixels that show a column's name whole (the UI's default width cuts it after ~12
+    characters), at most _MAX_COLUMN_WIDTH."""
+    name = column.split("`")[1] if "`" in column else column
+    return min(_MAX_COLUMN_WIDTH, 8 * len(name) + 40)
 
 
 def encode_state(state: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lungsrad.config import write_text_atomic
+from lungsrad.metrics import metric_range
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from mlflow_tracking.tracker import display_value
 
@@ -94,7 +95,9 @@ def group_configurations(points: Sequence[Any], *, metric: str) -> list[Configur
             values=dict(members[0].values),
             run_ids=tuple(m.run_id for m in members),
             seeds=tuple(m.seed for m in members),
-            score=mean_interval([m.metrics.get(metric, math.nan) for m in members]),
+            score=mean_interval(
+                [m.metrics.get(metric, math.nan) for m in members], bounds=metric_range(metric)
+            ),
         )
         for members in groups.values()
     ]

@@ -58,6 +58,10 @@ TAG_STARTS = "lungsrad.attempts"  # how many times the trial process (re)started
 TAG_RESUMED_FROM_EPOCH = "lungsrad.resumed_from_epoch"  # last start's checkpoint epoch (0: fresh)
 TAG_STOPPED_EARLY = "lungsrad.stopped_early"  # "true": the scheduler stopped the trial
 TAG_BEST_EPOCH = "lungsrad.best_epoch"  # the epoch the protocol selected
+# "no", or lungsrad.metrics.degenerate_note of the reported epoch ("degenerate: predicts only
+# 'normal'"); on a parent run, which seeds of the chosen configuration are degenerate.
+TAG_DEGENERATE = "lungsrad.degenerate"
+NOT_DEGENERATE = "no"
 # A trial run's state as a person reads it: running | retrying | done | stopped early | failed
 TAG_TRIAL_STATUS = "lungsrad.trial_status"
 PARENT_RUN_TAG = "mlflow.parentRunId"

@@ -20,14 +20,16 @@ from typing import Any
 from ray import tune
 
 from lungsrad.config import dump_config, flatten_config
-from lungsrad.metrics import EPOCH
+from lungsrad.metrics import EPOCH, metrics_degenerate_note
 from lungsrad.training.checkpoints import CHECKPOINT_FILE, CheckpointError
 from mlflow_tracking.artifacts import write_checkpoint_artifacts
 from mlflow_tracking.tracker import (
+    NOT_DEGENERATE,
     TAG_AMP,
     TAG_BEST_EPOCH,
     TAG_CUDA_VISIBLE_DEVICES,
     TAG_DATA_FINGERPRINT,
+    TAG_DEGENERATE,
     TAG_DEVICE,
     TAG_DEVICE_NAME,
     TAG_DEVICE_REASON,
@@ -308,6 +310,7 @@ class MlflowLogger(tune.Callback):
                 run.tracker.set_tags({TAG_STOPPED_EARLY: "true", TAG_TRIAL_STATUS: "stopped early"})
             else:
                 run.tracker.set_tags({TAG_TRIAL_STATUS: "done"})
+            run.tracker.set_tags({TAG_DEGENERATE: metrics_degenerate_note(last) or NOT_DEGENERATE})
             try:
                 self._log_checkpoint_artifacts(run, trial)
             except (CheckpointError, OSError) as error:  # the run keeps its metrics

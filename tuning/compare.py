@@ -18,7 +18,7 @@ from typing import Any
 
 from lungsrad.config import write_text_atomic
 from lungsrad.errors import USER_ERRORS, UserError
-from lungsrad.metrics import REPORT_SCORE
+from lungsrad.metrics import REPORT_SCORE, metric_range
 from lungsrad.statistics import (
     CONFIDENCE,
     PairedDifference,
@@ -148,6 +148,7 @@ def comparison_markdown(
     `steps` (e.g. `contrast_steps`) replaces the ablation chain `ablation_steps(scores, order)`.
     """
     percent = f"{CONFIDENCE:.0%}"
+    bounds = metric_range(metric)
     chain = steps is None
     if steps is None:
         steps = ablation_steps(scores, order)
@@ -162,7 +163,8 @@ def comparison_markdown(
     for name in order:
         seeds = sorted(seed for seed, value in scores[name].items() if math.isfinite(value))
         lines.append(
-            f"| {name} | {seeds} | {format_interval(mean_interval(list(scores[name].values())))} |"
+            f"| {name} | {seeds} "
+            f"| {format_interval(mean_interval(list(scores[name].values()), bounds=bounds))} |"
         )
     what = (
         "Steps: the later variant minus the earlier"
@@ -184,13 +186,16 @@ def comparison_markdown(
     for step in steps:
         difference = step.difference
         interval = difference.interval
+        no_interval = "n/a" if interval.count == 0 else f"n={interval.count}: no interval"
         t_cell = (
-            f"[{_signed(interval.low)}, {_signed(interval.high)}]" if interval.count > 1 else "n/a"
+            f"[{_signed(interval.low)}, {_signed(interval.high)}]"
+            if interval.has_interval
+            else no_interval
         )
         boot_cell = (
             f"[{_signed(difference.bootstrap_low)}, {_signed(difference.bootstrap_high)}]"
-            if interval.count > 1
-            else "n/a"
+            if interval.has_interval
+            else no_interval
         )
         verdict = difference.verdict
         lines.append(

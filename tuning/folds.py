@@ -26,6 +26,7 @@ from lungsrad.metrics import (
     SENSITIVITY,
     SPECIFICITY,
     device_metric_name,
+    metric_range,
 )
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from tuning.results import TrialOutcome, fold_of
@@ -69,13 +70,14 @@ def aggregate(outcomes: Sequence[TrialOutcome], key: str) -> MeanInterval:
     folds, else over seeds. A run without the metric (e.g. a device absent from its test split)
     is left out, never counted as 0."""
     done = _done(outcomes)
+    bounds = metric_range(key)
     folds = sorted({fold_of(o) for o in done if fold_of(o) is not None})
     if not folds:
-        return mean_interval([_value(o, key) for o in done])
+        return mean_interval([_value(o, key) for o in done], bounds=bounds)
     fold_means = [
         mean_interval([_value(o, key) for o in done if fold_of(o) == fold]).mean for fold in folds
     ]
-    return mean_interval(fold_means)
+    return mean_interval(fold_means, bounds=bounds)
 
 
 def folds_markdown(outcomes: Sequence[TrialOutcome]) -> str:
@@ -100,7 +102,9 @@ def folds_markdown(outcomes: Sequence[TrialOutcome]) -> str:
         members = [o for o in done if fold_of(o) == fold]
         seeds = sorted(o.resolved.seed for o in members)
         cells = [
-            format_interval(mean_interval([_value(o, key) for o in members]))
+            format_interval(
+                mean_interval([_value(o, key) for o in members], bounds=metric_range(key))
+            )
             for _, key in OVERALL_ROWS
         ]
         lines.append(f"| {fold} | {seeds} | {' | '.join(cells)} |")

@@ -23,9 +23,12 @@ from lungsrad.metrics import (
     REPORT_SENSITIVITY_2CLASS,
     REPORT_SPECIFICITY,
     REPORT_SPECIFICITY_2CLASS,
+    metric_range,
+    metrics_degenerate_note,
 )
 from lungsrad.statistics import (
     CONFIDENCE,
+    MIN_INTERVAL_COUNT,
     MeanInterval,
     PairedDifference,
     format_interval,
@@ -65,6 +68,12 @@ class TrialOutcome:
         """The final answer's score (test metrics at the protocol's selected epoch)."""
         return float(self.last.get(REPORT_SCORE, math.nan))
 
+    @property
+    def degenerate(self) -> str | None:
+        """lungsrad.metrics.degenerate_note of the reported epoch's predictions (None: not
+        degenerate, or a trial without them)."""
+        return metrics_degenerate_note(self.last)
+
 
 @dataclass(frozen=True)
 class BestChoice:
@@ -72,6 +81,7 @@ class BestChoice:
 
     members: tuple[TrialOutcome, ...]
     mean_value: float  # mean over seeds of the trials' best metric
+    configurations: int = 1  # configurations with a finished seed it was chosen from
 
     @property
     def config(self) -> ExperimentConfig:
@@ -87,6 +97,14 @@ class BestChoice:
     def seed_scores(self) -> dict[int, float]:
         """The sweep metric's running best per seed."""
         return {m.resolved.seed: m.best_value for m in sorted(self.members, key=_seed)}
+
+    @property
+    def degenerate(self) -> str | None:
+        """Which of its seeds are degenerate classifiers (`degenerate_members`), or None.
+
+        Since non-degenerate configurations rank first, a degenerate best means that every
+        configuration with a finished seed has a degenerate seed."""
+        return degenerate_members(self.members)
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,27 @@ class ConfigurationSummary:
         """The configuration without its seed."""
         return self.members[0].resolved.describe_config()
 
+    @property
+    def degenerate(self) -> str | None:
+        """Which of its finished seeds are degenerate classifiers, or None."""
+        return degenerate_members(self.done)
+
+
+def degenerate_members(members: Sequence[TrialOutcome]) -> str | None:
+    """Which runs of a configuration are degenerate classifiers: the note itself for one run
+    ("degenerate: predicts only 'normal'"), else e.g. "1 of 2 seeds degenerate (seed 0:
+    predicts only 'normal')"; None when none is."""
+    flagged = [(m, m.degenerate) for m in sorted(members, key=_seed) if m.degenerate]
+    if not flagged:
+        return None
+    if len(members) == 1:
+        return flagged[0][1]
+    runs = "seeds" if all(fold_of(m) is None for m in members) else "runs"
+    details = "; ".join(
+        f"{_run_label(m)}: {str(note).removeprefix('degenerate: ')}" for m, note in flagged
+    )
+    return f"{len(flagged)} of {len(members)} {runs} degenerate ({details})"
+
 
 def _is_finished(outcome: TrialOutcome) -> bool:
     return outcome.status == "done" and math.isfinite(outcome.best_value)
@@ -123,11 +162,20 @@ def _rank_key(value: float, mode: str) -> tuple[bool, float]:
     return (False, -value if mode == "max" else value)
 
 
+def _configuration_rank_key(summary: ConfigurationSummary, mode: str) -> tuple[bool, bool, float]:
+    """Configurations with a finished seed first, then those without a degenerate seed, then
+    by mean under `mode`."""
+    missing, value = _rank_key(summary.selection.mean, mode)
+    return (missing, summary.degenerate is not None, value)
+
+
 def summarize_configurations(
-    outcomes: Sequence[TrialOutcome], *, mode: str
+    outcomes: Sequence[TrialOutcome], *, mode: str, metric: str | None = None
 ) -> list[ConfigurationSummary]:
-    """Outcomes grouped by configuration (equal variant and swept values), best mean first;
-    configurations without a finished seed last. Ties keep trial order."""
+    """Outcomes grouped by configuration (equal variant and swept values), best mean first,
+    except that a configuration with a degenerate seed (`degenerate_members`) ranks below every
+    one without; configurations without a finished seed last. Ties keep trial order.
+    `metric` (the sweep metric) bounds the selection interval (lungsrad.metrics.metric_range)."""
     groups: dict[str, list[TrialOutcome]] = {}
     for outcome in outcomes:
         groups.setdefault(outcome.resolved.group_key(), []).append(outcome)
@@ -137,11 +185,16 @@ def summarize_configurations(
         summaries.append(
             ConfigurationSummary(
                 members=tuple(sorted(members, key=_seed)),
-                selection=mean_interval([m.best_value for m in done]),
-                report=mean_interval([m.report_score for m in done]),
+                selection=mean_interval(
+                    [m.best_value for m in done],
+                    bounds=metric_range(metric) if metric else None,
+                ),
+                report=mean_interval(
+                    [m.report_score for m in done], bounds=metric_range(REPORT_SCORE)
+                ),
             )
         )
-    return sorted(summaries, key=lambda summary: _rank_key(summary.selection.mean, mode))
+    return sorted(summaries, key=lambda summary: _configuration_rank_key(summary, mode))
 
 
 def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]:
@@ -182,12 +235,17 @@ def choose_best(outcomes: Sequence[TrialOutcome], *, mode: str) -> BestChoice | 
 
     Under protocol 'paper' the metric is the test score of the best epoch; under 'validated' the
     validation score of the val-selected epoch, so no test number picks the winner. Failed
-    trials and trials without a finite value are left out; ties go to the earlier trial.
+    trials and trials without a finite value are left out; ties go to the earlier trial. A
+    configuration with a degenerate seed is chosen only when every configuration has one.
     """
-    for summary in summarize_configurations(outcomes, mode=mode):
-        if summary.done:
-            return BestChoice(members=summary.done, mean_value=summary.selection.mean)
-    return None
+    summaries = [s for s in summarize_configurations(outcomes, mode=mode) if s.done]
+    if not summaries:
+        return None
+    return BestChoice(
+        members=summaries[0].done,
+        mean_value=summaries[0].selection.mean,
+        configurations=len(summaries),
+    )
 
 
 def write_superseding_text(path: Path, text: str) -> Path:
@@ -212,14 +270,17 @@ def write_superseding_text(path: Path, text: str) -> Path:
 def selection_record(best: BestChoice, *, metric: str, reseeded: bool) -> dict[str, Any]:
     """What the export rests on: the metric, seeds, per-seed scores, mean and 95 % interval."""
     scores = best.seed_scores
-    interval = mean_interval(list(scores.values()))
+    interval = mean_interval(list(scores.values()), bounds=metric_range(metric))
     return {
         "metric": metric,
         "seeds": list(scores),
         "scores": [round(value, 6) for value in scores.values()],
         "mean": round(interval.mean, 6),
-        "ci95": None if interval.count < 2 else [round(interval.low, 6), round(interval.high, 6)],
+        "ci95": [round(interval.low, 6), round(interval.high, 6)]
+        if interval.has_interval
+        else None,
         "reseeded": reseeded,
+        "degenerate": best.degenerate,
     }
 
 
@@ -232,6 +293,11 @@ def selection_note(record: dict[str, Any]) -> str:
             "spread on ICBHI is about a point, so re-run the top configurations on more seeds "
             "(search-space key `reseed`) or train this one with tuning/final.py."
         )
+    if record["ci95"] is None:
+        return (
+            f"This choice rests on {seeds} seeds: mean {record['metric']} {record['mean']:.2f} "
+            f"(n={seeds}: no interval; {MIN_INTERVAL_COUNT} seeds or more give one)."
+        )
     low, high = record["ci95"]
     return (
         f"This choice rests on {seeds} seeds: mean {record['metric']} {record['mean']:.2f}, "
@@ -240,11 +306,20 @@ def selection_note(record: dict[str, Any]) -> str:
 
 
 def export_best_config(
-    best: BestChoice, folder: Path, *, header: str, record: dict[str, Any]
+    best: BestChoice,
+    folder: Path,
+    *,
+    header: str,
+    record: dict[str, Any],
 ) -> Path:
     """Writes best_config.yaml (complete resolved config) into `folder`, with a comment header
-    and a comment line `selection: {JSON}` (see `read_selection_record`)."""
-    lines = [*header.splitlines(), selection_note(record)]
+    (a warning first when the choice is a degenerate classifier) and a comment line
+    `selection: {JSON}` (see `read_selection_record`)."""
+    lines = [
+        *degenerate_warning(best),
+        *header.splitlines(),
+        selection_note(record),
+    ]
     lines.append(SELECTION_RECORD_PREFIX + json.dumps(record))
     comment = "".join(f"# {line}\n" for line in lines)
     return write_superseding_text(folder / BEST_CONFIG_FILE, comment + dump_config(best.config))
@@ -379,7 +454,9 @@ def summary_markdown(
     ]
     if best is not None:
         record = selection_record(best, metric=best_name, reseeded=False)
-        chosen = next(c for c in summarize_configurations(best.members, mode=space.mode))
+        chosen = next(
+            c for c in summarize_configurations(best.members, mode=space.mode, metric=best_name)
+        )
         lines += [
             f"**Best configuration**: {best.representative.resolved.describe_config()} "
             f"({best_name} {format_interval(chosen.selection)}; "
@@ -388,12 +465,8 @@ def summary_markdown(
             selection_note(record),
             "",
         ]
-        flagged = [o for o in best.members if degenerate_note(o.last)]
-        if flagged:
-            lines += [
-                f"**Warning**: the best configuration {degenerate_note(flagged[0].last)}.",
-                "",
-            ]
+        for line in degenerate_warning(best):
+            lines += [f"**{line}**", ""]
     paired = points_against_base_markdown(space, outcomes)
     if paired:
         lines += [paired]
@@ -407,11 +480,12 @@ def summary_markdown(
         f"| rank | configuration | seeds done | {best_name} | {REPORT_SCORE}{unit} |",
         "|---:|---|---:|---:|---:|" + ("---:|" if costs else ""),
     ]
-    summaries = summarize_configurations(outcomes, mode=space.mode)
+    summaries = summarize_configurations(outcomes, mode=space.mode, metric=best_name)
     for rank, summary in enumerate(summaries, start=1):
         spent = _cost_cell(costs, summary.members) if costs else ""
+        flag = f" ({summary.degenerate})" if summary.degenerate else ""
         lines.append(
-            f"| {rank} | {summary.description} | {len(summary.done)}/{len(summary.members)} "
+            f"| {rank} | {summary.description}{flag} | {len(summary.done)}/{len(summary.members)} "
             f"| {format_interval(summary.selection)} | {format_interval(summary.report)}{spent} |"
         )
     lines += [
@@ -424,7 +498,7 @@ def summary_markdown(
     ordered = sorted(outcomes, key=lambda o: _rank_key(o.best_value, space.mode))
     for outcome in ordered:
         status = outcome.status if outcome.error is None else f"failed: {outcome.error}"
-        note = degenerate_note(outcome.last)
+        note = outcome.degenerate
         if note:
             status += f" ({note})"
         spent = _cost_cell(costs, [outcome]) if costs else ""
@@ -438,21 +512,27 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def degenerate_note(metrics: Mapping[str, Any]) -> str | None:
-    """A warning for a classifier that predicts one class for (nearly) everything: Sp 100 and
-    Se 0 (every cycle called normal) or Sp 0 (no cycle called normal); None otherwise."""
-    specificity = float(metrics.get(REPORT_SPECIFICITY, math.nan))
-    sensitivity = float(metrics.get(REPORT_SENSITIVITY, math.nan))
-    if not (math.isfinite(specificity) and math.isfinite(sensitivity)):
+def degenerate_warning(best: BestChoice) -> list[str]:
+    """Lines saying that the chosen configuration is a degenerate classifier (which of its
+    seeds: `degenerate_members`) and, when it was chosen from several, that all of them are
+    (the non-degenerate ones rank first); [] when it is not."""
+    note = best.degenerate
+    if note is None:
+        return []
+    every = all_degenerate_note(best)
+    verb = "is" if note.startswith("degenerate:") else "has"
+    return [f"Warning: the best configuration {verb} {note}.", *([every] if every else [])]
+
+
+def all_degenerate_note(best: BestChoice) -> str | None:
+    """That every configuration is degenerate, when the best one is and was chosen from several
+    (a configuration with a degenerate seed ranks below any without); else None."""
+    if best.degenerate is None or best.configurations < 2:
         return None
-    if sensitivity <= 0.0:
-        return (
-            f"predicts 'normal' for every cycle (Sp {specificity:.0f}, Se 0): a one-class "
-            "classifier, not a result"
-        )
-    if specificity <= 0.0:
-        return f"never predicts 'normal' (Sp 0, Se {sensitivity:.0f}): a degenerate classifier"
-    return None
+    return (
+        f"All {best.configurations} finished configurations have a degenerate seed (they rank "
+        "below any without one): this sweep found no usable classifier."
+    )
 
 
 def _cost_unit(costs: Mapping[str, Any]) -> str:
@@ -504,7 +584,11 @@ def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
     lines = [f"# {title}", "", finished, "", "| task | Sp | Se | Score |", "|---|---:|---:|---:|"]
     for label, specificity, sensitivity, score in TABLE1_ROWS:
         cells = [
-            format_interval(mean_interval([float(o.last.get(key, math.nan)) for o in done]))
+            format_interval(
+                mean_interval(
+                    [float(o.last.get(key, math.nan)) for o in done], bounds=metric_range(key)
+                )
+            )
             for key in (specificity, sensitivity, score)
         ]
         lines.append(f"| {label} | {' | '.join(cells)} |")
@@ -522,14 +606,18 @@ def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
         fold_cell = f"{fold_of(outcome)} | " if has_folds else ""
         numbers = " | ".join(_number(v) for v in values)
         lines.append(f"| {outcome.resolved.seed} | {fold_cell}{numbers} |")
-    for outcome in done:
-        note = degenerate_note(outcome.last)
-        if note:
-            lines.append(f"\n**Warning**: {_run_label(outcome)} {note}.")
+    flagged = degenerate_members(done)
+    if flagged:
+        lines.append(f"\n**Warning**: {flagged}; the means above include every finished seed.")
     failed = [o for o in outcomes if o.status != "done"]
     for outcome in failed:
         lines.append(f"\n{_run_label(outcome)} failed: {outcome.error}")
     return "\n".join(lines) + "\n"
+
+
+def mean_metric_name(key: str) -> str:
+    """The final parent run's mean over seeds of a REPORT_* metric (see `table1_metrics`)."""
+    return f"{key}_mean"
 
 
 def table1_metrics(outcomes: Sequence[TrialOutcome]) -> dict[str, float]:
@@ -539,8 +627,10 @@ def table1_metrics(outcomes: Sequence[TrialOutcome]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for _, *keys in TABLE1_ROWS:
         for key in keys:
-            interval = mean_interval([float(o.last.get(key, math.nan)) for o in done])
-            metrics[f"{key}_mean"] = interval.mean
+            interval = mean_interval(
+                [float(o.last.get(key, math.nan)) for o in done], bounds=metric_range(key)
+            )
+            metrics[mean_metric_name(key)] = interval.mean
             metrics[f"{key}_std"] = interval.std
             metrics[f"{key}_ci95_low"] = interval.low
             metrics[f"{key}_ci95_high"] = interval.high

@@ -679,7 +679,7 @@ def _run_tune(
             f"'{target.experiment_name}' parent run {parent.run_id}",
             flush=True,
         )
-        view_key = write_sweep_view(space, target, folder.sweep_id)
+        view_key = write_sweep_view(space, target, folder.sweep_id, settings.role)
         print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
         context = SweepContext(space=space)
         tuner = build_tuner(
@@ -786,6 +786,7 @@ def _export(
 ) -> SweepOutcome:
     """Summary.md and (for sweeps) best_config.yaml of the trials' outcomes, on disk and on the
     parent run."""
+    from mlflow_tracking.tracker import NOT_DEGENERATE, TAG_DEGENERATE
     from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
     from tuning.results import (
         PAIRED_FILE,
@@ -818,7 +819,12 @@ def _export(
     parent.set_tags({RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, role)})
     if best is not None:
         parent.log_metrics(best_metrics(space, best), step=0)
-        parent.set_tags({"lungsrad.best_trial_id": best.representative.trial_id})
+        parent.set_tags(
+            {
+                "lungsrad.best_trial_id": best.representative.trial_id,
+                TAG_DEGENERATE: best.degenerate or NOT_DEGENERATE,
+            }
+        )
     parent.log_metrics(cost.metrics(), step=0)
     done = sum(outcome.status == "done" for outcome in outcomes)
     parent.set_tags(
@@ -902,6 +908,8 @@ def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], rol
             f"{seeds}; best trial run **{best.representative.resolved.describe_short()}** "
             f"(Tune trial `{best.representative.trial_id}`)"
         )
+        if best.degenerate:
+            head += f"  \n**Warning**: {best.degenerate}"
     return (
         f"{head}  \n{done} of {len(outcomes)} trials finished; search `{space.search}`, "
         f"protocol `{space.protocol}`. See the artifacts summary.md and report/."
@@ -949,9 +957,11 @@ def _staged(file: Path, folder: Path) -> Path:
     return folder
 
 
-def sweep_view(space: SearchSpace, sweep_id: str) -> Any:
-    """The saved view of a sweep's runs page: the sweep metric, the report scores, every swept
-    parameter, the seed and the trial status; best first; only this sweep's runs."""
+def sweep_view(space: SearchSpace, sweep_id: str, role: str = "sweep") -> Any:
+    """The saved view of a sweep's runs page: the sweep metric, every swept parameter and the
+    seed, the report scores, the trial status and degenerate tags; best first; only this sweep's
+    runs. A final's view starts with the mean Score, Sp and Se over seeds (its parent run's
+    Table 1 metrics), so the answer is the top row, not its best seed."""
     from lungsrad.metrics import (
         REPORT_SCORE,
         REPORT_SCORE_2CLASS,
@@ -959,29 +969,39 @@ def sweep_view(space: SearchSpace, sweep_id: str) -> Any:
         REPORT_SPECIFICITY,
     )
     from mlflow_tracking.saved_view import SweepView, swept_param_keys
-    from mlflow_tracking.tracker import TAG_TRIAL_STATUS, TAG_VARIANT
+    from mlflow_tracking.tracker import TAG_DEGENERATE, TAG_TRIAL_STATUS, TAG_VARIANT
+    from tuning.results import mean_metric_name
     from tuning.trainable import best_metric_name
 
     paths = [path for parameter in space.parameters for path in parameter.config_paths]
+    metric = best_metric_name(space.metric)
+    reported = (REPORT_SCORE, REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE_2CLASS)
+    means: tuple[str, ...] = ()
+    if role != "sweep":
+        means = tuple(mean_metric_name(key) for key in (REPORT_SPECIFICITY, REPORT_SENSITIVITY))
+        metric, reported = mean_metric_name(REPORT_SCORE), (metric, *reported)
     return SweepView(
-        name=f"{space.name} {sweep_id}: best first",
-        metric=best_metric_name(space.metric),
+        name=f"{space.name} {sweep_id}: " + ("best first" if role == "sweep" else "mean first"),
+        metric=metric,
         maximize=space.mode == "max",
-        other_metrics=(REPORT_SCORE, REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE_2CLASS),
+        other_metrics=(*means, *reported),
         params=swept_param_keys(paths),
-        tags=(TAG_TRIAL_STATUS, *((TAG_VARIANT,) if space.has_variants else ())),
+        tags=(TAG_TRIAL_STATUS, TAG_DEGENERATE, *((TAG_VARIANT,) if space.has_variants else ())),
         search_filter=f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'",
+        chart_metric=best_metric_name(space.metric),
     )
 
 
-def write_sweep_view(space: SearchSpace, target: TrackingTarget, sweep_id: str) -> str | None:
+def write_sweep_view(
+    space: SearchSpace, target: TrackingTarget, sweep_id: str, role: str = "sweep"
+) -> str | None:
     """Stores the sweep's saved view on its experiment; its share key, or None (with one warning
     line) when the tracking store refuses the experiment tag."""
     from mlflow_tracking.saved_view import sweep_share_key, write_saved_view
 
     key = sweep_share_key(sweep_id)
     stored = write_saved_view(
-        target.client(), target.experiment_id, key, sweep_view(space, sweep_id), target.uri
+        target.client(), target.experiment_id, key, sweep_view(space, sweep_id, role), target.uri
     )
     return key if stored else None
 
@@ -1005,9 +1025,15 @@ def print_outcome(outcome: SweepOutcome, *, role: str = "sweep") -> None:
         f"{failed} failed"
     )
     if outcome.best is not None and role == "sweep":
+        from tuning.results import all_degenerate_note
+
         described = outcome.best.representative.resolved.describe_config()
         seeds = len(outcome.best.members)
-        print(f"best: {described} (mean {outcome.best.mean_value:.2f} over {seeds} seed(s))")
+        flag = f"; {outcome.best.degenerate}" if outcome.best.degenerate else ""
+        print(f"best: {described} (mean {outcome.best.mean_value:.2f} over {seeds} seed(s)){flag}")
+        every = all_degenerate_note(outcome.best)
+        if every:
+            print(f"warning: {every[0].lower()}{every[1:]}")
     if outcome.cost is not None:
         print(f"cost: {outcome.cost.one_line()}")
     if outcome.best_config_path is not None:

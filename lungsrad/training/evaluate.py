@@ -39,7 +39,7 @@ from lungsrad.metrics import (
     device_metric_name,
     metric_name,
 )
-from lungsrad.training.run import format_confusion
+from lungsrad.training.run import degenerate_lines, format_confusion
 from lungsrad.training.runtime import cpu_threads, evaluate_split_by_device, resolve_amp_dtype
 from lungsrad.training.trained_model import load_trained_model
 
@@ -96,6 +96,7 @@ class EvalReport:
             f"{self.num_cycles} cycles, {self.device}",
             f"ICBHI Score {value(SCORE)}, Sp {value(SPECIFICITY)}, Se {value(SENSITIVITY)}, "
             f"accuracy {value(ACCURACY)}",
+            *degenerate_lines(self.confusion, self.split),
             f"2-class: Score {value(SCORE_2CLASS)}, Sp {value(SPECIFICITY_2CLASS)}, "
             f"Se {value(SENSITIVITY_2CLASS)}",
             *(

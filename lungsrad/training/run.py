@@ -57,9 +57,11 @@ from lungsrad.metrics import (
     TRAIN_CAPTURE_SECONDS,
     TRAIN_LOSS,
     TRAIN_SAMPLES_PER_SECOND,
+    confusion_degenerate_note,
     detailed_metrics,
     device_metric_name,
     metric_name,
+    prediction_metrics,
 )
 from lungsrad.models import Backbone
 from lungsrad.training.checkpoints import (
@@ -198,6 +200,7 @@ class RunResult:
                     ("accuracy", ACCURACY),
                 )
             ),
+            *degenerate_lines(self.confusion),
             "2-class: "
             + ", ".join(
                 f"{label} {_format_percent(report.get(metric_name(REPORT_PREFIX, key)))}"
@@ -255,6 +258,15 @@ def _format_percent(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
     return f"{value:.2f}"
+
+
+def degenerate_lines(matrix: np.ndarray, split: str = SPLIT_TEST) -> list[str]:
+    """A warning line under a score whose confusion matrix is a degenerate classifier's
+    (lungsrad.metrics.degenerate_note), else nothing."""
+    note = confusion_degenerate_note(matrix)
+    if note is None:
+        return []
+    return [f"warning: {note} on the {split} split; its score is not a result"]
 
 
 def format_confusion(matrix: np.ndarray) -> str:
@@ -551,6 +563,7 @@ class _Evaluation:
                     for key in EVAL_KEYS
                 },
                 **detailed_metrics(REPORT_PREFIX, test, by_device),
+                **prediction_metrics(REPORT_PREFIX, test),
                 REPORT_EPOCH: float(epoch),
             },
             "confusion": test.tolist(),

@@ -19,9 +19,14 @@ from lungsrad.metrics import (
     SENSITIVITY_2CLASS,
     SPECIFICITY,
     SPECIFICITY_2CLASS,
+    confusion_degenerate_note,
     confusion_matrix,
+    degenerate_note,
     icbhi_scores,
     metric_name,
+    metric_range,
+    metrics_degenerate_note,
+    prediction_metrics,
     scores_from_confusion,
 )
 
@@ -99,3 +104,43 @@ def test_metric_names() -> None:
     assert metric_name("val", SENSITIVITY_2CLASS) == "val/sensitivity_2class"
     assert REPORT_SCORE == "report/icbhi_score"
     assert SELECTION_SCORE == "selection/icbhi_score"
+
+
+@pytest.mark.parametrize(
+    ("predicted_columns", "expected"),
+    [  # per predicted class (normal, crackle, wheeze, both): cycles of each true class
+        ({0: [60, 30, 20, 10]}, "degenerate: predicts only 'normal'"),
+        ({3: [60, 30, 20, 10]}, "degenerate: predicts only 'both'"),
+        ({0: [50, 20, 20, 0], 3: [10, 10, 0, 10]}, "degenerate: predicts only 'normal' and 'both'"),
+        ({0: [60, 29, 20, 10], 1: [0, 1, 0, 0]}, "degenerate: predicts only 'normal' (99.2 % of"),
+        ({0: [50, 10, 5, 5], 1: [5, 15, 5, 0], 2: [5, 5, 10, 5]}, None),
+    ],
+)
+def test_degenerate_classifiers_are_named_by_the_classes_they_predict(
+    predicted_columns: dict[int, list[int]], expected: str | None
+) -> None:
+    matrix = np.zeros((4, 4), dtype=np.int64)
+    for column, counts in predicted_columns.items():
+        matrix[:, column] = counts
+    note = confusion_degenerate_note(matrix)
+    if expected is None:
+        assert note is None
+    else:
+        assert note is not None and note.startswith(expected)
+    # The same rule from the logged metrics of the reported epoch.
+    assert metrics_degenerate_note(prediction_metrics("report", matrix)) == note
+
+
+def test_degenerate_note_needs_the_predicted_shares() -> None:
+    assert metrics_degenerate_note({REPORT_SCORE: 50.0}) is None  # a run from older code
+    assert confusion_degenerate_note(np.zeros((4, 4), dtype=np.int64)) is None  # no cycles
+    assert degenerate_note({"normal": 100.0, "crackle": 0.0}) == (
+        "degenerate: predicts only 'normal'"
+    )
+
+
+def test_metric_ranges() -> None:
+    assert metric_range(REPORT_SCORE) == (0.0, 100.0)
+    assert metric_range("best/selection/icbhi_score") == (0.0, 100.0)
+    assert metric_range("test/recall/wheeze") == (0.0, 100.0)
+    assert metric_range("train/loss") is None

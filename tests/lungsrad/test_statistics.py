@@ -1,5 +1,6 @@
 """Intervals on known inputs: the t quantile against printed t tables, a mean interval and paired
-differences whose bounds are computed by hand below, and the paired bootstrap's limits."""
+differences whose bounds are computed by hand below, and the paired bootstrap's limits; fewer
+than three values give no interval, and a bounded metric's interval is clipped and marked."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 
 import pytest
 
+from lungsrad.metrics import REPORT_SPECIFICITY, metric_range
 from lungsrad.statistics import (
+    MIN_INTERVAL_COUNT,
     format_interval,
     mean_interval,
     paired_bootstrap,
@@ -86,7 +89,34 @@ def test_paired_difference_that_is_real_by_hand() -> None:
 
 def test_paired_bootstrap_limits() -> None:
     assert paired_bootstrap([1.5, 1.5, 1.5]) == pytest.approx((1.5, 1.5))
-    low, high = paired_bootstrap([0.0, 10.0], resamples=2000)
-    assert (low, high) == pytest.approx((0.0, 10.0))  # means of 2 resampled values: 0, 5, 10
+    low, high = paired_bootstrap([0.0, 10.0, 5.0], resamples=2000)
+    assert 0.0 <= low < high <= 10.0
     assert all(math.isnan(v) for v in paired_bootstrap([3.0]))
     assert paired_difference({0: 1.0}, {0: 2.0}).verdict.startswith("unknown")
+
+
+def test_two_seeds_give_no_interval_never_an_impossible_or_tight_one() -> None:
+    # Issue 25: two seeds printed Sp 85.71 [-95.80, 267.23] (t = 12.7), and a paired bootstrap
+    # over two seeds [-1.92, +0.00] (its three possible means), as if they said something.
+    assert MIN_INTERVAL_COUNT == 3
+    specificity = mean_interval([100.0, 71.42], bounds=metric_range(REPORT_SPECIFICITY))
+    assert specificity.count == 2 and specificity.std == pytest.approx(20.2092, abs=1e-4)
+    assert not specificity.has_interval and math.isnan(specificity.low)
+    assert format_interval(specificity) == "85.71 ± 20.21 (n=2: no interval)"
+    assert all(math.isnan(v) for v in paired_bootstrap([-1.92, 0.0]))
+    step = paired_difference({0: 60.0, 1: 61.0}, {0: 58.08, 1: 61.0})
+    assert math.isnan(step.bootstrap_low) and math.isnan(step.bootstrap_high)
+    assert step.verdict == "unknown (n=2: fewer than 3 paired seeds)"
+
+
+def test_a_bounded_metric_keeps_its_interval_inside_its_range_and_says_so() -> None:
+    # 100, 100, 90: mean 96.667, s = 5.7735, half = 4.302653 * 5.7735 / sqrt(3) = 14.3422
+    # -> [82.32, 111.01], clipped to [82.32, 100].
+    interval = mean_interval([100.0, 100.0, 90.0], bounds=(0.0, 100.0))
+    assert interval.clipped and interval.high == 100.0
+    assert interval.low == pytest.approx(82.3245, abs=1e-4)
+    assert format_interval(interval) == "96.67 ± 5.77 [82.32, 100.00] (clipped to 0-100)"
+    inside = mean_interval([60.0, 61.0, 62.0], bounds=(0.0, 100.0))
+    assert not inside.clipped and "clipped" not in format_interval(inside)
+    unbounded = mean_interval([100.0, 100.0, 90.0])
+    assert unbounded.high == pytest.approx(111.0089, abs=1e-4) and not unbounded.clipped

@@ -35,17 +35,19 @@ def test_state_sorts_best_first_and_selects_the_answer_columns() -> None:
     state = view_state(VIEW)
     assert state["orderByKey"] == "metrics.`best/selection/icbhi_score`"
     assert state["orderByAsc"] is False
+    # The score, then the swept parameters, then the other metrics (issue 25: the parameters
+    # were off-screen to the right behind every report metric).
     assert state["selectedColumns"] == [
         "metrics.`best/selection/icbhi_score`",
-        "metrics.`report/icbhi_score`",
-        "metrics.`report/specificity`",
         "params.`method.patch_mix.temperature`",
         "params.`method.patch_mix.alpha`",
         "params.`train.seed`",
+        "metrics.`report/icbhi_score`",
+        "metrics.`report/specificity`",
         "tags.`lungsrad.trial_status`",
     ]
     assert state["columnOrder"][0] == "attributes.`Run Name`"
-    assert state["isAccordionReordered"] is True
+    assert state["isAccordionReordered"] is True and state["runListHidden"] is True
     (section,) = state["compareRunSections"]
     (chart,) = state["compareRunCharts"]
     assert section["columns"] == 1 and chart["metricSectionId"] == section["uuid"]

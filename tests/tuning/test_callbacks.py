@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sweep_helpers import write_tiny_space
 
-from lungsrad.metrics import EPOCH, SELECTION_SCORE
+from lungsrad.metrics import EPOCH, REPORT_PREFIX, SELECTION_SCORE, prediction_metrics
 from lungsrad.training.checkpoints import (
     CHECKPOINT_FILE,
     CHECKPOINT_FORMAT,
@@ -24,8 +25,10 @@ from lungsrad.training.checkpoints import (
 )
 from mlflow_tracking.artifacts import CURVES_PNG, HISTORY_CSV
 from mlflow_tracking.tracker import (
+    NOT_DEGENERATE,
     PARENT_RUN_TAG,
     TAG_BEST_EPOCH,
+    TAG_DEGENERATE,
     TAG_DEVICE,
     TAG_FAILURE,
     TAG_PREVIOUS_FAILURE,
@@ -156,7 +159,7 @@ def test_a_trial_run_gets_params_facts_epochs_and_checkpoint_artifacts(
         "4242",
         "0",
     )
-    assert tags[TAG_BEST_EPOCH] == "2"
+    assert tags[TAG_BEST_EPOCH] == "2" and tags[TAG_DEGENERATE] == NOT_DEGENERATE
     assert params[ALPHA] == "0.5" and params["run.num_parameters"] == "7"
     assert "time_this_iter_s" not in metrics  # Tune's own keys are not metrics
     assert metrics[TIMING_TRIAL] == 3.0 and metrics[TRAIN_SECONDS] == 2.5
@@ -204,3 +207,21 @@ def test_a_diverged_trial_is_failed_with_its_reason(
     assert run.info.status == "FAILED"
     assert "not finite" in run.data.tags[TAG_FAILURE]
     assert _steps(target, run, EPOCH) == []  # the failure report is no epoch
+
+
+def test_a_degenerate_trial_is_tagged_with_the_class_it_predicts(
+    space: SearchSpace, sweep: tuple[Any, str], tmp_path: Path
+) -> None:
+    target, parent_run_id = sweep
+    logger = MlflowLogger(space)
+    trial = StandInTrial("t_00003", {ALPHA: 0.5, "seed": 0})
+    logger.on_trial_start(0, [], trial)
+    every_cycle_both = [[0, 0, 0, 60], [0, 0, 0, 30], [0, 0, 0, 20], [0, 0, 0, 0]]
+    final = {**_result(2), **prediction_metrics(REPORT_PREFIX, np.array(every_cycle_both))}
+    logger.on_trial_result(0, [], trial, final)
+    trial.last_result, trial.checkpoint = final, _checkpoint(tmp_path / "checkpoint", 2)
+    logger.on_trial_complete(0, [], trial)
+    run = _child(target, parent_run_id)
+    # Se is 0 here (no 'both' cycle in this test split): once read as "predicts 'normal'".
+    assert run.data.tags[TAG_DEGENERATE] == "degenerate: predicts only 'both'"
+    assert run.data.metrics["report/predicted/both"] == 100.0

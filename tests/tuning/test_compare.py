@@ -43,6 +43,16 @@ def test_steps_with_intervals_and_verdicts() -> None:
     assert "| regularization | [0, 1, 2] | 62.17 ± 1.04 [59.58, 64.75] |" in text
 
 
+def test_two_paired_seeds_say_they_have_no_interval() -> None:
+    # Issue 25: a paired bootstrap over 2 seeds printed [-1.92, +0.00], as if it meant something.
+    scores = {"a": {0: 60.0, 1: 61.0}, "b": {0: 58.08, 1: 61.0}}
+    text = comparison_markdown(scores, ["a", "b"], metric=REPORT_SCORE, title="t")
+    (row,) = [line for line in text.splitlines() if "a -> b" in line]
+    assert "| -0.96 | n=2: no interval | n=2: no interval |" in row
+    assert row.rstrip().endswith("| unknown (n=2: fewer than 3 paired seeds) |")
+    assert "| a | [0, 1] | 60.50 ± 0.71 (n=2: no interval) |" in text
+
+
 def _log_children(client, experiment_id: str, parent_id: str, variant: str, scores, name: str):
     for seed, value in scores.items():
         run = client.create_run(

@@ -87,6 +87,7 @@ def test_best_config_records_its_seeds(tmp_path: Path) -> None:
         "mean": 62.0,
         "ci95": [pytest.approx(59.51586, abs=1e-5), pytest.approx(64.48414, abs=1e-5)],
         "reseeded": True,
+        "degenerate": None,
     }
     assert "rests on 3 seeds" in path.read_text()
     load_config(path)  # still a valid run config

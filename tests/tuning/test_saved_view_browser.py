@@ -1,17 +1,36 @@
 """What a person sees: a smoke sweep logs to a real `mlflow server`, prints the link to its saved
 view, and headless Chromium (Debian's `chromium`; `.ci/run` installs it) opens that link. The
-rendered runs page shows the saved view: the sweep metric, report and parameter columns, sorted
-best first, the sweep's parent row and its trials."""
+rendered runs page shows the saved view: the sweep metric, then the swept parameters, then the
+report columns, sorted best first, the sweep's parent row and its trials; the chart view draws
+the parallel-coordinates chart full width with whole axis names once MLflow's assistant panel is
+closed as docs/mlflow-ui.md says; a final's view starts with the mean Score, Sp and Se."""
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pytest
+from mlflow.entities import Metric, Param, RunTag
 
-from lungsrad.metrics import REPORT_SCORE
-from mlflow_tracking.saved_view import SHARED_VIEW_TAG_PREFIX, decode_state
-from mlflow_tracking.tracker import TAG_SWEEP_ID, TAG_TRIAL_STATUS
+from lungsrad.metrics import (
+    REPORT_PREFIX,
+    REPORT_SCORE,
+    REPORT_SENSITIVITY,
+    REPORT_SPECIFICITY,
+    metrics_degenerate_note,
+    prediction_metrics,
+)
+from mlflow_tracking.saved_view import SHARED_VIEW_TAG_PREFIX, decode_state, sweep_share_key
+from mlflow_tracking.tracker import (
+    NOT_DEGENERATE,
+    PARENT_RUN_TAG,
+    TAG_DEGENERATE,
+    TAG_SWEEP_ID,
+    TAG_TRIAL_STATUS,
+    make_client,
+)
 from tests.browser import Browser, find_chromium
 from tuning.cost import (
     COST_DEVICE_HOURS,
@@ -20,8 +39,9 @@ from tuning.cost import (
     COST_EPOCHS_RUN,
     COST_HOURS_UNTIL_BEST,
 )
+from tuning.results import mean_metric_name
 from tuning.search_space import load_search_space
-from tuning.sweep import DriverSettings, parent_run_name, print_outcome, run_sweep
+from tuning.sweep import DriverSettings, parent_run_name, print_outcome, run_sweep, sweep_view
 from tuning.trainable import best_metric_name
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.browser]
@@ -36,6 +56,22 @@ _ROW_ORDER = (
     ".map(r => r.getAttribute('row-index') + ' ' + r.getAttribute('row-id'))"
 )
 _HEADERS = "Array.from(document.querySelectorAll('[role=columnheader]')).map(e => e.innerText)"
+# Column headers left to right: [aria-colindex, name] of the headers the grid has drawn.
+_HEADER_ORDER = (
+    "Array.from(document.querySelectorAll('[role=columnheader][aria-colindex]'))"
+    ".map(e => [Number(e.getAttribute('aria-colindex')), e.innerText.trim()])"
+)
+# MLflow 3.17 opens its assistant panel on a browser's first page of a server it reaches as
+# localhost or 127.0.0.1; docs/mlflow-ui.md says to close it with its "Close" (X) button.
+_ASSISTANT_OPEN = "document.body.innerText.includes('Ask questions about your experiments')"
+_CLOSE_ASSISTANT = (
+    "(() => { const close = document.querySelector("
+    "'[data-component-id=\"mlflow.assistant.chat_panel.close\"]');"
+    " if (close) close.click(); return Boolean(close); })()"
+)
+_AXIS_NAMES = (
+    "Array.from(document.querySelectorAll('.parcoords text.label')).map(e => e.textContent)"
+)
 
 
 def _index(row: str) -> int:
@@ -107,7 +143,13 @@ def test_every_trial_and_the_sweep_say_what_they_cost(viewed_sweep) -> None:
         assert run.data.metrics[COST_DEVICE_SECONDS] > 0
         assert run.data.metrics[COST_EPOCHS_RUN] == run.data.metrics[COST_EPOCHS_MAX] == 2
         assert run.data.tags[TAG_TRIAL_STATUS] == "done"
+        # The degenerate flag on every trial run, the one rule applied to its logged metrics.
+        expected = metrics_degenerate_note(run.data.metrics) or NOT_DEGENERATE
+        assert run.data.tags[TAG_DEGENERATE] == expected
         assert run.data.tags[TAG_SWEEP_ID] == outcome.folder.name.rsplit("_", 1)[-1]
+    assert client.get_run(outcome.parent_run_id).data.tags[TAG_DEGENERATE] == (
+        outcome.best.degenerate or NOT_DEGENERATE
+    )
     parent = client.get_run(outcome.parent_run_id).data.metrics
     total = sum(run.data.metrics[COST_DEVICE_SECONDS] for run in children) / 3600.0
     assert parent[COST_DEVICE_HOURS] == pytest.approx(total)
@@ -135,6 +177,18 @@ def test_the_report_prints_the_view_link_too(viewed_sweep, tmp_path, capsys) -> 
     assert last.endswith(f"&viewStateShareKey={outcome.view_key}")
 
 
+def _close_assistant(browser: Browser) -> None:
+    """Closes MLflow's assistant panel with its "Close" button, as docs/mlflow-ui.md says."""
+    browser.wait_for(_ASSISTANT_OPEN, timeout_s=PAGE_LIMIT_S)
+    assert browser.evaluate(_CLOSE_ASSISTANT)
+    browser.wait_for(f"!({_ASSISTANT_OPEN})", timeout_s=PAGE_LIMIT_S)
+
+
+def _columns(browser: Browser) -> dict[str, int]:
+    """Drawn column headers by name -> position, left to right (the grid draws what fits)."""
+    return {name: index for index, name in browser.evaluate(_HEADER_ORDER) if name}
+
+
 def test_chromium_renders_the_view_on_a_real_mlflow_ui(viewed_sweep, chromium) -> None:
     space, outcome = viewed_sweep
     from mlflow_tracking.saved_view import runs_page_link
@@ -155,10 +209,15 @@ def test_chromium_renders_the_view_on_a_real_mlflow_ui(viewed_sweep, chromium) -
             f"document.body.innerText.includes({json.dumps(parent_name)})",
             timeout_s=PAGE_LIMIT_S,
         )
-        headers = set(browser.evaluate(_HEADERS))
+        _close_assistant(browser)
+        columns = _columns(browser)
         text = browser.evaluate("document.body.innerText")
         rows = browser.evaluate(_ROW_ORDER)
-    assert {metric, REPORT_SCORE, TEMPERATURE, ALPHA} <= headers
+    # The score, then the swept parameters (issue 25: they were off-screen to the right behind
+    # every report metric), then the report metrics, which the grid may leave undrawn.
+    assert {metric, TEMPERATURE, ALPHA} <= set(columns)
+    assert columns[metric] < min(columns[TEMPERATURE], columns[ALPHA])
+    assert columns.get(REPORT_SCORE, 10**6) > max(columns[TEMPERATURE], columns[ALPHA])
     assert f"Sort: {metric}" in text
     assert "shared view" in text  # the UI says it shows the saved view
     assert parent_name in text
@@ -171,8 +230,10 @@ def test_chromium_renders_the_view_on_a_real_mlflow_ui(viewed_sweep, chromium) -
     assert shown == sorted(shown, reverse=True)
 
 
-def test_chromium_draws_the_parallel_coordinates_chart_in_chart_mode(viewed_sweep, chromium):
-    _, outcome = viewed_sweep
+def test_chromium_draws_the_chart_full_width_with_whole_axis_names(
+    viewed_sweep, chromium, tmp_path
+) -> None:
+    space, outcome = viewed_sweep
     from mlflow_tracking.saved_view import runs_page_link
 
     link = runs_page_link(
@@ -181,15 +242,86 @@ def test_chromium_draws_the_parallel_coordinates_chart_in_chart_mode(viewed_swee
         outcome.view_key,
         charts=True,
     )
+    # The parallel-coordinates plot: one axis per dimension (two swept parameters, the metric).
+    axes = "(n => (n >= 3 ? n : 0))(document.querySelectorAll('.parcoords g.dimension').length)"
     with Browser(chromium) as browser:
         browser.open(link)
-        # The parallel-coordinates plot (one axis per dimension: two swept parameters and the
-        # metric), drawn inside the view's own chart section.
-        axes = browser.wait_for(
-            "(n => (n >= 3 ? n : 0))(document.querySelectorAll('.parcoords g.dimension').length)",
-            timeout_s=PAGE_LIMIT_S,
-        )
+        browser.wait_for(axes, timeout_s=PAGE_LIMIT_S)
+        _close_assistant(browser)
+        browser.open(link)  # a second visit: closed stays closed (the browser's localStorage)
+        count = browser.wait_for(axes, timeout_s=PAGE_LIMIT_S)
         text = browser.evaluate("document.body.innerText")
+        names = browser.evaluate(_AXIS_NAMES)
+        widths = browser.evaluate(
+            "[document.querySelector('.parcoords').getBoundingClientRect().width,"
+            " window.innerWidth]"
+        )
+        shot = browser.command("Page.captureScreenshot", {"format": "png"})
+    (tmp_path / "chart_view.png").write_bytes(base64.b64decode(shot["data"]))
+    assert "Ask questions about your experiments" not in text  # the assistant stayed closed
     assert "Swept parameters against the sweep metric" in text
     assert "Parallel Coordinates" in text
-    assert axes == 3
+    assert count == 3
+    # Whole names: the UI cuts a name that does not fit its share of the width to 15 characters.
+    assert sorted(names) == sorted([TEMPERATURE, ALPHA, best_metric_name(space.metric)])
+    chart, window = widths
+    assert chart > 0.7 * window  # was a third of it beside the runs list and the assistant
+
+
+def test_a_finals_view_starts_with_the_mean_over_seeds(viewed_sweep, mlflow_server, chromium):
+    # A final's runs as tuning/final.py logs them (seed runs under a parent holding the Table 1
+    # means), viewed through the view final.py stores: the answer is the mean, not a seed.
+    space, _ = viewed_sweep
+    from mlflow_tracking.saved_view import runs_page_link, write_saved_view
+
+    client = make_client(mlflow_server.uri)
+    experiment_id = client.create_experiment("test-final-view")
+    sweep_id = "final0001"
+    tags = {TAG_SWEEP_ID: sweep_id}
+    parent = client.create_run(experiment_id, run_name="final: seeds [0, 1, 2]", tags=tags)
+    every_cycle_normal = np.array([[60, 0, 0, 0], [30, 0, 0, 0], [20, 0, 0, 0], [10, 0, 0, 0]])
+    mixed = np.array([[40, 10, 5, 5], [10, 15, 5, 0], [5, 5, 10, 0], [2, 3, 0, 5]])
+    seeds = {0: (every_cycle_normal, 50.0, 100.0, 0.0), 1: (mixed, 45.0, 66.7, 23.3)}
+    seeds[2] = (mixed, 44.0, 65.0, 23.0)
+    for seed, (confusion, score, sp, se) in seeds.items():
+        run_tags = {**tags, PARENT_RUN_TAG: parent.info.run_id}
+        run = client.create_run(experiment_id, run_name=f"seed={seed}", tags=run_tags)
+        metrics = {
+            best_metric_name(space.metric): score,
+            REPORT_SCORE: score,
+            REPORT_SPECIFICITY: sp,
+            REPORT_SENSITIVITY: se,
+            **prediction_metrics(REPORT_PREFIX, confusion),
+        }
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(key, value, 0, 0) for key, value in metrics.items()],
+            params=[Param("train.seed", str(seed))],
+            tags=[RunTag(TAG_DEGENERATE, metrics_degenerate_note(metrics) or NOT_DEGENERATE)],
+        )
+        client.set_terminated(run.info.run_id)
+    means = {
+        mean_metric_name(REPORT_SCORE): 46.33,
+        mean_metric_name(REPORT_SPECIFICITY): 77.23,
+        mean_metric_name(REPORT_SENSITIVITY): 15.43,
+        best_metric_name(space.metric): 46.33,
+    }
+    for key, value in means.items():
+        client.log_metric(parent.info.run_id, key, value)
+    view = sweep_view(space, sweep_id, "final")
+    assert write_saved_view(
+        client, experiment_id, sweep_share_key(sweep_id), view, mlflow_server.uri
+    )
+    link = runs_page_link(mlflow_server.uri, experiment_id, sweep_share_key(sweep_id))
+    with Browser(chromium) as browser:
+        browser.open(link)
+        browser.wait_for("document.body.innerText.includes('seed=2')", timeout_s=PAGE_LIMIT_S)
+        _close_assistant(browser)
+        columns = _columns(browser)
+        rows = browser.evaluate(_ROW_ORDER)
+    order = list(dict.fromkeys(row.split(" ", 1)[1] for row in sorted(rows, key=_index)))
+    assert order[0] == parent.info.run_id  # the mean over seeds, not the degenerate best seed
+    score, sp, se = (
+        mean_metric_name(k) for k in (REPORT_SCORE, REPORT_SPECIFICITY, REPORT_SENSITIVITY)
+    )
+    assert columns[score] < columns["train.seed"] < columns[sp] < columns[se]

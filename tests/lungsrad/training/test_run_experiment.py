@@ -16,6 +16,7 @@ import torch
 
 from lungsrad.config import load_config
 from lungsrad.metrics import (
+    CLASS_NAMES,
     EPOCH,
     EVAL_KEYS,
     REPORT_EPOCH,
@@ -31,7 +32,10 @@ from lungsrad.metrics import (
     TRAIN_LOSS,
     TRAIN_SAMPLES_PER_SECOND,
     TRAIN_TIME_LOSS,
+    confusion_degenerate_note,
     metric_name,
+    metrics_degenerate_note,
+    predicted_metric_name,
 )
 from lungsrad.training import (
     CheckpointError,
@@ -144,6 +148,22 @@ def test_outputs_and_callbacks(finished_run, dual_config):
     assert read_checkpoint(output_dir / BEST_FILE)["epoch"] == best
     assert load_config(output_dir / "config.yaml") == dual_config
     assert "ICBHI Score" in result.format_text() and "crackle" in result.format_text()
+    shares = [result.report[predicted_metric_name(REPORT_PREFIX, name)] for name in CLASS_NAMES]
+    assert sum(shares) == pytest.approx(100.0)
+    assert metrics_degenerate_note(result.report) == confusion_degenerate_note(result.confusion)
+
+
+def test_lungsrad_train_says_when_its_classifier_is_degenerate(finished_run):
+    _, result, _ = finished_run
+    every_cycle_normal = np.zeros_like(result.confusion)
+    every_cycle_normal[:, 0] = result.confusion.sum(axis=1)
+    lines = dataclasses.replace(result, confusion=every_cycle_normal).format_text().splitlines()
+    score = next(i for i, line in enumerate(lines) if line.startswith("test at that epoch:"))
+    assert lines[score + 1] == (
+        "warning: degenerate: predicts only 'normal' on the test split; its score is not a result"
+    )
+    mixed = np.array([[5, 1, 1, 1], [1, 5, 1, 0], [1, 1, 5, 0], [0, 0, 0, 1]])
+    assert "degenerate" not in dataclasses.replace(result, confusion=mixed).format_text()
 
 
 def test_resume_after_an_interruption_matches_the_uninterrupted_run(
