@@ -42,8 +42,6 @@ BEST_CONFIG_FILE = "best_config.yaml"
 SELECTION_RECORD_PREFIX = "selection: "  # best_config.yaml comment line holding the JSON record
 SUMMARY_FILE = "summary.md"
 PAIRED_FILE = "paired_against_base.md"  # one_at_a_time: each point against the base, by seed
-# Paired seeds below which a t interval is not shown (one degree of freedom: too wide to read).
-MIN_PAIRS_FOR_INTERVAL = 3
 TABLE1_ROWS = (
     ("4-class", REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE),
     ("2-class", REPORT_SPECIFICITY_2CLASS, REPORT_SENSITIVITY_2CLASS, REPORT_SCORE_2CLASS),
@@ -351,15 +349,15 @@ class PointAgainstBase:
     @property
     def verdict(self) -> str:
         """'matters' when the interval excludes 0, 'within noise' when it holds 0, and
-        'too few seeds' below MIN_PAIRS_FOR_INTERVAL paired seeds."""
+        'too few seeds' below MIN_INTERVAL_COUNT paired seeds."""
         if not self.has_interval:
             return "too few seeds"
         return "within noise" if self.difference.verdict == "within noise" else "matters"
 
     @property
     def has_interval(self) -> bool:
-        """At least MIN_PAIRS_FOR_INTERVAL paired seeds."""
-        return len(self.difference.seeds) >= MIN_PAIRS_FOR_INTERVAL
+        """At least MIN_INTERVAL_COUNT paired seeds (lungsrad.statistics' rule)."""
+        return self.difference.interval.has_interval
 
     @property
     def interval_text(self) -> str:
@@ -415,7 +413,7 @@ def points_against_base_markdown(
         "",
         f"`{metric}` of each point minus the base config's, on the seeds both finished; mean "
         f"difference with its {percent} Student-t interval. **matters**: the interval excludes "
-        f"0; within noise: it holds 0; fewer than {MIN_PAIRS_FOR_INTERVAL} paired seeds give no "
+        f"0; within noise: it holds 0; fewer than {MIN_INTERVAL_COUNT} paired seeds give no "
         "interval.",
         "",
         f"| point | paired seeds | per-seed differences | mean difference | {percent} interval "
