@@ -12,7 +12,7 @@ import logging
 import torch
 
 from lungsrad.models.selective_scan.chunked import selective_scan_chunked
-from lungsrad.models.selective_scan.cuda_kernel import (
+from lungsrad.models.selective_scan.mamba_ssm import (
     INSTALL_COMMAND,
     is_mamba_ssm_installed,
     load_selective_scan_fn,
