@@ -19,7 +19,7 @@ from lungsrad.models.selective_scan.mamba_ssm import (
     selective_scan_mamba,
 )
 from lungsrad.models.selective_scan.reference import selective_scan_reference
-from lungsrad.models.selective_scan.triton_scan import (
+from lungsrad.models.selective_scan.triton import (
     is_interpreter_on,
     is_triton_installed,
     load_kernels,
