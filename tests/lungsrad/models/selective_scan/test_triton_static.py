@@ -17,7 +17,7 @@ from lungsrad.config import DataConfig, expected_num_frames
 from lungsrad.models import DASS
 from lungsrad.models.selective_scan.triton import forward_launches, plan_launch
 
-REPOSITORY = Path(__file__).resolve().parents[3]
+REPOSITORY = Path(__file__).resolve().parents[4]
 SCRIPT = REPOSITORY / "benchmarks" / "triton_static.py"
 
 

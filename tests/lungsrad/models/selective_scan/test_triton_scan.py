@@ -32,7 +32,7 @@ from lungsrad.models.selective_scan.triton import (
 from tests.golden import shared_folder
 
 scan_module = importlib.import_module("lungsrad.models.selective_scan")
-REPOSITORY = Path(__file__).resolve().parents[3]
+REPOSITORY = Path(__file__).resolve().parents[4]
 INTERPRETER_TESTS = Path(__file__).with_name("test_triton_interpreter.py")
 needs_triton = pytest.mark.skipif(not is_triton_installed(), reason="triton does not import")
 needs_cuda_triton = pytest.mark.skipif(
