@@ -1,9 +1,10 @@
 """Static cost of the `triton` scan's launches in a DASS training step, compiled for sm_90.
 
 No GPU needed: the DASS model runs on the meta device to find every SS2D's input, the op's own
-launch plan (`triton_scan.forward_launches` / `backward_launches`, what a GPU run launches, with
-the same tensors' dtypes and strides and Triton's own argument specialisation) is compiled with
-Triton for an sm_90 target, and ptxas / cuobjdump (shipped with Triton) report each kernel.
+launch plan (`selective_scan.triton.forward_launches` / `backward_launches`, what a GPU run
+launches, with the same tensors' dtypes and strides and Triton's own argument specialisation) is
+compiled with Triton for an sm_90 target, and ptxas / cuobjdump (shipped with Triton) report
+each kernel.
 
     python benchmarks/triton_static.py            # DASS-small and -medium, batch 16 and 64
     python benchmarks/triton_static.py --json     # one JSON object: {"launches": [...], ...}
@@ -133,7 +134,7 @@ def step_launches(preset: str, batch: int, dtype: Any) -> Iterator[tuple[int, in
     (forward and backward), with the number of SS2D blocks that run it."""
     import torch
 
-    from lungsrad.models.selective_scan import triton_scan
+    from lungsrad.models.selective_scan import triton as triton_scan
 
     per_stage: dict[int, list[dict[str, Any]]] = {}
     for stage, inputs in ss2d_inputs(preset, batch, dtype):

@@ -1,9 +1,10 @@
-"""Backbones (DASS, AST), selective-scan backends, checkpoint loading and `build_model(config)`."""
+"""Backbones (DASS, AST) with their weights loaders, selective-scan backends and
+`build_model(config)`."""
 
 from lungsrad.models.ast import AST, load_ast_checkpoint
+from lungsrad.models.backbone_state import read_backbone_state
 from lungsrad.models.build import Backbone, build_model
-from lungsrad.models.checkpoint import load_dass_checkpoint
-from lungsrad.models.dass import DASS
+from lungsrad.models.dass import DASS, load_dass_checkpoint
 from lungsrad.models.selective_scan import available_backends, selective_scan
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "build_model",
     "load_ast_checkpoint",
     "load_dass_checkpoint",
+    "read_backbone_state",
     "selective_scan",
 ]

@@ -16,8 +16,7 @@ from lungsrad.config import (
 )
 from lungsrad.errors import UserError
 from lungsrad.models.ast import AST, load_ast_checkpoint
-from lungsrad.models.checkpoint import load_dass_checkpoint
-from lungsrad.models.dass import DASS
+from lungsrad.models.dass import DASS, load_dass_checkpoint
 
 # What build_model returns; code above `models/` uses only the surface both share (embed,
 # forward_from_embedding, forward_head, num_features, depths, block).

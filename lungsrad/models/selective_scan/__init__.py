@@ -12,14 +12,14 @@ import logging
 import torch
 
 from lungsrad.models.selective_scan.chunked import selective_scan_chunked
-from lungsrad.models.selective_scan.cuda_kernel import (
+from lungsrad.models.selective_scan.mamba_ssm import (
     INSTALL_COMMAND,
     is_mamba_ssm_installed,
     load_selective_scan_fn,
     selective_scan_mamba,
 )
 from lungsrad.models.selective_scan.reference import selective_scan_reference
-from lungsrad.models.selective_scan.triton_scan import (
+from lungsrad.models.selective_scan.triton import (
     is_interpreter_on,
     is_triton_installed,
     load_kernels,

@@ -199,20 +199,7 @@ def _backward_piece(
         _chunked(grad_C, size).copy_(products.sum(2))
         del products
 
-    # Adjoint of the recurrence: g_t = C_t dy_t + a_{t+1} g_{t+1}.
-    adjoint = states.new_empty(states.shape)  # (b, g, d/g, N, L) chunk layout
-    torch.mul(
-        gy, Cc.view(batch, groups, 1, state, *split), out=adjoint.view(*gy.shape[:3], state, *split)
-    )
-    adjoint_rows, decay_rows, states_rows = adjoint.view(rows), decay.view(rows), states.view(rows)
-    scan_chunks_reverse_(decay_rows, adjoint_rows)
-
-    # d loss / d log(a_t) = g_t h_{t-1} a_t; the h_{-1} of a chunk is the previous chunk's end.
-    grad_log = torch.empty_like(adjoint_rows)
-    torch.mul(adjoint_rows[:, 1:], states_rows[:, :-1], out=grad_log[:, 1:])
-    torch.mul(adjoint_rows[:, 0, 1:], states_rows[:, -1, :-1], out=grad_log[:, 0, 1:])
-    grad_log[:, 0, 0].zero_()
-    grad_log = grad_log.mul_(decay_rows).view(batch, channels, state, length)
+    adjoint, grad_log = _adjoint_and_log_decay_gradient(gy, Cc, decay, states, rows=rows)
 
     if needs_A:
         sums["A"].append(torch.einsum("bdnl,bdl->dn", grad_log, ds.view(batch, channels, length)))
@@ -241,6 +228,54 @@ def _backward_piece(
     if grad_delta is None and not needs_bias:
         return
     target = grad_delta if grad_delta is not None else torch.empty_like(u, dtype=dtype)
+    _write_delta_gradient(grad_ds, dt, target, size=size, delta_softplus=delta_softplus)
+    if needs_bias:
+        sums["bias"].append(target.sum((0, 2)))
+
+
+def _adjoint_and_log_decay_gradient(
+    gy: torch.Tensor,
+    Cc: torch.Tensor,
+    decay: torch.Tensor,
+    states: torch.Tensor,
+    *,
+    rows: tuple[int, int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(adjoint g (b, g, d/g, N, L) chunk layout, d loss / d log(a) (b, d, N, L)) of a piece.
+
+    gy: (b, g, d/g, 1, T, nc) chunked view of grad_y; Cc, decay, states as `_forward_piece`
+    saved them; rows: (b * d * N, T, nc), the scan's row view.
+    """
+    batch, groups, _, state = Cc.shape[:4]
+    split = rows[1:]
+    # Adjoint of the recurrence: g_t = C_t dy_t + a_{t+1} g_{t+1}.
+    adjoint = states.new_empty(states.shape)  # (b, g, d/g, N, L) chunk layout
+    torch.mul(
+        gy, Cc.view(batch, groups, 1, state, *split), out=adjoint.view(*gy.shape[:3], state, *split)
+    )
+    adjoint_rows, decay_rows, states_rows = adjoint.view(rows), decay.view(rows), states.view(rows)
+    scan_chunks_reverse_(decay_rows, adjoint_rows)
+
+    # d loss / d log(a_t) = g_t h_{t-1} a_t; the h_{-1} of a chunk is the previous chunk's end.
+    grad_log = torch.empty_like(adjoint_rows)
+    torch.mul(adjoint_rows[:, 1:], states_rows[:, :-1], out=grad_log[:, 1:])
+    torch.mul(adjoint_rows[:, 0, 1:], states_rows[:, -1, :-1], out=grad_log[:, 0, 1:])
+    grad_log[:, 0, 0].zero_()
+    channels = states.shape[1] * states.shape[2]
+    grad_log = grad_log.mul_(decay_rows).view(batch, channels, state, split[0] * split[1])
+    return adjoint, grad_log
+
+
+def _write_delta_gradient(
+    grad_ds: torch.Tensor,
+    dt: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    size: int,
+    delta_softplus: bool,
+) -> None:
+    """Writes d loss / d delta into `target` (b, d, L) in sequence order, from grad_ds (the
+    gradient of softplus(dt), chunk layout)."""
     if delta_softplus:
         # d softplus(dt) / d dt = sigmoid(dt), fused with the write back to sequence order.
         torch.ops.aten.softplus_backward.grad_input(
@@ -248,8 +283,6 @@ def _backward_piece(
         )
     else:
         _chunked(target, size).copy_(grad_ds)
-    if needs_bias:
-        sums["bias"].append(target.sum((0, 2)))
 
 
 def _pieces(batch: int, items: int) -> list[slice]:

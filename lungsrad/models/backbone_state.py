@@ -1,13 +1,10 @@
-"""Loading DASS weights: release files (`module.v.` keys), plain state dicts, lungsrad checkpoints;
-and the file reading, unwrapping and backbone recognition that the AST loader (ast.py) shares.
-
-Release format: Saurabhbhati/DASS saves `nn.DataParallel(DASS).state_dict()` flat, keys
-`module.v.<VSSM path>` (manifests in shared/dass_reference/dass_{small,medium}_keys.json).
+"""What the backbones' weight loaders share (`dass/weights.py`, `ast/weights.py`): reading a
+weights file, unwrapping the state dict inside a release file, a wrapper or a lungsrad
+checkpoint, refusing the other backbone's file, and listing the keys that do not match.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -15,17 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from lungsrad.checkpoint_format import check_checkpoint_format, is_lungsrad_checkpoint
 from lungsrad.errors import UserError
 
-logger = logging.getLogger(__name__)
-
-HEAD_PREFIX = "classifier.head."
-# Stripped when every key carries it: release files (DataParallel around DASS.v), DASS without
-# DataParallel, DataParallel around the backbone, and torch.compile'd modules.
-_KEY_PREFIXES = ("module.v.", "v.", "module.", "_orig_mod.")
 _LISTED_KEYS = 5
 # Keys only one backbone family has, whatever prefix a wrapper put in front of them.
 _BACKBONE_SIGNATURES = {
@@ -45,11 +35,15 @@ def identify_backbone(state: Mapping[str, Any]) -> str | None:
 
 
 def describe_source(source: str | os.PathLike[str] | Mapping[str, Any]) -> str:
+    """How errors name a weights source: its path, or "the given state dict"."""
     return str(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
 
 
-def read_checkpoint(path: Path, *, backbone: str = "DASS") -> Any:
-    """`torch.load(path, weights_only=True)`; a foreign file is a UserError naming it."""
+def load_weights_file(path: Path, *, backbone: str = "DASS") -> Any:
+    """`torch.load(path, weights_only=True)` of a file meant to hold `backbone`'s weights (any
+    layout: `unwrap_state_dict` finds the state dict); a foreign file is a UserError naming it.
+
+    Not `lungsrad.checkpoint_format.read_checkpoint`, which reads lungsrad's own checkpoints."""
     if not path.is_file():
         raise FileNotFoundError(f"{backbone} checkpoint not found: {path}")
     try:
@@ -92,14 +86,8 @@ def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in _KEY_PREFIXES:
-        if all(key.startswith(prefix) for key in state):
-            return {key[len(prefix) :]: value for key, value in state.items()}
-    return state
-
-
 def list_keys(keys: list[str]) -> str:
+    """The first few `keys`, comma-separated, with "..." when there are more."""
     shown = ", ".join(keys[:_LISTED_KEYS])
     return shown + (", ..." if len(keys) > _LISTED_KEYS else "")
 
@@ -146,13 +134,13 @@ _BACKBONE_FILES = {
 
 def read_backbone_state(
     path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any], *, backbone: str
-) -> tuple[str, Mapping[str, Any]]:
+) -> tuple[str, dict[str, torch.Tensor]]:
     """(source name, state dict) of a file or mapping meant for `backbone` ('dass' | 'ast'):
     read, unwrapped, and refused in one line when its keys are the other backbone's."""
     source = describe_source(path_or_state_dict)
     name = _BACKBONE_FILES[backbone][1]
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        obj = read_checkpoint(Path(path_or_state_dict).expanduser(), backbone=name)
+        obj = load_weights_file(Path(path_or_state_dict).expanduser(), backbone=name)
     else:
         obj = path_or_state_dict
     raw = unwrap_state_dict(obj, source)
@@ -165,55 +153,3 @@ def read_backbone_state(
             f"model.backbone: {found} to use it, or point model.checkpoint at {files}"
         )
     return source, raw
-
-
-def load_dass_checkpoint(
-    model: nn.Module, path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any]
-) -> None:
-    """Loads DASS weights into `model` in place, strictly except for a differing class count.
-
-    Accepts a release file (flat, `module.v.` keys; a `{"model": ...}` or `{"state_dict": ...}`
-    wrapper is tolerated), a plain state dict of this `DASS`, or a lungsrad training checkpoint
-    (`{"format": "lungsrad-checkpoint", "model": state_dict, ...}`). When the checkpoint's head
-    has another number of classes than the model, `classifier.head.*` is skipped (logged) and
-    the model keeps its own head; every other parameter must match by name and shape.
-
-    Args:
-        model: a `DASS` (or any module whose keys follow the release names without prefix).
-        path_or_state_dict: a file path or an already loaded object.
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: not a state dict, an AST file (named as such), or keys missing /
-            unexpected / of another shape (listed).
-    """
-    source, raw = read_backbone_state(path_or_state_dict, backbone="dass")
-    state = _strip_prefix(raw)
-    expected = model.state_dict()
-
-    skipped: list[str] = []
-    head_weight = HEAD_PREFIX + "weight"
-    if head_weight in state and head_weight in expected:
-        theirs, ours = state[head_weight].shape[0], expected[head_weight].shape[0]
-        if theirs != ours:
-            skipped = [key for key in state if key.startswith(HEAD_PREFIX)]
-            logger.info(
-                "%s: checkpoint head has %d classes, the model %d; keeping the model's own "
-                "head and loading everything else",
-                source,
-                theirs,
-                ours,
-            )
-            state = {key: value for key, value in state.items() if key not in skipped}
-
-    check_keys_match(
-        state,
-        expected,
-        not_loaded=set(skipped),
-        source=source,
-        model_name="the model",
-        hint="check the model preset/dims/depths against the checkpoint",
-    )
-    result = model.load_state_dict(state, strict=False)
-    own_head = {key for key in expected if key.startswith(HEAD_PREFIX)} if skipped else set()
-    assert not result.unexpected_keys and set(result.missing_keys) == own_head, result

@@ -15,9 +15,9 @@ import torch
 
 from lungsrad.config import DataConfig, expected_num_frames
 from lungsrad.models import DASS
-from lungsrad.models.selective_scan import triton_scan
+from lungsrad.models.selective_scan.triton import forward_launches, plan_launch
 
-REPOSITORY = Path(__file__).resolve().parents[3]
+REPOSITORY = Path(__file__).resolve().parents[4]
 SCRIPT = REPOSITORY / "benchmarks" / "triton_static.py"
 
 
@@ -29,9 +29,7 @@ def test_launch_table_gives_every_dass_small_launch_four_programs_per_sm():
     for batch in (16, 1):
         for channels, height, width in maps:
             length = height * width
-            plan = triton_scan.plan_launch(
-                batch, channels, length, directions=4, fused=True, processors=132
-            )
+            plan = plan_launch(batch, channels, length, directions=4, fused=True, processors=132)
             chunks = -(-length // plan.block_t)
             for block_c in (plan.block_c, plan.backward_block_c):
                 programs = chunks * -(-channels // block_c) * batch * 2
@@ -48,10 +46,8 @@ def test_fused_forward_writes_one_output_map():
     delta = torch.empty(4, 2, 12, 8, device="meta", dtype=torch.bfloat16)
     A = torch.empty(32, device="meta")
     gates = torch.empty(2, 4, 12, device="meta", dtype=torch.bfloat16)
-    plan = triton_scan.plan_launch(2, 8, 12, directions=4, fused=True, processors=132)
-    launches, y, _ = triton_scan.forward_launches(
-        u, delta, A, gates, gates, A, A, True, 3, 4, True, plan
-    )
+    plan = plan_launch(2, 8, 12, directions=4, fused=True, processors=132)
+    launches, y, _ = forward_launches(u, delta, A, gates, gates, A, A, True, 3, 4, True, plan)
     assert y.shape == u.shape and y.dtype == torch.float32
     assert [launch.name for launch in launches] == [
         "forward totals",

@@ -2,7 +2,7 @@
 
 Re-implements Saurabhbhati/DASS `src/models/ast_models.py` + `src/models/vmamba.py` as described
 in shared/dass_reference/ARCHITECTURE.md; parameter names equal the release checkpoint keys
-without their `module.v.` prefix, so release files load directly (see `checkpoint.py`).
+without their `module.v.` prefix, so release files load directly (see `weights.py`).
 """
 
 from __future__ import annotations
@@ -435,12 +435,12 @@ class DASS(nn.Module):
         (frames, mel_bins) input: DASS-small on 798 x 128 gives (96, 32, 200), (192, 16, 100),
         (384, 8, 50), (768, 4, 25). Runs the patch embedding and downsampling convs on an empty
         batch (free; also works for a model built on the meta device)."""
-        weight = self.patch_embed[0].weight
+        weight = self.patch_embed.get_parameter("0.weight")
         h = self.embed(torch.empty(0, frames, mel_bins, device=weight.device, dtype=weight.dtype))
         maps = []
         for layer in self.layers:  # the blocks keep the map's shape (residual)
             maps.append((h.shape[1], h.shape[2], h.shape[3]))
-            h = layer.downsample(h)
+            h = layer.get_submodule("downsample")(h)
         return maps
 
     def forward_from_embedding(self, h: torch.Tensor) -> torch.Tensor:

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 PROBE = """
 import torch  # the extension is imported after torch, as the backend does
-from lungsrad.models.selective_scan.cuda_kernel import (
+from lungsrad.models.selective_scan.mamba_ssm import (
     is_mamba_ssm_installed,
     load_selective_scan_fn,
 )

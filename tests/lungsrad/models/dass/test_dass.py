@@ -10,7 +10,7 @@ import torch
 
 from lungsrad.models import DASS, load_dass_checkpoint
 from lungsrad.models.dass import DropPath
-from lungsrad.models.selective_scan.cuda_kernel import is_mamba_ssm_installed
+from lungsrad.models.selective_scan.mamba_ssm import is_mamba_ssm_installed
 from tests.golden import shared_folder
 
 REFERENCE = "dass_reference"  # shared/dass_reference: the reference implementation's outputs

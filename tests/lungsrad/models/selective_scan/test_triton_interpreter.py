@@ -23,7 +23,7 @@ from lungsrad.models.selective_scan import (
     selective_scan_triton,
     ss2d_scan_triton,
 )
-from lungsrad.models.selective_scan.triton_scan import (
+from lungsrad.models.selective_scan.triton import (
     LaunchConfig,
     is_interpreter_on,
     triton_scan_forward,

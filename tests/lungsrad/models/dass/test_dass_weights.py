@@ -72,7 +72,7 @@ def test_head_is_dropped_when_class_count_differs(caplog):
     source = make_model(num_classes=527, seed=1)
     target = make_model(num_classes=4, seed=2)
     own_head = target.classifier.head.weight.clone()
-    with caplog.at_level(logging.INFO, logger="lungsrad.models.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="lungsrad.models.dass.weights"):
         load_dass_checkpoint(target, release_state(source))
     assert_same_weights(source, target, skip_head=True)
     assert torch.equal(target.classifier.head.weight, own_head)

@@ -24,7 +24,7 @@ from lungsrad.models.selective_scan import (
     selective_scan_reference,
     ss2d_scan_triton,
 )
-from lungsrad.models.selective_scan.triton_scan import (
+from lungsrad.models.selective_scan.triton import (
     LaunchConfig,
     is_interpreter_on,
     is_triton_installed,
@@ -32,7 +32,7 @@ from lungsrad.models.selective_scan.triton_scan import (
 from tests.golden import shared_folder
 
 scan_module = importlib.import_module("lungsrad.models.selective_scan")
-REPOSITORY = Path(__file__).resolve().parents[3]
+REPOSITORY = Path(__file__).resolve().parents[4]
 INTERPRETER_TESTS = Path(__file__).with_name("test_triton_interpreter.py")
 needs_triton = pytest.mark.skipif(not is_triton_installed(), reason="triton does not import")
 needs_cuda_triton = pytest.mark.skipif(
@@ -88,9 +88,9 @@ def test_dass_with_triton_on_cpu_fails_in_one_line():
 
 
 def test_missing_triton_fails_in_one_line(monkeypatch):
-    triton_scan = importlib.import_module("lungsrad.models.selective_scan.triton_scan")
+    availability = importlib.import_module("lungsrad.models.selective_scan.triton.availability")
     monkeypatch.setattr(
-        triton_scan, "_load_kernels", lambda: ImportError("No module named 'triton'")
+        availability, "_load_kernels", lambda: ImportError("No module named 'triton'")
     )
     with pytest.raises(ImportError, match=r"backend 'triton' is not available.*'chunked'"):
         selective_scan(*make_inputs(1, 4, 2, 1, 5), backend="triton")

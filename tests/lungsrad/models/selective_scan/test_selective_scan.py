@@ -16,7 +16,7 @@ from lungsrad.models.selective_scan import (
     selective_scan_reference,
 )
 from lungsrad.models.selective_scan.chunked import default_chunk_size
-from lungsrad.models.selective_scan.cuda_kernel import is_mamba_ssm_installed, kernel_arguments
+from lungsrad.models.selective_scan.mamba_ssm import is_mamba_ssm_installed, kernel_arguments
 
 # `lungsrad.models.selective_scan` the attribute is the function; the module comes from importlib.
 scan_module = importlib.import_module("lungsrad.models.selective_scan")
