@@ -24,6 +24,12 @@ import torch
 from tqdm.auto import tqdm
 
 import lungsrad
+from lungsrad.checkpoint_format import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    CheckpointError,
+    read_lungsrad_checkpoint,
+)
 from lungsrad.config import (
     VALIDATION_PROTOCOLS,
     ExperimentConfig,
@@ -64,19 +70,15 @@ from lungsrad.metrics import (
     prediction_metrics,
 )
 from lungsrad.models import Backbone
-from lungsrad.training.checkpoints import (
+from lungsrad.training.checkpoint_files import (
     BEST_FILE,
     CHECKPOINT_FILE,
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_FORMAT_VERSION,
-    CheckpointError,
     check_resume_config,
     checkpoint_config,
     epoch_checkpoints,
     epoch_folder,
     find_resumable_checkpoint,
     prune_checkpoints,
-    read_checkpoint,
     read_resumable_checkpoint,
     remove_stale_temporary_files,
     save_atomic,
@@ -383,13 +385,13 @@ def _restore_best_file(
     best_path = output_dir / BEST_FILE
     if best_path.is_file():
         try:
-            if read_checkpoint(best_path).get("epoch") == best["epoch"]:
+            if read_lungsrad_checkpoint(best_path).get("epoch") == best["epoch"]:
                 return
         except CheckpointError:
             pass
     source = epoch_folder(output_dir, best["epoch"]) / CHECKPOINT_FILE
     try:
-        payload = read_checkpoint(source)
+        payload = read_lungsrad_checkpoint(source)
     except (FileNotFoundError, CheckpointError):
         best_path.unlink(missing_ok=True)
         if resumed_elsewhere:
