@@ -25,7 +25,7 @@ import torch
 from lungsrad.config import ExperimentConfig, apply_overrides, config_from_dict
 from lungsrad.models import available_backends
 from lungsrad.training.loop import EpochData, EpochTotals, TrainStep, draw_epoch_randomness
-from lungsrad.training.run import TrainingParts, build_training_parts
+from lungsrad.training.setup import TrainingParts, build_training_parts
 
 
 def peak_memory_text(device: torch.device) -> str:

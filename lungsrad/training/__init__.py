@@ -15,8 +15,8 @@ _EXPORTS = {
     "EvalReport": "lungsrad.training.evaluate",
     "evaluate_checkpoint": "lungsrad.training.evaluate",
     "NonFiniteLossError": "lungsrad.training.loop",
-    "RunInfo": "lungsrad.training.run",
-    "RunResult": "lungsrad.training.run",
+    "RunInfo": "lungsrad.training.result",
+    "RunResult": "lungsrad.training.result",
     "TrainingCallback": "lungsrad.training.run",
     "run_experiment": "lungsrad.training.run",
 }

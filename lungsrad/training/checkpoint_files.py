@@ -3,7 +3,8 @@ valid one, pruning, and refusing to resume under a different config. The format 
 version, reader) is lungsrad/checkpoint_format.py.
 
 Layout under a run's output folder: `checkpoints/epoch_0003/checkpoint.pt` (one folder per epoch,
-holding only that file, so a sweep can copy it as-is) and `best.pt` (the selected epoch's model).
+holding only that file, so a sweep can copy it as-is) and `best.pt` (the selected epoch's model),
+beside config.yaml, metrics.jsonl (one line per epoch) and result.json.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from lungsrad.config import (
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINTS_FOLDER = "checkpoints"
 BEST_FILE = "best.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
 # Keys a resumable (per-epoch) checkpoint must hold; best.pt holds only format/config/model/...
 RESUME_KEYS = (
     "format",

@@ -28,7 +28,8 @@ from lungsrad.training.loop import (
     train_one_epoch,
 )
 from lungsrad.training.optimization import learning_rate_factor
-from lungsrad.training.run import TrainingCallback, build_training_parts, run_experiment
+from lungsrad.training.run import TrainingCallback, run_experiment
+from lungsrad.training.setup import build_training_parts
 
 pytestmark = [
     pytest.mark.gpu,
