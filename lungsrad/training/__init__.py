@@ -14,7 +14,7 @@ _EXPORTS = {
     "CheckpointError": "lungsrad.checkpoint_format",
     "EvalReport": "lungsrad.training.evaluate",
     "evaluate_checkpoint": "lungsrad.training.evaluate",
-    "NonFiniteLossError": "lungsrad.training.loop",
+    "NonFiniteLossError": "lungsrad.training.train_step",
     "RunInfo": "lungsrad.training.result",
     "RunResult": "lungsrad.training.result",
     "TrainingCallback": "lungsrad.training.run",

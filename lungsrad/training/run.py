@@ -51,11 +51,12 @@ from lungsrad.training.checkpoint_files import (
     prune_checkpoints,
     save_atomic,
 )
-from lungsrad.training.loop import NonFiniteLossError, TrainStep, train_one_epoch
+from lungsrad.training.loop import train_one_epoch
 from lungsrad.training.result import RunInfo, RunResult, format_percent, json_line
 from lungsrad.training.resume import RunProgress, best_payload
 from lungsrad.training.runtime import cpu_threads, evaluate_split_by_device
 from lungsrad.training.setup import RunSession, TrainingParts, say, set_up_run
+from lungsrad.training.train_step import NonFiniteLossError, TrainStep
 
 # The public surface of a run: what a caller of run_experiment passes, gets back and catches.
 __all__ = [

@@ -22,7 +22,6 @@ from lungsrad.data.loaders import split_indices
 from lungsrad.method.patch_mix import PatchMixObjective
 from lungsrad.metrics import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALIDATION
 from lungsrad.models import Backbone
-from lungsrad.training.loop import EpochData, TrainStep, check_capture, conform_optimizer
 from lungsrad.training.optimization import build_optimizer, learning_rate_factor
 from lungsrad.training.result import RunInfo
 from lungsrad.training.resume import (
@@ -39,6 +38,7 @@ from lungsrad.training.runtime import (
     resolve_device,
     scan_backend_name,
 )
+from lungsrad.training.train_step import EpochData, TrainStep, check_capture, conform_optimizer
 
 
 def say(message: str, show_progress: bool) -> None:
