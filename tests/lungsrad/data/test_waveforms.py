@@ -191,11 +191,9 @@ def _version_1_cycles(recording, data_config: DataConfig) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("padding", ["repeat", "zero"])
-def test_version_1_settings_give_bit_identical_cycles(
-    synthetic_dataset: Path, padding: str
-) -> None:
+def test_version_1_settings_give_bit_identical_cycles(synthetic_root: Path, padding: str) -> None:
     config = DataConfig(padding=padding, segment_seconds=4.0, **VERSION_1)
-    recordings = load_icbhi_index(synthetic_dataset)
+    recordings = load_icbhi_index(synthetic_root)
     assert {r.sample_rate_hz for r in recordings} == {4000, 10000, 44100}
     differs = 0
     for recording in recordings:
