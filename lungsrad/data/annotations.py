@@ -122,7 +122,7 @@ def read_split_file(path: str | os.PathLike[str]) -> dict[str, str]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a malformed or contradictory line (file and line named).
+        UserError: a malformed or contradictory line (file and line named).
     """
     path = Path(path)
     if not path.is_file():

@@ -310,7 +310,7 @@ def build_feature_set(
         FeatureSet with features (num_cycles, frames, mel_bins) float16.
 
     Raises:
-        FileNotFoundError / ValueError: one line naming the first problem (file and line).
+        FileNotFoundError / UserError: one line naming the first problem (file and line).
     """
     if root is None:
         root = data_config.root

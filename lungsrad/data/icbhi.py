@@ -54,7 +54,7 @@ class DatasetScan:
     num_cycles_clipped: int = 0  # cycles ending within END_TOLERANCE_SECONDS past the file
 
     def raise_first_problem(self) -> None:
-        """Raises the first problem as a one-line ValueError / FileNotFoundError (if any)."""
+        """Raises the first problem as a one-line UserError / FileNotFoundError (if any)."""
         if not self.problems:
             return
         first = self.problems[0]
@@ -96,7 +96,7 @@ def scan_dataset(
 
     Raises:
         FileNotFoundError / NotADirectoryError: `root` does not exist or is not a folder.
-        ValueError: `root` holds no recordings at all.
+        UserError: `root` holds no recordings at all.
     """
     root = Path(root)
     if not root.exists():
@@ -370,7 +370,7 @@ def load_icbhi_index(
         Recordings sorted by name, each with its official split and cycles.
 
     Raises:
-        FileNotFoundError / ValueError: one line naming the first problem (file and line).
+        FileNotFoundError / UserError: one line naming the first problem (file and line).
     """
     scan = scan_dataset(root, split_file, read_headers=True)
     scan.raise_first_problem()

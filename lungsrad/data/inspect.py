@@ -194,7 +194,7 @@ def inspect_dataset(
 
     Raises:
         FileNotFoundError / NotADirectoryError: `root` is missing or not a folder.
-        ValueError: `root` holds no recordings at all (nothing to inspect).
+        UserError: `root` holds no recordings at all (nothing to inspect).
     """
     scan = scan_dataset(root, split_file, read_headers=True, decode_audio=decode_audio)
     split_names = list(SPLITS)

@@ -358,7 +358,7 @@ def write_synthetic_dataset(
             both sides, as 156 and 218 do in ICBHI.
 
     Raises:
-        ValueError: bad num_recordings or seed.
+        UserError: bad num_recordings or seed.
         FileExistsError: out_dir holds files and `overwrite` is off, or a file to write exists
             and was not written by this generator.
     """

@@ -49,7 +49,7 @@ def read_audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     """Reads a wav header (no samples decoded).
 
     Raises:
-        ValueError: the file is not readable audio.
+        UserError: the file is not readable audio.
     """
     try:
         info = soundfile.info(str(path))
@@ -65,7 +65,7 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         (samples (num_frames,) float32, sample rate in Hz).
 
     Raises:
-        ValueError: unreadable, not mono, empty, or holding NaN/inf samples.
+        UserError: unreadable, not mono, empty, or holding NaN/inf samples.
     """
     global _decode_count
     _decode_count += 1
@@ -89,7 +89,7 @@ def channels_message(channels: int) -> str:
 
 
 def check_audio_samples(path: str | os.PathLike[str], samples: np.ndarray) -> None:
-    """ValueError naming `path` unless samples (frames, channels) are mono, finite, non-empty."""
+    """UserError naming `path` unless samples (frames, channels) are mono, finite, non-empty."""
     if samples.shape[1] != 1:
         raise UserError(f"{path}: {channels_message(samples.shape[1])}")
     if samples.shape[0] == 0:
@@ -296,7 +296,7 @@ def load_cycle_waveforms(recording: Recording, data_config: DataConfig) -> list[
         (128000,)), in annotation order.
 
     Raises:
-        ValueError: unreadable/stereo/NaN audio, or a cycle outside the recording.
+        UserError: unreadable/stereo/NaN audio, or a cycle outside the recording.
     """
     import torch
 

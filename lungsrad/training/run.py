@@ -280,7 +280,7 @@ def run_experiment(
         The RunResult (also written to output_dir/result.json).
 
     Raises:
-        ValueError: bad config or data; a checkpoint from another config (CheckpointError).
+        UserError: bad config or data; a checkpoint from another config (CheckpointError).
         FileExistsError: resume=False and output_dir already holds checkpoints.
         NonFiniteLossError: the loss became NaN or infinite.
     """

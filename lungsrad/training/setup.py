@@ -83,7 +83,7 @@ def build_training_parts(
 
     The optimiser (train.optimizer) holds the parameters that train: a projection head with
     method.patch_mix.train_projector false is left out. With train.capture_step it is
-    capturable and its lr a device tensor (the form a captured step needs); ValueError when the
+    capturable and its lr a device tensor (the form a captured step needs); UserError when the
     step cannot be captured on `device`.
     """
     train = config.train
