@@ -18,8 +18,8 @@ import torch
 
 from lungsrad.config import DataConfig
 from lungsrad.data.features import build_feature_set
-from lungsrad.data.icbhi import audio_decode_count
 from lungsrad.data.synthetic import write_synthetic_dataset
+from lungsrad.data.waveform import audio_decode_count
 
 
 def run(work_dir: Path, *, num_recordings: int, seed: int, show_progress: bool) -> dict:

@@ -26,7 +26,8 @@ from lungsrad.config import apply_overrides, load_config
 from lungsrad.metrics import TRAIN_SAMPLES_PER_SECOND
 from lungsrad.models import available_backends
 from lungsrad.models.selective_scan import resolve_backend
-from lungsrad.training.loop import TrainStep, predict, train_one_epoch
+from lungsrad.training.loop import predict, train_one_epoch
+from lungsrad.training.train_step import TrainStep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import (  # noqa: E402  (a sibling script, not a package)

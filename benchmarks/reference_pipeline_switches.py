@@ -19,7 +19,8 @@ import torch
 
 from lungsrad.config import DataConfig
 from lungsrad.data.features import build_feature_set, compute_fbank, resize_frames
-from lungsrad.data.icbhi import load_cycle_waveforms, load_icbhi_index
+from lungsrad.data.icbhi import load_icbhi_index
+from lungsrad.data.waveform import load_cycle_waveforms
 
 TOLERANCE = 4e-3
 AUTHORS = {"fade": "reference", "cycle_slicing": "truncated", "padding": "repeat"}

@@ -43,7 +43,7 @@ from lungsrad.data.features import expected_num_frames
 from lungsrad.models import DASS
 from lungsrad.models.dass import SS2D
 from lungsrad.models.selective_scan import available_backends, selective_scan, ss2d_scan_triton
-from lungsrad.training.loop import autocast_context
+from lungsrad.training.train_step import autocast_context
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 BACKEND_ORDER = ("chunked", "mamba_ssm", "triton")  # the first one is the ratios' base

@@ -1,7 +1,7 @@
 """Training throughput of DASS-small (per scan backend) and AST-base side by side (samples/s of a
 full optimiser step), with the eager and (on CUDA) the captured CUDA-graph step.
 
-The step is the one `lungsrad train` runs (`lungsrad.training.loop.TrainStep`: plain
+The step is the one `lungsrad train` runs (`lungsrad.training.train_step.TrainStep`: plain
 cross-entropy, Adam) on synthetic (batch, 798, 128) fbanks (8 s cycles), 4 classes, bf16
 autocast on CUDA by default, float32 on CPU. AST-base (86 M parameters, 950 tokens, attention
 through scaled_dot_product_attention) has no scan backend. A CPU step at batch 16 takes tens of
@@ -24,8 +24,9 @@ import torch
 
 from lungsrad.config import ExperimentConfig, apply_overrides, config_from_dict
 from lungsrad.models import available_backends
-from lungsrad.training.loop import EpochData, EpochTotals, TrainStep, draw_epoch_randomness
-from lungsrad.training.run import TrainingParts, build_training_parts
+from lungsrad.training.loop import EpochTotals, draw_epoch_randomness
+from lungsrad.training.setup import TrainingParts, build_training_parts
+from lungsrad.training.train_step import EpochData, TrainStep
 
 
 def peak_memory_text(device: torch.device) -> str:

@@ -1,6 +1,7 @@
 """The lungsrad checkpoint format, defined once: its marker, its version, and the reader that
-checks both. Training resume (training/checkpoints.py), model loading (models/checkpoint.py) and
-trained-model loading (training/trained_model.py) all read through here.
+checks both (`read_lungsrad_checkpoint`: a file written by `lungsrad train`). Training resume
+(training/checkpoint_files.py), model loading (models/checkpoint.py) and trained-model loading
+(training/trained_model.py) all read through here.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def check_checkpoint_format(payload: Any, source: str) -> dict[str, Any]:
     return dict(payload)
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_lungsrad_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Loads a lungsrad checkpoint (on CPU) and checks its format and version.
 
     Raises:

@@ -136,9 +136,9 @@ def write_checkpoint_artifacts(
 
     Returns (folder, {METRIC_TRAIN_SECONDS: seconds}, selected epoch).
     """
-    from lungsrad.training.checkpoints import read_checkpoint
+    from lungsrad.checkpoint_format import read_lungsrad_checkpoint
 
-    payload = read_checkpoint(checkpoint_file)
+    payload = read_lungsrad_checkpoint(checkpoint_file)
     best = payload.get("best") or {}
     confusion = np.asarray(best["confusion"]) if "confusion" in best else None
     written = write_run_artifacts(

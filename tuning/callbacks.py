@@ -19,9 +19,10 @@ from typing import Any
 
 from ray import tune
 
+from lungsrad.checkpoint_format import CheckpointError
 from lungsrad.config import dump_config, flatten_config
 from lungsrad.metrics import EPOCH, metrics_degenerate_note
-from lungsrad.training.checkpoints import CHECKPOINT_FILE, CheckpointError
+from lungsrad.training.checkpoint_files import CHECKPOINT_FILE
 from mlflow_tracking.artifacts import write_checkpoint_artifacts
 from mlflow_tracking.tracker import (
     NOT_DEGENERATE,

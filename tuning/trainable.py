@@ -296,9 +296,9 @@ def train_trial(
     resume_from = _restore_point(tune.get_checkpoint(), workdir)
     best = None
     if resume_from is not None:
-        from lungsrad.training.checkpoints import read_checkpoint
+        from lungsrad.checkpoint_format import read_lungsrad_checkpoint
 
-        history = read_checkpoint(resume_from).get("history") or []
+        history = read_lungsrad_checkpoint(resume_from).get("history") or []
         best = _best_in_history(history, context.space.metric, context.space.mode)
     reporter = _TrialReporter(
         metric=context.space.metric,
@@ -332,7 +332,7 @@ def train_trial(
 def _free_disk(output_dir: Path) -> None:
     # Training checkpoints of a finished trial are not needed (Tune keeps its own latest one);
     # DASS-small checkpoints are hundreds of MB each, and a sweep runs many trials.
-    from lungsrad.training.checkpoints import BEST_FILE, epoch_folder
+    from lungsrad.training.checkpoint_files import BEST_FILE, epoch_folder
 
     shutil.rmtree(epoch_folder(output_dir, 1).parent, ignore_errors=True)
     (output_dir / BEST_FILE).unlink(missing_ok=True)

@@ -1,6 +1,7 @@
-"""ICBHI 2017 data: the reader (icbhi), features and their cache (features), evaluation splits
-(loaders) and their patient rules (protocols: RespireNet's folds, the disjoint split), synthetic
-ICBHI-layout data (synthetic), the dataset check (inspect) and the model-input export (export).
+"""ICBHI 2017 data: the reader (icbhi, over the annotation files and the cycle waveforms),
+features and their cache (features), evaluation splits (loaders) and their patient rules
+(protocols: RespireNet's folds, the disjoint split), synthetic ICBHI-layout data (synthetic), the
+dataset check (inspect) and the model-input export (export).
 
 Names are imported lazily, so `lungsrad data synth` does not pay torch's import time.
 """
@@ -11,13 +12,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Cycle": "icbhi",
-    "Recording": "icbhi",
-    "DataProblem": "icbhi",
-    "read_split_file": "icbhi",
+    "Cycle": "annotations",
+    "Recording": "annotations",
+    "DataProblem": "annotations",
+    "read_split_file": "annotations",
     "load_icbhi_index": "icbhi",
-    "load_cycle_waveforms": "icbhi",
-    "audio_decode_count": "icbhi",
+    "load_cycle_waveforms": "waveform",
+    "audio_decode_count": "waveform",
     "FeatureSet": "features",
     "compute_fbank": "features",
     "build_feature_set": "features",

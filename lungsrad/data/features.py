@@ -24,7 +24,9 @@ from torchaudio.compliance import kaldi
 from tqdm.auto import tqdm
 
 from lungsrad.config import DataConfig, atomic_destination, expected_num_frames
-from lungsrad.data.icbhi import Recording, load_cycle_waveforms, scan_dataset
+from lungsrad.data.annotations import Recording
+from lungsrad.data.icbhi import scan_dataset
+from lungsrad.data.waveform import load_cycle_waveforms
 from lungsrad.errors import UserError
 
 # Bump when the feature pipeline changes in a way DataConfig does not show (e.g. slicing rules);
@@ -308,7 +310,7 @@ def build_feature_set(
         FeatureSet with features (num_cycles, frames, mel_bins) float16.
 
     Raises:
-        FileNotFoundError / ValueError: one line naming the first problem (file and line).
+        FileNotFoundError / UserError: one line naming the first problem (file and line).
     """
     if root is None:
         root = data_config.root

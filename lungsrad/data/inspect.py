@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lungsrad.config import NUM_FOLDS
-from lungsrad.data.icbhi import UNASSIGNED, DataProblem, Recording, scan_dataset
+from lungsrad.data.annotations import DataProblem, Recording
+from lungsrad.data.icbhi import UNASSIGNED, scan_dataset
 from lungsrad.data.layout import SPLITS, device_of
 from lungsrad.data.protocols import (
     FOLD_LIST_FILE,
@@ -193,7 +194,7 @@ def inspect_dataset(
 
     Raises:
         FileNotFoundError / NotADirectoryError: `root` is missing or not a folder.
-        ValueError: `root` holds no recordings at all (nothing to inspect).
+        UserError: `root` holds no recordings at all (nothing to inspect).
     """
     scan = scan_dataset(root, split_file, read_headers=True, decode_audio=decode_audio)
     split_names = list(SPLITS)

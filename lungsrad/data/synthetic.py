@@ -2,7 +2,8 @@
 
 Cycle content follows the clinical descriptions the ICBHI labels stand for (Rocha et al., 2019):
 normal = band-limited breath noise; crackle = short broadband transients; wheeze = a sustained
-narrowband tone (100-1000 Hz) with harmonics; both = the two together. Deterministic per seed.
+narrowband tone (100-1000 Hz) with harmonics; both = the two together (synthetic_audio.py).
+Deterministic per seed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import soundfile
 
 from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.data.layout import DIAGNOSIS_FILE_NAME, SPLIT_FILE_NAME, SPLITS
+from lungsrad.data.synthetic_audio import synthesize_recording
 from lungsrad.errors import UserError
 from lungsrad.metrics import CLASS_NAMES
 
@@ -265,97 +267,6 @@ def _plan_cycles(rng: np.random.Generator, plans: list[_PlannedRecording]) -> No
 
 
 # ---------------------------------------------------------------------------------------------
-# Audio
-
-
-def _fast_fft_length(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n: FFTs of lengths with large prime factors are 100x slower."""
-    best = 1 << max(n - 1, 1).bit_length()
-    power_of_five = 1
-    while power_of_five < best:
-        candidate = power_of_five
-        while candidate < best:
-            length = candidate
-            while length < n:
-                length *= 2
-            best = min(best, length)
-            candidate *= 3
-        power_of_five *= 5
-    return best
-
-
-def _band_noise(rng: np.random.Generator, n: int, rate: int, low: float, high: float) -> np.ndarray:
-    """Unit-RMS noise with energy only in [low, high] Hz (FFT masking)."""
-    size = _fast_fft_length(n)
-    spectrum = np.fft.rfft(rng.standard_normal(size))
-    frequencies = np.fft.rfftfreq(size, 1.0 / rate)
-    spectrum[(frequencies < low) | (frequencies > high)] = 0.0
-    noise = np.fft.irfft(spectrum, size)[:n]
-    return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
-
-
-def _breath_envelope(n: int) -> np.ndarray:
-    """Inspiration hump (first 40 %) then a softer expiration hump."""
-    u = np.linspace(0.0, 1.0, n, endpoint=False)
-    inspiration = np.sin(np.pi * np.clip(u / 0.4, 0.0, 1.0))
-    expiration = 0.6 * np.sin(np.pi * np.clip((u - 0.4) / 0.6, 0.0, 1.0))
-    return np.where(u < 0.4, inspiration, expiration) + 0.05
-
-
-def _add_crackles(rng: np.random.Generator, segment: np.ndarray, rate: int) -> None:
-    """Short (2-8 ms) damped transients with a sharp onset: broadband clicks."""
-    for _ in range(int(rng.integers(8, 18))):
-        duration = float(rng.uniform(0.002, 0.008))
-        length = max(int(duration * rate), 4)
-        position = int(rng.integers(0, max(len(segment) - length, 1)))
-        t = np.arange(length) / rate
-        frequency = float(rng.uniform(300.0, 0.4 * rate if rate < 5000 else 2000.0))
-        click = np.exp(-t / (duration / 4)) * np.sin(2 * np.pi * frequency * t + np.pi / 2)
-        amplitude = float(rng.uniform(0.5, 0.9)) * rng.choice((-1.0, 1.0))
-        end = min(position + length, len(segment))
-        segment[position:end] += amplitude * click[: end - position]
-
-
-def _add_wheeze(rng: np.random.Generator, segment: np.ndarray, rate: int) -> None:
-    """A sustained tone (150-900 Hz) gliding by up to 8 %, with up to two harmonics."""
-    n = len(segment)
-    start = int(rng.uniform(0.0, 0.15) * n)
-    end = start + int(rng.uniform(0.7, 0.85) * n)
-    length = end - start
-    fundamental = float(rng.uniform(150.0, 900.0))
-    glide = np.linspace(1.0, float(rng.uniform(0.92, 1.08)), length)
-    phase = 2 * np.pi * np.cumsum(fundamental * glide) / rate
-    tone = np.sin(phase)
-    for harmonic, weight in ((2, 0.5), (3, 0.25)):
-        if harmonic * fundamental * 1.1 < 0.45 * rate:
-            tone += weight * np.sin(harmonic * phase)
-    fade = min(int(0.03 * rate), length // 4)
-    ramp = np.ones(length)
-    ramp[:fade] = np.linspace(0.0, 1.0, fade)
-    ramp[length - fade :] = np.linspace(1.0, 0.0, fade)
-    segment[start:end] += float(rng.uniform(0.35, 0.55)) * tone * ramp
-
-
-def _synthesize(rng: np.random.Generator, plan: _PlannedRecording) -> np.ndarray:
-    rate = plan.sample_rate_hz
-    num_samples = int(round(plan.duration_seconds * rate))
-    audio = 0.004 * rng.standard_normal(num_samples)  # sensor noise
-    breath = _band_noise(rng, num_samples, rate, 100.0, 900.0)
-    for start, end, label in plan.cycles:
-        first, last = int(start * rate), min(int(end * rate), num_samples)
-        segment = (
-            float(rng.uniform(0.08, 0.14)) * breath[first:last] * _breath_envelope(last - first)
-        )
-        if label in (1, 3):
-            _add_crackles(rng, segment, rate)
-        if label in (2, 3):
-            _add_wheeze(rng, segment, rate)
-        audio[first:last] += segment
-    peak = float(np.max(np.abs(audio)))
-    return (audio * (float(rng.uniform(0.5, 0.9)) / peak)).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
 # Files
 
 
@@ -400,6 +311,27 @@ def _prepare_out_dir(out_dir: Path, planned: set[str], overwrite: bool) -> None:
         (out_dir / name).unlink()
 
 
+def _checked_arguments(
+    num_recordings: int | None, *, seed: int, layout: list[SyntheticRecordingSpec] | None
+) -> int:
+    """The number of recordings to write (`layout`'s length when given); UserError when an
+    argument is bad."""
+    if layout is not None:
+        _check_layout(layout)
+        if num_recordings is not None and num_recordings != len(layout):
+            raise UserError(f"num_recordings {num_recordings} != {len(layout)} layout entries")
+        num_recordings = len(layout)
+    if (
+        isinstance(num_recordings, bool)
+        or not isinstance(num_recordings, int)
+        or num_recordings < 2
+    ):
+        raise UserError(f"--recordings must be an integer >= 2, got {num_recordings!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"--seed must be an integer >= 0, got {seed!r}")
+    return num_recordings
+
+
 def write_synthetic_dataset(
     out_dir: str | os.PathLike[str],
     *,
@@ -426,24 +358,12 @@ def write_synthetic_dataset(
             both sides, as 156 and 218 do in ICBHI.
 
     Raises:
-        ValueError: bad num_recordings or seed.
+        UserError: bad num_recordings or seed.
         FileExistsError: out_dir holds files and `overwrite` is off, or a file to write exists
             and was not written by this generator.
     """
-    if layout is not None:
-        layout = list(layout)
-        _check_layout(layout)
-        if num_recordings is not None and num_recordings != len(layout):
-            raise UserError(f"num_recordings {num_recordings} != {len(layout)} layout entries")
-        num_recordings = len(layout)
-    if (
-        isinstance(num_recordings, bool)
-        or not isinstance(num_recordings, int)
-        or num_recordings < 2
-    ):
-        raise UserError(f"--recordings must be an integer >= 2, got {num_recordings!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"--seed must be an integer >= 0, got {seed!r}")
+    layout = list(layout) if layout is not None else None
+    num_recordings = _checked_arguments(num_recordings, seed=seed, layout=layout)
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     plans = _plan(rng, num_recordings) if layout is None else _plan_layout(rng, layout)
@@ -454,7 +374,12 @@ def write_synthetic_dataset(
     for index, plan in enumerate(plans):
         # One generator per recording, so its audio does not depend on how others were drawn.
         audio_rng = np.random.default_rng([seed, index])
-        audio = _synthesize(audio_rng, plan)
+        audio = synthesize_recording(
+            audio_rng,
+            sample_rate_hz=plan.sample_rate_hz,
+            duration_seconds=plan.duration_seconds,
+            cycles=plan.cycles,
+        )
         _write_wav_atomic(out_dir / f"{plan.name}.wav", audio, plan.sample_rate_hz, plan.subtype)
         lines = [
             f"{start:.3f}\t{end:.3f}\t{int(label in (1, 3))}\t{int(label in (2, 3))}\n"

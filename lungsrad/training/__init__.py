@@ -1,7 +1,8 @@
 """Training and evaluation of Lung-SRAD runs: `run_experiment` (epochs, per-epoch evaluation,
 atomic checkpoints, exact resume, callbacks) and `evaluate_checkpoint`.
 
-Exports resolve lazily, so light submodules (checkpoints, specaugment) import without the model.
+Exports resolve lazily, so light submodules (checkpoint_files, specaugment) import without the
+model.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CheckpointError": "lungsrad.training.checkpoints",
+    "CheckpointError": "lungsrad.checkpoint_format",
     "EvalReport": "lungsrad.training.evaluate",
     "evaluate_checkpoint": "lungsrad.training.evaluate",
-    "NonFiniteLossError": "lungsrad.training.loop",
-    "RunInfo": "lungsrad.training.run",
-    "RunResult": "lungsrad.training.run",
+    "NonFiniteLossError": "lungsrad.training.train_step",
+    "RunInfo": "lungsrad.training.result",
+    "RunResult": "lungsrad.training.result",
     "TrainingCallback": "lungsrad.training.run",
     "run_experiment": "lungsrad.training.run",
 }

@@ -39,7 +39,7 @@ from lungsrad.metrics import (
     device_metric_name,
     metric_name,
 )
-from lungsrad.training.run import degenerate_lines, format_confusion
+from lungsrad.training.result import degenerate_lines, format_confusion
 from lungsrad.training.runtime import cpu_threads, evaluate_split_by_device, resolve_amp_dtype
 from lungsrad.training.trained_model import load_trained_model
 

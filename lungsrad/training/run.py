@@ -1,6 +1,7 @@
 """`run_experiment`: one Lung-SRAD training run (features, model, epochs, evaluation, checkpoints,
 resume) reporting through `TrainingCallback`, so sweeps and trackers plug in without this
-library importing them.
+library importing them. Set-up is lungsrad/training/setup.py, resume resume.py, the result types
+result.py; this module tells the story of a run: set up, train and save each epoch, finish.
 
 Outputs under `output_dir`: config.yaml, metrics.jsonl (one line per epoch),
 checkpoints/epoch_NNNN/checkpoint.pt (latest few + the selected epoch), best.pt, result.json.
@@ -11,96 +12,53 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import lungsrad
-from lungsrad.config import (
-    VALIDATION_PROTOCOLS,
-    ExperimentConfig,
-    TrainConfig,
-    dump_config,
-    save_config,
-    write_text_atomic,
-)
-from lungsrad.data.features import FeatureSet, build_feature_set
-from lungsrad.data.layout import device_of
-from lungsrad.data.loaders import split_indices
-from lungsrad.method.patch_mix import PatchMixObjective
+from lungsrad.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
+from lungsrad.config import ExperimentConfig, TrainConfig, dump_config, write_text_atomic
+from lungsrad.data.features import FeatureSet
 from lungsrad.metrics import (
-    ACCURACY,
-    CLASS_NAMES,
     EPOCH,
     EVAL_KEYS,
     REPORT_EPOCH,
     REPORT_PREFIX,
     REPORT_SCORE,
     SCORE,
-    SCORE_2CLASS,
     SELECTION_SCORE,
     SENSITIVITY,
-    SENSITIVITY_2CLASS,
-    SPECIFICITY,
-    SPECIFICITY_2CLASS,
     SPLIT_TEST,
-    SPLIT_TRAIN,
-    SPLIT_VALIDATION,
-    TRAIN_CAPTURE_SECONDS,
     TRAIN_LOSS,
     TRAIN_SAMPLES_PER_SECOND,
-    confusion_degenerate_note,
     detailed_metrics,
-    device_metric_name,
     metric_name,
     prediction_metrics,
 )
-from lungsrad.models import Backbone
-from lungsrad.training.checkpoints import (
+from lungsrad.training.checkpoint_files import (
     BEST_FILE,
     CHECKPOINT_FILE,
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_FORMAT_VERSION,
-    CheckpointError,
-    check_resume_config,
-    checkpoint_config,
-    epoch_checkpoints,
+    METRICS_FILE,
+    RESULT_FILE,
     epoch_folder,
-    find_resumable_checkpoint,
     prune_checkpoints,
-    read_checkpoint,
-    read_resumable_checkpoint,
-    remove_stale_temporary_files,
     save_atomic,
 )
-from lungsrad.training.loop import (
-    EpochData,
-    NonFiniteLossError,
-    TrainStep,
-    check_capture,
-    conform_optimizer,
-    train_one_epoch,
-)
-from lungsrad.training.optimization import build_optimizer, learning_rate_factor
-from lungsrad.training.runtime import (
-    amp_name,
-    build_classifier,
-    cpu_threads,
-    device_name,
-    evaluate_split_by_device,
-    resolve_amp_dtype,
-    resolve_device,
-    scan_backend_name,
-)
+from lungsrad.training.loop import train_one_epoch
+from lungsrad.training.result import RunInfo, RunResult, format_percent, json_line
+from lungsrad.training.resume import RunProgress, best_payload
+from lungsrad.training.runtime import cpu_threads, evaluate_split_by_device
+from lungsrad.training.setup import RunSession, TrainingParts, say, set_up_run
+from lungsrad.training.train_step import NonFiniteLossError, TrainStep
 
+# The public surface of a run: what a caller of run_experiment passes, gets back and catches.
 __all__ = [
     "NonFiniteLossError",
     "RunInfo",
@@ -109,124 +67,8 @@ __all__ = [
     "run_experiment",
 ]
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
-RESULT_FILE = "result.json"
 # Per-epoch checkpoints kept besides the selected epoch's (older ones are pruned).
 KEEP_LAST_CHECKPOINTS = 2
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """Facts about a run, known once it is set up (logged by trackers)."""
-
-    device: str  # "cpu" or "cuda:0"
-    device_name: str  # GPU model or CPU description
-    scan_backend: str  # selective-scan backend the model uses
-    data_fingerprint: str  # FeatureSet.fingerprint
-    seed: int  # train.seed
-    num_parameters: int  # backbone parameters (projection head excluded)
-    start_epoch: int  # first epoch this call trains (1 = fresh run)
-    split_sizes: dict[str, int]  # cycles per split ("train", "test", and "val")
-    amp_dtype: str  # "bf16", "fp16" or "off"
-    capture_step: bool = False  # full training batches replayed as one CUDA graph
-
-
-@dataclass
-class RunResult:
-    """What a finished run reports."""
-
-    output_dir: Path
-    best_epoch: int  # the epoch the protocol selected (1-based)
-    report: dict[str, float]  # REPORT_* metrics: test metrics at best_epoch
-    history: list[dict[str, float]]  # every epoch's metrics, in order
-    confusion: np.ndarray  # (num_classes, num_classes) test confusion at best_epoch
-    info: RunInfo
-    train_seconds: float  # training + per-epoch evaluation, summed over resumed sessions
-    protocol: str = "paper"  # train.protocol
-    name: str = ""  # config name
-    # Test confusion at best_epoch per recording device that has test cycles (absent: none).
-    device_confusion: dict[str, np.ndarray] = field(default_factory=dict)
-    # Whether best_epoch met train.min_sensitivity; None: no guard. False: no epoch did, and the
-    # best epoch regardless of Se is reported (with a warning).
-    min_sensitivity_met: bool | None = None
-
-    @property
-    def capture_seconds(self) -> float:
-        """Seconds spent capturing the training step (CUDA graphs), summed over sessions."""
-        return sum(row.get(TRAIN_CAPTURE_SECONDS, 0.0) for row in self.history)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view (non-finite numbers become null)."""
-        return _json_safe(
-            {
-                "name": self.name,
-                "output_dir": str(self.output_dir),
-                "protocol": self.protocol,
-                "best_epoch": self.best_epoch,
-                "report": self.report,
-                "confusion": self.confusion.tolist(),
-                "device_confusion": {
-                    device: matrix.tolist() for device, matrix in self.device_confusion.items()
-                },
-                "train_seconds": self.train_seconds,
-                "capture_seconds": self.capture_seconds,
-                "info": asdict(self.info),
-                "num_epochs": len(self.history),
-                "min_sensitivity_met": self.min_sensitivity_met,
-            }
-        )
-
-    def format_text(self) -> str:
-        """A short human-readable summary with the confusion matrix."""
-        selected = "validation" if self.protocol in VALIDATION_PROTOCOLS else "test"
-        report = self.report
-        lines = [
-            f"run '{self.name}' finished: {len(self.history)} epochs in "
-            f"{self.train_seconds:.1f} s on {self.info.device} ({self.info.device_name})",
-            f"protocol '{self.protocol}': epoch {self.best_epoch} selected on the {selected} split"
-            + (
-                " (no epoch met train.min_sensitivity: best epoch regardless of Se)"
-                if self.min_sensitivity_met is False
-                else ""
-            ),
-            "test at that epoch: "
-            + ", ".join(
-                f"{label} {_format_percent(report.get(metric_name(REPORT_PREFIX, key)))}"
-                for label, key in (
-                    ("ICBHI Score", SCORE),
-                    ("Sp", SPECIFICITY),
-                    ("Se", SENSITIVITY),
-                    ("accuracy", ACCURACY),
-                )
-            ),
-            *degenerate_lines(self.confusion),
-            "2-class: "
-            + ", ".join(
-                f"{label} {_format_percent(report.get(metric_name(REPORT_PREFIX, key)))}"
-                for label, key in (
-                    ("Score", SCORE_2CLASS),
-                    ("Sp", SPECIFICITY_2CLASS),
-                    ("Se", SENSITIVITY_2CLASS),
-                )
-            ),
-            *self._device_lines(),
-            "test confusion matrix (rows: true, columns: predicted):",
-            format_confusion(self.confusion),
-            f"outputs: {self.output_dir}",
-        ]
-        return "\n".join(lines)
-
-    def _device_lines(self) -> list[str]:
-        lines = []
-        for device in self.device_confusion:
-            values = {
-                label: self.report.get(device_metric_name(REPORT_PREFIX, device, key))
-                for label, key in (("Score", SCORE), ("Sp", SPECIFICITY), ("Se", SENSITIVITY))
-            }
-            cells = ", ".join(f"{label} {_format_percent(v)}" for label, v in values.items())
-            lines.append(f"  {device}: {cells}")
-        return ["test per device:", *lines] if lines else []
 
 
 class TrainingCallback:
@@ -248,50 +90,6 @@ class TrainingCallback:
 
     def on_run_end(self, result: RunResult) -> None:
         """Called once after the last epoch."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _format_percent(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:.2f}"
-
-
-def degenerate_lines(matrix: np.ndarray, split: str = SPLIT_TEST) -> list[str]:
-    """A warning line under a score whose confusion matrix is a degenerate classifier's
-    (lungsrad.metrics.degenerate_note), else nothing."""
-    note = confusion_degenerate_note(matrix)
-    if note is None:
-        return []
-    return [f"warning: {note} on the {split} split; its score is not a result"]
-
-
-def format_confusion(matrix: np.ndarray) -> str:
-    """The confusion matrix as an aligned text table with class names."""
-    size = matrix.shape[0]
-    names = list(CLASS_NAMES[:size]) if size <= len(CLASS_NAMES) else [str(i) for i in range(size)]
-    width = max(max(len(name) for name in names), len(str(int(matrix.max(initial=0)))), 4) + 2
-    rows = ["".rjust(width) + "".join(name.rjust(width) for name in names)]
-    for name, row in zip(names, matrix, strict=True):
-        rows.append(name.rjust(width) + "".join(str(int(v)).rjust(width) for v in row))
-    return "\n".join(rows)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _json_line(metrics: Mapping[str, float]) -> str:
-    return json.dumps(_json_safe(metrics), allow_nan=False) + "\n"
 
 
 def _is_better(score: float, best: Mapping[str, Any] | None, *, qualifies: bool = True) -> bool:
@@ -318,225 +116,6 @@ def meets_min_sensitivity(sensitivity: float, train: TrainConfig) -> bool:
     if train.min_sensitivity is None:
         return True
     return bool(sensitivity > train.min_sensitivity)
-
-
-def _say(message: str, show_progress: bool) -> None:
-    if show_progress:
-        tqdm.write(message)
-
-
-@dataclass
-class _Progress:
-    """What a checkpoint restores besides module states."""
-
-    history: list[dict[str, float]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-    train_seconds: float = 0.0
-    start_epoch: int = 1
-
-
-def _locate_resume_checkpoint(
-    config: ExperimentConfig,
-    output_dir: Path,
-    *,
-    resume: bool,
-    resume_from: str | os.PathLike[str] | None,
-) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to continue from (None: fresh run), its config checked against `config`."""
-    if resume_from is not None:
-        path = Path(resume_from)
-        payload = read_resumable_checkpoint(path)
-    elif resume:
-        found = find_resumable_checkpoint(output_dir)
-        if found is None:
-            return None
-        path, payload = found
-    else:
-        if epoch_checkpoints(output_dir):
-            raise FileExistsError(
-                f"{output_dir} already holds checkpoints of a run; resume it or choose another "
-                "output folder"
-            )
-        return None
-    check_resume_config(checkpoint_config(payload, path=path), config, path=path)
-    return path, payload
-
-
-def _drop_later_epochs(output_dir: Path, epoch: int) -> None:
-    # Checkpoints after the one resumed from belong to an abandoned history; a later resume
-    # must not pick them up.
-    for later, path in epoch_checkpoints(output_dir):
-        if later > epoch:
-            shutil.rmtree(path.parent, ignore_errors=True)
-
-
-def _restore_best_file(
-    output_dir: Path, best: Mapping[str, Any] | None, *, resumed_elsewhere: bool
-) -> None:
-    """Makes best.pt hold the selected epoch's model again after a resume, when possible.
-
-    `resumed_elsewhere`: the run continues from a checkpoint file outside output_dir (a Ray Tune
-    restore); the selected epoch's checkpoint is then expected to be absent, so say nothing.
-    """
-    if best is None:
-        return
-    best_path = output_dir / BEST_FILE
-    if best_path.is_file():
-        try:
-            if read_checkpoint(best_path).get("epoch") == best["epoch"]:
-                return
-        except CheckpointError:
-            pass
-    source = epoch_folder(output_dir, best["epoch"]) / CHECKPOINT_FILE
-    try:
-        payload = read_checkpoint(source)
-    except (FileNotFoundError, CheckpointError):
-        best_path.unlink(missing_ok=True)
-        if resumed_elsewhere:
-            return
-        warnings.warn(
-            f"best.pt for epoch {best['epoch']} cannot be restored in {output_dir} (its epoch "
-            "checkpoint is not there); it is written again when a later epoch is selected",
-            stacklevel=4,
-        )
-        return
-    save_atomic(_best_payload(payload), best_path)
-
-
-def _best_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("format", "format_version", "lungsrad_version", "config", "epoch", "model")
-    best = {key: payload[key] for key in keys}
-    best["objective"] = payload.get("objective")
-    best["metrics"] = payload["history"][-1] if payload.get("history") else {}
-    best["data_fingerprint"] = payload.get("data_fingerprint")
-    return best
-
-
-@dataclass
-class TrainingParts:
-    """What trains a run: the model, the patch-mix objective, the optimizer and its schedule."""
-
-    model: Backbone
-    objective: PatchMixObjective
-    optimizer: torch.optim.Optimizer  # Adam or AdamW over the trained parameters
-    scheduler: torch.optim.lr_scheduler.LRScheduler  # per-epoch learning_rate_factor
-    grad_scaler: torch.amp.GradScaler | None  # fp16 AMP only
-    amp_dtype: torch.dtype | None
-    train: TrainConfig
-    model_frames: int | None = None  # data.model_frames: batches are resized to it
-
-    def train_step(self, data: EpochData, *, capture: bool) -> TrainStep:
-        """The run's TrainStep over `data` (capture: CUDA graphs; needs capture_step's Adam)."""
-        return TrainStep(
-            model=self.model,
-            objective=self.objective,
-            optimizer=self.optimizer,
-            grad_scaler=self.grad_scaler,
-            data=data,
-            train=self.train,
-            amp_dtype=self.amp_dtype,
-            model_frames=self.model_frames,
-            capture=capture,
-        )
-
-
-def build_training_parts(
-    config: ExperimentConfig, device: torch.device, *, load_initial_checkpoint: bool = True
-) -> TrainingParts:
-    """Model (seeded by train.seed), objective, optimiser, schedule and GradScaler of a run on
-    `device`.
-
-    The optimiser (train.optimizer) holds the parameters that train: a projection head with
-    method.patch_mix.train_projector false is left out. With train.capture_step it is
-    capturable and its lr a device tensor (the form a captured step needs); ValueError when the
-    step cannot be captured on `device`.
-    """
-    train = config.train
-    amp_dtype = resolve_amp_dtype(train.amp, device)
-    if train.capture_step:
-        check_capture(device, amp_dtype)
-    torch.manual_seed(train.seed)
-    model = build_classifier(config, device, load_initial_checkpoint=load_initial_checkpoint)
-    objective = PatchMixObjective(
-        num_features=model.num_features, config=config.method.patch_mix
-    ).to(device)
-    parameters = [
-        parameter
-        for parameter in [*model.parameters(), *objective.parameters()]
-        if parameter.requires_grad
-    ]
-    optimizer = build_optimizer(parameters, train, capturable=train.capture_step)
-    conform_optimizer(optimizer, capturable=train.capture_step, device=device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch_index: learning_rate_factor(epoch_index, train)
-    )
-    grad_scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    return TrainingParts(
-        model=model,
-        objective=objective,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        grad_scaler=grad_scaler,
-        amp_dtype=amp_dtype,
-        train=train,
-        model_frames=config.data.model_frames,
-    )
-
-
-def _prepare_output_dir(
-    config: ExperimentConfig,
-    output_dir: Path,
-    progress: _Progress,
-    *,
-    is_resumed: bool,
-    resumed_elsewhere: bool,
-) -> None:
-    """config.yaml, metrics.jsonl up to the resumed epoch, best.pt of the selected epoch, and no
-    result.json until the run finishes."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporary_files(output_dir)
-    save_config(config, output_dir / CONFIG_FILE)
-    # Rewritten from the checkpoint's history: a crash between a checkpoint and its metrics line
-    # (or during an append) leaves neither a gap nor a duplicate.
-    write_text_atomic(
-        output_dir / METRICS_FILE, "".join(_json_line(row) for row in progress.history)
-    )
-    if is_resumed:
-        _restore_best_file(output_dir, progress.best, resumed_elsewhere=resumed_elsewhere)
-    (output_dir / RESULT_FILE).unlink(missing_ok=True)
-
-
-def _restore_progress(
-    resume_point: tuple[Path, dict[str, Any]],
-    parts: TrainingParts,
-    *,
-    fingerprint: str,
-    device: torch.device,
-) -> _Progress:
-    """Loads the module and optimiser states of a resume checkpoint; its history and best."""
-    path, payload = resume_point
-    if payload.get("data_fingerprint") != fingerprint:
-        # Not an error: the fingerprint covers wav modification times, which a copy of the
-        # same data to another node (e.g. a Ray restore) need not keep.
-        warnings.warn(
-            f"{path} was trained on features with another fingerprint "
-            f"({payload.get('data_fingerprint')}, now {fingerprint}); "
-            "continuing, but the run only replays exactly on identical data",
-            stacklevel=3,
-        )
-    parts.model.load_state_dict(payload["model"])
-    parts.objective.load_state_dict(payload["objective"])
-    parts.optimizer.load_state_dict(payload["optimizer"])
-    conform_optimizer(parts.optimizer, capturable=parts.train.capture_step, device=device)
-    parts.scheduler.load_state_dict(payload["scheduler"])
-    if parts.grad_scaler is not None and payload.get("grad_scaler"):
-        parts.grad_scaler.load_state_dict(payload["grad_scaler"])
-    return _Progress(
-        history=list(payload["history"]),
-        best=payload["best"],
-        train_seconds=float(payload.get("train_seconds", 0.0)),
-        start_epoch=int(payload["epoch"]) + 1,
-    )
 
 
 @dataclass
@@ -607,10 +186,10 @@ def _checkpoint_payload(
     *,
     config_text: str,
     epoch: int,
-    progress: _Progress,
+    progress: RunProgress,
     fingerprint: str,
 ) -> dict[str, Any]:
-    """Everything a resume needs after `epoch` (see `_restore_progress`)."""
+    """Everything a resume needs after `epoch` (see `lungsrad.training.setup`)."""
     grad_scaler = parts.grad_scaler
     return {
         "format": CHECKPOINT_FORMAT,
@@ -633,7 +212,7 @@ def _checkpoint_payload(
 
 
 def _run_result(
-    config: ExperimentConfig, *, output_dir: Path, progress: _Progress, info: RunInfo
+    config: ExperimentConfig, *, output_dir: Path, progress: RunProgress, info: RunInfo
 ) -> RunResult:
     """The RunResult of a finished run, from its progress (history and selected epoch)."""
     best = progress.best
@@ -645,7 +224,7 @@ def _run_result(
             f"no epoch had a sensitivity above train.min_sensitivity ({guard}); the reported "
             f"epoch {best['epoch']} is the best regardless of Se (result.json: "
             "min_sensitivity_met false)",
-            stacklevel=3,
+            stacklevel=4,
         )
     return RunResult(
         output_dir=output_dir,
@@ -701,7 +280,7 @@ def run_experiment(
         The RunResult (also written to output_dir/result.json).
 
     Raises:
-        ValueError: bad config or data; a checkpoint from another config (CheckpointError).
+        UserError: bad config or data; a checkpoint from another config (CheckpointError).
         FileExistsError: resume=False and output_dir already holds checkpoints.
         NonFiniteLossError: the loss became NaN or infinite.
     """
@@ -718,95 +297,110 @@ def run_experiment(
         )
 
 
-@dataclass
-class _Session:
-    """What `_run` sets up before its first epoch."""
-
-    parts: TrainingParts
-    feature_set: FeatureSet
-    splits: dict[str, np.ndarray]
-    eval_splits: list[str]
-    selection_split: str
-    devices: tuple[str, ...]  # recording device per cycle
-    data: EpochData
-    info: RunInfo
-    progress: _Progress
-
-
-def _set_up(
+def _run(
     config: ExperimentConfig,
     *,
     output_dir: Path,
     feature_set: FeatureSet | None,
+    callbacks: Sequence[TrainingCallback],
     resume: bool,
     resume_from: str | os.PathLike[str] | None,
     device: str | None,
     show_progress: bool,
-) -> _Session:
-    """Model, features, splits, the resumed progress and the prepared output folder of a run."""
-    train = config.train
-    torch_device = resolve_device(device if device is not None else train.device)
-    resume_point = _locate_resume_checkpoint(
-        config, output_dir, resume=resume, resume_from=resume_from
-    )
-    # The model before the features, so a bad model.checkpoint fails before any feature work.
-    parts = build_training_parts(config, torch_device, load_initial_checkpoint=resume_point is None)
-    if feature_set is None:
-        feature_set = build_feature_set(config.data, config.data.root, show_progress=show_progress)
-    splits = split_indices(
-        feature_set,
-        protocol=train.protocol,
-        validation_fraction=config.data.validation_fraction,
-        seed=config.data.split_seed,
-        fold=config.data.fold,
-    )
-    uses_validation = train.protocol in VALIDATION_PROTOCOLS
-    progress = _Progress()
-    if resume_point is not None:
-        progress = _restore_progress(
-            resume_point, parts, fingerprint=feature_set.fingerprint, device=torch_device
-        )
-        _drop_later_epochs(output_dir, progress.start_epoch - 1)
-        _say(f"resuming from {resume_point[0]} (epoch {progress.start_epoch - 1})", show_progress)
-    _prepare_output_dir(
+) -> RunResult:
+    """The story of one run: set up, train and save each epoch, finish."""
+    session = set_up_run(
         config,
-        output_dir,
-        progress,
-        is_resumed=resume_point is not None,
-        resumed_elsewhere=resume_from is not None,
-    )
-    data = EpochData(
-        features=feature_set.features.to(torch_device),
-        labels=feature_set.labels.to(torch_device),
-        train_indices=torch.as_tensor(splits[SPLIT_TRAIN], dtype=torch.int64).to(torch_device),
-    )
-    info = RunInfo(
-        device=str(torch_device),
-        device_name=device_name(torch_device),
-        scan_backend=scan_backend_name(parts.model, torch_device),
-        data_fingerprint=feature_set.fingerprint,
-        seed=train.seed,
-        num_parameters=sum(p.numel() for p in parts.model.parameters()),
-        start_epoch=progress.start_epoch,
-        split_sizes={name: len(indices) for name, indices in splits.items()},
-        amp_dtype=amp_name(parts.amp_dtype),
-        capture_step=train.capture_step,
-    )
-    return _Session(
-        parts=parts,
+        output_dir=output_dir,
         feature_set=feature_set,
-        splits=splits,
-        eval_splits=[SPLIT_VALIDATION, SPLIT_TEST] if uses_validation else [SPLIT_TEST],
-        selection_split=SPLIT_VALIDATION if uses_validation else SPLIT_TEST,
-        devices=tuple(device_of(name) for name in feature_set.recordings),
-        data=data,
-        info=info,
-        progress=progress,
+        resume=resume,
+        resume_from=resume_from,
+        device=device,
+        show_progress=show_progress,
     )
+    step_function = session.parts.train_step(session.data, capture=config.train.capture_step)
+    _start(config, session, callbacks=callbacks, show_progress=show_progress)
+    config_text = dump_config(config)
+    for epoch in range(session.progress.start_epoch, config.train.num_epochs + 1):
+        metrics, improved = _train_epoch(
+            config, session, step_function, epoch=epoch, show_progress=show_progress
+        )
+        _save_epoch(
+            session,
+            metrics,
+            epoch=epoch,
+            improved=improved,
+            config_text=config_text,
+            output_dir=output_dir,
+            callbacks=callbacks,
+            show_progress=show_progress,
+        )
+    return _finish(config, session, output_dir=output_dir, callbacks=callbacks)
+
+
+def _start(
+    config: ExperimentConfig,
+    session: RunSession,
+    *,
+    callbacks: Sequence[TrainingCallback],
+    show_progress: bool,
+) -> None:
+    """Tells the callbacks the run is set up; a fresh run says what it trains."""
+    info = session.info
+    for callback in callbacks:
+        callback.on_run_start(info)
+    if session.progress.start_epoch == 1:
+        say(
+            f"training '{config.name}' on {info.device} ({info.device_name}), "
+            f"amp {info.amp_dtype}, seed {info.seed}, {info.num_parameters:,} parameters, "
+            f"splits {info.split_sizes}",
+            show_progress,
+        )
+
+
+def _train_epoch(
+    config: ExperimentConfig,
+    session: RunSession,
+    step_function: TrainStep,
+    *,
+    epoch: int,
+    show_progress: bool,
+) -> tuple[dict[str, float], bool]:
+    """Trains and evaluates one epoch and records it in the progress; returns its metrics (the
+    selected epoch's report included) and whether it became the selected epoch."""
+    train = config.train
+    parts, progress = session.parts, session.progress
+    started = time.perf_counter()
+    metrics: dict[str, float] = {EPOCH: float(epoch)}
+    metrics.update(
+        train_one_epoch(
+            step_function=step_function,
+            data=session.data,
+            train=train,
+            seed=train.seed,
+            epoch=epoch,
+            show_progress=show_progress,
+        )
+    )
+    parts.scheduler.step()
+    evaluation = _evaluate_epoch(
+        parts.model,
+        session.data.features,
+        session.feature_set.labels,
+        {split: session.splits[split] for split in session.eval_splits},
+        devices=session.devices,
+        config=config,
+        amp_dtype=parts.amp_dtype,
+    )
+    metrics.update(evaluation.metrics)
+    improved = _select_epoch(session, evaluation, metrics, epoch=epoch, train=train)
+    progress.history.append(metrics)
+    progress.train_seconds += time.perf_counter() - started
+    return metrics, improved
 
 
 def _select_epoch(
-    session: _Session,
+    session: RunSession,
     evaluation: _Evaluation,
     metrics: dict[str, float],
     *,
@@ -828,77 +422,15 @@ def _select_epoch(
     return improved
 
 
-def _run(
+def _finish(
     config: ExperimentConfig,
+    session: RunSession,
     *,
     output_dir: Path,
-    feature_set: FeatureSet | None,
     callbacks: Sequence[TrainingCallback],
-    resume: bool,
-    resume_from: str | os.PathLike[str] | None,
-    device: str | None,
-    show_progress: bool,
 ) -> RunResult:
-    train = config.train
-    session = _set_up(
-        config,
-        output_dir=output_dir,
-        feature_set=feature_set,
-        resume=resume,
-        resume_from=resume_from,
-        device=device,
-        show_progress=show_progress,
-    )
-    parts, progress, info = session.parts, session.progress, session.info
-    step_function = parts.train_step(session.data, capture=train.capture_step)
-    for callback in callbacks:
-        callback.on_run_start(info)
-    if progress.start_epoch == 1:
-        _say(
-            f"training '{config.name}' on {info.device} ({info.device_name}), "
-            f"amp {info.amp_dtype}, seed {info.seed}, {info.num_parameters:,} parameters, "
-            f"splits {info.split_sizes}",
-            show_progress,
-        )
-    config_text = dump_config(config)
-    for epoch in range(progress.start_epoch, train.num_epochs + 1):
-        started = time.perf_counter()
-        metrics: dict[str, float] = {EPOCH: float(epoch)}
-        metrics.update(
-            train_one_epoch(
-                step_function=step_function,
-                data=session.data,
-                train=train,
-                seed=train.seed,
-                epoch=epoch,
-                show_progress=show_progress,
-            )
-        )
-        parts.scheduler.step()
-        evaluation = _evaluate_epoch(
-            parts.model,
-            session.data.features,
-            session.feature_set.labels,
-            {split: session.splits[split] for split in session.eval_splits},
-            devices=session.devices,
-            config=config,
-            amp_dtype=parts.amp_dtype,
-        )
-        metrics.update(evaluation.metrics)
-        improved = _select_epoch(session, evaluation, metrics, epoch=epoch, train=train)
-        progress.history.append(metrics)
-        progress.train_seconds += time.perf_counter() - started
-        _save_epoch(
-            session,
-            metrics,
-            epoch=epoch,
-            improved=improved,
-            config_text=config_text,
-            output_dir=output_dir,
-            callbacks=callbacks,
-            show_progress=show_progress,
-        )
-
+    """The run's result, written to result.json and handed to the callbacks."""
+    progress, info = session.progress, session.info
     result = _run_result(config, output_dir=output_dir, progress=progress, info=info)
     write_text_atomic(output_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
     for callback in callbacks:
@@ -907,7 +439,7 @@ def _run(
 
 
 def _save_epoch(
-    session: _Session,
+    session: RunSession,
     metrics: dict[str, float],
     *,
     epoch: int,
@@ -930,14 +462,14 @@ def _save_epoch(
     folder = epoch_folder(output_dir, epoch)
     save_atomic(payload, folder / CHECKPOINT_FILE)
     if improved:
-        save_atomic(_best_payload(payload), output_dir / BEST_FILE)
+        save_atomic(best_payload(payload), output_dir / BEST_FILE)
     with open(output_dir / METRICS_FILE, "a", encoding="utf-8") as stream:
-        stream.write(_json_line(metrics))
+        stream.write(json_line(metrics))
     train = session.parts.train
-    _say(
+    say(
         f"epoch {epoch}/{train.num_epochs}: loss {metrics[TRAIN_LOSS]:.4f}, "
-        f"{session.selection_split} score {_format_percent(metrics[SELECTION_SCORE])}, "
-        f"reported test score {_format_percent(metrics[REPORT_SCORE])} "
+        f"{session.selection_split} score {format_percent(metrics[SELECTION_SCORE])}, "
+        f"reported test score {format_percent(metrics[REPORT_SCORE])} "
         f"(epoch {progress.best['epoch']}), "
         f"{metrics[TRAIN_SAMPLES_PER_SECOND]:.1f} samples/s",
         show_progress,

@@ -13,10 +13,10 @@ from typing import Literal
 
 import torch
 
-from lungsrad.checkpoint_format import CheckpointError, read_checkpoint
+from lungsrad.checkpoint_format import CheckpointError, read_lungsrad_checkpoint
 from lungsrad.config import ExperimentConfig
 from lungsrad.models import Backbone
-from lungsrad.training.checkpoints import checkpoint_config
+from lungsrad.training.checkpoint_files import checkpoint_config
 from lungsrad.training.runtime import build_classifier, cpu_threads, resolve_device
 
 # What a checkpoint must hold to rebuild its model (best.pt and epoch checkpoints both do).
@@ -58,7 +58,7 @@ def load_trained_model(
             config this lungsrad does not accept.
     """
     path = Path(checkpoint)
-    payload = read_checkpoint(path)
+    payload = read_lungsrad_checkpoint(path)
     missing = [key for key in _MODEL_KEYS if key not in payload]
     if missing:
         raise CheckpointError(f"{path}: no {' or '.join(missing)} stored in this checkpoint")

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lungsrad.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
 from lungsrad.metrics import EPOCH, SELECTION_SCORE, TRAIN_LOSS
-from lungsrad.training.checkpoints import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_FORMAT_VERSION,
-    save_atomic,
-)
+from lungsrad.training.checkpoint_files import save_atomic
 from mlflow_tracking.artifacts import (
     CONFUSION_CSV,
     CONFUSION_PNG,

@@ -1,4 +1,4 @@
-"""Fixtures for the sweep tests: tiny synthetic data, tiny search spaces, a local Ray per test
+"""Fixtures for the sweep tests: tiny search spaces over the synthetic data, a local Ray per test
 module, `ray start` clusters and a real `mlflow server` (helpers in sweep_helpers.py)."""
 
 from __future__ import annotations
@@ -14,16 +14,7 @@ import pytest
 import yaml
 from sweep_helpers import TINY_BASE, RayCluster
 
-from lungsrad.data.synthetic import write_synthetic_dataset
 from mlflow_tracking.server import LocalTrackingServer
-
-
-@pytest.fixture(scope="session")
-def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic ICBHI-layout dataset of 10 recordings."""
-    root = tmp_path_factory.mktemp("sweep_data")
-    write_synthetic_dataset(root, num_recordings=10, seed=0)
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +23,7 @@ def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def write_space(synthetic_data: Path, feature_cache: Path):
+def write_space(synthetic_root: Path, feature_cache: Path):
     """Factory: write_space(folder, name, **top_level_keys) -> path of a tiny search space.
 
     `base_overrides` given as a keyword are merged over the tiny base.
@@ -41,7 +32,7 @@ def write_space(synthetic_data: Path, feature_cache: Path):
     def write(folder: Path, name: str, **keys: Any) -> Path:
         base = json.loads(json.dumps(TINY_BASE))
         base["name"] = name
-        base["data"].update({"root": str(synthetic_data), "cache_dir": str(feature_cache)})
+        base["data"].update({"root": str(synthetic_root), "cache_dir": str(feature_cache)})
         for path, value in (keys.pop("base_overrides", None) or {}).items():
             node = base
             *parents, leaf = path.split(".")

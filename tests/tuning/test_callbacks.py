@@ -16,13 +16,9 @@ import numpy as np
 import pytest
 from sweep_helpers import write_tiny_space
 
+from lungsrad.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
 from lungsrad.metrics import EPOCH, REPORT_PREFIX, SELECTION_SCORE, prediction_metrics
-from lungsrad.training.checkpoints import (
-    CHECKPOINT_FILE,
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_FORMAT_VERSION,
-    save_atomic,
-)
+from lungsrad.training.checkpoint_files import CHECKPOINT_FILE, save_atomic
 from mlflow_tracking.artifacts import CURVES_PNG, HISTORY_CSV
 from mlflow_tracking.tracker import (
     NOT_DEGENERATE,

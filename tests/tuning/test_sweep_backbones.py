@@ -43,9 +43,9 @@ def _tiny_configs(folder: Path, data: Path, cache: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def sweep(local_ray, synthetic_data, feature_cache, tmp_path_factory):
+def sweep(local_ray, synthetic_root, feature_cache, tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep_backbones")
-    dass, ast = _tiny_configs(folder, synthetic_data, feature_cache)
+    dass, ast = _tiny_configs(folder, synthetic_root, feature_cache)
     shipped = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
     method = {
         "lung_srad": {

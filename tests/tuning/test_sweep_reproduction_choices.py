@@ -92,10 +92,10 @@ def _smoke_space(folder: Path, base: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sweep(local_ray, synthetic_data, feature_cache, tmp_path_factory):
+def sweep(local_ray, synthetic_root, feature_cache, tmp_path_factory):
     folder = tmp_path_factory.mktemp("reproduction_choices")
     space = load_search_space(
-        _smoke_space(folder, _tiny_recipe(folder, synthetic_data, feature_cache))
+        _smoke_space(folder, _tiny_recipe(folder, synthetic_root, feature_cache))
     )
     settings = DriverSettings(
         output_root=folder / "runs",

@@ -1,4 +1,5 @@
-"""Fixtures for the data tests: a small synthetic dataset and a hand-made one with known content."""
+"""Fixtures for the data tests: hand-made datasets with known content (the synthetic one is
+tests/conftest.py `synthetic_root`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import soundfile
 
 from lungsrad.config import DataConfig
 from lungsrad.data.layout import DIAGNOSIS_FILE_NAME, SPLIT_FILE_NAME
-from lungsrad.data.synthetic import write_synthetic_dataset
 
 
 def write_wav(
@@ -79,14 +79,6 @@ def make_dataset() -> Callable[..., Path]:
 def small_dataset(tmp_path: Path) -> Path:
     """A hand-made 2-recording dataset (4 kHz, 3 s each) in tmp_path/data."""
     return write_dataset(tmp_path / "data", SMALL_RECORDINGS)
-
-
-@pytest.fixture(scope="session")
-def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic 8-recording dataset shared by the session; tests must not modify it."""
-    root = tmp_path_factory.mktemp("synthetic") / "data"
-    write_synthetic_dataset(root, num_recordings=8, seed=7)
-    return root
 
 
 @pytest.fixture

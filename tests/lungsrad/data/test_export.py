@@ -13,8 +13,8 @@ from lungsrad.cli import main
 from lungsrad.config import DataConfig
 from lungsrad.data.export import cycle_indices, export_model_inputs
 from lungsrad.data.features import build_feature_set, resize_frames
-from lungsrad.data.icbhi import audio_decode_count
 from lungsrad.data.layout import SPLIT_FILE_NAME
+from lungsrad.data.waveform import audio_decode_count
 
 TRAIN, TEST = "101_1b1_Al_sc_Meditron", "102_1b1_Ar_sc_Meditron"
 

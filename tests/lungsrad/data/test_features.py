@@ -27,7 +27,8 @@ from lungsrad.data.features import (
     normalize_fbank,
     resolve_cache_dir,
 )
-from lungsrad.data.icbhi import audio_decode_count, load_icbhi_index
+from lungsrad.data.icbhi import load_icbhi_index
+from lungsrad.data.waveform import audio_decode_count
 
 TRAIN = "101_1b1_Al_sc_Meditron"
 

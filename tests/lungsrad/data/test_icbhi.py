@@ -1,22 +1,13 @@
-"""The ICBHI reader: labels, split file (CRLF, spaces, by path), the 226_1b1 fix, wav decoding."""
+"""The ICBHI reader: labels, split file (CRLF, spaces, by path), the 226_1b1 fix."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 
-from lungsrad.data.icbhi import (
-    DataProblem,
-    audio_decode_count,
-    load_icbhi_index,
-    read_audio_info,
-    read_split_file,
-    read_wav,
-    scan_dataset,
-)
+from lungsrad.data.annotations import read_split_file
+from lungsrad.data.icbhi import load_icbhi_index, scan_dataset
 from lungsrad.data.layout import DIAGNOSIS_FILE_NAME, SPLIT_FILE_NAME
 
 
@@ -51,18 +42,6 @@ def test_split_file_with_crlf_spaces_and_blank_lines(tmp_path: Path, make_datase
     index = load_icbhi_index(root)
     assert [len(r.cycles) for r in index] == [2, 1]
     assert [r.split for r in index] == ["train", "test"]
-
-
-def test_split_file_errors_name_file_and_line(tmp_path: Path) -> None:
-    path = tmp_path / "split.txt"
-    path.write_text("a_1b1_Al_sc_X\ttrain\nb_1b1_Al_sc_X\tvalidation\n")
-    with pytest.raises(ValueError, match=r"split.txt:2: expected 'NAME<TAB>train\|test'"):
-        read_split_file(path)
-    path.write_text("a_1b1_Al_sc_X\ttrain\na_1b1_Al_sc_X\ttest\n")
-    with pytest.raises(ValueError, match="split.txt:2: .* listed as test here and as train"):
-        read_split_file(path)
-    with pytest.raises(FileNotFoundError, match="split file not found"):
-        read_split_file(tmp_path / "missing.txt")
 
 
 def test_split_file_may_be_passed_by_path(tmp_path: Path, small_dataset: Path) -> None:
@@ -108,40 +87,3 @@ def test_only_txt_files_with_a_wav_are_annotations(small_dataset: Path) -> None:
         "101_1b1_Al_sc_Meditron",
         "102_1b1_Ar_sc_Meditron",
     ]
-
-
-@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])
-def test_read_wav_decodes_pcm_and_float(tmp_path: Path, make_wav, subtype: str) -> None:
-    written = make_wav(tmp_path / "a.wav", seconds=0.5, rate=10000, subtype=subtype)
-    before = audio_decode_count()
-    samples, rate = read_wav(tmp_path / "a.wav")
-    assert audio_decode_count() == before + 1
-    assert rate == 10000 and samples.dtype == np.float32 and samples.shape == (5000,)
-    np.testing.assert_allclose(samples, written, atol=1e-4)
-    info = read_audio_info(tmp_path / "a.wav")
-    assert (info.sample_rate_hz, info.num_frames, info.channels) == (10000, 5000, 1)
-    assert info.subtype == subtype
-
-
-def test_read_wav_rejects_stereo_nan_and_garbage(tmp_path: Path, make_wav) -> None:
-    make_wav(tmp_path / "stereo.wav", channels=2)
-    with pytest.raises(ValueError, match="stereo.wav: has 2 channels .* mono"):
-        read_wav(tmp_path / "stereo.wav")
-    samples = np.zeros(400, dtype=np.float32)
-    samples[123] = np.nan
-    soundfile.write(str(tmp_path / "nan.wav"), samples, 4000, subtype="FLOAT")
-    with pytest.raises(ValueError, match="nan.wav: holds NaN or infinite samples .* 123"):
-        read_wav(tmp_path / "nan.wav")
-    (tmp_path / "garbage.wav").write_bytes(b"RIFF" + b"\x00" * 64)
-    with pytest.raises(ValueError, match="garbage.wav: unreadable wav"):
-        read_wav(tmp_path / "garbage.wav")
-
-
-def test_problem_text_names_file_and_line() -> None:
-    assert str(DataProblem("a.txt", 3, "bad")) == "a.txt:3: bad"
-    assert str(DataProblem("a.wav", None, "bad")) == "a.wav: bad"
-    assert DataProblem("a.txt", 3, "bad").to_dict() == {
-        "file": "a.txt",
-        "line": 3,
-        "message": "bad",
-    }

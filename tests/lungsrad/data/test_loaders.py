@@ -91,9 +91,9 @@ def test_split_errors() -> None:
         split_indices(no_test, protocol="paper", validation_fraction=0.2, seed=0)
 
 
-def test_splits_of_real_synthetic_features(synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_splits_of_real_synthetic_features(synthetic_root: Path, tmp_path: Path) -> None:
     config = DataConfig(cache_dir=str(tmp_path / "cache"), segment_seconds=2.0, num_mel_bins=32)
-    feature_set = build_feature_set(config, synthetic_dataset, show_progress=False)
+    feature_set = build_feature_set(config, synthetic_root, show_progress=False)
     assert official_patient_overlap(feature_set) == []
     splits = split_indices(feature_set, protocol="validated", validation_fraction=0.25, seed=1)
     groups = [_patients(feature_set, splits[k]) for k in ("train", "val", "test")]

@@ -38,32 +38,32 @@ def _cycles_from_text(root: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def test_layout_is_the_real_icbhi_layout(synthetic_dataset: Path) -> None:
-    split = _read_split(synthetic_dataset)
-    assert len(split) == 8
-    names = sorted(p.stem for p in synthetic_dataset.glob("*.wav"))
-    texts = {p.name for p in synthetic_dataset.glob("*.txt")}
+def test_layout_is_the_real_icbhi_layout(synthetic_root: Path) -> None:
+    split = _read_split(synthetic_root)
+    assert len(split) == 10
+    names = sorted(p.stem for p in synthetic_root.glob("*.wav"))
+    texts = {p.name for p in synthetic_root.glob("*.txt")}
     assert texts - {f"{name}.txt" for name in names} == {SPLIT_FILE_NAME, DIAGNOSIS_FILE_NAME}
     assert names == sorted(split)
     assert all(NAME.match(name) for name in names), names
     patients = {name.split("_")[0] for name in names}
     diagnosis = dict(
         line.split("\t")
-        for line in (synthetic_dataset / DIAGNOSIS_FILE_NAME).read_text().split("\n")
+        for line in (synthetic_root / DIAGNOSIS_FILE_NAME).read_text().split("\n")
         if line
     )
     assert set(diagnosis) == patients
     train = {n.split("_")[0] for n, s in split.items() if s == "train"}
     test = {n.split("_")[0] for n, s in split.items() if s == "test"}
     assert train and test and not train & test  # patient-disjoint
-    infos = [soundfile.info(str(synthetic_dataset / f"{name}.wav")) for name in names]
+    infos = [soundfile.info(str(synthetic_root / f"{name}.wav")) for name in names]
     assert {i.samplerate for i in infos} == {4000, 10000, 44100}
     assert {i.subtype for i in infos} == {"PCM_16", "PCM_24"}
     assert all(i.channels == 1 and 10.0 <= i.duration <= 20.0 for i in infos)
     for name, info in zip(names, infos, strict=True):
         rows = [
             line.split("\t")
-            for line in (synthetic_dataset / f"{name}.txt").read_text().split("\n")
+            for line in (synthetic_root / f"{name}.txt").read_text().split("\n")
             if line
         ]
         assert 3 <= len(rows) <= 6
@@ -72,17 +72,17 @@ def test_layout_is_the_real_icbhi_layout(synthetic_dataset: Path) -> None:
             assert float(end) <= info.duration and crackle in "01" and wheeze in "01"
 
 
-def test_every_class_occurs_in_train_and_test(synthetic_dataset: Path) -> None:
-    counts = _cycles_from_text(synthetic_dataset)
+def test_every_class_occurs_in_train_and_test(synthetic_root: Path) -> None:
+    counts = _cycles_from_text(synthetic_root)
     assert all(counts[split][name] > 0 for split in counts for name in CLASS_NAMES), counts
 
 
-def test_inspect_round_trip_matches_the_text_files(synthetic_dataset: Path) -> None:
-    report = inspect_dataset(synthetic_dataset)
+def test_inspect_round_trip_matches_the_text_files(synthetic_root: Path) -> None:
+    report = inspect_dataset(synthetic_root)
     assert report.is_usable and report.problems == [] and report.warnings == []
     data = report.to_dict()
-    assert data["splits"] == _cycles_from_text(synthetic_dataset)
-    assert data["num_recordings"] == 8
+    assert data["splits"] == _cycles_from_text(synthetic_root)
+    assert data["num_recordings"] == 10
     assert set(data["sample_rates_hz"]) == {"4000", "10000", "44100"}
 
 

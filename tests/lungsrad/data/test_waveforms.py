@@ -1,5 +1,6 @@
-"""Cycle waveforms: slicing at 16 kHz, repeat / zero padding, cutting, one decode per recording;
-the reference's fades, truncated cuts and centred zero padding; version 1's meaning unchanged."""
+"""Cycle waveforms: wav decoding (PCM and float; stereo, NaN and garbage refused), slicing at
+16 kHz, repeat / zero padding, cutting, one decode per recording; the reference's fades,
+truncated cuts and centred zero padding; version 1's meaning unchanged."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 import torchaudio
 
 from lungsrad.config import LEGACY_DEFAULTS, DataConfig
-from lungsrad.data.icbhi import (
+from lungsrad.data.icbhi import load_icbhi_index
+from lungsrad.data.waveform import (
     audio_decode_count,
     fade_length,
     fit_to_length,
     load_cycle_waveforms,
-    load_icbhi_index,
+    read_audio_info,
     read_wav,
     sample_index,
 )
@@ -188,11 +191,9 @@ def _version_1_cycles(recording, data_config: DataConfig) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("padding", ["repeat", "zero"])
-def test_version_1_settings_give_bit_identical_cycles(
-    synthetic_dataset: Path, padding: str
-) -> None:
+def test_version_1_settings_give_bit_identical_cycles(synthetic_root: Path, padding: str) -> None:
     config = DataConfig(padding=padding, segment_seconds=4.0, **VERSION_1)
-    recordings = load_icbhi_index(synthetic_dataset)
+    recordings = load_icbhi_index(synthetic_root)
     assert {r.sample_rate_hz for r in recordings} == {4000, 10000, 44100}
     differs = 0
     for recording in recordings:
@@ -205,3 +206,30 @@ def test_version_1_settings_give_bit_identical_cycles(
 
 
 _CURRENT = {"fade": "reference", "cycle_slicing": "truncated", "zero_padding": "centre"}
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])
+def test_read_wav_decodes_pcm_and_float(tmp_path: Path, make_wav, subtype: str) -> None:
+    written = make_wav(tmp_path / "a.wav", seconds=0.5, rate=10000, subtype=subtype)
+    before = audio_decode_count()
+    samples, rate = read_wav(tmp_path / "a.wav")
+    assert audio_decode_count() == before + 1
+    assert rate == 10000 and samples.dtype == np.float32 and samples.shape == (5000,)
+    np.testing.assert_allclose(samples, written, atol=1e-4)
+    info = read_audio_info(tmp_path / "a.wav")
+    assert (info.sample_rate_hz, info.num_frames, info.channels) == (10000, 5000, 1)
+    assert info.subtype == subtype
+
+
+def test_read_wav_rejects_stereo_nan_and_garbage(tmp_path: Path, make_wav) -> None:
+    make_wav(tmp_path / "stereo.wav", channels=2)
+    with pytest.raises(ValueError, match="stereo.wav: has 2 channels .* mono"):
+        read_wav(tmp_path / "stereo.wav")
+    samples = np.zeros(400, dtype=np.float32)
+    samples[123] = np.nan
+    soundfile.write(str(tmp_path / "nan.wav"), samples, 4000, subtype="FLOAT")
+    with pytest.raises(ValueError, match="nan.wav: holds NaN or infinite samples .* 123"):
+        read_wav(tmp_path / "nan.wav")
+    (tmp_path / "garbage.wav").write_bytes(b"RIFF" + b"\x00" * 64)
+    with pytest.raises(ValueError, match="garbage.wav: unreadable wav"):
+        read_wav(tmp_path / "garbage.wav")

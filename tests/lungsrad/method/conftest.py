@@ -1,5 +1,5 @@
 """Shared fixtures for the method tests: a small stand-in backbone with DASS's interface, and the
-real tiny DASS when lungsrad.models is available."""
+real tiny DASS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lungsrad.config import ExperimentConfig, config_from_dict
+from lungsrad.models import DASS
 
 
 class StandInBlock(nn.Module):
@@ -97,14 +98,10 @@ def make_config():
 
 @pytest.fixture
 def tiny_dass():
-    """Factory for the real DASS at a tiny size (dims 16-128, depths 1-1-2-1); skips while
-    lungsrad.models is not importable."""
-    models = pytest.importorskip("lungsrad.models")
-    if not hasattr(models, "DASS"):
-        pytest.skip("lungsrad.models.DASS is not written yet")
+    """Factory for the real DASS at a tiny size (dims 16-128, depths 1-1-2-1), seeded."""
 
     def build(**kwargs) -> nn.Module:
         torch.manual_seed(0)
-        return models.DASS(dims=TINY_DIMS, depths=TINY_DEPTHS, **kwargs)
+        return DASS(dims=TINY_DIMS, depths=TINY_DEPTHS, **kwargs)
 
     return build

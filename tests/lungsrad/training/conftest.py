@@ -1,5 +1,5 @@
-"""Shared fixtures for the training tests: one small synthetic ICBHI-layout dataset (real wavs),
-its features, and a tiny-DASS config that trains in a fraction of a second per step."""
+"""Shared fixtures for the training tests: the features of the synthetic dataset (tests/conftest.py
+`synthetic_root`) and a tiny-DASS config that trains in a fraction of a second per step."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from lungsrad.config import ExperimentConfig, apply_overrides, config_from_dict
 from lungsrad.data.features import FeatureSet, build_feature_set
-from lungsrad.data.synthetic import write_synthetic_dataset
 
 # Short segments, few mel bins and a tiny DASS keep a training step in the tens of milliseconds.
 TINY_OVERRIDES: dict[str, Any] = {
@@ -35,14 +34,6 @@ TINY_OVERRIDES: dict[str, Any] = {
     "method.regularization.blocks": [0, 1],  # stage 2 of the tiny DASS has 2 blocks
     "method.patch_mix.projection_dim": 16,
 }
-
-
-@pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic dataset of 10 recordings (4 train and 2 test patients, ~47 cycles)."""
-    root = tmp_path_factory.mktemp("synthetic_icbhi")
-    write_synthetic_dataset(root, num_recordings=10, seed=0)
-    return root
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,10 @@ import torch
 from lungsrad.data.loaders import split_indices
 from lungsrad.metrics import TRAIN_CAPTURE_SECONDS, TRAIN_SAMPLES_PER_SECOND
 from lungsrad.models import AST, load_ast_checkpoint
-from lungsrad.training.loop import EpochData, TrainStep, train_one_epoch
+from lungsrad.training.loop import train_one_epoch
 from lungsrad.training.optimization import learning_rate_factor
-from lungsrad.training.run import build_training_parts
+from lungsrad.training.setup import build_training_parts
+from lungsrad.training.train_step import EpochData, TrainStep
 from tests.golden import shared_folder
 
 pytestmark = [

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from lungsrad.config import TrainConfig
-from lungsrad.training.loop import conform_optimizer
 from lungsrad.training.optimization import WeightAveraging, build_optimizer
-from lungsrad.training.run import build_training_parts
+from lungsrad.training.setup import build_training_parts
+from lungsrad.training.train_step import conform_optimizer
 
 
 # The scheduler is stepped without training steps between (only the lr sequence is read).

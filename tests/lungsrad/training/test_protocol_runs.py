@@ -29,7 +29,7 @@ from lungsrad.metrics import (
     scores_from_confusion,
 )
 from lungsrad.training import evaluate_checkpoint, run_experiment
-from lungsrad.training.checkpoints import BEST_FILE
+from lungsrad.training.checkpoint_files import BEST_FILE
 
 # Patient 218 is on both official sides on purpose (as in ICBHI); the scan warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:.*appear in both official train and test")

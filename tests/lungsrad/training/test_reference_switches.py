@@ -16,8 +16,10 @@ from lungsrad.cli import main
 from lungsrad.config import TrainConfig
 from lungsrad.errors import UserError
 from lungsrad.metrics import SCORE, SENSITIVITY, SPLIT_TEST, metric_name
-from lungsrad.training.loop import EpochData, _batches, predict, steps_per_epoch
-from lungsrad.training.run import _is_better, build_training_parts, run_experiment
+from lungsrad.training.loop import _batches, predict, steps_per_epoch
+from lungsrad.training.run import _is_better, run_experiment
+from lungsrad.training.setup import build_training_parts
+from lungsrad.training.train_step import EpochData
 
 TEST_SE = metric_name(SPLIT_TEST, SENSITIVITY)
 TEST_SCORE = metric_name(SPLIT_TEST, SCORE)

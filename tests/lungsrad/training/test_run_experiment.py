@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from lungsrad.checkpoint_format import read_lungsrad_checkpoint
 from lungsrad.config import load_config
 from lungsrad.metrics import (
     CLASS_NAMES,
@@ -46,12 +47,11 @@ from lungsrad.training import (
     evaluate_checkpoint,
     run_experiment,
 )
-from lungsrad.training.checkpoints import (
+from lungsrad.training.checkpoint_files import (
     BEST_FILE,
     CHECKPOINT_FILE,
     epoch_checkpoints,
     epoch_folder,
-    read_checkpoint,
 )
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -79,7 +79,7 @@ class Recorder(TrainingCallback):
 
 def _final_model(output_dir: Path) -> dict[str, torch.Tensor]:
     _, path = epoch_checkpoints(output_dir)[-1]
-    return read_checkpoint(path)["model"]
+    return read_lungsrad_checkpoint(path)["model"]
 
 
 def _assert_same_run(first: Path, second: Path) -> None:
@@ -145,7 +145,7 @@ def test_outputs_and_callbacks(finished_run, dual_config):
         assert (output_dir / name).is_file(), name
     assert len((output_dir / "metrics.jsonl").read_text().splitlines()) == 2
     assert json.loads((output_dir / "result.json").read_text())["best_epoch"] == best
-    assert read_checkpoint(output_dir / BEST_FILE)["epoch"] == best
+    assert read_lungsrad_checkpoint(output_dir / BEST_FILE)["epoch"] == best
     assert load_config(output_dir / "config.yaml") == dual_config
     assert "ICBHI Score" in result.format_text() and "crackle" in result.format_text()
     shares = [result.report[predicted_metric_name(REPORT_PREFIX, name)] for name in CLASS_NAMES]

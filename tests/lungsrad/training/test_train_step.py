@@ -8,14 +8,10 @@ import pytest
 import torch
 
 from lungsrad.config import config_from_dict
-from lungsrad.training.loop import (
-    EpochTotals,
-    NonFiniteLossError,
-    conform_optimizer,
-    draw_epoch_randomness,
-)
+from lungsrad.training.loop import EpochTotals, draw_epoch_randomness
 from lungsrad.training.run import run_experiment
 from lungsrad.training.specaugment import SpecAugmentPolicy, sample_mask_uniforms, spec_augment
+from lungsrad.training.train_step import NonFiniteLossError, conform_optimizer
 
 
 def test_epoch_randomness_depends_only_on_seed_and_epoch():

@@ -20,15 +20,11 @@ from lungsrad.metrics import (
     TRAIN_SAMPLES_PER_SECOND,
     TRAIN_TIME_LOSS,
 )
-from lungsrad.training.loop import (
-    EpochData,
-    EpochTotals,
-    TrainStep,
-    draw_epoch_randomness,
-    train_one_epoch,
-)
+from lungsrad.training.loop import EpochTotals, draw_epoch_randomness, train_one_epoch
 from lungsrad.training.optimization import learning_rate_factor
-from lungsrad.training.run import TrainingCallback, build_training_parts, run_experiment
+from lungsrad.training.run import TrainingCallback, run_experiment
+from lungsrad.training.setup import build_training_parts
+from lungsrad.training.train_step import EpochData, TrainStep
 
 pytestmark = [
     pytest.mark.gpu,

@@ -1,8 +1,10 @@
-"""Training checkpoints: atomic writes, per-epoch folders, finding the newest valid one, pruning,
-and refusing to resume under a different config.
+"""The checkpoint files of a training run: atomic writes, per-epoch folders, finding the newest
+valid one, pruning, and refusing to resume under a different config. The format itself (marker,
+version, reader) is lungsrad/checkpoint_format.py.
 
 Layout under a run's output folder: `checkpoints/epoch_0003/checkpoint.pt` (one folder per epoch,
-holding only that file, so a sweep can copy it as-is) and `best.pt` (the selected epoch's model).
+holding only that file, so a sweep can copy it as-is) and `best.pt` (the selected epoch's model),
+beside config.yaml, metrics.jsonl (one line per epoch) and result.json.
 """
 
 from __future__ import annotations
@@ -18,12 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from lungsrad.checkpoint_format import (  # noqa: F401 (the format, re-exported for callers)
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_FORMAT_VERSION,
-    CheckpointError,
-    read_checkpoint,
-)
+from lungsrad.checkpoint_format import CheckpointError, read_lungsrad_checkpoint
 from lungsrad.config import (
     ExperimentConfig,
     atomic_destination,
@@ -34,6 +31,9 @@ from lungsrad.config import (
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINTS_FOLDER = "checkpoints"
 BEST_FILE = "best.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
 # Keys a resumable (per-epoch) checkpoint must hold; best.pt holds only format/config/model/...
 RESUME_KEYS = (
     "format",
@@ -86,8 +86,8 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def read_resumable_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Like read_checkpoint, and checks that the file holds everything a resume needs."""
-    payload = read_checkpoint(path)
+    """Like read_lungsrad_checkpoint, and checks that the file holds everything a resume needs."""
+    payload = read_lungsrad_checkpoint(path)
     missing = [key for key in RESUME_KEYS if key not in payload]
     if missing:
         raise CheckpointError(

@@ -8,18 +8,20 @@ import os
 import pytest
 import torch
 
-from lungsrad.config import apply_overrides, config_from_dict, dump_config
-from lungsrad.training.checkpoints import (
-    CHECKPOINT_FILE,
+from lungsrad.checkpoint_format import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
     CheckpointError,
+    read_lungsrad_checkpoint,
+)
+from lungsrad.config import apply_overrides, config_from_dict, dump_config
+from lungsrad.training.checkpoint_files import (
+    CHECKPOINT_FILE,
     check_resume_config,
     epoch_checkpoints,
     epoch_folder,
     find_resumable_checkpoint,
     prune_checkpoints,
-    read_checkpoint,
     read_resumable_checkpoint,
     remove_stale_temporary_files,
     save_atomic,
@@ -70,7 +72,7 @@ def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path):
     data = latest.read_bytes()
     latest.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
-        read_checkpoint(latest)
+        read_lungsrad_checkpoint(latest)
     with pytest.warns(UserWarning, match="skipping corrupt checkpoint.*epoch_0003"):
         path, payload = find_resumable_checkpoint(tmp_path)
     assert payload["epoch"] == 2 and path == epoch_folder(tmp_path, 2) / CHECKPOINT_FILE
@@ -80,7 +82,7 @@ def test_files_that_are_not_lungsrad_checkpoints_are_refused(tmp_path):
     plain = tmp_path / "state_dict.pt"
     torch.save({"weight": torch.zeros(2)}, plain)
     with pytest.raises(CheckpointError, match="not a lungsrad training checkpoint"):
-        read_checkpoint(plain)
+        read_lungsrad_checkpoint(plain)
     best_like = tmp_path / "best.pt"
     payload = _payload(1)
     del payload["optimizer"]
@@ -88,7 +90,7 @@ def test_files_that_are_not_lungsrad_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="missing optimizer"):
         read_resumable_checkpoint(best_like)
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        read_checkpoint(tmp_path / "missing.pt")
+        read_lungsrad_checkpoint(tmp_path / "missing.pt")
 
 
 def test_prune_keeps_the_newest_and_the_selected_epochs(tmp_path):
@@ -111,7 +113,8 @@ def test_resume_config_check_ignores_paths_but_not_training_settings(tmp_path):
 
 _WRITER = """
 import sys, torch
-from lungsrad.training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, save_atomic
+from lungsrad.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
+from lungsrad.training.checkpoint_files import save_atomic
 path, start = sys.argv[1], int(sys.argv[2])
 weight = torch.randn(8_000_000)  # 32 MB: most of the loop's time is spent inside the write
 for epoch in range(start, start + 1000):
