@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.errors import USER_ERRORS, UserError
+from lungsrad.files import save_figure, write_text_atomic
 from lungsrad.metrics import REPORT_SCORE, REPORT_SENSITIVITY, REPORT_SPECIFICITY
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from mlflow_tracking.saved_view import stored_share_key, ui_hint
@@ -240,8 +240,7 @@ def plot_parameter(
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    with atomic_destination(path) as tmp_path:
-        figure.savefig(tmp_path, format="png")
+    save_figure(figure, path)
 
 
 def _cell(row: Row, metric: str) -> str:

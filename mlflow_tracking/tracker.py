@@ -239,7 +239,7 @@ def make_client(uri: str) -> Any:
     database = sqlite_path(clean)
     if database is None:
         return MlflowClient(tracking_uri=clean)
-    from lungsrad.config import file_lock
+    from lungsrad.files import file_lock
 
     with file_lock(database.with_name(database.name + ".lock")):
         _repair_half_initialised(database)

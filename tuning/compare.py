@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import write_text_atomic
 from lungsrad.errors import USER_ERRORS, UserError
+from lungsrad.files import write_text_atomic
 from lungsrad.metrics import REPORT_SCORE
 from lungsrad.statistics import (
     CONFIDENCE,

@@ -13,8 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import ExperimentConfig, dump_config, write_text_atomic
+from lungsrad.config import ExperimentConfig, dump_config
 from lungsrad.errors import UserError
+from lungsrad.files import write_text_atomic
 from lungsrad.metrics import (
     EPOCH,
     REPORT_SCORE,

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lungsrad.config import ExperimentConfig, dump_config, file_lock, write_text_atomic
+from lungsrad.config import ExperimentConfig, dump_config
 from lungsrad.data.layout import archive_hint
 from lungsrad.errors import USER_ERRORS, UserError
+from lungsrad.files import file_lock, write_text_atomic
 from mlflow_tracking.tracker import (
     RUN_DESCRIPTION_TAG,
     TAG_BASE_VALUES,

@@ -30,11 +30,11 @@ from lungsrad.config import (
     TrainConfig,
     dump_config,
     save_config,
-    write_text_atomic,
 )
 from lungsrad.data.features import FeatureSet, build_feature_set
 from lungsrad.data.layout import device_of
 from lungsrad.data.loaders import split_indices
+from lungsrad.files import write_text_atomic
 from lungsrad.method.patch_mix import PatchMixObjective
 from lungsrad.metrics import (
     ACCURACY,
