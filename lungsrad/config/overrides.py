@@ -30,7 +30,7 @@ def config_paths() -> dict[str, Any]:
 
 
 def check_config_path(path: str) -> Any:
-    """Returns the annotation of a dotted path; ValueError naming the path when unknown."""
+    """Returns the annotation of a dotted path; UserError naming the path when unknown."""
     paths = config_paths()
     if path not in paths:
         close = difflib.get_close_matches(path, list(paths), n=1)
