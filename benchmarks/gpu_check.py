@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from lungsrad.config import apply_overrides, load_config
+from lungsrad.errors import first_line
 from lungsrad.metrics import TRAIN_SAMPLES_PER_SECOND
 from lungsrad.models import available_backends
 from lungsrad.models.selective_scan import resolve_backend
@@ -275,8 +276,7 @@ def format_row(row: Row) -> str:
 
 
 def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return f"{type(error).__name__}: {first_line(error, empty='')}"
 
 
 def main(argv: list[str] | None = None) -> int:

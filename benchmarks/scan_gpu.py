@@ -40,6 +40,7 @@ import torch
 
 from lungsrad.config import DataConfig
 from lungsrad.data.features import expected_num_frames
+from lungsrad.errors import first_line
 from lungsrad.models import DASS
 from lungsrad.models.dass import SS2D
 from lungsrad.models.selective_scan import available_backends, selective_scan, ss2d_scan_triton
@@ -362,8 +363,7 @@ def format_row(row: Row, base_ms: float) -> str:
 
 
 def one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return f"{type(error).__name__}: {first_line(error, empty='')}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from lungsrad.errors import UserError
+from lungsrad.errors import UserError, first_line
 
 CHECKPOINT_FORMAT = "lungsrad-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -74,6 +74,6 @@ def read_lungsrad_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except _LOAD_ERRORS as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     return check_checkpoint_format(payload, str(path))

@@ -11,9 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lungsrad.errors import USER_ERRORS, UserError
-
-EXIT_BAD_INPUT = 2
+from lungsrad import errors
+from lungsrad.errors import EXIT_BAD_INPUT, UserError
 
 
 def _data_synth(args: argparse.Namespace) -> int:
@@ -122,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The `lungsrad` argument parser."""
     parser = argparse.ArgumentParser(prog="lungsrad", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_data_parsers(commands)
+    _add_run_parsers(commands)
+    return parser
 
+
+def _add_data_parsers(commands: argparse._SubParsersAction) -> None:
+    """`lungsrad data synth | inspect | features`."""
     data = commands.add_parser("data", help="synthetic data and dataset checks")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     synth = data_commands.add_parser("synth", help="write a synthetic ICBHI-layout dataset")
@@ -152,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--force", action="store_true", help="replace an existing --out file")
     features.set_defaults(handler=_data_features)
 
+
+def _add_run_parsers(commands: argparse._SubParsersAction) -> None:
+    """`lungsrad train | evaluate | spectral`."""
     train = commands.add_parser("train", help="train one run from a YAML config")
     train.add_argument("--config", type=Path, required=True, help="run config YAML")
     train.add_argument(
@@ -199,17 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     spectral.add_argument("--out", type=Path, required=True, help="output folder (PNG + CSV)")
     spectral.add_argument("--examples", type=int, default=4, help="test cycles to average over")
     spectral.set_defaults(handler=_spectral)
-    return parser
 
 
 def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Runs a handler; user errors become one line on stderr and exit status 2."""
+    """Runs a handler through the CLI funnel (lungsrad.errors.run_cli): user errors become one
+    line on stderr and exit status 2; a closed pipe ends quietly, Ctrl-C with status 130."""
     try:
-        return handler(args)
-    except USER_ERRORS as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"lungsrad: error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return errors.run_cli(lambda: handler(args), prefix="lungsrad: error: ")
     except BrokenPipeError:
         # The reader went away (`... | head`): not an error of ours; silence the final flush.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115

@@ -1,10 +1,18 @@
-"""The project's user-error exception: bad input (config, data, paths, search spaces, flags).
+"""The project's user-error exception, the one CLI funnel and the one "first line of an
+exception" helper.
 
-The CLIs (`lungsrad`, tuning/sweep.py, tuning/final.py, mlflow_tracking.report) print its first
-line and exit 2; any other exception is a bug and keeps its traceback (exit 1). Imports nothing.
+The CLIs (`lungsrad`, tuning/sweep.py, tuning/final.py, tuning/compare.py,
+mlflow_tracking.report) run their body through `run_cli`: bad input prints its first line and
+exits 2; any other exception is a bug and keeps its traceback (exit 1). Imports nothing local.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+# The exit status of bad input (argparse's own for a bad flag).
+EXIT_BAD_INPUT = 2
 
 
 class UserError(ValueError):
@@ -30,3 +38,46 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileExistsError,
     NotADirectoryError,
 )
+
+
+def first_line(error: BaseException | str, *, empty: str | None = None) -> str:
+    """The first line of an exception's message (or of a text), once the blank space around
+    the whole message is dropped.
+
+    Args:
+        error: the exception (or its text).
+        empty: what a message without text gives; by default the exception's type name (a
+            text gives "").
+    """
+    lines = str(error).strip().splitlines()
+    if lines:
+        return lines[0]
+    if empty is not None:
+        return empty
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def report_user_error(
+    error: BaseException, *, prefix: str = "error: ", redact: Callable[[str], str] | None = None
+) -> int:
+    """Prints `error`'s first line on stderr (`redact` hides credentials in it); returns 2."""
+    message = first_line(error)
+    if redact is not None:
+        message = redact(message)
+    print(f"{prefix}{message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def run_cli(
+    body: Callable[[], int],
+    *,
+    prefix: str = "error: ",
+    redact: Callable[[str], str] | None = None,
+) -> int:
+    """Runs a CLI's body and returns its exit status: a user error (USER_ERRORS) becomes one
+    line on stderr (`prefix` + its first line, through `redact`) and exit status 2; any other
+    exception is a bug and propagates with its traceback."""
+    try:
+        return body()
+    except USER_ERRORS as error:
+        return report_user_error(error, prefix=prefix, redact=redact)

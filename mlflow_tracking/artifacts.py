@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungsrad.config import atomic_destination, write_text_atomic
+from lungsrad.files import save_figure, write_text_atomic
 from lungsrad.metrics import (
     CLASS_NAMES,
     EPOCH,
@@ -92,7 +92,7 @@ def plot_curves(
         score_axes.legend(fontsize=7)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    _save_figure(figure, Path(path))
+    save_figure(figure, path)
 
 
 def write_run_artifacts(
@@ -122,11 +122,6 @@ def _cell(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return "nan"
     return value
-
-
-def _save_figure(figure: object, path: Path) -> None:
-    with atomic_destination(path) as tmp_path:
-        figure.savefig(tmp_path, format="png")  # type: ignore[attr-defined]
 
 
 def write_checkpoint_artifacts(

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import atomic_destination, write_text_atomic
-from lungsrad.errors import USER_ERRORS, UserError
+from lungsrad.errors import UserError, run_cli
+from lungsrad.files import save_figure, write_text_atomic
 from lungsrad.metrics import (
     PERCENT_RANGE,
     REPORT_SCORE,
@@ -47,7 +47,6 @@ from mlflow_tracking.tracker import (
     redact_uri,
 )
 
-EXIT_BAD_INPUT = 2
 VARIANT_PARAMETER = "variant"
 BASE = "base"
 REPORT_FOLDER = "report"
@@ -218,8 +217,7 @@ def plot_parameter(
     figure = parameter_figure(
         parameter, rows, series, metric=metric, base_label=base_label, title=title
     )
-    with atomic_destination(path) as tmp_path:
-        figure.savefig(tmp_path, format="png")
+    save_figure(figure, path)
 
 
 def parameter_figure(
@@ -447,13 +445,6 @@ def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def user_error(error: BaseException, uri: str) -> int:
-    """Prints a user error in one line (credentials of `uri` hidden); the exit status 2."""
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    print(f"error: {redact_text(message, uri)}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
 def tracking_uri_from(flag: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the local default store."""
     return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
@@ -481,7 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m mlflow_tracking.report`."""
     args = build_parser().parse_args(argv)
     raw_uri = tracking_uri_from(args.tracking_uri)
-    try:
+
+    def body() -> int:
         uri = normalize_tracking_uri(raw_uri)
         client = open_existing_store(uri)
         experiment = client.get_experiment_by_name(args.experiment)
@@ -495,13 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             metric=args.metric,
             log_to_parent=not args.no_log,
         )
-    except USER_ERRORS as error:
-        return user_error(error, raw_uri)
-    print(report.markdown)
-    logged = "" if args.no_log else f"; logged to parent run {report.parent_run_id}"
-    print(f"report: {report.table} ({len(report.plots)} plots){logged}")
-    print(f"  view: {report.view_hint}")
-    return 0
+        print(report.markdown)
+        logged = "" if args.no_log else f"; logged to parent run {report.parent_run_id}"
+        print(f"report: {report.table} ({len(report.plots)} plots){logged}")
+        print(f"  view: {report.view_hint}")
+        return 0
+
+    return run_cli(body, redact=lambda text: redact_text(text, raw_uri))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lungsrad.errors import first_line
 from mlflow_tracking.tracker import is_transient, redact_text
 
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
@@ -195,8 +196,7 @@ def write_saved_view(
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
-            text = str(error).strip()
-            line = text.splitlines()[0] if text else type(error).__name__
+            line = first_line(error)
             warnings.warn(
                 f"MLflow did not store the saved view '{key}' on experiment {experiment_id} "
                 f"({redact_text(line, uri)[:200]}); the runs page opens without it",

@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from lungsrad.config import write_text_atomic
+from lungsrad.files import save_figure, write_text_atomic
 from lungsrad.metrics import metric_range
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from mlflow_tracking.tracker import display_value
@@ -218,10 +217,7 @@ def configurations_csv(configurations: Sequence[Configuration], parameters: Sequ
 
 
 def _save(figure: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 def _mark_best(axis: Any, best_value: float) -> None:

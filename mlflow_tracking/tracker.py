@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungsrad.errors import UserError
+from lungsrad.errors import UserError, first_line
 
 # Tag names every lungsrad run may carry (MLflow tags are strings).
 TAG_ROLE = "lungsrad.role"  # sweep | trial | final | final_seed
@@ -243,7 +243,7 @@ def make_client(uri: str) -> Any:
     database = sqlite_path(clean)
     if database is None:
         return MlflowClient(tracking_uri=clean)
-    from lungsrad.config import file_lock
+    from lungsrad.files import file_lock
 
     with file_lock(database.with_name(database.name + ".lock")):
         _repair_half_initialised(database)
@@ -252,7 +252,7 @@ def make_client(uri: str) -> Any:
             client.search_experiments(max_results=1)  # creates or migrates the tables now
         except Exception as error:  # SQLAlchemy/alembic errors differ per cause
             raise UserError(
-                f"MLflow store {database} cannot be opened ({_first_line(error)[:200]}); "
+                f"MLflow store {database} cannot be opened ({first_line(error)[:200]}); "
                 f"upgrade it with `mlflow db upgrade sqlite:///{database}` or move it aside"
             ) from None
     return client
@@ -278,11 +278,6 @@ def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri[len("sqlite:///") :])
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _repair_half_initialised(database: Path) -> None:
@@ -362,7 +357,7 @@ def open_experiment(
     except ValueError:
         raise
     except Exception as error:  # MLflow/SQLAlchemy/requests errors differ per store
-        message = redact_text(str(error).splitlines()[0] if str(error) else repr(error), uri)
+        message = redact_text(first_line(error, empty=repr(error)), uri)
         raise UserError(
             f"MLflow tracking URI '{redact_uri(uri)}' is not usable: {message}"
         ) from None
@@ -747,8 +742,7 @@ class RunTracker:
         self._buffered_values = 0
 
     def _describe(self, error: BaseException) -> str:
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return redact_text(text, self.target.uri)[:300]
+        return redact_text(first_line(error), self.target.uri)[:300]
 
     def _warn(self, message: str, error: BaseException) -> None:
         warnings.warn(f"{message}: {self._describe(error)}", stacklevel=3)

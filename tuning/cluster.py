@@ -9,7 +9,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from lungsrad.errors import UserError
+from lungsrad.errors import UserError, first_line
 from tuning.search_space import ResourceSpec
 
 # Set by the Ray job supervisor in the environment of a `ray job submit` entrypoint.
@@ -62,7 +62,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         except Exception as error:  # ConnectionError, AuthenticationError, ... differ by cause
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            reason = first_line(error)
             raise UserError(
                 f"cannot join the Ray cluster at '{address}' ({reason[:200]}); start it with "
                 "`ray start --head`, fix --ray-address / RAY_ADDRESS, and with token "

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import write_text_atomic
-from lungsrad.errors import USER_ERRORS, UserError
+from lungsrad.errors import USER_ERRORS, UserError, report_user_error
+from lungsrad.files import write_text_atomic
 from lungsrad.metrics import REPORT_SCORE, metric_range
 from lungsrad.statistics import (
     CONFIDENCE,
@@ -32,9 +32,8 @@ from mlflow_tracking.report import (
     child_points,
     find_parent_run,
     tracking_uri_from,
-    user_error,
 )
-from mlflow_tracking.tracker import normalize_tracking_uri, open_existing_store
+from mlflow_tracking.tracker import normalize_tracking_uri, open_existing_store, redact_text
 
 COMPARISON_FILE = "table2_comparison.md"
 # The order of the Lung-SRAD paper's Table 2 rows (search_spaces/table2.yaml).
@@ -348,8 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"found {len(scores)} variant(s) ({sorted(scores)}); a comparison needs two or more"
             )
         order = resolve_order(scores, args.order)
-    except USER_ERRORS as error:
-        return user_error(error, raw_uri)
+    except USER_ERRORS as error:  # the write below stays outside: its errors are bugs
+        return report_user_error(error, redact=lambda text: redact_text(text, raw_uri))
     steps = contrast_steps(scores) if is_backbones_comparison(scores, args.order) else None
     markdown = comparison_markdown(
         scores, order, metric=args.metric, title=f"Comparison of {', '.join(order)}", steps=steps

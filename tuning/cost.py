@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lungsrad.config import write_text_atomic
+from lungsrad.files import write_text_atomic
 
 COST_FOLDER = "cost"
 # Metric keys (child runs: the trial's own; parent runs: the sweep's totals).

@@ -23,15 +23,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lungsrad.config import (
-    ExperimentConfig,
-    apply_overrides,
-    load_config,
-    read_yaml_file,
-    write_text_atomic,
-)
+from lungsrad.config import ExperimentConfig, apply_overrides, load_config
 from lungsrad.errors import UserError
+from lungsrad.files import write_text_atomic
 from lungsrad.metrics import SELECTION_SCORE
+from lungsrad.schema import read_yaml_file
 from mlflow_tracking.tracker import RunTracker
 from tuning.cluster import ClusterInfo, connect, disconnect
 from tuning.folds import (

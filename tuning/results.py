@@ -13,8 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import ExperimentConfig, dump_config, write_text_atomic
-from lungsrad.errors import UserError
+from lungsrad.config import ExperimentConfig, dump_config
+from lungsrad.errors import UserError, first_line
+from lungsrad.files import write_text_atomic
 from lungsrad.metrics import (
     EPOCH,
     REPORT_SCORE,
@@ -208,9 +209,7 @@ def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]
         trial_id = str(trial_id or metrics.get("trial_id"))
         error = None
         if result.error is not None:
-            error = (
-                str(result.error).strip().splitlines()[0][:300] if str(result.error) else "error"
-            )
+            error = first_line(result.error, empty="error")[:300]
         elif FAILURE_KEY in metrics:  # diverged, then stopped by the scheduler before raising
             error = str(metrics[FAILURE_KEY])
         outcomes.append(

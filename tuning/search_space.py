@@ -26,16 +26,12 @@ from lungsrad.config import (
     RANDOM_INIT_CHECKPOINT,
     VALIDATION_PROTOCOLS,
     ExperimentConfig,
-    SchemaError,
     apply_overrides,
     check_config_path,
     checkpoint_file,
     config_from_dict,
-    field_rule,
     flatten_config,
     load_config,
-    parse_typed,
-    read_yaml_file,
 )
 from lungsrad.errors import UserError
 from lungsrad.metrics import (
@@ -53,6 +49,7 @@ from lungsrad.metrics import (
     TRAIN_TIME_LOSS,
     metric_name,
 )
+from lungsrad.schema import SchemaError, field_rule, parse_typed, read_yaml_file
 
 SearchKind = Literal["tpe", "grid", "one_at_a_time"]
 # Set through `seeds` / `protocol`, never as swept parameters.
@@ -217,7 +214,7 @@ _DOMAIN_EXAMPLE = " | ".join(f"{{{f.name}: ...}}" for f in dataclasses.fields(Do
 @dataclass(frozen=True)
 class SpaceDocument:
     """A search-space file as written (search_spaces/README.md); `load_search_space` turns it
-    into a SearchSpace. Types and per-field rules are checked by lungsrad.config.parse_typed."""
+    into a SearchSpace. Types and per-field rules are checked by lungsrad.schema.parse_typed."""
 
     name: str | None = None  # None: the file's stem
     description: str = ""

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lungsrad.config import ExperimentConfig, dump_config, file_lock, write_text_atomic
+from lungsrad.config import ExperimentConfig, dump_config
 from lungsrad.data.layout import archive_hint
-from lungsrad.errors import USER_ERRORS, UserError
+from lungsrad.errors import UserError, first_line, run_cli
+from lungsrad.files import file_lock, write_text_atomic
 from mlflow_tracking.tracker import (
     RUN_DESCRIPTION_TAG,
     TAG_BASE_VALUES,
@@ -68,7 +69,6 @@ from tuning.search_space import (
     space_summary,
 )
 
-EXIT_BAD_INPUT = 2
 EXIT_NO_RESULT = 1
 STATE_FILE = "sweep.json"
 DRIVER_LOCK_FILE = ".driver.lock"  # in the sweep folder, held by its running driver
@@ -761,8 +761,7 @@ def _kill_running_children(target: TrackingTarget, parent_run_id: str) -> int:
             client.set_tag(run.info.run_id, TAG_TRIAL_STATUS, "interrupted")
             client.set_terminated(run.info.run_id, status="KILLED")
     except Exception as error:  # MLflow down: the interrupt must still end cleanly
-        text = str(error).strip()
-        reason = redact_text(text.splitlines()[0] if text else "", target.uri)
+        reason = redact_text(first_line(error, empty=""), target.uri)
         print(
             f"warning: could not mark the trial runs KILLED in MLflow "
             f"({type(error).__name__}: {reason})",
@@ -1141,17 +1140,16 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(
     function: Any, uri: str | None, *, script: str = "tuning/sweep.py", argv: Sequence[str] = ()
 ) -> int:
-    """Runs a CLI body; user errors become one line on stderr and exit status 2; SIGINT and
-    SIGTERM stop the sweep (exit 130 / 143) with the command that continues it."""
-    try:
+    """Runs a CLI body through the CLI funnel (lungsrad.errors.run_cli): user errors become one
+    line on stderr and exit status 2; SIGINT and SIGTERM stop the sweep (exit 130 / 143) with
+    the command that continues it."""
+
+    def interruptible() -> int:
         with catch_interrupts():
             return function()
-    except USER_ERRORS as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if uri:
-            message = redact_text(message, uri)
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+
+    try:
+        return run_cli(interruptible, redact=(lambda text: redact_text(text, uri)) if uri else None)
     except KeyboardInterrupt as error:
         interrupted = error if isinstance(error, SweepInterrupted) else SweepInterrupted(2)
         if interrupted.sweep_id is None:

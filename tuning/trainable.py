@@ -22,6 +22,7 @@ from typing import Any
 
 from ray import tune
 
+from lungsrad.errors import first_line
 from lungsrad.metrics import EPOCH
 from lungsrad.training.run import NonFiniteLossError, RunInfo, TrainingCallback
 from mlflow_tracking.tracker import METRIC_TRAIN_SECONDS
@@ -321,7 +322,7 @@ def train_trial(
             show_progress=False,
         )
     except NonFiniteLossError as error:
-        reporter.report_failure(f"{NON_FINITE_FAILURE}: {_one_line(error)}", workdir)
+        reporter.report_failure(f"{NON_FINITE_FAILURE}: {first_line(error)}", workdir)
         raise
     try:
         reporter.report_final()
@@ -336,8 +337,3 @@ def _free_disk(output_dir: Path) -> None:
 
     shutil.rmtree(epoch_folder(output_dir, 1).parent, ignore_errors=True)
     (output_dir / BEST_FILE).unlink(missing_ok=True)
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

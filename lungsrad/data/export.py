@@ -14,9 +14,10 @@ from typing import IO
 import numpy as np
 import torch
 
-from lungsrad.config import DataConfig, atomic_destination, model_input_frames
+from lungsrad.config import DataConfig, model_input_frames
 from lungsrad.data.features import FeatureSet, build_feature_set, resize_frames
 from lungsrad.errors import UserError
+from lungsrad.files import atomic_destination
 
 # Cycles resized and written per step: the whole (cycles, frames, bins) float32 array of the full
 # ICBHI database at 1024 frames is 3.6 GB, so it is streamed into the file, never held at once.

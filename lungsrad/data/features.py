@@ -23,11 +23,12 @@ import torchaudio
 from torchaudio.compliance import kaldi
 from tqdm.auto import tqdm
 
-from lungsrad.config import DataConfig, atomic_destination, expected_num_frames
+from lungsrad.config import DataConfig, expected_num_frames
 from lungsrad.data.annotations import Recording
 from lungsrad.data.icbhi import scan_dataset
 from lungsrad.data.waveform import load_cycle_waveforms
 from lungsrad.errors import UserError
+from lungsrad.files import atomic_destination
 
 # Bump when the feature pipeline changes in a way DataConfig does not show (e.g. slicing rules);
 # old cache entries are then simply never hit again. 2: data.fade, cycle_slicing, zero_padding and

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from lungsrad.config import atomic_destination, write_text_atomic
 from lungsrad.data.layout import DIAGNOSIS_FILE_NAME, SPLIT_FILE_NAME, SPLITS
 from lungsrad.data.synthetic_audio import synthesize_recording
 from lungsrad.errors import UserError
+from lungsrad.files import atomic_destination, write_text_atomic
 from lungsrad.metrics import CLASS_NAMES
 
 # Device -> sample rate; together they cover the three rates of the real database.

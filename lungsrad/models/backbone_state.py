@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from lungsrad.checkpoint_format import check_checkpoint_format, is_lungsrad_checkpoint
-from lungsrad.errors import UserError
+from lungsrad.errors import UserError, first_line
 
 _LISTED_KEYS = 5
 # Keys only one backbone family has, whatever prefix a wrapper put in front of them.
@@ -52,7 +52,7 @@ def load_weights_file(path: Path, *, backbone: str = "DASS") -> Any:
         raise
     except Exception as error:  # torch.load raises many types for foreign files
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-        reason = text.splitlines()[0][:120] if text else type(error).__name__
+        reason = first_line(text, empty=type(error).__name__)[:120]
         raise UserError(
             f"{path}: not a PyTorch state dict that loads with weights_only=True "
             f"({type(error).__name__}: {reason}); pass a {backbone} release file, a model "

@@ -21,12 +21,8 @@ import torch
 import yaml
 
 from lungsrad.checkpoint_format import CheckpointError, read_lungsrad_checkpoint
-from lungsrad.config import (
-    ExperimentConfig,
-    atomic_destination,
-    config_from_dict,
-    flatten_config,
-)
+from lungsrad.config import ExperimentConfig, config_from_dict, flatten_config
+from lungsrad.files import atomic_destination, fsync_directory
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINTS_FOLDER = "checkpoints"
@@ -68,21 +64,7 @@ def save_atomic(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Non
     path = Path(path)
     with atomic_destination(path) as tmp_path:
         torch.save(dict(payload), tmp_path)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    fsync_directory(path.parent)
 
 
 def read_resumable_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

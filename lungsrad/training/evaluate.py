@@ -14,15 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from lungsrad.config import (
-    VALIDATION_PROTOCOLS,
-    ExperimentConfig,
-    atomic_destination,
-    write_text_atomic,
-)
+from lungsrad.config import VALIDATION_PROTOCOLS, ExperimentConfig
 from lungsrad.data.features import FeatureSet, build_feature_set
 from lungsrad.data.layout import device_of
 from lungsrad.data.loaders import split_indices
+from lungsrad.files import save_figure, write_text_atomic
 from lungsrad.metrics import (
     ACCURACY,
     CLASS_NAMES,
@@ -135,8 +131,7 @@ def plot_confusion(matrix: np.ndarray, path: str | os.PathLike[str], *, title: s
             color = "white" if count > threshold else "black"
             axes.text(column, row, str(count), ha="center", va="center", color=color)
     figure.tight_layout()
-    with atomic_destination(path) as tmp_path:
-        figure.savefig(tmp_path, format="png")
+    save_figure(figure, path)
 
 
 def evaluate_checkpoint(

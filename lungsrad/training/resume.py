@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lungsrad.checkpoint_format import CheckpointError, read_lungsrad_checkpoint
-from lungsrad.config import ExperimentConfig, save_config, write_text_atomic
+from lungsrad.config import ExperimentConfig, save_config
+from lungsrad.files import write_text_atomic
 from lungsrad.training.checkpoint_files import (
     BEST_FILE,
     CHECKPOINT_FILE,

@@ -24,8 +24,9 @@ import torch
 
 import lungsrad
 from lungsrad.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
-from lungsrad.config import ExperimentConfig, TrainConfig, dump_config, write_text_atomic
+from lungsrad.config import ExperimentConfig, TrainConfig, dump_config
 from lungsrad.data.features import FeatureSet
+from lungsrad.files import write_text_atomic
 from lungsrad.metrics import (
     EPOCH,
     EVAL_KEYS,

@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
-from lungsrad.cli import EXIT_BAD_INPUT, main
+from lungsrad.cli import main
 from lungsrad.data.synthetic import write_synthetic_dataset
+from lungsrad.errors import EXIT_BAD_INPUT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 import yaml
 
-from lungsrad.cli import EXIT_BAD_INPUT, main
+from lungsrad.cli import main
 from lungsrad.data.synthetic import write_synthetic_dataset
+from lungsrad.errors import EXIT_BAD_INPUT
 from lungsrad.metrics import REPORT_SCORE
 from lungsrad.models import AST, DASS
 

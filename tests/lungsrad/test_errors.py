@@ -9,9 +9,10 @@ import typing
 
 import pytest
 
+from lungsrad import errors
 from lungsrad.cli import run_cli
 from lungsrad.config import config_from_dict, config_paths
-from lungsrad.errors import UserError
+from lungsrad.errors import UserError, first_line
 from tuning.sweep import run_command
 
 
@@ -34,6 +35,37 @@ def test_other_exceptions_are_bugs_with_their_traceback() -> None:
         run_cli(_raise(ValueError("internal")), argparse.Namespace())
     with pytest.raises(ValueError, match="internal"):
         run_command(_raise(ValueError("internal")), None)
+
+
+class _Silent(Exception):
+    def __str__(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("error", "empty", "line"),
+    [
+        (UserError("bad key 'x'\nmore"), None, "bad key 'x'"),
+        (RuntimeError("\n  spaced out\nsecond"), None, "spaced out"),
+        (_Silent(), None, "_Silent"),
+        (_Silent(), "", ""),
+        (_Silent(), "error", "error"),
+        ("text\nmore", None, "text"),
+        ("   ", None, ""),
+    ],
+)
+def test_first_line(error: BaseException | str, empty: str | None, line: str) -> None:
+    assert first_line(error, empty=empty) == line
+
+
+def test_the_funnel_redacts_and_prefixes(capsys: pytest.CaptureFixture[str]) -> None:
+    def body() -> int:
+        raise NotADirectoryError("sqlite:///u:secret@x is not a folder\ntrace")
+
+    assert errors.run_cli(body, redact=lambda text: text.replace("secret", "***")) == 2
+    assert capsys.readouterr().err == "error: sqlite:///u:***@x is not a folder\n"
+    assert errors.run_cli(lambda: 0, prefix="x: ") == 0
+    assert errors.EXIT_BAD_INPUT == 2
 
 
 def _float_paths() -> list[str]:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from sweep_helpers import SWEEP, SWEEP_TIMEOUT_S, mlflow_client, write_tiny_space
 
-from lungsrad.config import file_lock
 from lungsrad.data.synthetic import write_synthetic_dataset
+from lungsrad.files import file_lock
 from lungsrad.metrics import EPOCH
 from mlflow_tracking.server import LocalTrackingServer, free_port
 from mlflow_tracking.tracker import PARENT_RUN_TAG, TAG_SWEEP_ID, TAG_TRIAL_ID, sqlite_uri

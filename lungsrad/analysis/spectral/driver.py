@@ -17,9 +17,10 @@ from lungsrad.analysis.spectral.curves import CheckpointResponse, ResponseCurve,
 from lungsrad.analysis.spectral.figures import plot_comparison
 from lungsrad.analysis.spectral.registry import ANALYSES
 from lungsrad.analysis.spectral.tables import comparison_csv, comparison_line, curves_to_csv
-from lungsrad.config import ExperimentConfig, write_text_atomic
+from lungsrad.config import ExperimentConfig
 from lungsrad.data.features import build_feature_set, resize_frames
 from lungsrad.errors import UserError
+from lungsrad.files import write_text_atomic
 from lungsrad.training.trained_model import load_trained_model
 
 CSV_NAME = "spectral_response.csv"

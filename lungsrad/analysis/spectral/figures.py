@@ -20,7 +20,7 @@ from lungsrad.analysis.spectral.dass import (
     patch_spans,
 )
 from lungsrad.analysis.spectral.tables import compared_curves
-from lungsrad.config import atomic_destination
+from lungsrad.files import save_figure
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 # Line style and width of each SS2D variant drawn by `plot_curves`.
@@ -36,8 +36,7 @@ def _axis_title(axis_name: str) -> str:
 
 
 def _save_png(figure: Any, path: str | os.PathLike[str]) -> None:
-    with atomic_destination(path) as tmp_path:
-        figure.savefig(tmp_path, format="png", dpi=110)
+    save_figure(figure, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------

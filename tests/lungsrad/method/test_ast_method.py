@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from lungsrad.cli import EXIT_BAD_INPUT, main
+from lungsrad.cli import main
 from lungsrad.config import PatchMixConfig, config_from_dict, regularized_blocks
-from lungsrad.errors import UserError
+from lungsrad.errors import EXIT_BAD_INPUT, UserError
 from lungsrad.method.patch_mix import (
     MODE_MIXES,
     PatchMixObjective,

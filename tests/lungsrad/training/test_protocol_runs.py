@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from lungsrad.cli import EXIT_BAD_INPUT, main
+from lungsrad.cli import main
 from lungsrad.config import dump_config
 from lungsrad.data.features import build_feature_set
 from lungsrad.data.synthetic import SyntheticRecordingSpec, write_synthetic_dataset
+from lungsrad.errors import EXIT_BAD_INPUT
 from lungsrad.metrics import (
     CLASS_NAMES,
     DEVICE_KEYS,

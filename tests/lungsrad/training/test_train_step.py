@@ -96,5 +96,5 @@ def test_capture_step_on_cpu_or_a_bad_check_interval_fails_naming_the_key(
     with pytest.raises(ValueError, match="train.capture_step needs a CUDA device.*cpu"):
         run_experiment(config, output_dir=tmp_path, feature_set=tiny_features, show_progress=False)
     assert not (tmp_path / "checkpoints").exists()
-    with pytest.raises(ValueError, match="train.finite_check_steps must be >= 0"):
+    with pytest.raises(ValueError, match="train.finite_check_steps' must be an integer >= 0"):
         config_from_dict({"train": {"finite_check_steps": -1}})
