@@ -59,8 +59,8 @@ from mlflow_tracking.tracker import (
     TrackingTarget,
 )
 from tuning.cost import COST_PEAK_GPU_MEMORY, CostLedger
+from tuning.result_keys import FACTS_KEY, FAILURE_KEY, TIMING_KEYS, best_metric_name
 from tuning.search_space import SearchSpace
-from tuning.trainable import FACTS_KEY, FAILURE_KEY, TIMING_KEYS, best_metric_name
 
 # How long the driver waits at the end of a sweep for an unreachable MLflow before it warns.
 FINAL_DELIVERY_S = 120.0

@@ -35,8 +35,8 @@ from lungsrad.statistics import (
     mean_interval,
     paired_difference,
 )
+from tuning.result_keys import FAILURE_KEY, best_metric_name
 from tuning.search_space import BASE_POINT, ResolvedTrial, SearchSpace, display_label
-from tuning.trainable import FAILURE_KEY, best_metric_name
 
 BEST_CONFIG_FILE = "best_config.yaml"
 SELECTION_RECORD_PREFIX = "selection: "  # best_config.yaml comment line holding the JSON record

@@ -877,7 +877,7 @@ def best_metrics(space: SearchSpace, best: Any) -> dict[str, float]:
     import statistics
 
     from lungsrad.metrics import REPORT_SCORE
-    from tuning.trainable import best_metric_name
+    from tuning.result_keys import best_metric_name
 
     scores = [m.report_score for m in best.members]
     return {
@@ -890,7 +890,7 @@ def best_metrics(space: SearchSpace, best: Any) -> dict[str, float]:
 def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], role: str) -> str:
     """The parent run's description (markdown, shown on its run page): the winner and its score,
     or that no trial finished."""
-    from tuning.trainable import best_metric_name
+    from tuning.result_keys import best_metric_name
 
     done = sum(outcome.status == "done" for outcome in outcomes)
     if best is None:
@@ -917,8 +917,8 @@ def best_description(space: SearchSpace, best: Any, outcomes: Sequence[Any], rol
 
 
 def _export_best(space: SearchSpace, folder: SweepFolder, parent: RunTracker, best: Any) -> Path:
+    from tuning.result_keys import best_metric_name
     from tuning.results import export_best_config, selection_record
-    from tuning.trainable import best_metric_name
 
     best_path = export_best_config(
         best,
@@ -970,8 +970,8 @@ def sweep_view(space: SearchSpace, sweep_id: str, role: str = "sweep") -> Any:
     )
     from mlflow_tracking.saved_view import SweepView, swept_param_keys
     from mlflow_tracking.tracker import TAG_DEGENERATE, TAG_TRIAL_STATUS, TAG_VARIANT
+    from tuning.result_keys import best_metric_name
     from tuning.results import mean_metric_name
-    from tuning.trainable import best_metric_name
 
     paths = [path for parameter in space.parameters for path in parameter.config_paths]
     metric = best_metric_name(space.metric)

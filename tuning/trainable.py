@@ -24,29 +24,18 @@ from ray import tune
 
 from lungsrad.metrics import EPOCH
 from lungsrad.training.run import NonFiniteLossError, RunInfo, TrainingCallback
-from mlflow_tracking.tracker import METRIC_TRAIN_SECONDS
 from tuning.cost import COST_PEAK_GPU_MEMORY
+from tuning.result_keys import (
+    FACTS_KEY,
+    FAILURE_KEY,
+    NON_FINITE_FAILURE,
+    NON_FINITE_FILE,
+    TIMING_REPORT,
+    TIMING_SETUP,
+    TIMING_TRIAL,
+    best_metric_name,
+)
 from tuning.search_space import SearchSpace
-
-# Result key of the run's facts (JSON text): in the first result of each trial process and in its
-# last one (tuning.callbacks turns them into tags and params).
-FACTS_KEY = "lungsrad_facts"
-# Result key of a trial whose loss became NaN/inf (its reason); its checkpoint holds only
-# NON_FINITE_FILE, so that a retry fails at once instead of training into the same NaN again.
-FAILURE_KEY = "lungsrad_failure"
-NON_FINITE_FILE = "non_finite_loss.txt"
-NON_FINITE_FAILURE = "non-finite loss"
-# Where a trial's time went (in its last result; benchmarks/sweep_overhead.py reads them).
-TIMING_SETUP = "timing/setup_seconds"  # trial function start -> first epoch (model, data)
-TIMING_REPORT = "timing/report_seconds"  # tune.report calls (checkpoints copied to storage)
-TIMING_TRIAL = "timing/trial_seconds"  # trial function start -> training finished
-TIMING_KEYS = (TIMING_SETUP, TIMING_REPORT, TIMING_TRIAL)
-TRAIN_SECONDS = METRIC_TRAIN_SECONDS  # RunResult.train_seconds: training + evaluation epochs
-
-
-def best_metric_name(metric: str) -> str:
-    """Name of the running best of `metric` over the epochs so far (what Tune optimises)."""
-    return f"best/{metric}"
 
 
 @dataclass(frozen=True)

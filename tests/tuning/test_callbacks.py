@@ -41,8 +41,8 @@ from mlflow_tracking.tracker import (
     sqlite_uri,
 )
 from tuning.callbacks import MlflowLogger, bind_tracking
+from tuning.result_keys import FACTS_KEY, FAILURE_KEY, TIMING_TRIAL, TRAIN_SECONDS
 from tuning.search_space import SearchSpace, load_search_space
-from tuning.trainable import FACTS_KEY, FAILURE_KEY, TIMING_TRIAL, TRAIN_SECONDS
 
 pytestmark = pytest.mark.mlflow
 ALPHA = "method.patch_mix.alpha"

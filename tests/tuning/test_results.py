@@ -14,6 +14,7 @@ import yaml
 from sweep_helpers import write_tiny_space
 
 from lungsrad.metrics import EPOCH, REPORT_SCORE
+from tuning.result_keys import FAILURE_KEY, best_metric_name
 from tuning.results import (
     BEST_CONFIG_FILE,
     TrialOutcome,
@@ -28,7 +29,6 @@ from tuning.results import (
     write_superseding_text,
 )
 from tuning.search_space import POINT_KEY, SearchSpace, load_search_space
-from tuning.trainable import FAILURE_KEY, best_metric_name
 
 ALPHA = "method.patch_mix.alpha"
 
