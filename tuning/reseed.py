@@ -11,8 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from tuning.callbacks import MlflowLogger, ProgressPrinter
+from tuning.interrupts import SweepInterrupted, received_signal, tune_running
 from tuning.results import TrialOutcome, collect_outcomes, summarize_configurations
 from tuning.search_space import SEED_KEY, SearchSpace
+from tuning.trainable import train_trial
 
 RESEED_FOLDER = "reseed"
 _INDEX_KEY = "reseed_index"  # which of the re-run Tune configs a reseed trial is
@@ -45,8 +51,6 @@ def _follower(configs: list[dict[str, Any]], key: str) -> Callable[[dict[str, An
 def _param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
     """A grid over the configs' index; every other key follows the index, so a trial's config
     is flat like a search trial's (the trainable resolves it with the same SearchSpace)."""
-    from ray import tune
-
     keys = sorted({key for config in configs for key in config})
     space: dict[str, Any] = {_INDEX_KEY: tune.grid_search(list(range(len(configs))))}
     for key in keys:
@@ -65,13 +69,6 @@ def run_reseed(
 ) -> list[TrialOutcome]:
     """Runs (or, when `folder`/reseed holds an unfinished run, resumes) the re-seeded trials on
     the connected Ray and returns their outcomes (no scheduler: every trial runs to the end)."""
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from tuning.callbacks import MlflowLogger, ProgressPrinter
-    from tuning.interrupts import SweepInterrupted, received_signal, tune_running
-    from tuning.trainable import train_trial
-
     configs = reseed_configs(space, outcomes)
     if not configs:
         return []

@@ -201,7 +201,7 @@ def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]
     outcomes = []
     for result in result_grid:
         metrics = dict(result.metrics or {})
-        # The folder is named by tuning.sweep's trial_dirname_creator ("trial_<id>"); a trial
+        # The folder is named by tuning.tuner's trial_dirname_creator ("trial_<id>"); a trial
         # that failed before reporting has no trial_id in its metrics.
         folder = Path(str(result.path)).name
         trial_id = folder.removeprefix("trial_") if folder.startswith("trial_") else None

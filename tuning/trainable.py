@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+import torch
 from ray import tune
 
 from lungsrad.metrics import EPOCH
-from lungsrad.training.run import NonFiniteLossError, RunInfo, TrainingCallback
+from lungsrad.training.checkpoints import BEST_FILE, epoch_folder, read_checkpoint
+from lungsrad.training.run import NonFiniteLossError, RunInfo, TrainingCallback, run_experiment
 from tuning.cost import COST_PEAK_GPU_MEMORY
 from tuning.result_keys import (
     FACTS_KEY,
@@ -91,9 +94,6 @@ def decide_device(
 
 def choose_device(requested: str) -> tuple[str, str]:
     """decide_device with this worker's Ray assignment, environment and torch."""
-    import ray
-    import torch
-
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     node_id = ray.get_runtime_context().get_node_id()
     return decide_device(
@@ -165,8 +165,6 @@ class _TrialReporter(TrainingCallback):
             self.facts_sent = True
         self.last_epoch = int(reported.get(EPOCH, self.last_epoch))
         if self.facts.get("device") == "cuda":
-            import torch
-
             # Peak of this trial process (a reused worker resets it when the trial starts).
             reported[COST_PEAK_GPU_MEMORY] = torch.cuda.max_memory_allocated() / 2**20
         try:
@@ -225,8 +223,6 @@ def _restore_point(checkpoint: tune.Checkpoint | None, workdir: Path) -> Path | 
 
 def _trial_facts(device: str, reason: str) -> dict[str, Any]:
     """Where the trial runs (the driver's MLflow logger tags them)."""
-    import ray
-
     node_id = ray.get_runtime_context().get_node_id()
     # The address the node joined the cluster with (ray.util.get_node_ip_address() would give
     # the host's routable address even for a node started on 127.0.0.1).
@@ -247,8 +243,6 @@ def _trial_facts(device: str, reason: str) -> dict[str, Any]:
 
 def _set_cpu_threads(config_threads: int | None) -> None:
     """Uses as many torch threads as CPUs Ray reserved for the trial (unless the config says)."""
-    import torch
-
     if config_threads is not None:
         return
     resources = tune.get_context().get_trial_resources().required_resources
@@ -267,8 +261,6 @@ def train_trial(
         feature_set: the sweep's FeatureSet from the object store; None: built from data.root.
         context: sweep-wide settings (given through tune.with_parameters).
     """
-    from lungsrad.training.run import run_experiment
-
     started = time.perf_counter()
     assert context is not None, "train_trial needs context= (tune.with_parameters)"
     # Ray Train logs every persisted checkpoint at INFO; the driver prints progress instead.
@@ -277,16 +269,12 @@ def train_trial(
     experiment = context.space.resolve(config).config
     device, reason = choose_device(experiment.train.device)
     if device == "cuda":
-        import torch
-
         torch.cuda.reset_peak_memory_stats()
     _set_cpu_threads(experiment.train.num_threads)
     workdir = Path.cwd()  # Ray's per-trial working folder on this node
     resume_from = _restore_point(tune.get_checkpoint(), workdir)
     best = None
     if resume_from is not None:
-        from lungsrad.training.checkpoints import read_checkpoint
-
         history = read_checkpoint(resume_from).get("history") or []
         best = _best_in_history(history, context.space.metric, context.space.mode)
     reporter = _TrialReporter(
@@ -321,8 +309,6 @@ def train_trial(
 def _free_disk(output_dir: Path) -> None:
     # Training checkpoints of a finished trial are not needed (Tune keeps its own latest one);
     # DASS-small checkpoints are hundreds of MB each, and a sweep runs many trials.
-    from lungsrad.training.checkpoints import BEST_FILE, epoch_folder
-
     shutil.rmtree(epoch_folder(output_dir, 1).parent, ignore_errors=True)
     (output_dir / BEST_FILE).unlink(missing_ok=True)
 
