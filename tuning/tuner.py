@@ -17,6 +17,7 @@ from lungsrad.metrics import EPOCH
 from tuning.callbacks import MlflowLogger, ProgressPrinter
 from tuning.result_keys import best_metric_name
 from tuning.search_space import SearchSpace
+from tuning.search_space.tune_space import tune_param_space
 from tuning.settings import DriverSettings
 from tuning.sweep_folder import SweepFolder
 from tuning.trainable import train_trial
@@ -68,7 +69,7 @@ def build_tuner(
         )
     return tune.Tuner(
         trainable,
-        param_space=space.param_space(),
+        param_space=tune_param_space(space),
         tune_config=tune.TuneConfig(
             metric=best_metric_name(space.metric),
             mode=space.mode,
