@@ -36,15 +36,17 @@ from mlflow_tracking.tracker import (
 from tuning.callbacks import deliver_pending
 from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
 from tuning.interrupts import SweepInterrupted
+from tuning.paired import (
+    PAIRED_FILE,
+    points_against_base_markdown,
+)
 from tuning.presentation import SweepOutcome, best_description, best_metrics, parent_run_name
 from tuning.result_keys import best_metric_name
 from tuning.results import (
     BEST_CONFIG_FILE,
-    PAIRED_FILE,
     SUMMARY_FILE,
     choose_best,
     export_best_config,
-    points_against_base_markdown,
     selection_record,
     summarize_configurations,
     summary_markdown,
