@@ -16,7 +16,6 @@ from mlflow_tracking.tracker import (
     TrackingTarget,
     configure_http_retries,
 )
-from tuning.callbacks import bind_tracking
 from tuning.cluster import check_resources, connect, disconnect
 from tuning.cost import COST_FOLDER
 from tuning.folds import check_splits
@@ -36,6 +35,7 @@ from tuning.settings import (
 )
 from tuning.sweep_data import ensure_synthetic_data, shared_feature_set
 from tuning.sweep_folder import SweepFolder, driver_lock, locate_sweep_folder, write_state
+from tuning.sweep_tracking import ResolvedTrials, SweepTracking
 from tuning.trainable import SweepContext
 from tuning.tuner import build_tuner
 
@@ -126,16 +126,17 @@ def _run_tune(
     parent = open_parent_run(space, settings, target, folder, commit)
     assert parent.run_id is not None
     write_state(folder, space, target, parent_run_id=parent.run_id, git_commit=commit)
+    tracking = SweepTracking(
+        target=target,
+        parent_run_id=parent.run_id,
+        role="trial" if settings.role == "sweep" else "final_seed",
+        git_commit=commit,
+        staging=folder.path / ".mlflow_staging",
+        resolved=ResolvedTrials(space),
+        sweep_id=folder.sweep_id,
+        cost_folder=folder.path / COST_FOLDER,
+    )
     try:
-        bind_tracking(
-            target,
-            parent.run_id,
-            role="trial" if settings.role == "sweep" else "final_seed",
-            git_commit=commit,
-            staging=folder.path / ".mlflow_staging",
-            sweep_id=folder.sweep_id,
-            cost_folder=folder.path / COST_FOLDER,
-        )
         total = space.num_trials()
         print(
             f"{settings.role} '{space.name}' (sweep id {folder.sweep_id}): "
@@ -150,7 +151,12 @@ def _run_tune(
         print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
         context = SweepContext(space=space)
         tuner = build_tuner(
-            space, folder, settings, feature_set=feature_set, context=context, callbacks=callbacks
+            space,
+            folder,
+            feature_set=feature_set,
+            context=context,
+            tracking=tracking,
+            callbacks=callbacks,
         )
         with tune_running():
             grid = tuner.fit()
@@ -158,24 +164,22 @@ def _run_tune(
         unfinished = len(grid) - grid.num_terminated - grid.num_errors
         if received_signal() is not None or unfinished > 0:
             raise SweepInterrupted(received_signal() or signal.SIGINT, f"{folder.path}")
-        outcomes = collect_outcomes(grid, space)
+        outcomes = collect_outcomes(grid, space, resolved=tracking.resolved)
         if space.reseed is not None:
-            outcomes += run_reseed_step(space, outcomes, folder, feature_set, context)
+            outcomes += run_reseed(
+                space,
+                outcomes,
+                folder.path,
+                feature_set=feature_set,
+                context=context,
+                tracking=tracking,
+            )
     except KeyboardInterrupt as error:
         interrupted = (
             error if isinstance(error, SweepInterrupted) else SweepInterrupted(signal.SIGINT)
         )
-        record_interrupt(space, folder, target, parent, interrupted, role=settings.role)
+        record_interrupt(
+            space, folder, target, parent, interrupted, role=settings.role, tracking=tracking
+        )
         raise interrupted from None
     return parent, outcomes, view_key
-
-
-def run_reseed_step(
-    space: SearchSpace,
-    outcomes: list,
-    folder: SweepFolder,
-    feature_set: Any,
-    context: Any,
-) -> list:
-    """The re-seeded trials of `reseed` (tuning.reseed); an interrupt raises SweepInterrupted."""
-    return run_reseed(space, outcomes, folder.path, feature_set=feature_set, context=context)

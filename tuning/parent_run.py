@@ -33,7 +33,6 @@ from mlflow_tracking.tracker import (
     TrackingTarget,
     redact_text,
 )
-from tuning.callbacks import deliver_pending
 from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
 from tuning.interrupts import SweepInterrupted
 from tuning.paired import (
@@ -54,6 +53,7 @@ from tuning.results import (
 from tuning.search_space import SearchSpace, space_summary
 from tuning.settings import DriverSettings
 from tuning.sweep_folder import STATE_FILE, SweepFolder, read_state
+from tuning.sweep_tracking import SweepTracking
 
 PARENT_RUN_WAIT_S = 60.0  # how long a starting driver retries a busy MLflow store
 INTERRUPT_DELIVERY_S = 30.0  # how long an interrupted driver waits for MLflow
@@ -117,11 +117,13 @@ def record_interrupt(
     interrupted: SweepInterrupted,
     *,
     role: str,
+    tracking: SweepTracking,
 ) -> None:
     """What an interrupted sweep leaves: its unfinished child runs and the parent run KILLED,
     sweep.json saying so (Tune saved its own state), no summary and no best_config.yaml."""
     interrupted.sweep_id = folder.sweep_id
-    deliver_pending(timeout_s=INTERRUPT_DELIVERY_S)  # finished trials' FINISHED lands first
+    # The finished trials' FINISHED lands first.
+    tracking.deliver_pending(timeout_s=INTERRUPT_DELIVERY_S)
     killed = _kill_running_children(target, str(parent.run_id))
     parent.set_tags(
         {

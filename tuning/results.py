@@ -43,6 +43,7 @@ from tuning.outcomes import (
 from tuning.paired import points_against_base_markdown
 from tuning.result_keys import FAILURE_KEY, best_metric_name
 from tuning.search_space import SearchSpace
+from tuning.sweep_tracking import ResolvedTrials
 
 BEST_CONFIG_FILE = "best_config.yaml"
 SELECTION_RECORD_PREFIX = "selection: "  # best_config.yaml comment line holding the JSON record
@@ -95,8 +96,12 @@ def summarize_configurations(
     return sorted(summaries, key=lambda summary: _configuration_rank_key(summary, mode))
 
 
-def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]:
-    """TrialOutcome per trial of a Tune ResultGrid, in trial order."""
+def collect_outcomes(
+    result_grid: Any, space: SearchSpace, *, resolved: ResolvedTrials | None = None
+) -> list[TrialOutcome]:
+    """TrialOutcome per trial of a Tune ResultGrid, in trial order; `resolved`: the driver's
+    resolved trial configs (a trial missing there is resolved here)."""
+    resolved = resolved if resolved is not None else ResolvedTrials(space)
     best_name = best_metric_name(space.metric)
     outcomes = []
     for result in result_grid:
@@ -116,7 +121,7 @@ def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]
         outcomes.append(
             TrialOutcome(
                 trial_id=trial_id,
-                resolved=space.resolve(result.config),
+                resolved=resolved.get(trial_id, result.config),
                 status="failed" if error is not None else "done",
                 epochs=int(metrics.get(EPOCH, 0) or 0),
                 best_value=float(metrics.get(best_name, math.nan)),

@@ -26,9 +26,16 @@ from ray import tune
 
 from lungsrad.metrics import EPOCH
 from lungsrad.training.checkpoints import BEST_FILE, epoch_folder, read_checkpoint
-from lungsrad.training.run import NonFiniteLossError, RunInfo, TrainingCallback, run_experiment
+from lungsrad.training.run import (
+    NonFiniteLossError,
+    RunInfo,
+    RunResult,
+    TrainingCallback,
+    run_experiment,
+)
 from tuning.cost import COST_PEAK_GPU_MEMORY
 from tuning.result_keys import (
+    ARTIFACTS_KEY,
     FACTS_KEY,
     FAILURE_KEY,
     NON_FINITE_FAILURE,
@@ -130,6 +137,7 @@ class _TrialReporter(TrainingCallback):
         self.facts_sent = False
         self.last_epoch = 0  # the last epoch reported
         self.final: tuple[dict[str, Any], Path] | None = None  # the last epoch, reported late
+        self.artifacts: dict[str, Any] | None = None  # ARTIFACTS_KEY of the final result
 
     def on_run_start(self, info: RunInfo) -> None:
         self.setup_seconds = time.perf_counter() - self.started
@@ -157,6 +165,18 @@ class _TrialReporter(TrainingCallback):
             return
         self._report(reported, Path(checkpoint_dir))
 
+    def on_run_end(self, result: RunResult) -> None:
+        # What the driver logs as the run's artifacts, so that it reads no checkpoint.pt.
+        self.artifacts = {
+            "history": result.history,
+            "confusion": result.confusion.tolist(),
+            "device_confusion": {
+                device: matrix.tolist() for device, matrix in result.device_confusion.items()
+            },
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.train_seconds,
+        }
+
     def _report(self, reported: dict[str, Any], folder: Path) -> None:
         started = time.perf_counter()
         if not self.facts_sent or TIMING_TRIAL in reported:
@@ -181,6 +201,8 @@ class _TrialReporter(TrainingCallback):
         reported[TIMING_SETUP] = self.setup_seconds
         reported[TIMING_REPORT] = self.report_seconds
         reported[TIMING_TRIAL] = time.perf_counter() - self.started
+        if self.artifacts is not None:
+            reported[ARTIFACTS_KEY] = json.dumps(self.artifacts)
         self._report(reported, folder)
 
     def report_failure(self, failure: str, scratch: Path) -> None:

@@ -5,6 +5,7 @@ trainable with its shared data, callbacks; a new Tuner or the restored one of a 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -14,12 +15,12 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from lungsrad.metrics import EPOCH
-from tuning.callbacks import MlflowLogger, ProgressPrinter
+from tuning.callbacks import MlflowLogger, ProgressPrinter, bind_callbacks
 from tuning.result_keys import best_metric_name
 from tuning.search_space import SearchSpace
 from tuning.search_space.tune_space import tune_param_space
-from tuning.settings import DriverSettings
 from tuning.sweep_folder import SweepFolder
+from tuning.sweep_tracking import SweepTracking
 from tuning.trainable import train_trial
 
 
@@ -51,22 +52,16 @@ def _scheduler(space: SearchSpace) -> Any:
 def build_tuner(
     space: SearchSpace,
     folder: SweepFolder,
-    settings: DriverSettings,
     *,
     feature_set: Any,
     context: Any,
+    tracking: SweepTracking,
     callbacks: Sequence[Any] = (),
 ) -> Any:
     """A new Tuner, or the restored one of a resumed sweep folder."""
-
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, feature_set=feature_set, context=context),
-        space.resources.as_dict(),
-    )
+    trainable = trial_trainable(space, feature_set=feature_set, context=context)
     if not folder.is_new and tune.Tuner.can_restore(str(folder.path)):
-        return tune.Tuner.restore(
-            str(folder.path), trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
+        return restore_tuner(folder.path, trainable, tracking)
     return tune.Tuner(
         trainable,
         param_space=tune_param_space(space),
@@ -89,6 +84,33 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
             # MLflow first: a trial's progress line is printed once its run holds the event.
-            callbacks=[MlflowLogger(space), ProgressPrinter(space), *callbacks],
+            callbacks=[
+                MlflowLogger(space, tracking),
+                ProgressPrinter(space, tracking=tracking),
+                *callbacks,
+            ],
         ),
     )
+
+
+def trial_trainable(space: SearchSpace, *, feature_set: Any, context: Any) -> Any:
+    """`train_trial` with the sweep's shared data and each trial's resources."""
+    return tune.with_resources(
+        tune.with_parameters(train_trial, feature_set=feature_set, context=context),
+        space.resources.as_dict(),
+    )
+
+
+def restore_tuner(path: Path, trainable: Any, tracking: SweepTracking) -> Any:
+    """The Tuner of an interrupted experiment folder, its unfinished and errored trials resumed.
+
+    Tune rebuilds the callbacks from the experiment state, where they hold no tracking: they
+    get this driver's again (the run config is reached through the local tuner, since
+    `Tuner.restore` takes no callbacks)."""
+    tuner = tune.Tuner.restore(
+        str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+    )
+    local = getattr(tuner, "_local_tuner", None)
+    if local is not None:
+        bind_callbacks(local.get_run_config().callbacks or (), tracking)
+    return tuner
