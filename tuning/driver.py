@@ -116,12 +116,7 @@ def _run_tune(
     (tuning.interrupts) with the sweep id that --resume takes."""
     # Before data and features: a trial no node can hold fails in seconds, not minutes.
     check_resources(space.resources)
-    data_root = space.base_config.data.root
-    if data_root is not None and Path(data_root) == synthetic_data_folder(settings):
-        with file_lock(settings.output_root / ".synthetic_data.lock"):  # concurrent sweeps
-            ensure_synthetic_data(Path(data_root))
-    feature_set = shared_feature_set(space)
-    check_splits(space, feature_set)  # a fold without test cycles fails here, not in a trial
+    feature_set = _prepare_data(space, settings)
     commit = git_commit()
     parent = open_parent_run(space, settings, target, folder, commit)
     assert parent.run_id is not None
@@ -137,16 +132,7 @@ def _run_tune(
         cost_folder=folder.path / COST_FOLDER,
     )
     try:
-        total = space.num_trials()
-        print(
-            f"{settings.role} '{space.name}' (sweep id {folder.sweep_id}): "
-            f"{total if total is not None else '?'} trials ({space.search}, scheduler "
-            f"{space.scheduler.kind}, protocol {space.protocol}, metric {space.metric} "
-            f"{space.mode}); "
-            f"results in {folder.path}; MLflow '{target.display_uri}' experiment "
-            f"'{target.experiment_name}' parent run {parent.run_id}",
-            flush=True,
-        )
+        _announce(space, settings.role, folder, target, parent.run_id)
         view_key = write_sweep_view(space, target, folder.sweep_id, settings.role)
         print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
         context = SweepContext(space=space)
@@ -183,3 +169,31 @@ def _run_tune(
         )
         raise interrupted from None
     return parent, outcomes, view_key
+
+
+def _prepare_data(space: SearchSpace, settings: DriverSettings) -> Any:
+    """The synthetic dataset (first use), the shared feature set (or None) and the check of the
+    folds' splits: a fold without test cycles fails here, not in a trial."""
+    data_root = space.base_config.data.root
+    if data_root is not None and Path(data_root) == synthetic_data_folder(settings):
+        with file_lock(settings.output_root / ".synthetic_data.lock"):  # concurrent sweeps
+            ensure_synthetic_data(Path(data_root))
+    feature_set = shared_feature_set(space)
+    check_splits(space, feature_set)
+    return feature_set
+
+
+def _announce(
+    space: SearchSpace, role: str, folder: SweepFolder, target: TrackingTarget, parent_run_id: str
+) -> None:
+    """The sweep's first line: its id, trials, search, protocol and where its results go."""
+    total = space.num_trials()
+    print(
+        f"{role} '{space.name}' (sweep id {folder.sweep_id}): "
+        f"{total if total is not None else '?'} trials ({space.search}, scheduler "
+        f"{space.scheduler.kind}, protocol {space.protocol}, metric {space.metric} "
+        f"{space.mode}); "
+        f"results in {folder.path}; MLflow '{target.display_uri}' experiment "
+        f"'{target.experiment_name}' parent run {parent_run_id}",
+        flush=True,
+    )

@@ -65,13 +65,18 @@ def _value(outcome: TrialOutcome, key: str) -> float:
     return float(outcome.last.get(key, math.nan))
 
 
+def _folds(done: Sequence[TrialOutcome]) -> list[int]:
+    """The folds of the runs, in order (none: runs without folds)."""
+    return sorted({fold for fold in map(fold_of, done) if fold is not None})
+
+
 def aggregate(outcomes: Sequence[TrialOutcome], key: str) -> MeanInterval:
     """`key` over the finished runs: over fold means (each over its seeds) when the runs have
     folds, else over seeds. A run without the metric (e.g. a device absent from its test split)
     is left out, never counted as 0."""
     done = _done(outcomes)
     bounds = metric_range(key)
-    folds = sorted({fold_of(o) for o in done if fold_of(o) is not None})
+    folds = _folds(done)
     if not folds:
         return mean_interval([_value(o, key) for o in done], bounds=bounds)
     fold_means = [
@@ -84,7 +89,7 @@ def folds_markdown(outcomes: Sequence[TrialOutcome]) -> str:
     """Per fold (mean over its seeds) and the mean over folds with its interval; '' without
     folds."""
     done = _done(outcomes)
-    folds = sorted({fold_of(o) for o in done if fold_of(o) is not None})
+    folds = _folds(done)
     if not folds:
         return ""
     header = " | ".join(label for label, _ in OVERALL_ROWS)

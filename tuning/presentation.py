@@ -107,7 +107,12 @@ def sweep_view(space: SearchSpace, sweep_id: str, role: str = "sweep") -> Any:
     Table 1 metrics), so the answer is the top row, not its best seed."""
     paths = [path for parameter in space.parameters for path in parameter.config_paths]
     metric = best_metric_name(space.metric)
-    reported = (REPORT_SCORE, REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE_2CLASS)
+    reported: tuple[str, ...] = (
+        REPORT_SCORE,
+        REPORT_SPECIFICITY,
+        REPORT_SENSITIVITY,
+        REPORT_SCORE_2CLASS,
+    )
     means: tuple[str, ...] = ()
     if role != "sweep":
         means = tuple(mean_metric_name(key) for key in (REPORT_SPECIFICITY, REPORT_SENSITIVITY))

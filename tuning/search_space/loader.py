@@ -72,14 +72,7 @@ def load_search_space(
     if not NAME_PATTERN.match(name):
         raise locate.error(["name"], f"name must be letters, digits, '_', '-' or '.', got {name!r}")
     variants = _load_variants(document, path, locate, data_root=data_root, overrides=overrides)
-    protocols = {config.train.protocol for config in variants.values()}
-    if len(protocols) > 1:
-        raise locate.error(
-            ["variants"],
-            f"the variants use different train.protocol {sorted(protocols)}; set "
-            "`protocol:` in the search space",
-        )
-    protocol = protocols.pop()
+    protocol = _common_protocol(variants, locate)
 
     parameters = tuple(
         resolved_checkpoints(
@@ -97,13 +90,7 @@ def load_search_space(
             f"reseed.seeds {list(document.reseed.seeds)} repeat the search's seeds "
             f"{list(document.seeds)}; list new seeds only",
         )
-    if document.metric not in known_metrics(protocol):
-        close = difflib.get_close_matches(document.metric, known_metrics(protocol), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise locate.error(
-            ["metric"],
-            f"metric {document.metric!r} is not reported under protocol '{protocol}'{hint}",
-        )
+    _check_metric(document.metric, protocol, locate)
     space = SearchSpace(
         name=name,
         path=path.resolve(),
@@ -127,6 +114,27 @@ def load_search_space(
     )
     check_points(space, locate)
     return space
+
+
+def _common_protocol(variants: Mapping[str, ExperimentConfig], locate: Locator) -> str:
+    """The train.protocol every variant shares (several are refused)."""
+    protocols = {config.train.protocol for config in variants.values()}
+    if len(protocols) > 1:
+        raise locate.error(
+            ["variants"],
+            f"the variants use different train.protocol {sorted(protocols)}; set "
+            "`protocol:` in the search space",
+        )
+    return protocols.pop()
+
+
+def _check_metric(metric: str, protocol: str, locate: Locator) -> None:
+    if metric not in known_metrics(protocol):
+        close = difflib.get_close_matches(metric, known_metrics(protocol), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise locate.error(
+            ["metric"], f"metric {metric!r} is not reported under protocol '{protocol}'{hint}"
+        )
 
 
 def _read_document(path: Path) -> tuple[str, Mapping[str, Any], Locator]:
