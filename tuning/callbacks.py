@@ -208,10 +208,11 @@ class MlflowLogger(tune.Callback):
 
     A run is found again by its trial-id tag under the parent run (a retry or `--resume`
     continues it; epochs already stored are not sent twice). Params and config.yaml come from the
-    trial's resolved config, tags from the facts the trial process reports, per-epoch metrics
-    (step = epoch) from its results, and curves, history and confusion matrix from its last Tune
-    checkpoint once it ends. Updates wait in a buffer while MLflow is unreachable and are retried
-    on each step of Tune's loop; the trial never waits for MLflow.
+    trial's config (resolved once, shared with the progress lines), tags from the facts the trial
+    process reports, per-epoch metrics (step = epoch) from its results, and curves, history and
+    confusion matrices from its final result once it ends (from its last Tune checkpoint only for
+    a trial the scheduler stopped early). Updates wait in a buffer while MLflow is unreachable and
+    are retried on each step of Tune's loop; the trial never waits for MLflow.
     """
 
     def __init__(self, space: SearchSpace, tracking: SweepTracking | None = None):

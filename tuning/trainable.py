@@ -1,7 +1,8 @@
 """The Ray Tune trial: base config + sampled overrides -> `lungsrad.training.run.run_experiment`,
 reporting every epoch to Tune only (metrics + checkpoint, and once per process the run's facts:
-device, node, worker pid). The trial never imports MLflow: the driver's
-`tuning.callbacks.MlflowLogger` writes the trial's MLflow run from what Tune hands it.
+device, node, worker pid; in the last one the run's history, confusion matrices, selected epoch
+and seconds). The trial never imports MLflow: the driver's `tuning.callbacks.MlflowLogger` writes
+the trial's MLflow run from what Tune hands it.
 
 A retried trial (worker killed, node lost) or a resumed sweep restores Tune's last checkpoint and
 continues training from that epoch.
