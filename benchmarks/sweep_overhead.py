@@ -34,9 +34,10 @@ from mlflow_tracking.tracker import (  # noqa: E402
     make_client,
     sqlite_uri,
 )
+from tuning.driver import run_sweep  # noqa: E402
+from tuning.result_keys import TIMING_REPORT, TIMING_SETUP, TIMING_TRIAL, TRAIN_SECONDS  # noqa: E402
 from tuning.search_space import load_search_space  # noqa: E402
-from tuning.sweep import DriverSettings, run_sweep  # noqa: E402
-from tuning.trainable import TIMING_REPORT, TIMING_SETUP, TIMING_TRIAL, TRAIN_SECONDS  # noqa: E402
+from tuning.settings import DriverSettings  # noqa: E402
 
 WALL: dict[str, list[float]] = {}  # trial id -> [start, end] (driver clock)
 

@@ -1,8 +1,9 @@
 """Driver-side Tune callbacks: one compact progress line per event (instead of Ray's tables), and
 `MlflowLogger`, the only writer of the trials' MLflow runs (trials report to Tune only).
 
-Tune pickles these with the experiment (for `Tuner.restore`), so they hold no tracking URI: the
-driver registers it with `bind_tracking` in the process that runs the sweep.
+Tune pickles these with the experiment (for `Tuner.restore`), so they pickle without their
+tuning.sweep_tracking.SweepTracking (no tracking URI in the experiment state): the driver hands it
+to them when it builds or restores the Tuner (`bind_callbacks`).
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray import tune
 
 from lungsrad.checkpoint_format import CheckpointError
 from lungsrad.config import dump_config, flatten_config
 from lungsrad.metrics import EPOCH, metrics_degenerate_note
 from lungsrad.training.checkpoint_files import CHECKPOINT_FILE
-from mlflow_tracking.artifacts import write_checkpoint_artifacts
+from mlflow_tracking.artifacts import (
+    write_checkpoint_artifacts,
+    write_device_confusions,
+    write_run_artifacts,
+)
 from mlflow_tracking.tracker import (
     NOT_DEGENERATE,
     TAG_AMP,
@@ -57,11 +63,18 @@ from mlflow_tracking.tracker import (
     TAG_VARIANT,
     TAG_WORKER_PID,
     RunTracker,
-    TrackingTarget,
 )
 from tuning.cost import COST_PEAK_GPU_MEMORY, CostLedger
+from tuning.result_keys import (
+    ARTIFACTS_KEY,
+    FACTS_KEY,
+    FAILURE_KEY,
+    TIMING_KEYS,
+    TRAIN_SECONDS,
+    best_metric_name,
+)
 from tuning.search_space import SearchSpace
-from tuning.trainable import FACTS_KEY, FAILURE_KEY, TIMING_KEYS, best_metric_name
+from tuning.sweep_tracking import ResolvedTrials, SweepTracking, TrialRun
 
 # How long the driver waits at the end of a sweep for an unreachable MLflow before it warns.
 FINAL_DELIVERY_S = 120.0
@@ -82,54 +95,13 @@ _FACT_TAGS = {
 }
 
 
-@dataclass
-class _DriverTracking:
-    """Where the sweep running in this process writes (never pickled)."""
-
-    target: TrackingTarget
-    parent_run_id: str
-    role: str  # role tag of the trial runs: "trial" or "final_seed"
-    git_commit: str
-    staging: Path  # driver-local folder for artifacts waiting to be uploaded
-    sweep_id: str = ""  # tagged on every trial run (the saved view's search filter)
-    cost_folder: Path | None = None  # the sweep's cost ledger (tuning.cost)
-    runs: dict[str, _TrialRun] = field(default_factory=dict)
-
-
-@dataclass
-class _TrialRun:
-    """The driver's writer of one trial's run, and what it knows about the run."""
-
-    tracker: RunTracker
-    ledger: CostLedger | None = None  # the sweep's cost records (tuning.cost)
-    starts: int = 0  # trial processes started by this driver
-    starts_written: int = 0
-    failure: str | None = None  # why its last process failed (moved to previous_failure)
-
-
-_DRIVER: dict[str, _DriverTracking] = {}
-
-
-def bind_tracking(
-    target: TrackingTarget,
-    parent_run_id: str,
-    *,
-    role: str,
-    git_commit: str,
-    staging: Path,
-    sweep_id: str = "",
-    cost_folder: Path | None = None,
-) -> None:
-    """Tells the callbacks of this process where the sweep's MLflow runs are."""
-    _DRIVER["sweep"] = _DriverTracking(
-        target=target,
-        parent_run_id=parent_run_id,
-        role=role,
-        git_commit=git_commit,
-        staging=staging,
-        sweep_id=sweep_id,
-        cost_folder=cost_folder,
-    )
+def bind_callbacks(callbacks: Iterable[Any], tracking: SweepTracking) -> None:
+    """Hands this driver's tracking to the callbacks of a Tuner (those restored from its
+    experiment state included): the ones that need it have `bind`."""
+    for callback in callbacks:
+        bind = getattr(callback, "bind", None)
+        if callable(bind):
+            bind(tracking)
 
 
 def _trial_error_line(trial: Any) -> str:
@@ -152,18 +124,26 @@ def _trial_error_line(trial: Any) -> str:
 class ProgressPrinter(tune.Callback):
     """Prints one line per trial start, epoch, completion and failure."""
 
-    def __init__(self, space: SearchSpace, *, stream: Any = None):
+    def __init__(
+        self, space: SearchSpace, *, stream: Any = None, tracking: SweepTracking | None = None
+    ):
         self.space = space
         self.total = space.num_trials()
         self.best_name = best_metric_name(space.metric)
         self._started: dict[str, float] = {}
         self._numbers: dict[str, int] = {}
         self._stream = stream
+        self._resolved = tracking.resolved if tracking is not None else ResolvedTrials(space)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_stream"] = None
+        state["_resolved"] = ResolvedTrials(self.space)
         return state
+
+    def bind(self, tracking: SweepTracking) -> None:
+        """Shares the driver's resolved trial configs."""
+        self._resolved = tracking.resolved
 
     def _print(self, text: str) -> None:
         print(text, file=self._stream or sys.stdout, flush=True)
@@ -181,7 +161,7 @@ class ProgressPrinter(tune.Callback):
 
     def _describe(self, trial: Any) -> str:
         try:
-            return self.space.resolve(trial.config).describe()
+            return self._resolved.get(trial.trial_id, trial.config).describe()
         except (KeyError, ValueError):
             return str(trial.config)
 
@@ -229,14 +209,25 @@ class MlflowLogger(tune.Callback):
 
     A run is found again by its trial-id tag under the parent run (a retry or `--resume`
     continues it; epochs already stored are not sent twice). Params and config.yaml come from the
-    trial's resolved config, tags from the facts the trial process reports, per-epoch metrics
-    (step = epoch) from its results, and curves, history and confusion matrix from its last Tune
-    checkpoint once it ends. Updates wait in a buffer while MLflow is unreachable and are retried
-    on each step of Tune's loop; the trial never waits for MLflow.
+    trial's config (resolved once, shared with the progress lines), tags from the facts the trial
+    process reports, per-epoch metrics (step = epoch) from its results, and curves, history and
+    confusion matrices from its final result once it ends (from its last Tune checkpoint only for
+    a trial the scheduler stopped early). Updates wait in a buffer while MLflow is unreachable and
+    are retried on each step of Tune's loop; the trial never waits for MLflow.
     """
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, tracking: SweepTracking | None = None):
         self.space = space
+        self.tracking = tracking
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["tracking"] = None
+        return state
+
+    def bind(self, tracking: SweepTracking) -> None:
+        """Tells a logger restored from the experiment state where the sweep's runs are."""
+        self.tracking = tracking
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self._run(trial)
@@ -313,7 +304,7 @@ class MlflowLogger(tune.Callback):
                 run.tracker.set_tags({TAG_TRIAL_STATUS: "done"})
             run.tracker.set_tags({TAG_DEGENERATE: metrics_degenerate_note(last) or NOT_DEGENERATE})
             try:
-                self._log_checkpoint_artifacts(run, trial)
+                self._log_artifacts(run, trial)
             except (CheckpointError, OSError) as error:  # the run keeps its metrics
                 warnings.warn(
                     f"no artifacts for trial {trial.trial_id}: its last checkpoint is not "
@@ -324,23 +315,24 @@ class MlflowLogger(tune.Callback):
         self._flush(run, force=True)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        sweep = _DRIVER.get("sweep")
+        sweep = self.tracking
         for run in sweep.runs.values() if sweep else ():
             if run.tracker.pending:
                 self._flush(run)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        deliver_pending(timeout_s=FINAL_DELIVERY_S)
+        if self.tracking is not None:
+            self.tracking.deliver_pending(timeout_s=FINAL_DELIVERY_S)
 
-    def _run(self, trial: Any) -> _TrialRun | None:
+    def _run(self, trial: Any) -> TrialRun | None:
         """The trial's run writer (created, with params and config, on first sight)."""
-        sweep = _DRIVER.get("sweep")
+        sweep = self.tracking
         if sweep is None:
             return None
         run = sweep.runs.get(trial.trial_id)
         if run is not None:
             return run
-        resolved = self.space.resolve(trial.config)
+        resolved = sweep.resolved.get(trial.trial_id, trial.config)
         tracker = RunTracker(
             sweep.target,
             run_name=resolved.describe_short()[:240],
@@ -369,10 +361,10 @@ class MlflowLogger(tune.Callback):
                 resources=self.space.resources.as_dict(),
                 epochs_max=resolved.config.train.num_epochs,
             )
-        sweep.runs[trial.trial_id] = run = _TrialRun(tracker, ledger=ledger)
+        sweep.runs[trial.trial_id] = run = TrialRun(tracker, ledger=ledger)
         return run
 
-    def _log_cost(self, run: _TrialRun, trial: Any, *, stopped_early: bool = False) -> None:
+    def _log_cost(self, run: TrialRun, trial: Any, *, stopped_early: bool = False) -> None:
         """Ends the trial's attempt in the cost ledger and logs its cost/ metrics (every attempt
         counted; cost/attempts says how many)."""
         if run.ledger is None:
@@ -380,7 +372,7 @@ class MlflowLogger(tune.Callback):
         record = run.ledger.end(trial.trial_id, stopped_early=stopped_early)
         run.tracker.log_metrics(record.metrics(), step=0)
 
-    def _flush(self, run: _TrialRun, *, force: bool = False) -> None:
+    def _flush(self, run: TrialRun, *, force: bool = False) -> None:
         run.tracker.flush(force=force)
         # The start count continues the one stored on the run (known once the run is found).
         if run.tracker.run_id is not None and run.starts_written != run.starts:
@@ -389,9 +381,33 @@ class MlflowLogger(tune.Callback):
             run.starts_written = run.starts
             run.tracker.flush(force=force)
 
-    def _log_checkpoint_artifacts(self, run: _TrialRun, trial: Any) -> None:
+    def _log_artifacts(self, run: TrialRun, trial: Any) -> None:
+        """Curves, history and confusion matrices from what the trial's final result carries
+        (ARTIFACTS_KEY), else (a trial the scheduler stopped early) from its last checkpoint."""
+        sent = (trial.last_result or {}).get(ARTIFACTS_KEY)
+        if sent is None:
+            self._log_checkpoint_artifacts(run, trial)
+            return
+        assert self.tracking is not None
+        payload = json.loads(sent)
+        folder = self.tracking.staging / trial.trial_id
+        shutil.rmtree(folder, ignore_errors=True)
+        title = f"{self.space.name} {trial.trial_id}"
+        written = write_run_artifacts(
+            folder / "artifacts",
+            history=payload["history"],
+            confusion=np.asarray(payload["confusion"]),
+            title=title,
+        )
+        write_device_confusions(written, payload["device_confusion"], title=title)
+        run.tracker.log_artifacts(written)
+        run.tracker.set_tags({TAG_BEST_EPOCH: str(payload["best_epoch"])})
+        run.tracker.log_metrics({TRAIN_SECONDS: float(payload["train_seconds"])}, step=0)
+
+    def _log_checkpoint_artifacts(self, run: TrialRun, trial: Any) -> None:
         """Curves, history and confusion matrix from the trial's last Tune checkpoint."""
-        sweep = _DRIVER["sweep"]
+        assert self.tracking is not None
+        sweep = self.tracking
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
@@ -431,24 +447,3 @@ def _log_facts(tracker: RunTracker, facts: dict[str, Any]) -> None:
         params[f"run.split_size.{name}"] = size
     if params:
         tracker.log_params(params)
-
-
-def deliver_pending(*, timeout_s: float) -> bool:
-    """Sends what the trial runs still hold (waiting at most `timeout_s` for MLflow); warns
-    with what was not delivered. True when everything was sent."""
-    sweep = _DRIVER.get("sweep")
-    if sweep is None:
-        return True
-    deadline = time.monotonic() + timeout_s
-    undelivered = {}
-    for trial_id, run in sweep.runs.items():
-        if not run.tracker.deliver(timeout_s=max(0.0, deadline - time.monotonic())):
-            undelivered[trial_id] = run.tracker.pending
-    if undelivered:
-        warnings.warn(
-            f"MLflow at '{sweep.target.display_uri}' stayed unreachable for {timeout_s:.0f} s: "
-            f"updates of trial runs were not delivered ({undelivered}); the trials' results and "
-            "checkpoints stay in the sweep folder",
-            stacklevel=2,
-        )
-    return not undelivered

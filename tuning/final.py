@@ -8,19 +8,16 @@ fold), with `python -m tuning.compare`.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from tuning.results import read_selection_record, table1_markdown, table1_metrics
 
 if __package__ in (None, ""):
-    _REPO_ROOT = str(Path(__file__).resolve().parents[1])
-    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-        sys.path[0] = _REPO_ROOT
-    elif _REPO_ROOT not in sys.path:
-        sys.path.insert(0, _REPO_ROOT)
+    import _repo_path  # noqa: F401  # run as a file: the repository root becomes importable
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lungsrad.config import ExperimentConfig, apply_overrides, load_config
@@ -30,6 +27,7 @@ from lungsrad.metrics import SELECTION_SCORE
 from lungsrad.schema import read_yaml_file
 from mlflow_tracking.tracker import RunTracker
 from tuning.cluster import ClusterInfo, connect, disconnect
+from tuning.driver import run_sweep
 from tuning.folds import (
     FOLD_PATH,
     device_markdown,
@@ -38,22 +36,22 @@ from tuning.folds import (
     folds_markdown,
 )
 from tuning.preflight import check_space_inputs
+from tuning.presentation import SweepOutcome, print_outcome
 from tuning.search_space import BASE_POINT, Parameter, ResourceSpec, SchedulerSpec, SearchSpace
-from tuning.sweep import (
-    EXIT_NO_RESULT,
-    SweepOutcome,
-    add_common_arguments,
-    command_argv,
+from tuning.settings import (
     data_root_for,
     default_output_root,
-    flag_overrides,
-    invoked_script,
     make_settings,
     open_tracking,
-    print_outcome,
-    run_command,
-    run_sweep,
     synthetic_data_folder,
+)
+from tuning.sweep import (
+    EXIT_NO_RESULT,
+    add_common_arguments,
+    command_argv,
+    flag_overrides,
+    invoked_script,
+    run_command,
 )
 
 TABLE1_FILE = "table1.md"
@@ -131,8 +129,6 @@ def load_run_config(path: Path) -> ExperimentConfig:
 
 def _exported_requiring_pretrained(path: Path) -> bool:
     """True when `path` is a best_config.yaml of a sweep whose space has requires_pretrained."""
-    from tuning.results import read_selection_record
-
     try:
         return bool(read_selection_record(path).get("requires_pretrained"))
     except (UserError, ValueError):
@@ -192,8 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from tuning.results import table1_markdown, table1_metrics
-
         root = default_output_root(args.output_root)
         config = load_run_config(Path(args.config))
         data_root = data_root_for([config], args.data, root)

@@ -66,7 +66,7 @@ def _value(outcome: TrialOutcome, key: str) -> float:
 
 
 def _folds(done: Sequence[TrialOutcome]) -> list[int]:
-    """The folds the finished runs cover, in order ([] for runs without folds)."""
+    """The folds of the runs, in order (none: runs without folds)."""
     return sorted({fold for fold in map(fold_of, done) if fold is not None})
 
 

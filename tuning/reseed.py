@@ -11,8 +11,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from tuning.callbacks import MlflowLogger, ProgressPrinter
+from tuning.interrupts import SweepInterrupted, received_signal, tune_running
 from tuning.results import TrialOutcome, collect_outcomes, summarize_configurations
 from tuning.search_space import SEED_KEY, SearchSpace
+from tuning.sweep_tracking import SweepTracking
+from tuning.tuner import restore_tuner, trial_trainable
 
 RESEED_FOLDER = "reseed"
 _INDEX_KEY = "reseed_index"  # which of the re-run Tune configs a reseed trial is
@@ -45,8 +52,6 @@ def _follower(configs: list[dict[str, Any]], key: str) -> Callable[[dict[str, An
 def _param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
     """A grid over the configs' index; every other key follows the index, so a trial's config
     is flat like a search trial's (the trainable resolves it with the same SearchSpace)."""
-    from ray import tune
-
     keys = sorted({key for config in configs for key in config})
     space: dict[str, Any] = {_INDEX_KEY: tune.grid_search(list(range(len(configs))))}
     for key in keys:
@@ -61,17 +66,11 @@ def run_reseed(
     *,
     feature_set: Any,
     context: Any,
+    tracking: SweepTracking,
     callbacks: Sequence[Any] = (),
 ) -> list[TrialOutcome]:
     """Runs (or, when `folder`/reseed holds an unfinished run, resumes) the re-seeded trials on
     the connected Ray and returns their outcomes (no scheduler: every trial runs to the end)."""
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from tuning.callbacks import MlflowLogger, ProgressPrinter
-    from tuning.interrupts import SweepInterrupted, received_signal, tune_running
-    from tuning.trainable import train_trial
-
     configs = reseed_configs(space, outcomes)
     if not configs:
         return []
@@ -80,15 +79,10 @@ def run_reseed(
         f"{list(space.reseed.seeds) if space.reseed else []}: {len(configs)} more trials",
         flush=True,
     )
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, feature_set=feature_set, context=context),
-        space.resources.as_dict(),
-    )
+    trainable = trial_trainable(space, feature_set=feature_set, context=context)
     path = folder / RESEED_FOLDER
     if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(
-            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
+        tuner = restore_tuner(path, trainable, tracking)
     else:
         # The progress lines count the reseed trials, not the search's.
         counted = dataclasses.replace(space, search="tpe", num_samples=len(configs))
@@ -108,7 +102,11 @@ def run_reseed(
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
-                callbacks=[MlflowLogger(space), ProgressPrinter(counted), *callbacks],
+                callbacks=[
+                    MlflowLogger(space, tracking),
+                    ProgressPrinter(counted, tracking=tracking),
+                    *callbacks,
+                ],
             ),
         )
     with tune_running():
@@ -117,4 +115,4 @@ def run_reseed(
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
     if received_signal() is not None or unfinished > 0:
         raise SweepInterrupted(received_signal() or signal.SIGINT, f"{path}")
-    return collect_outcomes(grid, space)
+    return collect_outcomes(grid, space, resolved=tracking.resolved)

@@ -8,12 +8,11 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lungsrad.config import ExperimentConfig, dump_config
+from lungsrad.config import dump_config
 from lungsrad.errors import UserError, first_line
 from lungsrad.files import write_text_atomic
 from lungsrad.metrics import (
@@ -25,133 +24,35 @@ from lungsrad.metrics import (
     REPORT_SPECIFICITY,
     REPORT_SPECIFICITY_2CLASS,
     metric_range,
-    metrics_degenerate_note,
 )
 from lungsrad.statistics import (
-    CONFIDENCE,
     MIN_INTERVAL_COUNT,
-    MeanInterval,
-    PairedDifference,
     format_interval,
     mean_interval,
-    paired_difference,
 )
-from tuning.search_space import BASE_POINT, ResolvedTrial, SearchSpace, display_label
-from tuning.trainable import FAILURE_KEY, best_metric_name
+from tuning.outcomes import (
+    BestChoice,
+    ConfigurationSummary,
+    TrialOutcome,
+    degenerate_members,
+    fold_of,
+    format_number,
+    is_finished,
+    run_label,
+    seed_of,
+)
+from tuning.paired import points_against_base_markdown
+from tuning.result_keys import FAILURE_KEY, best_metric_name
+from tuning.search_space import SearchSpace
+from tuning.sweep_tracking import ResolvedTrials
 
 BEST_CONFIG_FILE = "best_config.yaml"
 SELECTION_RECORD_PREFIX = "selection: "  # best_config.yaml comment line holding the JSON record
 SUMMARY_FILE = "summary.md"
-PAIRED_FILE = "paired_against_base.md"  # one_at_a_time: each point against the base, by seed
 TABLE1_ROWS = (
     ("4-class", REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE),
     ("2-class", REPORT_SPECIFICITY_2CLASS, REPORT_SENSITIVITY_2CLASS, REPORT_SCORE_2CLASS),
 )
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """One trial as the sweep ended it."""
-
-    trial_id: str
-    resolved: ResolvedTrial
-    status: str  # "done" | "failed"
-    epochs: int  # epochs reported
-    best_value: float  # running best of the sweep metric (NaN: none)
-    last: dict[str, Any]  # last reported metrics
-    error: str | None = None
-    tune_config: dict[str, Any] = field(default_factory=dict)  # the trial's Tune config
-
-    @property
-    def report_score(self) -> float:
-        """The final answer's score (test metrics at the protocol's selected epoch)."""
-        return float(self.last.get(REPORT_SCORE, math.nan))
-
-    @property
-    def degenerate(self) -> str | None:
-        """lungsrad.metrics.degenerate_note of the reported epoch's predictions (None: not
-        degenerate, or a trial without them)."""
-        return metrics_degenerate_note(self.last)
-
-
-@dataclass(frozen=True)
-class BestChoice:
-    """The winning configuration and the trials (one per seed) behind it."""
-
-    members: tuple[TrialOutcome, ...]
-    mean_value: float  # mean over seeds of the trials' best metric
-    configurations: int = 1  # configurations with a finished seed it was chosen from
-
-    @property
-    def config(self) -> ExperimentConfig:
-        """Resolved config of the best configuration (its lowest-seed trial)."""
-        return self.representative.resolved.config
-
-    @property
-    def representative(self) -> TrialOutcome:
-        """The lowest-seed trial of the configuration."""
-        return min(self.members, key=lambda t: t.resolved.seed)
-
-    @property
-    def seed_scores(self) -> dict[int, float]:
-        """The sweep metric's running best per seed."""
-        return {m.resolved.seed: m.best_value for m in sorted(self.members, key=_seed)}
-
-    @property
-    def degenerate(self) -> str | None:
-        """Which of its seeds are degenerate classifiers (`degenerate_members`), or None.
-
-        Since non-degenerate configurations rank first, a degenerate best means that every
-        configuration with a finished seed has a degenerate seed."""
-        return degenerate_members(self.members)
-
-
-@dataclass(frozen=True)
-class ConfigurationSummary:
-    """One configuration (all its seeds) of a sweep."""
-
-    members: tuple[TrialOutcome, ...]  # every trial of the configuration, failed ones too
-    selection: MeanInterval  # over finished seeds: the sweep metric's running best
-    report: MeanInterval  # over finished seeds: the reported test Score
-
-    @property
-    def done(self) -> tuple[TrialOutcome, ...]:
-        """The finished trials with a finite sweep metric."""
-        return tuple(m for m in self.members if _is_finished(m))
-
-    @property
-    def description(self) -> str:
-        """The configuration without its seed."""
-        return self.members[0].resolved.describe_config()
-
-    @property
-    def degenerate(self) -> str | None:
-        """Which of its finished seeds are degenerate classifiers, or None."""
-        return degenerate_members(self.done)
-
-
-def degenerate_members(members: Sequence[TrialOutcome]) -> str | None:
-    """Which runs of a configuration are degenerate classifiers: the note itself for one run
-    ("degenerate: predicts only 'normal'"), else e.g. "1 of 2 seeds degenerate (seed 0:
-    predicts only 'normal')"; None when none is."""
-    flagged = [(m, m.degenerate) for m in sorted(members, key=_seed) if m.degenerate]
-    if not flagged:
-        return None
-    if len(members) == 1:
-        return flagged[0][1]
-    runs = "seeds" if all(fold_of(m) is None for m in members) else "runs"
-    details = "; ".join(
-        f"{_run_label(m)}: {str(note).removeprefix('degenerate: ')}" for m, note in flagged
-    )
-    return f"{len(flagged)} of {len(members)} {runs} degenerate ({details})"
-
-
-def _is_finished(outcome: TrialOutcome) -> bool:
-    return outcome.status == "done" and math.isfinite(outcome.best_value)
-
-
-def _seed(outcome: TrialOutcome) -> int:
-    return outcome.resolved.seed
 
 
 def _rank_key(value: float, mode: str) -> tuple[bool, float]:
@@ -180,10 +81,10 @@ def summarize_configurations(
         groups.setdefault(outcome.resolved.group_key(), []).append(outcome)
     summaries = []
     for members in groups.values():
-        done = [m for m in members if _is_finished(m)]
+        done = [m for m in members if is_finished(m)]
         summaries.append(
             ConfigurationSummary(
-                members=tuple(sorted(members, key=_seed)),
+                members=tuple(sorted(members, key=seed_of)),
                 selection=mean_interval(
                     [m.best_value for m in done],
                     bounds=metric_range(metric) if metric else None,
@@ -196,26 +97,32 @@ def summarize_configurations(
     return sorted(summaries, key=lambda summary: _configuration_rank_key(summary, mode))
 
 
-def collect_outcomes(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]:
-    """TrialOutcome per trial of a Tune ResultGrid, in trial order."""
+def collect_outcomes(
+    result_grid: Any, space: SearchSpace, *, resolved: ResolvedTrials | None = None
+) -> list[TrialOutcome]:
+    """TrialOutcome per trial of a Tune ResultGrid, in trial order; `resolved`: the driver's
+    resolved trial configs (a trial missing there is resolved here)."""
+    resolved = resolved if resolved is not None else ResolvedTrials(space)
     best_name = best_metric_name(space.metric)
     outcomes = []
     for result in result_grid:
         metrics = dict(result.metrics or {})
-        # The folder is named by tuning.sweep's trial_dirname_creator ("trial_<id>"); a trial
+        # The folder is named by tuning.tuner's trial_dirname_creator ("trial_<id>"); a trial
         # that failed before reporting has no trial_id in its metrics.
         folder = Path(str(result.path)).name
         trial_id = folder.removeprefix("trial_") if folder.startswith("trial_") else None
         trial_id = str(trial_id or metrics.get("trial_id"))
         error = None
         if result.error is not None:
-            error = first_line(result.error, empty="error")[:300]
+            error = (
+                first_line(result.error, empty="error")[:300]
+            )
         elif FAILURE_KEY in metrics:  # diverged, then stopped by the scheduler before raising
             error = str(metrics[FAILURE_KEY])
         outcomes.append(
             TrialOutcome(
                 trial_id=trial_id,
-                resolved=space.resolve(result.config),
+                resolved=resolved.get(trial_id, result.config),
                 status="failed" if error is not None else "done",
                 epochs=int(metrics.get(EPOCH, 0) or 0),
                 best_value=float(metrics.get(best_name, math.nan)),
@@ -334,102 +241,6 @@ def read_selection_record(path: Path) -> dict[str, Any]:
     raise UserError(f"{path} has no '# {SELECTION_RECORD_PREFIX}' line; export it again")
 
 
-def _number(value: float) -> str:
-    return f"{value:.2f}" if math.isfinite(value) else "n/a"
-
-
-@dataclass(frozen=True)
-class PointAgainstBase:
-    """One one_at_a_time point against the base point, paired by seed (point - base)."""
-
-    name: str  # "parameter=value" (the value's label)
-    difference: PairedDifference
-
-    @property
-    def verdict(self) -> str:
-        """'matters' when the interval excludes 0, 'within noise' when it holds 0, and
-        'too few seeds' below MIN_INTERVAL_COUNT paired seeds."""
-        if not self.has_interval:
-            return "too few seeds"
-        return "within noise" if self.difference.verdict == "within noise" else "matters"
-
-    @property
-    def has_interval(self) -> bool:
-        """At least MIN_INTERVAL_COUNT paired seeds (lungsrad.statistics' rule)."""
-        return self.difference.interval.has_interval
-
-    @property
-    def interval_text(self) -> str:
-        """'[low, high]', or 'n=K: no interval' with too few paired seeds."""
-        if not self.has_interval:
-            return f"n={len(self.difference.seeds)}: no interval"
-        interval = self.difference.interval
-        return f"[{_signed(interval.low)}, {_signed(interval.high)}]"
-
-
-def points_against_base(
-    space: SearchSpace, outcomes: Sequence[TrialOutcome], *, metric: str = REPORT_SCORE
-) -> list[PointAgainstBase]:
-    """Each point of a one_at_a_time sweep (in the space's order) against its base point, paired
-    by seed on `metric` (default: the reported test Score); [] for other searches."""
-    if space.search != "one_at_a_time" or space.has_variants:
-        return []
-    scores: dict[str, dict[int, float]] = {}
-    for outcome in outcomes:
-        values = outcome.resolved.values
-        key = BASE_POINT if not values else _point_name(values)
-        value = float(outcome.last.get(metric, math.nan)) if outcome.status == "done" else math.nan
-        scores.setdefault(key, {})[outcome.resolved.seed] = value
-    base = scores.get(BASE_POINT, {})
-    names = []
-    for point in space.points()[1:]:
-        parameter = space.parameter(point["parameter"])
-        names.append(_point_name({parameter.name: parameter.label(point["value"])}))
-    return [
-        PointAgainstBase(name=name, difference=paired_difference(base, scores.get(name, {})))
-        for name in names
-    ]
-
-
-def _point_name(values: Mapping[str, str]) -> str:
-    return " ".join(f"{name}={display_label(label)}" for name, label in values.items())
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.2f}" if math.isfinite(value) else "n/a"
-
-
-def points_against_base_markdown(
-    space: SearchSpace, outcomes: Sequence[TrialOutcome], *, metric: str = REPORT_SCORE
-) -> str:
-    """Markdown table of `points_against_base` ("" when the sweep has none)."""
-    rows = points_against_base(space, outcomes, metric=metric)
-    if not rows:
-        return ""
-    percent = f"{CONFIDENCE:.0%}"
-    lines = [
-        "## Each point against the base config, paired by seed",
-        "",
-        f"`{metric}` of each point minus the base config's, on the seeds both finished; mean "
-        f"difference with its {percent} Student-t interval. **matters**: the interval excludes "
-        f"0; within noise: it holds 0; fewer than {MIN_INTERVAL_COUNT} paired seeds give no "
-        "interval.",
-        "",
-        f"| point | paired seeds | per-seed differences | mean difference | {percent} interval "
-        "| verdict |",
-        "|---|---|---|---:|---:|---|",
-    ]
-    for row in rows:
-        difference = row.difference
-        verdict = "**matters**" if row.verdict == "matters" else row.verdict
-        lines.append(
-            f"| {row.name.replace('|', '/')} | {list(difference.seeds)} "
-            f"| {', '.join(_signed(d) for d in difference.differences)} "
-            f"| {_signed(difference.interval.mean)} | {row.interval_text} | {verdict} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def summary_markdown(
     space: SearchSpace,
     outcomes: Sequence[TrialOutcome],
@@ -502,7 +313,8 @@ def summary_markdown(
         lines.append(
             f"| {outcome.trial_id} | {outcome.resolved.describe_config()} "
             f"| {outcome.resolved.seed} | {status.replace('|', '/')} | {outcome.epochs} "
-            f"| {_number(outcome.best_value)} | {_number(outcome.report_score)}{spent} |"
+            f"| {format_number(outcome.best_value)} "
+            f"| {format_number(outcome.report_score)}{spent} |"
         )
     if cost is not None:
         lines += ["", *cost.markdown()]
@@ -546,33 +358,22 @@ def _cost_cell(costs: Mapping[str, Any], members: Sequence[TrialOutcome]) -> str
     return f" | {hours:.4f}{retried}"
 
 
-def fold_of(outcome: TrialOutcome) -> int | None:
-    """The trial's data.fold (None: not a foldwise run)."""
-    return outcome.resolved.config.data.fold
-
-
-def _run_label(outcome: TrialOutcome) -> str:
-    fold = fold_of(outcome)
-    seed = outcome.resolved.seed
-    return f"seed {seed}" if fold is None else f"seed {seed}, fold {fold}"
-
-
 def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
     """Table-1 style summary: Sp, Se, Score (4-class and 2-class) as mean ± std [95 % interval]
     over seeds (over every seed x fold run of a fold-wise final, with a fold column)."""
     done = sorted(
-        (o for o in outcomes if o.status == "done"), key=lambda o: (_seed(o), fold_of(o) or 0)
+        (o for o in outcomes if o.status == "done"), key=lambda o: (seed_of(o), fold_of(o) or 0)
     )
     has_folds = any(fold_of(o) is not None for o in outcomes)
     if has_folds:
-        pairs = ", ".join(f"({_seed(o)}, {fold_of(o)})" for o in done)
+        pairs = ", ".join(f"({seed_of(o)}, {fold_of(o)})" for o in done)
         finished = (
             f"{len(done)} of {len(outcomes)} runs finished (seed, fold: {pairs}); test metrics "
             "at the epoch the protocol selected; mean ± sample std [95 % Student-t interval of "
             "the mean] over these runs, percent (the mean over folds is in the Folds section)."
         )
     else:
-        seeds = [_seed(o) for o in done]
+        seeds = [seed_of(o) for o in done]
         finished = (
             f"{len(done)} of {len(outcomes)} seeds finished ({seeds}); test metrics at the "
             "epoch the protocol selected; mean ± sample std [95 % Student-t interval of the "
@@ -601,14 +402,14 @@ def table1_markdown(outcomes: Sequence[TrialOutcome], *, title: str) -> str:
             for key in (REPORT_SPECIFICITY, REPORT_SENSITIVITY, REPORT_SCORE, REPORT_SCORE_2CLASS)
         ]
         fold_cell = f"{fold_of(outcome)} | " if has_folds else ""
-        numbers = " | ".join(_number(v) for v in values)
+        numbers = " | ".join(format_number(v) for v in values)
         lines.append(f"| {outcome.resolved.seed} | {fold_cell}{numbers} |")
     flagged = degenerate_members(done)
     if flagged:
         lines.append(f"\n**Warning**: {flagged}; the means above include every finished seed.")
     failed = [o for o in outcomes if o.status != "done"]
     for outcome in failed:
-        lines.append(f"\n{_run_label(outcome)} failed: {outcome.error}")
+        lines.append(f"\n{run_label(outcome)} failed: {outcome.error}")
     return "\n".join(lines) + "\n"
 
 

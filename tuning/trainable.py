@@ -1,7 +1,8 @@
 """The Ray Tune trial: base config + sampled overrides -> `lungsrad.training.run.run_experiment`,
 reporting every epoch to Tune only (metrics + checkpoint, and once per process the run's facts:
-device, node, worker pid). The trial never imports MLflow: the driver's
-`tuning.callbacks.MlflowLogger` writes the trial's MLflow run from what Tune hands it.
+device, node, worker pid; in the last one the run's history, confusion matrices, selected epoch
+and seconds). The trial never imports MLflow: the driver's `tuning.callbacks.MlflowLogger` writes
+the trial's MLflow run from what Tune hands it.
 
 A retried trial (worker killed, node lost) or a resumed sweep restores Tune's last checkpoint and
 continues training from that epoch.
@@ -20,34 +21,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+import torch
 from ray import tune
 
+from lungsrad.checkpoint_format import read_lungsrad_checkpoint
 from lungsrad.errors import first_line
 from lungsrad.metrics import EPOCH
-from lungsrad.training.run import NonFiniteLossError, RunInfo, TrainingCallback
-from mlflow_tracking.tracker import METRIC_TRAIN_SECONDS
+from lungsrad.training.checkpoint_files import BEST_FILE, epoch_folder
+from lungsrad.training.run import (
+    NonFiniteLossError,
+    RunInfo,
+    RunResult,
+    TrainingCallback,
+    run_experiment,
+)
 from tuning.cost import COST_PEAK_GPU_MEMORY
+from tuning.result_keys import (
+    ARTIFACTS_KEY,
+    FACTS_KEY,
+    FAILURE_KEY,
+    NON_FINITE_FAILURE,
+    NON_FINITE_FILE,
+    TIMING_REPORT,
+    TIMING_SETUP,
+    TIMING_TRIAL,
+    best_metric_name,
+)
 from tuning.search_space import SearchSpace
-
-# Result key of the run's facts (JSON text): in the first result of each trial process and in its
-# last one (tuning.callbacks turns them into tags and params).
-FACTS_KEY = "lungsrad_facts"
-# Result key of a trial whose loss became NaN/inf (its reason); its checkpoint holds only
-# NON_FINITE_FILE, so that a retry fails at once instead of training into the same NaN again.
-FAILURE_KEY = "lungsrad_failure"
-NON_FINITE_FILE = "non_finite_loss.txt"
-NON_FINITE_FAILURE = "non-finite loss"
-# Where a trial's time went (in its last result; benchmarks/sweep_overhead.py reads them).
-TIMING_SETUP = "timing/setup_seconds"  # trial function start -> first epoch (model, data)
-TIMING_REPORT = "timing/report_seconds"  # tune.report calls (checkpoints copied to storage)
-TIMING_TRIAL = "timing/trial_seconds"  # trial function start -> training finished
-TIMING_KEYS = (TIMING_SETUP, TIMING_REPORT, TIMING_TRIAL)
-TRAIN_SECONDS = METRIC_TRAIN_SECONDS  # RunResult.train_seconds: training + evaluation epochs
-
-
-def best_metric_name(metric: str) -> str:
-    """Name of the running best of `metric` over the epochs so far (what Tune optimises)."""
-    return f"best/{metric}"
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,6 @@ def decide_device(
 
 def choose_device(requested: str) -> tuple[str, str]:
     """decide_device with this worker's Ray assignment, environment and torch."""
-    import ray
-    import torch
-
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     node_id = ray.get_runtime_context().get_node_id()
     return decide_device(
@@ -142,6 +140,7 @@ class _TrialReporter(TrainingCallback):
         self.facts_sent = False
         self.last_epoch = 0  # the last epoch reported
         self.final: tuple[dict[str, Any], Path] | None = None  # the last epoch, reported late
+        self.artifacts: dict[str, Any] | None = None  # ARTIFACTS_KEY of the final result
 
     def on_run_start(self, info: RunInfo) -> None:
         self.setup_seconds = time.perf_counter() - self.started
@@ -169,6 +168,18 @@ class _TrialReporter(TrainingCallback):
             return
         self._report(reported, Path(checkpoint_dir))
 
+    def on_run_end(self, result: RunResult) -> None:
+        # What the driver logs as the run's artifacts, so that it reads no checkpoint.pt.
+        self.artifacts = {
+            "history": result.history,
+            "confusion": result.confusion.tolist(),
+            "device_confusion": {
+                device: matrix.tolist() for device, matrix in result.device_confusion.items()
+            },
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.train_seconds,
+        }
+
     def _report(self, reported: dict[str, Any], folder: Path) -> None:
         started = time.perf_counter()
         if not self.facts_sent or TIMING_TRIAL in reported:
@@ -177,8 +188,6 @@ class _TrialReporter(TrainingCallback):
             self.facts_sent = True
         self.last_epoch = int(reported.get(EPOCH, self.last_epoch))
         if self.facts.get("device") == "cuda":
-            import torch
-
             # Peak of this trial process (a reused worker resets it when the trial starts).
             reported[COST_PEAK_GPU_MEMORY] = torch.cuda.max_memory_allocated() / 2**20
         try:
@@ -195,6 +204,8 @@ class _TrialReporter(TrainingCallback):
         reported[TIMING_SETUP] = self.setup_seconds
         reported[TIMING_REPORT] = self.report_seconds
         reported[TIMING_TRIAL] = time.perf_counter() - self.started
+        if self.artifacts is not None:
+            reported[ARTIFACTS_KEY] = json.dumps(self.artifacts)
         self._report(reported, folder)
 
     def report_failure(self, failure: str, scratch: Path) -> None:
@@ -237,8 +248,6 @@ def _restore_point(checkpoint: tune.Checkpoint | None, workdir: Path) -> Path | 
 
 def _trial_facts(device: str, reason: str) -> dict[str, Any]:
     """Where the trial runs (the driver's MLflow logger tags them)."""
-    import ray
-
     node_id = ray.get_runtime_context().get_node_id()
     # The address the node joined the cluster with (ray.util.get_node_ip_address() would give
     # the host's routable address even for a node started on 127.0.0.1).
@@ -259,8 +268,6 @@ def _trial_facts(device: str, reason: str) -> dict[str, Any]:
 
 def _set_cpu_threads(config_threads: int | None) -> None:
     """Uses as many torch threads as CPUs Ray reserved for the trial (unless the config says)."""
-    import torch
-
     if config_threads is not None:
         return
     resources = tune.get_context().get_trial_resources().required_resources
@@ -279,8 +286,6 @@ def train_trial(
         feature_set: the sweep's FeatureSet from the object store; None: built from data.root.
         context: sweep-wide settings (given through tune.with_parameters).
     """
-    from lungsrad.training.run import run_experiment
-
     started = time.perf_counter()
     assert context is not None, "train_trial needs context= (tune.with_parameters)"
     # Ray Train logs every persisted checkpoint at INFO; the driver prints progress instead.
@@ -289,16 +294,12 @@ def train_trial(
     experiment = context.space.resolve(config).config
     device, reason = choose_device(experiment.train.device)
     if device == "cuda":
-        import torch
-
         torch.cuda.reset_peak_memory_stats()
     _set_cpu_threads(experiment.train.num_threads)
     workdir = Path.cwd()  # Ray's per-trial working folder on this node
     resume_from = _restore_point(tune.get_checkpoint(), workdir)
     best = None
     if resume_from is not None:
-        from lungsrad.checkpoint_format import read_lungsrad_checkpoint
-
         history = read_lungsrad_checkpoint(resume_from).get("history") or []
         best = _best_in_history(history, context.space.metric, context.space.mode)
     reporter = _TrialReporter(
@@ -333,7 +334,6 @@ def train_trial(
 def _free_disk(output_dir: Path) -> None:
     # Training checkpoints of a finished trial are not needed (Tune keeps its own latest one);
     # DASS-small checkpoints are hundreds of MB each, and a sweep runs many trials.
-    from lungsrad.training.checkpoint_files import BEST_FILE, epoch_folder
-
     shutil.rmtree(epoch_folder(output_dir, 1).parent, ignore_errors=True)
     (output_dir / BEST_FILE).unlink(missing_ok=True)
+

@@ -391,17 +391,17 @@ def test_help_of_data_says_the_flag_wins() -> None:
 def test_relative_sqlite_uri_gets_a_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tuning import sweep
+    from tuning import settings, sweep
 
     monkeypatch.chdir(tmp_path)
     args = sweep.build_parser().parse_args(
         ["--space", "x.yaml", "--tracking-uri", "sqlite:///runs/x.db"]
     )
-    sweep.make_settings(args, experiment="e", role="sweep")
+    settings.make_settings(args, experiment="e", role="sweep")
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [
         f"note: tracking URI 'sqlite:///runs/x.db' is relative to the current folder: "
         f"{tmp_path / 'runs' / 'x.db'}; an absolute path takes four slashes: "
         f"sqlite:///{tmp_path / 'runs' / 'x.db'}"
     ]
-    assert sweep.relative_sqlite_note(f"sqlite:///{tmp_path}/x.db") is None
+    assert settings.relative_sqlite_note(f"sqlite:///{tmp_path}/x.db") is None

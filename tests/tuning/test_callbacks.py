@@ -8,6 +8,7 @@ reason. The trial objects stand in for Tune's (only the attributes the callback 
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,10 @@ from mlflow_tracking.tracker import (
     open_experiment,
     sqlite_uri,
 )
-from tuning.callbacks import MlflowLogger, bind_tracking
+from tuning.callbacks import MlflowLogger
+from tuning.result_keys import ARTIFACTS_KEY, FACTS_KEY, FAILURE_KEY, TIMING_TRIAL, TRAIN_SECONDS
 from tuning.search_space import SearchSpace, load_search_space
-from tuning.trainable import FACTS_KEY, FAILURE_KEY, TIMING_TRIAL, TRAIN_SECONDS
+from tuning.sweep_tracking import ResolvedTrials, SweepTracking
 
 pytestmark = pytest.mark.mlflow
 ALPHA = "method.patch_mix.alpha"
@@ -70,18 +72,22 @@ def space(tmp_path: Path) -> SearchSpace:
 
 
 @pytest.fixture
-def sweep(tmp_path: Path) -> tuple[Any, str]:
-    """A SQLite store, a parent run, and the driver's binding to them."""
+def sweep(space: SearchSpace, tmp_path: Path) -> tuple[Any, str, SweepTracking]:
+    """A SQLite store, a parent run, and the driver's tracking of them."""
     target = open_experiment(sqlite_uri(tmp_path / "mlflow.db"), "logged")
     parent = RunTracker(target, run_name="parent")
     assert parent.flush(force=True)
-    _bind(target, str(parent.run_id), tmp_path)
-    return target, str(parent.run_id)
+    return target, str(parent.run_id), _tracking(space, target, str(parent.run_id), tmp_path)
 
 
-def _bind(target: Any, parent_run_id: str, tmp_path: Path) -> None:
-    bind_tracking(
-        target, parent_run_id, role="trial", git_commit="abc", staging=tmp_path / "staging"
+def _tracking(space: SearchSpace, target: Any, parent_run_id: str, tmp_path: Path) -> SweepTracking:
+    return SweepTracking(
+        target,
+        parent_run_id,
+        role="trial",
+        git_commit="abc",
+        staging=tmp_path / "staging",
+        resolved=ResolvedTrials(space),
     )
 
 
@@ -121,22 +127,22 @@ def _steps(target: Any, run: Any, key: str) -> list[int]:
 
 
 def _started_trial(
-    space: SearchSpace, tmp_path: Path, trial_id: str, error: str
+    space: SearchSpace, tracking: SweepTracking, tmp_path: Path, trial_id: str, error: str
 ) -> tuple[MlflowLogger, StandInTrial]:
     """A logger that saw the start of a trial whose error file (read on failure) says `error`."""
     error_file = tmp_path / f"{trial_id}_error.txt"
     error_file.write_text(error)
-    logger = MlflowLogger(space)
+    logger = MlflowLogger(space, tracking)
     trial = StandInTrial(trial_id, {ALPHA: 0.5, "seed": 0}, error_file=str(error_file))
     logger.on_trial_start(0, [], trial)
     return logger, trial
 
 
 def test_a_trial_run_gets_params_facts_epochs_and_checkpoint_artifacts(
-    space: SearchSpace, sweep: tuple[Any, str], tmp_path: Path
+    space: SearchSpace, sweep: tuple[Any, str, SweepTracking], tmp_path: Path
 ) -> None:
-    target, parent_run_id = sweep
-    logger = MlflowLogger(space)
+    target, parent_run_id, tracking = sweep
+    logger = MlflowLogger(space, tracking)
     trial = StandInTrial("t_00000", {ALPHA: 0.5, "seed": 0})
     logger.on_trial_start(0, [], trial)
     facts = {"device": "cpu", "worker_pid": 4242, "resumed_from_epoch": 0, "num_parameters": 7}
@@ -165,11 +171,11 @@ def test_a_trial_run_gets_params_facts_epochs_and_checkpoint_artifacts(
 
 
 def test_a_retried_trial_and_a_resumed_driver_continue_the_same_run(
-    space: SearchSpace, sweep: tuple[Any, str], tmp_path: Path
+    space: SearchSpace, sweep: tuple[Any, str, SweepTracking], tmp_path: Path
 ) -> None:
-    target, parent_run_id = sweep
+    target, parent_run_id, tracking = sweep
     error = "Traceback ...\nray.exceptions.ActorDiedError: the worker died\n"
-    logger, trial = _started_trial(space, tmp_path, "t_00001", error)
+    logger, trial = _started_trial(space, tracking, tmp_path, "t_00001", error)
     logger.on_trial_result(0, [], trial, _result(1))
     logger.on_trial_recover(0, [], trial)
     assert "the worker died" in _child(target, parent_run_id).data.tags[TAG_FAILURE]
@@ -180,8 +186,12 @@ def test_a_retried_trial_and_a_resumed_driver_continue_the_same_run(
     assert tags[TAG_STARTS] == "2" and TAG_FAILURE not in tags
     assert "the worker died" in tags[TAG_PREVIOUS_FAILURE]
 
-    _bind(target, parent_run_id, tmp_path)  # a new driver process (--resume)
-    logger = MlflowLogger(space)
+    # A new driver process (--resume): the logger restored from the experiment state is bound to
+    # the new driver's tracking.
+    restored = pickle.loads(pickle.dumps(logger))
+    assert restored.tracking is None
+    logger = restored
+    logger.bind(_tracking(space, target, parent_run_id, tmp_path))
     logger.on_trial_start(0, [], trial)
     logger.on_trial_result(0, [], trial, _result(2))
     logger.on_trial_result(0, [], trial, _result(3))
@@ -191,11 +201,11 @@ def test_a_retried_trial_and_a_resumed_driver_continue_the_same_run(
 
 
 def test_a_diverged_trial_is_failed_with_its_reason(
-    space: SearchSpace, sweep: tuple[Any, str], tmp_path: Path
+    space: SearchSpace, sweep: tuple[Any, str, SweepTracking], tmp_path: Path
 ) -> None:
-    target, parent_run_id = sweep
+    target, parent_run_id, tracking = sweep
     error = "NonFiniteLossError: non-finite loss: training loss is not finite\n"
-    logger, trial = _started_trial(space, tmp_path, "t_00002", error)
+    logger, trial = _started_trial(space, tracking, tmp_path, "t_00002", error)
     failure = {EPOCH: 0, FAILURE_KEY: "non-finite loss: training loss is not finite"}
     logger.on_trial_result(0, [], trial, failure)
     logger.on_trial_error(0, [], trial)
@@ -206,10 +216,10 @@ def test_a_diverged_trial_is_failed_with_its_reason(
 
 
 def test_a_degenerate_trial_is_tagged_with_the_class_it_predicts(
-    space: SearchSpace, sweep: tuple[Any, str], tmp_path: Path
+    space: SearchSpace, sweep: tuple[Any, str, SweepTracking], tmp_path: Path
 ) -> None:
-    target, parent_run_id = sweep
-    logger = MlflowLogger(space)
+    target, parent_run_id, tracking = sweep
+    logger = MlflowLogger(space, tracking)
     trial = StandInTrial("t_00003", {ALPHA: 0.5, "seed": 0})
     logger.on_trial_start(0, [], trial)
     every_cycle_both = [[0, 0, 0, 60], [0, 0, 0, 30], [0, 0, 0, 20], [0, 0, 0, 0]]
@@ -221,3 +231,29 @@ def test_a_degenerate_trial_is_tagged_with_the_class_it_predicts(
     # Se is 0 here (no 'both' cycle in this test split): once read as "predicts 'normal'".
     assert run.data.tags[TAG_DEGENERATE] == "degenerate: predicts only 'both'"
     assert run.data.metrics["report/predicted/both"] == 100.0
+
+
+def test_a_finished_trial_sends_its_artifacts_and_the_driver_reads_no_checkpoint(
+    space: SearchSpace, sweep: tuple[Any, str, SweepTracking]
+) -> None:
+    target, parent_run_id, tracking = sweep
+    logger = MlflowLogger(space, tracking)
+    trial = StandInTrial("t_00004", {ALPHA: 0.5, "seed": 0})
+    logger.on_trial_start(0, [], trial)
+    sent = {
+        "history": [{EPOCH: e, SELECTION_SCORE: 40.0 + e} for e in (1, 2)],
+        "confusion": [[1, 0], [0, 1]],
+        "device_confusion": {"Meditron": [[1, 0], [0, 0]]},
+        "best_epoch": 2,
+        "train_seconds": 2.5,
+    }
+    final = {**_result(2), ARTIFACTS_KEY: json.dumps(sent)}
+    logger.on_trial_result(0, [], trial, final)
+    trial.last_result, trial.checkpoint = final, None  # no checkpoint to read
+    logger.on_trial_complete(0, [], trial)
+    run = _child(target, parent_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[TAG_BEST_EPOCH] == "2" and run.data.metrics[TRAIN_SECONDS] == 2.5
+    assert ARTIFACTS_KEY not in run.data.metrics and ARTIFACTS_KEY not in run.data.params
+    artifacts = {item.path for item in target.client().list_artifacts(run.info.run_id)}
+    assert {"config.yaml", CURVES_PNG, HISTORY_CSV, "confusion_by_device"} <= artifacts

@@ -24,7 +24,7 @@ from lungsrad.files import file_lock
 from lungsrad.metrics import EPOCH
 from mlflow_tracking.server import LocalTrackingServer, free_port
 from mlflow_tracking.tracker import PARENT_RUN_TAG, TAG_SWEEP_ID, TAG_TRIAL_ID, sqlite_uri
-from tuning.sweep import DRIVER_LOCK_FILE, STATE_FILE
+from tuning.sweep_folder import DRIVER_LOCK_FILE, STATE_FILE
 
 NAME = "together"
 EXPERIMENT = f"lungsrad-{NAME}"

@@ -22,8 +22,9 @@ from mlflow_tracking.tracker import (
     TAG_TRIAL_ID,
     sqlite_uri,
 )
+from tuning.driver import run_sweep
 from tuning.search_space import load_search_space
-from tuning.sweep import DriverSettings, run_sweep
+from tuning.settings import DriverSettings
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 

@@ -14,21 +14,23 @@ import yaml
 from sweep_helpers import write_tiny_space
 
 from lungsrad.metrics import EPOCH, REPORT_SCORE
+from tuning.paired import (
+    points_against_base,
+    points_against_base_markdown,
+)
+from tuning.result_keys import FAILURE_KEY, best_metric_name
 from tuning.results import (
     BEST_CONFIG_FILE,
     TrialOutcome,
     choose_best,
     collect_outcomes,
     export_best_config,
-    points_against_base,
-    points_against_base_markdown,
     read_selection_record,
     selection_record,
     table1_metrics,
     write_superseding_text,
 )
 from tuning.search_space import POINT_KEY, SearchSpace, load_search_space
-from tuning.trainable import FAILURE_KEY, best_metric_name
 
 ALPHA = "method.patch_mix.alpha"
 

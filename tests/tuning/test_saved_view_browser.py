@@ -39,10 +39,12 @@ from tuning.cost import (
     COST_EPOCHS_RUN,
     COST_HOURS_UNTIL_BEST,
 )
+from tuning.driver import run_sweep
+from tuning.presentation import parent_run_name, print_outcome, sweep_view
+from tuning.result_keys import best_metric_name
 from tuning.results import mean_metric_name
 from tuning.search_space import load_search_space
-from tuning.sweep import DriverSettings, parent_run_name, print_outcome, run_sweep, sweep_view
-from tuning.trainable import best_metric_name
+from tuning.settings import DriverSettings
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.browser]
 

@@ -20,6 +20,7 @@ from tuning.search_space import (
     known_metrics,
     load_search_space,
 )
+from tuning.search_space.tune_space import tune_param_space
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = REPO / "search_spaces"
@@ -136,7 +137,7 @@ def test_good_space_parses_and_resolves(tmp_path: Path) -> None:
     assert trial.config.method.regularization.kernel_size == 5
     assert trial.config.train.num_epochs == 3
     assert "method.regularization.sigma=1.5" in trial.describe()
-    param_space = space.param_space()
+    param_space = tune_param_space(space)
     assert set(param_space) == {
         "method.patch_mix.temperature",
         "method.regularization.sigma",

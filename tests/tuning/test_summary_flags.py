@@ -18,6 +18,7 @@ from lungsrad.metrics import (
 )
 from mlflow_tracking.tracker import open_experiment, sqlite_uri
 from tuning.cost import CostLedger, load_costs
+from tuning.presentation import SweepOutcome, best_description, print_outcome
 from tuning.results import (
     TrialOutcome,
     choose_best,
@@ -27,7 +28,6 @@ from tuning.results import (
     table1_markdown,
 )
 from tuning.search_space import ResolvedTrial, load_search_space
-from tuning.sweep import SweepOutcome, best_description, print_outcome
 
 # Test cycles per true class (normal, crackle, wheeze, both), the confusion rows below.
 ALL_NORMAL = np.array([[60, 0, 0, 0], [30, 0, 0, 0], [20, 0, 0, 0], [10, 0, 0, 0]])

@@ -22,10 +22,11 @@ from mlflow_tracking.tracker import (
     TRAINING_EXPERIMENT_KIND,
     sqlite_uri,
 )
+from tuning.driver import run_sweep
+from tuning.result_keys import best_metric_name
 from tuning.results import read_selection_record
 from tuning.search_space import load_search_space
-from tuning.sweep import DriverSettings, run_sweep
-from tuning.trainable import best_metric_name
+from tuning.settings import DriverSettings
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 

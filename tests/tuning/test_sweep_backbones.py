@@ -13,8 +13,9 @@ import yaml
 from lungsrad.metrics import REPORT_SCORE
 from mlflow_tracking.tracker import TAG_VARIANT, sqlite_uri
 from tuning.compare import COMPARISON_FILE, main
+from tuning.driver import run_sweep
 from tuning.search_space import load_search_space
-from tuning.sweep import DriverSettings, run_sweep
+from tuning.settings import DriverSettings
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ from mlflow_tracking.tracker import (
     TAG_STOPPED_EARLY,
     sqlite_uri,
 )
-from tuning.sweep import STATE_FILE
+from tuning.sweep_folder import STATE_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 

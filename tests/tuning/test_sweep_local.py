@@ -40,10 +40,11 @@ from tuning.cost import (
     COST_STOPPED_FULL_HOURS,
     COST_STOPPED_SAVED_HOURS,
 )
+from tuning.driver import run_sweep
+from tuning.result_keys import FACTS_KEY, TIMING_TRIAL, TRAIN_SECONDS, best_metric_name
 from tuning.results import BEST_CONFIG_FILE, SUMMARY_FILE
 from tuning.search_space import load_search_space
-from tuning.sweep import DriverSettings, run_sweep
-from tuning.trainable import FACTS_KEY, TIMING_TRIAL, TRAIN_SECONDS, best_metric_name
+from tuning.settings import DriverSettings
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 

@@ -15,9 +15,17 @@ import yaml
 
 from lungsrad.data.features import build_feature_set
 from mlflow_tracking.tracker import TAG_DATA_FINGERPRINT, TAG_TRIAL_ID, TAG_VALUES, sqlite_uri
-from tuning.results import PAIRED_FILE, SUMMARY_FILE
+from tuning.driver import run_sweep
+from tuning.paired import (
+    PAIRED_FILE,
+)
+from tuning.presentation import print_outcome
+from tuning.results import (
+    SUMMARY_FILE,
+)
 from tuning.search_space import load_search_space
-from tuning.sweep import DriverSettings, print_outcome, run_sweep, shared_feature_set
+from tuning.settings import DriverSettings
+from tuning.sweep_data import shared_feature_set
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
