@@ -31,7 +31,8 @@ from lungsrad.metrics import (
 )
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
 from mlflow_tracking.saved_view import stored_share_key, ui_hint
-from mlflow_tracking.tracker import (
+from mlflow_tracking.store import open_existing_store
+from mlflow_tracking.tags import (
     PARENT_RUN_TAG,
     TAG_BASE_VALUES,
     TAG_ROLE,
@@ -41,11 +42,8 @@ from mlflow_tracking.tracker import (
     TAG_TRIAL_ID,
     TAG_VALUES,
     TAG_VARIANT,
-    normalize_tracking_uri,
-    open_existing_store,
-    redact_text,
-    redact_uri,
 )
+from mlflow_tracking.uri import normalize_tracking_uri, redact_text, redact_uri
 
 EXIT_BAD_INPUT = 2
 VARIANT_PARAMETER = "variant"

@@ -23,7 +23,9 @@ from lungsrad.config import dump_config, flatten_config
 from lungsrad.metrics import EPOCH, metrics_degenerate_note
 from lungsrad.training.checkpoints import CHECKPOINT_FILE, CheckpointError
 from mlflow_tracking.artifacts import write_checkpoint_artifacts
-from mlflow_tracking.tracker import (
+from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.store import TrackingTarget
+from mlflow_tracking.tags import (
     NOT_DEGENERATE,
     TAG_AMP,
     TAG_BEST_EPOCH,
@@ -55,8 +57,6 @@ from mlflow_tracking.tracker import (
     TAG_VALUES,
     TAG_VARIANT,
     TAG_WORKER_PID,
-    RunTracker,
-    TrackingTarget,
 )
 from tuning.cost import COST_PEAK_GPU_MEMORY, CostLedger
 from tuning.search_space import SearchSpace

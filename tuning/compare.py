@@ -34,7 +34,8 @@ from mlflow_tracking.report import (
     tracking_uri_from,
     user_error,
 )
-from mlflow_tracking.tracker import normalize_tracking_uri, open_existing_store
+from mlflow_tracking.store import open_existing_store
+from mlflow_tracking.uri import normalize_tracking_uri
 
 COMPARISON_FILE = "table2_comparison.md"
 # The order of the Lung-SRAD paper's Table 2 rows (search_spaces/table2.yaml).

@@ -32,7 +32,7 @@ from lungsrad.config import (
 )
 from lungsrad.errors import UserError
 from lungsrad.metrics import SELECTION_SCORE
-from mlflow_tracking.tracker import RunTracker
+from mlflow_tracking.run_writer import RunTracker
 from tuning.cluster import ClusterInfo, connect, disconnect
 from tuning.folds import (
     FOLD_PATH,

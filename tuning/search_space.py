@@ -391,9 +391,9 @@ class SearchSpace:
 
 
 def display_label(label: str) -> str:
-    """A value label shortened for reading (mlflow_tracking.tracker.display_value: the one
+    """A value label shortened for reading (mlflow_tracking.values.display_value: the one
     display precision of run names, console, summary and report); display only."""
-    from mlflow_tracking.tracker import display_value
+    from mlflow_tracking.values import display_value
 
     return display_value(label)
 

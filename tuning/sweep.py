@@ -36,7 +36,9 @@ from typing import Any
 from lungsrad.config import ExperimentConfig, dump_config, file_lock, write_text_atomic
 from lungsrad.data.layout import archive_hint
 from lungsrad.errors import USER_ERRORS, UserError
-from mlflow_tracking.tracker import (
+from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.store import TrackingTarget, configure_http_retries, open_experiment
+from mlflow_tracking.tags import (
     RUN_DESCRIPTION_TAG,
     TAG_BASE_VALUES,
     TAG_GIT_COMMIT,
@@ -47,13 +49,8 @@ from mlflow_tracking.tracker import (
     TAG_SWEEP,
     TAG_SWEEP_DIR,
     TAG_SWEEP_ID,
-    RunTracker,
-    TrackingTarget,
-    configure_http_retries,
-    open_experiment,
-    redact_text,
-    sqlite_uri,
 )
+from mlflow_tracking.uri import redact_text, sqlite_uri
 from tuning.interrupts import (
     SweepInterrupted,
     catch_interrupts,
@@ -748,7 +745,7 @@ def _record_interrupt(
 def _kill_running_children(target: TrackingTarget, parent_run_id: str) -> int:
     """Marks every RUNNING child run of the parent KILLED (trial status 'interrupted'); how many.
     --resume sets a continued trial's run RUNNING again."""
-    from mlflow_tracking.tracker import TAG_TRIAL_STATUS
+    from mlflow_tracking.tags import TAG_TRIAL_STATUS
 
     client = target.client()
     try:
@@ -786,7 +783,7 @@ def _export(
 ) -> SweepOutcome:
     """Summary.md and (for sweeps) best_config.yaml of the trials' outcomes, on disk and on the
     parent run."""
-    from mlflow_tracking.tracker import NOT_DEGENERATE, TAG_DEGENERATE
+    from mlflow_tracking.tags import NOT_DEGENERATE, TAG_DEGENERATE
     from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
     from tuning.results import (
         PAIRED_FILE,
@@ -969,7 +966,7 @@ def sweep_view(space: SearchSpace, sweep_id: str, role: str = "sweep") -> Any:
         REPORT_SPECIFICITY,
     )
     from mlflow_tracking.saved_view import SweepView, swept_param_keys
-    from mlflow_tracking.tracker import TAG_DEGENERATE, TAG_TRIAL_STATUS, TAG_VARIANT
+    from mlflow_tracking.tags import TAG_DEGENERATE, TAG_TRIAL_STATUS, TAG_VARIANT
     from tuning.results import mean_metric_name
     from tuning.trainable import best_metric_name
 

@@ -24,7 +24,7 @@ from ray import tune
 
 from lungsrad.metrics import EPOCH
 from lungsrad.training.run import NonFiniteLossError, RunInfo, TrainingCallback
-from mlflow_tracking.tracker import METRIC_TRAIN_SECONDS
+from mlflow_tracking.tags import METRIC_TRAIN_SECONDS
 from tuning.cost import COST_PEAK_GPU_MEMORY
 from tuning.search_space import SearchSpace
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mlflow_tracking import report
-from mlflow_tracking.tracker import make_client, sqlite_uri
+from mlflow_tracking.store import make_client
+from mlflow_tracking.uri import sqlite_uri
 from tuning import compare
 
 pytestmark = pytest.mark.mlflow

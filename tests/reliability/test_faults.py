@@ -27,7 +27,8 @@ from sweep_helpers import (  # noqa: E402
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
 from lungsrad.metrics import EPOCH, REPORT_SCORE  # noqa: E402
 from mlflow_tracking.server import LocalTrackingServer, free_port  # noqa: E402
-from mlflow_tracking.tracker import TAG_FAILURE, sqlite_uri  # noqa: E402
+from mlflow_tracking.tags import TAG_FAILURE  # noqa: E402
+from mlflow_tracking.uri import sqlite_uri  # noqa: E402
 from tests.tcp_relay import TcpRelay  # noqa: E402
 
 # AdamW moves every weight by about the learning rate: 1e30 overflows the activations at step 2

@@ -24,7 +24,9 @@ from lungsrad.training.checkpoints import (
     save_atomic,
 )
 from mlflow_tracking.artifacts import CURVES_PNG, HISTORY_CSV
-from mlflow_tracking.tracker import (
+from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.store import open_experiment
+from mlflow_tracking.tags import (
     NOT_DEGENERATE,
     PARENT_RUN_TAG,
     TAG_BEST_EPOCH,
@@ -36,10 +38,8 @@ from mlflow_tracking.tracker import (
     TAG_STARTS,
     TAG_TRIAL_ID,
     TAG_WORKER_PID,
-    RunTracker,
-    open_experiment,
-    sqlite_uri,
 )
+from mlflow_tracking.uri import sqlite_uri
 from tuning.callbacks import MlflowLogger, bind_tracking
 from tuning.search_space import SearchSpace, load_search_space
 from tuning.trainable import FACTS_KEY, FAILURE_KEY, TIMING_TRIAL, TRAIN_SECONDS

@@ -17,7 +17,7 @@ from lungsrad.config import flatten_config, load_config
 from lungsrad.data.features import build_feature_set
 from lungsrad.metrics import EPOCH, REPORT_SCORE, SELECTION_SCORE, TRAIN_LEARNING_RATE
 from mlflow_tracking.report import build_report
-from mlflow_tracking.tracker import (
+from mlflow_tracking.tags import (
     TAG_DATA_FINGERPRINT,
     TAG_DEVICE,
     TAG_DEVICE_REASON,
@@ -29,8 +29,8 @@ from mlflow_tracking.tracker import (
     TAG_STOPPED_EARLY,
     TAG_TRIAL_ID,
     TAG_VALUES,
-    sqlite_uri,
 )
+from mlflow_tracking.uri import sqlite_uri
 from tuning.cost import (
     COST_ATTEMPTS,
     COST_DEVICE_HOURS,

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from lungsrad.data.features import build_feature_set
-from mlflow_tracking.tracker import TAG_DATA_FINGERPRINT, TAG_TRIAL_ID, TAG_VALUES, sqlite_uri
+from mlflow_tracking.tags import TAG_DATA_FINGERPRINT, TAG_TRIAL_ID, TAG_VALUES
+from mlflow_tracking.uri import sqlite_uri
 from tuning.results import PAIRED_FILE, SUMMARY_FILE
 from tuning.search_space import load_search_space
 from tuning.sweep import DriverSettings, print_outcome, run_sweep, shared_feature_set
