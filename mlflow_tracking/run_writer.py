@@ -286,13 +286,13 @@ class RunTracker:
         client = self._client_or_new()
         kind, payload = operation.kind, operation.payload
         if kind == "params":
-            items = [Param(k, v) for k, v in payload.items()]
-            for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
-                client.log_batch(self.run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
+            params = [Param(k, v) for k, v in payload.items()]
+            for start in range(0, len(params), _MAX_PARAMS_PER_BATCH):
+                client.log_batch(self.run_id, params=params[start : start + _MAX_PARAMS_PER_BATCH])
         elif kind == "tags":
-            items = [RunTag(k, v) for k, v in payload.items()]
-            for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
-                client.log_batch(self.run_id, tags=items[start : start + _MAX_PARAMS_PER_BATCH])
+            tags = [RunTag(k, v) for k, v in payload.items()]
+            for start in range(0, len(tags), _MAX_PARAMS_PER_BATCH):
+                client.log_batch(self.run_id, tags=tags[start : start + _MAX_PARAMS_PER_BATCH])
         elif kind == "artifact_dir":
             local_dir, artifact_path = payload
             if Path(local_dir).is_dir():
