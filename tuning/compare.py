@@ -26,15 +26,9 @@ from lungsrad.statistics import (
     mean_interval,
     paired_difference,
 )
-from mlflow_tracking.report import (
-    BASE,
-    add_tracking_uri_argument,
-    child_points,
-    find_parent_run,
-    tracking_uri_from,
-    user_error,
-)
+from mlflow_tracking.report import add_tracking_uri_argument, tracking_uri_from, user_error
 from mlflow_tracking.store import open_existing_store
+from mlflow_tracking.sweep_runs import BASE, child_points, find_parent_run
 from mlflow_tracking.uri import normalize_tracking_uri
 
 COMPARISON_FILE = "table2_comparison.md"
