@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
-from lungsrad.cli import EXIT_BAD_INPUT, main
+from lungsrad.cli import main
 from lungsrad.data.synthetic import write_synthetic_dataset
+from tests.cli_errors import assert_one_line_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,15 +104,6 @@ def test_evaluate_a_trained_checkpoint(trained, workspace, capsys, tmp_path):
     assert (tmp_path / "confusion_test.png").is_file()
 
 
-def _assert_one_line_error(capsys, code: int, *fragments: str) -> None:
-    stderr = capsys.readouterr().err.strip().splitlines()
-    assert code == EXIT_BAD_INPUT
-    assert len(stderr) == 1, stderr
-    assert stderr[0].startswith("lungsrad: error:")
-    for fragment in fragments:
-        assert fragment in stderr[0], stderr[0]
-
-
 def _train(config: Path, data: Path, out: Path, *extra: str) -> int:
     return main(["train", "--config", str(config), "--data", str(data), "--out", str(out), *extra])
 
@@ -120,31 +112,45 @@ def test_unknown_config_key(workspace, tmp_path, capsys):
     values = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "learning_rat": 0.1}}
     config = _write_config(tmp_path / "bad.yaml", values, workspace / "cache")
     code = _train(config, workspace / "data", tmp_path / "out")
-    _assert_one_line_error(capsys, code, "bad.yaml", "unknown config key 'train.learning_rat'")
+    assert_one_line_error(
+        (code, capsys.readouterr().err),
+        "bad.yaml",
+        "unknown config key 'train.learning_rat'",
+        prefix="lungsrad: error:",
+    )
 
 
 def test_wrong_type(workspace, tmp_path, capsys):
     values = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "batch_size": "sixteen"}}
     config = _write_config(tmp_path / "bad.yaml", values, workspace / "cache")
     code = _train(config, workspace / "data", tmp_path / "out")
-    _assert_one_line_error(capsys, code, "train.batch_size", "integer")
+    assert_one_line_error(
+        (code, capsys.readouterr().err), "train.batch_size", "integer", prefix="lungsrad: error:"
+    )
 
 
 def test_unknown_override_path(workspace, tmp_path, capsys):
     config = _write_config(tmp_path / "ok.yaml", TINY_CONFIG, workspace / "cache")
     code = _train(config, workspace / "data", tmp_path / "out", "--set", "train.sed=3")
-    _assert_one_line_error(capsys, code, "train.sed")
+    assert_one_line_error((code, capsys.readouterr().err), "train.sed", prefix="lungsrad: error:")
 
 
 def test_missing_config_file(workspace, tmp_path, capsys):
     code = _train(tmp_path / "nowhere.yaml", workspace / "data", tmp_path / "out")
-    _assert_one_line_error(capsys, code, "config file not found", "nowhere.yaml")
+    assert_one_line_error(
+        (code, capsys.readouterr().err),
+        "config file not found",
+        "nowhere.yaml",
+        prefix="lungsrad: error:",
+    )
 
 
 def test_missing_data_folder(workspace, tmp_path, capsys):
     config = _write_config(tmp_path / "ok.yaml", TINY_CONFIG, workspace / "cache")
     code = _train(config, tmp_path / "no_such_data", tmp_path / "out")
-    _assert_one_line_error(capsys, code, "no_such_data")
+    assert_one_line_error(
+        (code, capsys.readouterr().err), "no_such_data", prefix="lungsrad: error:"
+    )
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -157,4 +163,6 @@ def test_dass_checkpoint_with_wrong_shapes(workspace, tmp_path, capsys):
     values = {**TINY_CONFIG, "model": {**TINY_CONFIG["model"], "checkpoint": str(weights)}}
     config = _write_config(tmp_path / "ok.yaml", values, workspace / "cache")
     code = _train(config, workspace / "data", tmp_path / "out")
-    _assert_one_line_error(capsys, code, "wrong_shapes.pth")
+    assert_one_line_error(
+        (code, capsys.readouterr().err), "wrong_shapes.pth", prefix="lungsrad: error:"
+    )

@@ -31,6 +31,7 @@ from mlflow_tracking.tags import (
     TAG_VALUES,
 )
 from mlflow_tracking.uri import sqlite_uri
+from tests.cli_errors import assert_one_line_error
 from tuning.cost import (
     COST_ATTEMPTS,
     COST_DEVICE_HOURS,
@@ -262,10 +263,11 @@ def test_final_refuses_a_config_from_another_code_version(sweep, tmp_path, capsy
     old = tmp_path / "old_best_config.yaml"
     old.write_text(text)
     code = final.main(["--config", str(old), "--output-root", str(tmp_path / "x"), "--gpu", "0"])
-    error = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(error) == 1
-    assert "config_version is 3 but this lungsrad reads versions 1..2" in error[0]
-    assert str(old) in error[0]
+    assert_one_line_error(
+        (code, capsys.readouterr().err),
+        "config_version is 3 but this lungsrad reads versions 1..2",
+        str(old),
+    )
     assert not (tmp_path / "x").exists()
 
 

@@ -15,6 +15,7 @@ from lungsrad.data.export import cycle_indices, export_model_inputs
 from lungsrad.data.features import build_feature_set, resize_frames
 from lungsrad.data.icbhi import audio_decode_count
 from lungsrad.data.layout import SPLIT_FILE_NAME
+from tests.cli_errors import assert_one_line_error
 
 TRAIN, TEST = "101_1b1_Al_sc_Meditron", "102_1b1_Ar_sc_Meditron"
 
@@ -30,13 +31,6 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     status = main(["data", "features", *args])
     captured = capsys.readouterr()
     return status, captured.out, captured.err
-
-
-def _assert_one_line_error(result: tuple[int, str, str], pattern: str) -> None:
-    status, _, err = result
-    assert status == 2, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("lungsrad: error: ")
-    assert pattern in err, err
 
 
 def test_cycle_indices_count_within_each_recording() -> None:
@@ -95,7 +89,7 @@ def test_cli_split_file_set_and_force(
     (small_dataset / SPLIT_FILE_NAME).unlink()
     out = tmp_path / "features.npz"
     args = [str(small_dataset), "--config", str(_config(tmp_path)), "--out", str(out)]
-    _assert_one_line_error(_run(capsys, *args), "split file not found")
+    assert_one_line_error(_run(capsys, *args), "split file not found", prefix="lungsrad: error: ")
     args += ["--split-file", str(split), "--set", "data.model_frames=64"]
     status, printed, err = _run(capsys, *args)
     assert status == 0, err
@@ -103,7 +97,11 @@ def test_cli_split_file_set_and_force(
     with np.load(out) as stored:
         assert stored["splits"].tolist() == ["test", "test", "train", "train"]
     before = out.read_bytes()
-    _assert_one_line_error(_run(capsys, *args[:-2], "--set", "data.model_frames=32"), "--force")
+    assert_one_line_error(
+        _run(capsys, *args[:-2], "--set", "data.model_frames=32"),
+        "--force",
+        prefix="lungsrad: error: ",
+    )
     assert out.read_bytes() == before  # refused: never overwritten silently
     status, _, err = _run(capsys, *args[:-2], "--set", "data.model_frames=32", "--force")
     assert status == 0, err
@@ -141,5 +139,5 @@ def test_cli_bad_input_is_one_line_and_exit_2(
         ([str(small_dataset), "--config", str(bad_config), "--out", out], "data.normalization")
     )
     for args, pattern in cases:
-        _assert_one_line_error(_run(capsys, *args), pattern)
+        assert_one_line_error(_run(capsys, *args), pattern, prefix="lungsrad: error: ")
     assert not Path(out).exists()

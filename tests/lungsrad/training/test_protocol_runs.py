@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lungsrad.cli import EXIT_BAD_INPUT, main
+from lungsrad.cli import main
 from lungsrad.config import dump_config
 from lungsrad.data.features import build_feature_set
 from lungsrad.data.synthetic import SyntheticRecordingSpec, write_synthetic_dataset
@@ -30,6 +30,7 @@ from lungsrad.metrics import (
 )
 from lungsrad.training import evaluate_checkpoint, run_experiment
 from lungsrad.training.checkpoints import BEST_FILE
+from tests.cli_errors import assert_one_line_error
 
 # Patient 218 is on both official sides on purpose (as in ICBHI); the scan warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:.*appear in both official train and test")
@@ -141,14 +142,6 @@ def _train_cli(tmp_path: Path, config, data: Path) -> int:
     )
 
 
-def _assert_one_line(capsys, code: int, *fragments: str) -> None:
-    stderr = capsys.readouterr().err.strip().splitlines()
-    assert code == EXIT_BAD_INPUT
-    assert len(stderr) == 1, stderr
-    for fragment in fragments:
-        assert fragment in stderr[0], stderr[0]
-
-
 def test_cli_refuses_patients_missing_from_the_fold_list(make_tiny_config, tmp_path, capsys):
     data = tmp_path / "data"
     write_synthetic_dataset(
@@ -161,7 +154,7 @@ def test_cli_refuses_patients_missing_from_the_fold_list(make_tiny_config, tmp_p
     )
     config = make_tiny_config(data__root=str(data), train__protocol="foldwise", data__fold=1)
     code = _train_cli(tmp_path, config, data)
-    _assert_one_line(capsys, code, "not in RespireNet's fold list", "900")
+    assert_one_line_error((code, capsys.readouterr().err), "not in RespireNet's fold list", "900")
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -178,7 +171,7 @@ def test_cli_refuses_a_fold_without_test_cycles(make_tiny_config, layout_root, t
     )
     config = make_tiny_config(data__root=str(data), train__protocol="foldwise", data__fold=2)
     code = _train_cli(tmp_path, config, data)
-    _assert_one_line(capsys, code, "data.fold 2 has no test cycles")
+    assert_one_line_error((code, capsys.readouterr().err), "data.fold 2 has no test cycles")
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -189,4 +182,4 @@ def test_cli_refuses_fold_without_foldwise(make_tiny_config, layout_root, tmp_pa
     values["data"]["fold"] = 3
     path.write_text(yaml.safe_dump(values), encoding="utf-8")
     code = main(["train", "--config", str(path), "--out", str(tmp_path / "out")])
-    _assert_one_line(capsys, code, "data.fold is 3", "'paper'")
+    assert_one_line_error((code, capsys.readouterr().err), "data.fold is 3", "'paper'")
