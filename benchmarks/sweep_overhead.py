@@ -28,12 +28,9 @@ if str(REPO) not in sys.path:
 import yaml  # noqa: E402
 from ray import tune  # noqa: E402
 
-from mlflow_tracking.tracker import (  # noqa: E402
-    TAG_TRIAL_ID,
-    TAG_WORKER_PID,
-    make_client,
-    sqlite_uri,
-)
+from mlflow_tracking.store import make_client  # noqa: E402
+from mlflow_tracking.tags import TAG_TRIAL_ID, TAG_WORKER_PID  # noqa: E402
+from mlflow_tracking.uri import sqlite_uri  # noqa: E402
 from tuning.driver import run_sweep  # noqa: E402
 from tuning.result_keys import TIMING_REPORT, TIMING_SETUP, TIMING_TRIAL, TRAIN_SECONDS  # noqa: E402
 from tuning.search_space import load_search_space  # noqa: E402

@@ -27,7 +27,7 @@ from lungsrad.metrics import (
     TRAIN_LOSS,
     metric_name,
 )
-from mlflow_tracking.tracker import METRIC_TRAIN_SECONDS
+from mlflow_tracking.tags import METRIC_TRAIN_SECONDS
 
 HISTORY_CSV = "metrics_history.csv"
 CURVES_PNG = "curves.png"

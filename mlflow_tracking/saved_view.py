@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lungsrad.errors import first_line
-from mlflow_tracking.tracker import is_transient, redact_text
+from mlflow_tracking.store import is_transient
+from mlflow_tracking.uri import redact_text
 
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 # The UI opens the "GenAI" view of an experiment unless the link asks for "Model training"; the

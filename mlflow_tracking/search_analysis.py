@@ -21,7 +21,7 @@ import yaml
 from lungsrad.files import save_figure, write_text_atomic
 from lungsrad.metrics import metric_range
 from lungsrad.statistics import MeanInterval, format_interval, mean_interval
-from mlflow_tracking.tracker import display_value
+from mlflow_tracking.values import display_value
 
 IMPORTANCE_FILE = "importance.csv"
 CONFIGURATIONS_FILE = "configurations.csv"

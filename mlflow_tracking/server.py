@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from mlflow_tracking.tracker import sqlite_uri
+from mlflow_tracking.uri import sqlite_uri
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -30,7 +30,8 @@ from mlflow_tracking.artifacts import (
     write_device_confusions,
     write_run_artifacts,
 )
-from mlflow_tracking.tracker import (
+from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.tags import (
     NOT_DEGENERATE,
     TAG_AMP,
     TAG_BEST_EPOCH,
@@ -62,7 +63,6 @@ from mlflow_tracking.tracker import (
     TAG_VALUES,
     TAG_VARIANT,
     TAG_WORKER_PID,
-    RunTracker,
 )
 from tuning.cost import COST_PEAK_GPU_MEMORY, CostLedger
 from tuning.result_keys import (

@@ -27,13 +27,14 @@ from lungsrad.statistics import (
     paired_difference,
 )
 from mlflow_tracking.report import (
-    BASE,
     add_tracking_uri_argument,
     child_points,
     find_parent_run,
     tracking_uri_from,
 )
-from mlflow_tracking.tracker import normalize_tracking_uri, open_existing_store, redact_text
+from mlflow_tracking.store import open_existing_store
+from mlflow_tracking.sweep_runs import BASE
+from mlflow_tracking.uri import normalize_tracking_uri, redact_text
 
 COMPARISON_FILE = "table2_comparison.md"
 # The order of the Lung-SRAD paper's Table 2 rows (search_spaces/table2.yaml).

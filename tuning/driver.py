@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lungsrad.files import file_lock
-from mlflow_tracking.tracker import (
-    RunTracker,
-    TrackingTarget,
-    configure_http_retries,
-)
+from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.store import TrackingTarget, configure_http_retries
 from tuning.cluster import check_resources, connect, disconnect
 from tuning.cost import COST_FOLDER
 from tuning.folds import check_splits

@@ -25,7 +25,7 @@ from lungsrad.errors import UserError
 from lungsrad.files import write_text_atomic
 from lungsrad.metrics import SELECTION_SCORE
 from lungsrad.schema import read_yaml_file
-from mlflow_tracking.tracker import RunTracker
+from mlflow_tracking.run_writer import RunTracker
 from tuning.cluster import ClusterInfo, connect, disconnect
 from tuning.driver import run_sweep
 from tuning.folds import (

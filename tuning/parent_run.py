@@ -16,7 +16,9 @@ from typing import Any
 from lungsrad.config import dump_config
 from lungsrad.errors import UserError, first_line
 from lungsrad.files import write_text_atomic
-from mlflow_tracking.tracker import (
+from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.store import TrackingTarget
+from mlflow_tracking.tags import (
     NOT_DEGENERATE,
     RUN_DESCRIPTION_TAG,
     TAG_BASE_VALUES,
@@ -30,10 +32,8 @@ from mlflow_tracking.tracker import (
     TAG_SWEEP_DIR,
     TAG_SWEEP_ID,
     TAG_TRIAL_STATUS,
-    RunTracker,
-    TrackingTarget,
-    redact_text,
 )
+from mlflow_tracking.uri import redact_text
 from tuning.cost import COST_FOLDER, load_costs, resource_units, sweep_cost
 from tuning.interrupts import SweepInterrupted
 from tuning.paired import (

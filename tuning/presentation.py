@@ -23,13 +23,8 @@ from mlflow_tracking.saved_view import (
     ui_hint,
     write_saved_view,
 )
-from mlflow_tracking.tracker import (
-    TAG_DEGENERATE,
-    TAG_SWEEP_ID,
-    TAG_TRIAL_STATUS,
-    TAG_VARIANT,
-    TrackingTarget,
-)
+from mlflow_tracking.store import TrackingTarget
+from mlflow_tracking.tags import TAG_DEGENERATE, TAG_SWEEP_ID, TAG_TRIAL_STATUS, TAG_VARIANT
 from tuning.result_keys import best_metric_name
 from tuning.results import all_degenerate_note, mean_metric_name
 from tuning.search_space import SearchSpace, short_parameter_names

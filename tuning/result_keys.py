@@ -5,7 +5,7 @@ finished sweep loads neither.
 
 from __future__ import annotations
 
-from mlflow_tracking.tracker import METRIC_TRAIN_SECONDS
+from mlflow_tracking.tags import METRIC_TRAIN_SECONDS
 
 # Result key of the run's facts (JSON text): in the first result of each trial process and in its
 # last one (tuning.callbacks turns them into tags and params).

@@ -114,9 +114,7 @@ def collect_outcomes(
         trial_id = str(trial_id or metrics.get("trial_id"))
         error = None
         if result.error is not None:
-            error = (
-                first_line(result.error, empty="error")[:300]
-            )
+            error = first_line(result.error, empty="error")[:300]
         elif FAILURE_KEY in metrics:  # diverged, then stopped by the scheduler before raising
             error = str(metrics[FAILURE_KEY])
         outcomes.append(

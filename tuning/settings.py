@@ -14,11 +14,8 @@ from pathlib import Path
 
 from lungsrad.config import ExperimentConfig
 from lungsrad.data.layout import archive_hint
-from mlflow_tracking.tracker import (
-    TrackingTarget,
-    open_experiment,
-    sqlite_uri,
-)
+from mlflow_tracking.store import TrackingTarget, open_experiment
+from mlflow_tracking.uri import sqlite_uri
 from tuning.cluster import in_ray_job
 
 EXPERIMENT_STATE_PERIOD_S = 1  # seconds between saves of Tune's experiment state (at most)

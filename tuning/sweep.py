@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from lungsrad.errors import UserError, run_cli
-from mlflow_tracking.tracker import redact_text
+from mlflow_tracking.uri import redact_text
 from tuning.interrupts import SweepInterrupted, catch_interrupts, resume_command
 from tuning.presentation import print_outcome
 from tuning.search_space import load_search_space

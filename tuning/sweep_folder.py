@@ -16,9 +16,7 @@ from typing import Any
 
 from lungsrad.errors import UserError
 from lungsrad.files import file_lock, write_text_atomic
-from mlflow_tracking.tracker import (
-    TrackingTarget,
-)
+from mlflow_tracking.store import TrackingTarget
 from tuning.search_space import SearchSpace
 from tuning.settings import DriverSettings
 

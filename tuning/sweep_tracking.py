@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow_tracking.tracker import RunTracker, TrackingTarget
+from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.store import TrackingTarget
 from tuning.cost import CostLedger
 from tuning.search_space import ResolvedTrial, SearchSpace
 

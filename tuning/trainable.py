@@ -336,4 +336,3 @@ def _free_disk(output_dir: Path) -> None:
     # DASS-small checkpoints are hundreds of MB each, and a sweep runs many trials.
     shutil.rmtree(epoch_folder(output_dir, 1).parent, ignore_errors=True)
     (output_dir / BEST_FILE).unlink(missing_ok=True)
-

@@ -15,9 +15,9 @@ import yaml
 
 from lungsrad.cli import main
 from lungsrad.data.synthetic import write_synthetic_dataset
-from lungsrad.errors import EXIT_BAD_INPUT
 from lungsrad.metrics import REPORT_SCORE
 from lungsrad.models import AST, DASS
+from tests.cli_errors import assert_one_line_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_AST = REPO_ROOT / "configs" / "synthetic_tiny_ast.yaml"
@@ -71,15 +71,6 @@ def test_tiny_ast_learns_synthetic_data_under_the_validated_protocol(tmp_path, c
     assert f"ICBHI Score {result['report'][REPORT_SCORE]:.2f}" in text, text
 
 
-def _assert_one_line_error(capsys, code: int, *fragments: str) -> None:
-    stderr = capsys.readouterr().err.strip().splitlines()
-    assert code == EXIT_BAD_INPUT
-    assert len(stderr) == 1, stderr
-    assert stderr[0].startswith("lungsrad: error:")
-    for fragment in fragments:
-        assert fragment in stderr[0], stderr[0]
-
-
 def _train(workspace: Path, out: Path, *settings: str) -> int:
     extra = [item for setting in settings for item in ("--set", setting)]
     return main(
@@ -107,7 +98,11 @@ def test_heads_that_do_not_divide_the_width(workspace, tmp_path, capsys):
         "model.ast_depth=2",
         "model.ast_num_heads=5",
     )
-    _assert_one_line_error(capsys, code, "model.ast_num_heads (5) must divide")
+    assert_one_line_error(
+        (code, capsys.readouterr().err),
+        "model.ast_num_heads (5) must divide",
+        prefix="lungsrad: error:",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -127,7 +122,12 @@ def test_a_dass_file_for_an_ast_run(workspace, tmp_path, capsys):
     weights = tmp_path / "DASS_small.pth"
     torch.save({f"module.v.{k}": v for k, v in dass.state_dict().items()}, weights)
     code = _train(workspace, tmp_path / "out", f"model.checkpoint={weights}")
-    _assert_one_line_error(capsys, code, "model.checkpoint", "this is a DASS checkpoint")
+    assert_one_line_error(
+        (code, capsys.readouterr().err),
+        "model.checkpoint",
+        "this is a DASS checkpoint",
+        prefix="lungsrad: error:",
+    )
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -149,7 +149,12 @@ def test_an_ast_file_for_a_dass_run(workspace, tmp_path, capsys):
             str(tmp_path),
         ]
     )
-    _assert_one_line_error(capsys, code, "model.checkpoint", "this is an AST checkpoint")
+    assert_one_line_error(
+        (code, capsys.readouterr().err),
+        "model.checkpoint",
+        "this is an AST checkpoint",
+        prefix="lungsrad: error:",
+    )
 
 
 def test_a_pos_embed_that_cannot_be_adapted(workspace, tmp_path, capsys):
@@ -158,5 +163,11 @@ def test_a_pos_embed_that_cannot_be_adapted(workspace, tmp_path, capsys):
         tmp_path / "odd.pth", model, pos_embed=torch.zeros(1, 2 + 12 * 101 + 7, 64)
     )
     code = _train(workspace, tmp_path / "out", f"model.checkpoint={weights}")
-    _assert_one_line_error(capsys, code, "model.checkpoint", "odd.pth", "cannot be adapted")
+    assert_one_line_error(
+        (code, capsys.readouterr().err),
+        "model.checkpoint",
+        "odd.pth",
+        "cannot be adapted",
+        prefix="lungsrad: error:",
+    )
     assert not (tmp_path / "out" / "checkpoints").exists()

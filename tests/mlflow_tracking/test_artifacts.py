@@ -21,7 +21,7 @@ from mlflow_tracking.artifacts import (
     write_checkpoint_artifacts,
     write_run_artifacts,
 )
-from mlflow_tracking.tracker import METRIC_TRAIN_SECONDS
+from mlflow_tracking.tags import METRIC_TRAIN_SECONDS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HISTORY = [

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from mlflow_tracking import report
-from mlflow_tracking.tracker import make_client, sqlite_uri
+from mlflow_tracking.store import make_client
+from mlflow_tracking.uri import sqlite_uri
+from tests.cli_errors import assert_one_line_error
 from tuning import compare
 
 pytestmark = pytest.mark.mlflow
@@ -24,18 +26,20 @@ def test_a_missing_store_is_named_and_not_created(tmp_path, capsys, command) -> 
     folder = tmp_path / "runs"
     folder.mkdir()
     uri = sqlite_uri(folder / "mlflow.db")
-    assert command(uri) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1
-    assert f"no MLflow store at {folder / 'mlflow.db'}" in lines[0]
-    assert "--tracking-uri" in lines[0]
+    assert_one_line_error(
+        (command(uri), capsys.readouterr().err),
+        f"no MLflow store at {folder / 'mlflow.db'}",
+        "--tracking-uri",
+    )
     assert list(folder.iterdir()) == []  # no empty store, no lock file
 
 
 def test_an_unknown_parent_run_names_the_store(tmp_path, capsys) -> None:
     uri = sqlite_uri(tmp_path / "mlflow.db")
     make_client(uri).create_experiment("exists")
-    assert compare.main(["--parent-run-id", "0123abcd", "--tracking-uri", uri, "--no-log"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "parent run 0123abcd not found in the MLflow store" in line
-    assert str(tmp_path / "mlflow.db") in line
+    status = compare.main(["--parent-run-id", "0123abcd", "--tracking-uri", uri, "--no-log"])
+    assert_one_line_error(
+        (status, capsys.readouterr().err),
+        "parent run 0123abcd not found in the MLflow store",
+        str(tmp_path / "mlflow.db"),
+    )

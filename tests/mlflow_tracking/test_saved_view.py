@@ -18,7 +18,8 @@ from mlflow_tracking.saved_view import (
     view_state,
     write_saved_view,
 )
-from mlflow_tracking.tracker import make_client, sqlite_uri
+from mlflow_tracking.store import make_client
+from mlflow_tracking.uri import sqlite_uri
 
 VIEW = SweepView(
     name="smoke 1a2b: best first",

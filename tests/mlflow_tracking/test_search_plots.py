@@ -5,8 +5,8 @@ importance figure saying on how many configurations it rests; ties rank in trial
 from __future__ import annotations
 
 from lungsrad.metrics import REPORT_SCORE
-from mlflow_tracking.report import TrialPoint
 from mlflow_tracking.search_analysis import build_study, group_configurations, parse_domains
+from mlflow_tracking.sweep_runs import TrialPoint
 
 SPACE = """
 parameters:

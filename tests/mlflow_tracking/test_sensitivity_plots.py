@@ -8,13 +8,13 @@ from __future__ import annotations
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from lungsrad.metrics import REPORT_SCORE, REPORT_SPECIFICITY
-from mlflow_tracking.report import (
-    TrialPoint,
-    _curves,
+from mlflow_tracking.sensitivity import (
     aggregate,
+    curve_sections,
     parameter_figure,
     parameter_series,
 )
+from mlflow_tracking.sweep_runs import TrialPoint
 
 SIGMA = "method.regularization.sigma"
 # Sp per seed at each sigma: two seeds at 0.5 (the case) and three at 1 and 2.
@@ -36,7 +36,7 @@ def _points() -> list[TrialPoint]:
 
 
 def test_curve_tables_show_no_interval_for_two_seeds_and_clip_at_100(tmp_path) -> None:
-    lines, plots = _curves(
+    lines, plots = curve_sections(
         _points(),
         [SIGMA],
         tmp_path,

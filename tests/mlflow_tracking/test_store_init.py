@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_tracking.tracker import make_client, open_experiment, sqlite_uri
+from mlflow_tracking.store import make_client, open_experiment
+from mlflow_tracking.uri import sqlite_uri
 
 pytestmark = pytest.mark.mlflow
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +52,8 @@ def _open_in_new_process(database: Path, experiment: str) -> subprocess.Complete
     """open_experiment in a process of its own (as a new driver would; MLflow caches a store's
     database engine per process)."""
     code = (
-        "import sys; from mlflow_tracking.tracker import open_experiment, sqlite_uri; "
+        "import sys; from mlflow_tracking.store import open_experiment; "
+        "from mlflow_tracking.uri import sqlite_uri; "
         "open_experiment(sqlite_uri(sys.argv[1]), sys.argv[2])"
     )
     return subprocess.run(

@@ -11,7 +11,6 @@ parametrized case checks its own result.
 from __future__ import annotations
 
 import copy
-import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import torch
 import yaml
 
 from lungsrad.data.synthetic import write_synthetic_dataset
+from tests.cli_errors import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = str(REPO / "tuning" / "sweep.py")
@@ -416,8 +416,5 @@ def test_bad_input_exits_2_in_one_line_naming_the_culprit(
         f"exit {completed.returncode}\nstderr:\n{completed.stderr}\nstdout:\n{completed.stdout}"
     )
     assert "Traceback" not in completed.stderr, report
-    assert completed.returncode == 2, report
-    lines = completed.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].strip(), report
-    assert re.search(case.culprit, lines[0]), report
+    assert_one_line_error(completed, pattern=case.culprit)
     assert "hunter2" not in completed.stderr + completed.stdout

@@ -40,15 +40,15 @@ from sweep_helpers import (  # noqa: E402
 
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
 from lungsrad.metrics import REPORT_SCORE, TRAIN_LOSS  # noqa: E402
-from mlflow_tracking.tracker import (  # noqa: E402
+from mlflow_tracking.tags import (
     PARENT_RUN_TAG,
     TAG_PREVIOUS_FAILURE,
     TAG_RESUMED_FROM_EPOCH,
     TAG_STARTS,
     TAG_TRIAL_ID,
     TAG_WORKER_PID,
-    sqlite_uri,
-)
+)  # noqa: E402
+from mlflow_tracking.uri import sqlite_uri  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
 

@@ -27,7 +27,9 @@ from sweep_helpers import (  # noqa: E402
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
 from lungsrad.metrics import EPOCH, REPORT_SCORE  # noqa: E402
 from mlflow_tracking.server import LocalTrackingServer, free_port  # noqa: E402
-from mlflow_tracking.tracker import TAG_FAILURE, sqlite_uri  # noqa: E402
+from mlflow_tracking.tags import TAG_FAILURE  # noqa: E402
+from mlflow_tracking.uri import sqlite_uri  # noqa: E402
+from tests.cli_errors import assert_one_line_error
 from tests.tcp_relay import TcpRelay  # noqa: E402
 
 # AdamW moves every weight by about the learning rate: 1e30 overflows the activations at step 2
@@ -105,9 +107,7 @@ def test_an_unreachable_mlflow_stops_the_sweep_before_any_trial(
         if down is not None:
             down.close()
     report = f"exit {completed.returncode}\n{completed.stderr}\n{completed.stdout}"
-    assert completed.returncode == 2, report
-    assert completed.stderr.splitlines() == [completed.stderr.strip()], report  # one line
-    assert uri in completed.stderr and "not reachable" in completed.stderr, report
+    assert_one_line_error(completed, uri, "not reachable")
     assert "Traceback" not in completed.stderr
     # Stopped before Ray, features or any trial: no Tune folder, and no Ray started.
     assert not (root / "ray_results").exists(), report

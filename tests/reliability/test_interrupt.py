@@ -35,7 +35,8 @@ from sweep_helpers import (  # noqa: E402
 )
 
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
-from mlflow_tracking.tracker import PARENT_RUN_TAG, TAG_TRIAL_STATUS, sqlite_uri  # noqa: E402
+from mlflow_tracking.tags import PARENT_RUN_TAG, TAG_TRIAL_STATUS  # noqa: E402
+from mlflow_tracking.uri import sqlite_uri  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
 

@@ -3,7 +3,8 @@ Ray dashboard), the local Ray of a sweep refuses clients without its token, and 
 credentials of an http tracking URI reach neither MLflow params/tags nor the sweep's output.
 
 Bound addresses are read from /proc/net/tcp{,6} (no psutil in the environment). Redaction of
-single messages is covered in tests/mlflow_tracking/test_tracker.py; here a whole sweep runs.
+single messages is covered in tests/mlflow_tracking/test_uri.py and test_run_writer.py; here a
+whole sweep runs.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ command, the --help of --data and the note on a relative sqlite URI.
 from __future__ import annotations
 
 import copy
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from lungsrad.config import config_from_dict
 from lungsrad.data.layout import SPLIT_FILE_NAME
 from lungsrad.data.synthetic import write_synthetic_dataset
 from lungsrad.models.build import build_model
+from tests.cli_errors import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = str(REPO / "tuning" / "sweep.py")
@@ -295,10 +295,7 @@ def test_refused_before_ray_in_one_line(
         f"exit {completed.returncode}\nstderr:\n{completed.stderr}\nstdout:\n{completed.stdout}"
     )
     assert "Traceback" not in completed.stderr, report
-    assert completed.returncode == 2, report
-    lines = completed.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].strip(), report
-    assert re.search(case.culprit, lines[0]), report
+    assert_one_line_error(completed, pattern=case.culprit)
     assert RAY_STARTED not in completed.stdout, report
 
 

@@ -231,7 +231,7 @@ def reported_epochs(trial_dir: Path) -> list[int]:
 
 
 def mlflow_client(uri: str) -> Any:
-    from mlflow_tracking.tracker import make_client
+    from mlflow_tracking.store import make_client
 
     return make_client(uri)
 

@@ -21,7 +21,9 @@ from lungsrad.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERS
 from lungsrad.metrics import EPOCH, REPORT_PREFIX, SELECTION_SCORE, prediction_metrics
 from lungsrad.training.checkpoint_files import CHECKPOINT_FILE, save_atomic
 from mlflow_tracking.artifacts import CURVES_PNG, HISTORY_CSV
-from mlflow_tracking.tracker import (
+from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.store import open_experiment
+from mlflow_tracking.tags import (
     NOT_DEGENERATE,
     PARENT_RUN_TAG,
     TAG_BEST_EPOCH,
@@ -33,10 +35,8 @@ from mlflow_tracking.tracker import (
     TAG_STARTS,
     TAG_TRIAL_ID,
     TAG_WORKER_PID,
-    RunTracker,
-    open_experiment,
-    sqlite_uri,
 )
+from mlflow_tracking.uri import sqlite_uri
 from tuning.callbacks import MlflowLogger
 from tuning.result_keys import ARTIFACTS_KEY, FACTS_KEY, FAILURE_KEY, TIMING_TRIAL, TRAIN_SECONDS
 from tuning.search_space import SearchSpace, load_search_space

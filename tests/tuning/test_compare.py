@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 
 from lungsrad.metrics import REPORT_SCORE
-from mlflow_tracking.tracker import (
-    PARENT_RUN_TAG,
-    TAG_ROLE,
-    TAG_SEED,
-    TAG_VARIANT,
-    make_client,
-    sqlite_uri,
-)
+from mlflow_tracking.store import make_client
+from mlflow_tracking.tags import PARENT_RUN_TAG, TAG_ROLE, TAG_SEED, TAG_VARIANT
+from mlflow_tracking.uri import sqlite_uri
 from tuning.compare import COMPARISON_FILE, comparison_markdown, main
 
 pytestmark = [pytest.mark.mlflow]

@@ -23,7 +23,8 @@ from lungsrad.data.synthetic import write_synthetic_dataset
 from lungsrad.files import file_lock
 from lungsrad.metrics import EPOCH
 from mlflow_tracking.server import LocalTrackingServer, free_port
-from mlflow_tracking.tracker import PARENT_RUN_TAG, TAG_SWEEP_ID, TAG_TRIAL_ID, sqlite_uri
+from mlflow_tracking.tags import PARENT_RUN_TAG, TAG_SWEEP_ID, TAG_TRIAL_ID
+from mlflow_tracking.uri import sqlite_uri
 from tuning.sweep_folder import DRIVER_LOCK_FILE, STATE_FILE
 
 NAME = "together"

@@ -22,15 +22,9 @@ from lungsrad.metrics import (
     device_metric_name,
 )
 from lungsrad.statistics import mean_interval, t_quantile
-from mlflow_tracking.tracker import (
-    PARENT_RUN_TAG,
-    TAG_ROLE,
-    TAG_SEED,
-    TAG_VALUES,
-    TAG_VARIANT,
-    make_client,
-    sqlite_uri,
-)
+from mlflow_tracking.store import make_client
+from mlflow_tracking.tags import PARENT_RUN_TAG, TAG_ROLE, TAG_SEED, TAG_VALUES, TAG_VARIANT
+from mlflow_tracking.uri import sqlite_uri
 from tuning.compare import COMPARISON_FILE, main
 from tuning.final import final_space
 from tuning.folds import aggregate, device_markdown, fold_and_device_metrics, folds_markdown

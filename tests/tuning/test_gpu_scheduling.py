@@ -14,14 +14,14 @@ import ray
 import torch
 from ray import tune
 
-from mlflow_tracking.tracker import (
+from mlflow_tracking.tags import (
     TAG_CUDA_VISIBLE_DEVICES,
     TAG_DEVICE,
     TAG_DEVICE_REASON,
     TAG_GPU_IDS,
     TAG_TRIAL_ID,
-    sqlite_uri,
 )
+from mlflow_tracking.uri import sqlite_uri
 from tuning.driver import run_sweep
 from tuning.search_space import load_search_space
 from tuning.settings import DriverSettings

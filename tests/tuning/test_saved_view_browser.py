@@ -23,13 +23,13 @@ from lungsrad.metrics import (
     prediction_metrics,
 )
 from mlflow_tracking.saved_view import SHARED_VIEW_TAG_PREFIX, decode_state, sweep_share_key
-from mlflow_tracking.tracker import (
+from mlflow_tracking.store import make_client
+from mlflow_tracking.tags import (
     NOT_DEGENERATE,
     PARENT_RUN_TAG,
     TAG_DEGENERATE,
     TAG_SWEEP_ID,
     TAG_TRIAL_STATUS,
-    make_client,
 )
 from tests.browser import Browser, find_chromium
 from tuning.cost import (

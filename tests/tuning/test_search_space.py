@@ -13,6 +13,7 @@ import pytest
 
 from lungsrad.config import load_config
 from lungsrad.metrics import REPORT_SCORE, SELECTION_SCORE
+from tests.cli_errors import assert_one_line_error
 from tuning.search_space import (
     POINT_KEY,
     SEED_KEY,
@@ -407,9 +408,7 @@ def test_cli_refuses_a_bad_space_in_one_line(tmp_path: Path, text: str, message:
         env={**os.environ, "RAY_TMPDIR": str(ray_tmp)},
         timeout=120,
     )
-    assert completed.returncode == 2, completed.stderr
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], completed.stderr
+    assert_one_line_error(completed, message)
     assert "Traceback" not in completed.stderr
     # Refused before anything slow: no Ray started (its session folder would be in RAY_TMPDIR),
     # no output root, no data or features.
@@ -454,18 +453,15 @@ def test_cli_stops_before_ray_when_the_tracking_uri_is_bad(
 ) -> None:
     space = write_space(tmp_path, GOOD)
     completed = run_sweep_cli("--space", str(space), "--tracking-uri", uri, cwd=tmp_path)
-    lines = completed.stderr.strip().splitlines()
-    assert completed.returncode == 2 and len(lines) == 1, completed.stderr
-    assert message in lines[0] and "secret" not in completed.stderr + completed.stdout
+    assert_one_line_error(completed, message)
+    assert "secret" not in completed.stderr + completed.stdout
     assert "Ray" not in completed.stdout  # no cluster was started
 
 
 def test_cli_resume_without_an_earlier_sweep(tmp_path: Path) -> None:
     space = write_space(tmp_path, GOOD)
     completed = run_sweep_cli("--space", str(space), "--resume", cwd=tmp_path)
-    lines = completed.stderr.strip().splitlines()
-    assert completed.returncode == 2 and len(lines) == 1, completed.stderr
-    assert "--resume: no earlier sweep 'good' under" in lines[0]
+    assert_one_line_error(completed, "--resume: no earlier sweep 'good' under")
 
 
 def test_swept_values_keep_their_exact_value_as_identity(tmp_path: Path) -> None:

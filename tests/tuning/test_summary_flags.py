@@ -16,7 +16,8 @@ from lungsrad.metrics import (
     REPORT_SPECIFICITY,
     prediction_metrics,
 )
-from mlflow_tracking.tracker import open_experiment, sqlite_uri
+from mlflow_tracking.store import open_experiment
+from mlflow_tracking.uri import sqlite_uri
 from tuning.cost import CostLedger, load_costs
 from tuning.presentation import SweepOutcome, best_description, print_outcome
 from tuning.results import (

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from mlflow_tracking.report import build_report
-from mlflow_tracking.tracker import (
+from mlflow_tracking.tags import (
     EXPERIMENT_KIND_TAG,
     NOT_DEGENERATE,
     RUN_DESCRIPTION_TAG,
@@ -20,8 +20,8 @@ from mlflow_tracking.tracker import (
     TAG_SEED,
     TAG_VALUES,
     TRAINING_EXPERIMENT_KIND,
-    sqlite_uri,
 )
+from mlflow_tracking.uri import sqlite_uri
 from tuning.driver import run_sweep
 from tuning.result_keys import best_metric_name
 from tuning.results import read_selection_record

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from lungsrad.metrics import REPORT_SCORE
-from mlflow_tracking.tracker import TAG_VARIANT, sqlite_uri
+from mlflow_tracking.tags import TAG_VARIANT
+from mlflow_tracking.uri import sqlite_uri
 from tuning.compare import COMPARISON_FILE, main
 from tuning.driver import run_sweep
 from tuning.search_space import load_search_space

@@ -12,13 +12,8 @@ from typing import Any
 
 import pytest
 
-from mlflow_tracking.tracker import (
-    TAG_GIT_COMMIT,
-    TAG_NODE_ID,
-    TAG_NODE_IP,
-    TAG_STOPPED_EARLY,
-    sqlite_uri,
-)
+from mlflow_tracking.tags import TAG_GIT_COMMIT, TAG_NODE_ID, TAG_NODE_IP, TAG_STOPPED_EARLY
+from mlflow_tracking.uri import sqlite_uri
 from tuning.sweep_folder import STATE_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]

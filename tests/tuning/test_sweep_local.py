@@ -17,7 +17,7 @@ from lungsrad.config import flatten_config, load_config
 from lungsrad.data.features import build_feature_set
 from lungsrad.metrics import EPOCH, REPORT_SCORE, SELECTION_SCORE, TRAIN_LEARNING_RATE
 from mlflow_tracking.report import build_report
-from mlflow_tracking.tracker import (
+from mlflow_tracking.tags import (
     TAG_DATA_FINGERPRINT,
     TAG_DEVICE,
     TAG_DEVICE_REASON,
@@ -29,8 +29,9 @@ from mlflow_tracking.tracker import (
     TAG_STOPPED_EARLY,
     TAG_TRIAL_ID,
     TAG_VALUES,
-    sqlite_uri,
 )
+from mlflow_tracking.uri import sqlite_uri
+from tests.cli_errors import assert_one_line_error
 from tuning.cost import (
     COST_ATTEMPTS,
     COST_DEVICE_HOURS,
@@ -263,10 +264,11 @@ def test_final_refuses_a_config_from_another_code_version(sweep, tmp_path, capsy
     old = tmp_path / "old_best_config.yaml"
     old.write_text(text)
     code = final.main(["--config", str(old), "--output-root", str(tmp_path / "x"), "--gpu", "0"])
-    error = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(error) == 1
-    assert "config_version is 3 but this lungsrad reads versions 1..2" in error[0]
-    assert str(old) in error[0]
+    assert_one_line_error(
+        (code, capsys.readouterr().err),
+        "config_version is 3 but this lungsrad reads versions 1..2",
+        str(old),
+    )
     assert not (tmp_path / "x").exists()
 
 

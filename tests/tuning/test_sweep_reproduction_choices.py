@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from lungsrad.data.features import build_feature_set
-from mlflow_tracking.tracker import TAG_DATA_FINGERPRINT, TAG_TRIAL_ID, TAG_VALUES, sqlite_uri
+from mlflow_tracking.tags import TAG_DATA_FINGERPRINT, TAG_TRIAL_ID, TAG_VALUES
+from mlflow_tracking.uri import sqlite_uri
 from tuning.driver import run_sweep
 from tuning.paired import (
     PAIRED_FILE,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lungsrad.config import ExperimentConfig, apply_overrides, flatten_config
-from mlflow_tracking.tracker import display_value
+from mlflow_tracking.values import display_value
 from tuning.search_space.document import (
     BASE_POINT,
     POINT_KEY,
@@ -217,7 +217,7 @@ class SearchSpace:
 
 
 def display_label(label: str) -> str:
-    """A value label shortened for reading (mlflow_tracking.tracker.display_value: the one
+    """A value label shortened for reading (mlflow_tracking.values.display_value: the one
     display precision of run names, console, summary and report); display only."""
     return display_value(label)
 

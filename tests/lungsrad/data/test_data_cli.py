@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.cli_errors import assert_one_line_error
+
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -15,13 +17,6 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
-
-
-def _assert_one_line_error(result: subprocess.CompletedProcess[str], pattern: str) -> None:
-    assert result.returncode == 2, result
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("lungsrad: error: ") and pattern in result.stderr
 
 
 def test_synth_then_inspect_json_round_trip(tmp_path: Path) -> None:
@@ -41,19 +36,27 @@ def test_synth_then_inspect_json_round_trip(tmp_path: Path) -> None:
     )
 
     again = _run("synth", str(out), "--recordings", "4")
-    _assert_one_line_error(again, "is not empty")
+    assert_one_line_error(again, "is not empty", prefix="lungsrad: error: ")
 
     # A broken annotation line: the report still prints (as JSON), the exit status says unusable.
     annotation = sorted(out.glob("*_*_*_*_*.txt"))[0]
     annotation.write_text(annotation.read_text() + "1.0\t0.5\t0\t0\n")
     broken = _run("inspect", str(out), "--json")
     assert broken.returncode == 2
-    _assert_one_line_error(broken, "is not usable")
+    assert_one_line_error(broken, "is not usable", prefix="lungsrad: error: ")
     (problem,) = json.loads(broken.stdout)["problems"]
     assert problem["file"] == str(annotation) and "reversed cycle" in problem["message"]
 
 
 def test_inspect_of_missing_or_empty_folder_exits_2_in_one_line(tmp_path: Path) -> None:
-    _assert_one_line_error(_run("inspect", str(tmp_path / "nowhere")), "dataset folder not found")
+    assert_one_line_error(
+        _run("inspect", str(tmp_path / "nowhere")),
+        "dataset folder not found",
+        prefix="lungsrad: error: ",
+    )
     (tmp_path / "empty").mkdir()
-    _assert_one_line_error(_run("inspect", str(tmp_path / "empty"), "--json"), "no recordings")
+    assert_one_line_error(
+        _run("inspect", str(tmp_path / "empty"), "--json"),
+        "no recordings",
+        prefix="lungsrad: error: ",
+    )

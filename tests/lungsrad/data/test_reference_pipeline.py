@@ -17,6 +17,7 @@ import yaml
 
 from lungsrad.cli import main
 from lungsrad.data.features import resize_frames
+from tests.cli_errors import assert_one_line_error
 from tests.golden import shared_folder
 
 REFERENCE_FILE = "reference_inputs.pt"
@@ -138,5 +139,4 @@ def test_features_command_as_a_process_matches_the_reference(
     with np.load(out, allow_pickle=False) as stored:
         assert _errors(stored["features"], reference["dass_input"]).max() <= TOLERANCE
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "exists; choose another name" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
+    assert_one_line_error(again, "exists; choose another name")

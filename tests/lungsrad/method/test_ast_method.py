@@ -9,7 +9,7 @@ import yaml
 
 from lungsrad.cli import main
 from lungsrad.config import PatchMixConfig, config_from_dict, regularized_blocks
-from lungsrad.errors import EXIT_BAD_INPUT, UserError
+from lungsrad.errors import UserError
 from lungsrad.method.patch_mix import (
     MODE_MIXES,
     PatchMixObjective,
@@ -26,6 +26,7 @@ from lungsrad.method.spectral_regularization import (
 )
 from lungsrad.models import AST, build_model
 from lungsrad.models.ast import NUM_PREFIX_TOKENS
+from tests.cli_errors import assert_one_line_error
 
 FRAMES = 96  # 12 frequency x 9 time patches with 128 mel bins, strides 10
 GRID = (12, 9)
@@ -273,10 +274,7 @@ def test_cli_refuses_a_bad_ast_placement_before_training(tmp_path, capsys, place
     status = main(
         ["train", "--config", str(path), "--data", str(tmp_path / "none"), "--out", str(out)]
     )
-    assert status == EXIT_BAD_INPUT
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "method.regularization." in lines[0]
-    assert str(path) in lines[0]
+    assert_one_line_error((status, capsys.readouterr().err), "method.regularization.", str(path))
     assert not out.exists()  # refused before any training output
 
 

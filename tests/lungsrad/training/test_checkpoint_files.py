@@ -125,6 +125,31 @@ for epoch in range(start, start + 1000):
     print(epoch, flush=True)
 """
 
+# How long the torn-write test tries to catch its writer inside a write before it fails (the
+# writer spends most of its time inside one: the test catches it within a few tries).
+CATCH_DEADLINE_S = 120.0
+
+
+def _kill_inside_a_write(writer, is_inside_write) -> None:
+    """Holds the writer (SIGSTOP) and SIGKILLs it once it is held inside a write, else lets it
+    go on a moment and holds it again; fails, the writer killed, when the deadline passes or
+    the writer ended first, instead of trying forever."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + CATCH_DEADLINE_S
+    while time.monotonic() < deadline and writer.poll() is None:
+        with Held(writer.pid):
+            if is_inside_write():
+                os.kill(writer.pid, signal.SIGKILL)
+                return
+        time.sleep(0.001)
+    writer.kill()
+    pytest.fail(
+        f"the writer was not caught inside a write in {CATCH_DEADLINE_S:.0f} s "
+        f"(exit status {writer.poll()})"
+    )
+
 
 @pytest.mark.slow
 def test_a_process_killed_while_writing_never_leaves_a_torn_checkpoint(tmp_path):
@@ -154,13 +179,7 @@ def test_a_process_killed_while_writing_never_leaves_a_torn_checkpoint(tmp_path)
         written = int(writer.stdout.readline())  # one complete write, then a kill
         inside_write = attempt % 2 == 0
         if inside_write:
-            # Hold the writer; kill it if it is inside a write, else let it go on a moment.
-            while True:
-                with Held(writer.pid):
-                    if partial_write():
-                        os.kill(writer.pid, signal.SIGKILL)
-                        break
-                time.sleep(0.001)
+            _kill_inside_a_write(writer, partial_write)
         else:
             time.sleep(rng.uniform(0.0, 0.4))
             os.kill(writer.pid, signal.SIGKILL)

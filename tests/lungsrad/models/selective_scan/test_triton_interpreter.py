@@ -36,7 +36,6 @@ if os.environ.get("TRITON_INTERPRET") != "1":
     )
 
 
-
 def plan(
     block_t: int, block_c: int, *, backward_block_c: int | None = None, carry_block: int = 2
 ) -> LaunchConfig:
@@ -203,9 +202,7 @@ def unfused_ss2d_scan(u, delta, A, B, C, D, bias, *, height: int, width: int) ->
 def test_fused_ss2d_scan_matches_reference_composition(batch, channels, height, width, launch):
     inputs = make_map_inputs(batch, channels, height, width)
     expected = outputs_and_grads(unfused_ss2d_scan, inputs, height=height, width=width)
-    actual = outputs_and_grads(
-        ss2d_scan_triton, inputs, height=height, width=width, launch=launch
-    )
+    actual = outputs_and_grads(ss2d_scan_triton, inputs, height=height, width=width, launch=launch)
     torch.testing.assert_close(actual[0], expected[0], rtol=1e-10, atol=1e-12)
     assert_all_close(actual[1], expected[1], rtol=1e-9, atol=1e-11)
 
