@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from lungsrad.config import ExperimentConfig, config_from_dict
-from lungsrad.models import DASS
 
 
 class StandInBlock(nn.Module):
@@ -75,8 +74,6 @@ def standin_model() -> StandInDASS:
     return StandInDASS()
 
 
-TINY_DIMS = (16, 32, 64, 128)
-TINY_DEPTHS = (1, 1, 2, 1)
 
 
 def _method_config(*, dims=(8, 16), depths=(2, 3), **sections) -> ExperimentConfig:
@@ -94,14 +91,3 @@ def make_config():
     """Factory: a validated config for the stand-in (dims (8, 16), depths (2, 3)) with
     `regularization={...}` / `patch_mix={...}` sections; dims/depths may be overridden."""
     return _method_config
-
-
-@pytest.fixture
-def tiny_dass():
-    """Factory for the real DASS at a tiny size (dims 16-128, depths 1-1-2-1), seeded."""
-
-    def build(**kwargs) -> nn.Module:
-        torch.manual_seed(0)
-        return DASS(dims=TINY_DIMS, depths=TINY_DEPTHS, **kwargs)
-
-    return build

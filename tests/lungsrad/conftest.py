@@ -1,4 +1,4 @@
-"""Fixtures of the spectral-analysis tests: the real DASS at a tiny size."""
+"""Fixtures shared by the lungsrad tests: the real DASS at a tiny size."""
 
 from __future__ import annotations
 
