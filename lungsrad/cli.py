@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lungsrad import errors
-from lungsrad.errors import EXIT_BAD_INPUT, UserError
+from lungsrad.config import parse_override
+from lungsrad.errors import EXIT_BAD_INPUT
 
 
 def _data_synth(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def _data_features(args: argparse.Namespace) -> int:
     from lungsrad.data.export import export_model_inputs
 
     config = load_config(args.config)
-    overrides = dict(_parse_override(item) for item in args.set or [])
+    overrides = dict(parse_override(item) for item in args.set or [])
     overrides["data.root"] = str(args.directory)
     if args.split_file is not None:
         overrides["data.split_file"] = str(args.split_file)
@@ -62,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
     from lungsrad.training.run import NonFiniteLossError, run_experiment
 
     config = load_config(args.config)
-    overrides = dict(_parse_override(item) for item in args.set or [])
+    overrides = dict(parse_override(item) for item in args.set or [])
     if args.data is not None:
         overrides["data.root"] = str(args.data)
     if args.split_file is not None:
@@ -106,15 +107,6 @@ def _spectral(args: argparse.Namespace) -> int:
     )
     print(summary.format_text())
     return 0
-
-
-def _parse_override(item: str) -> tuple[str, object]:
-    import yaml
-
-    if "=" not in item:
-        raise UserError(f"--set expects KEY=VALUE (dotted config path), got {item!r}")
-    key, text = item.split("=", 1)
-    return key.strip(), yaml.safe_load(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lungsrad.errors import UserError, run_cli
+from lungsrad.config import parse_override
+from lungsrad.errors import run_cli
 from mlflow_tracking.uri import redact_text
 from tuning.interrupts import SweepInterrupted, catch_interrupts, resume_command
 from tuning.presentation import print_outcome
@@ -90,12 +89,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config overrides from --set KEY=VALUE (YAML values) and --split-file (absolute)."""
-    overrides: dict[str, Any] = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise UserError(f"--set expects KEY=VALUE (a dotted config path), got {item!r}")
-        key, text = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(text)
+    overrides: dict[str, Any] = dict(parse_override(item) for item in args.set or [])
     if args.split_file is not None:
         path = Path(args.split_file).expanduser().resolve()
         if not path.is_file():

@@ -24,7 +24,12 @@ from lungsrad.config.io import (
     load_config,
     save_config,
 )
-from lungsrad.config.overrides import apply_overrides, check_config_path, config_paths
+from lungsrad.config.overrides import (
+    apply_overrides,
+    check_config_path,
+    config_paths,
+    parse_override,
+)
 from lungsrad.config.presets import (
     AST_PATCH_SIZE,
     AST_SIZES,
@@ -49,6 +54,7 @@ from lungsrad.config.validation import validate_config
 from lungsrad.config.versions import CONFIG_VERSION, LEGACY_DEFAULTS
 
 __all__ = [
+    "parse_override",
     "AST_PATCH_SIZE",
     "AST_SIZES",
     "CONFIG_VERSION",

@@ -39,6 +39,17 @@ def check_config_path(path: str) -> Any:
     return paths[path]
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """One `--set KEY=VALUE` of a command line: the dotted path and the value read as YAML
+    (`3` an int, `[1, 2]` a list, `null` None)."""
+    import yaml
+
+    if "=" not in item:
+        raise UserError(f"--set expects KEY=VALUE (a dotted config path), got {item!r}")
+    key, text = item.split("=", 1)
+    return key.strip(), yaml.safe_load(text)
+
+
 def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
     """Returns a new validated config with dotted-path overrides applied."""
     values = config_to_dict(config)
