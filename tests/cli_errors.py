@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-EXIT_BAD_INPUT = 2
+from lungsrad.errors import EXIT_BAD_INPUT
 
 # What a CLI left: a finished subprocess, or an in-process `main`'s exit status with what it
 # wrote, as (status, stderr) or (status, stdout, stderr).
