@@ -40,6 +40,7 @@ from tuning.paired import (
     PAIRED_FILE,
     points_against_base_markdown,
 )
+from tuning.pareto_export import export_pareto, insert_section, pareto_outcome, tie_break_header
 from tuning.presentation import SweepOutcome, best_description, best_metrics, parent_run_name
 from tuning.result_keys import best_metric_name
 from tuning.results import (
@@ -188,7 +189,9 @@ def export_outcome(
 ) -> SweepOutcome:
     """Summary.md and (for sweeps) best_config.yaml of the trials' outcomes, on disk and on the
     parent run."""
-    best = choose_best(outcomes, mode=space.mode)
+    # Several objectives: the best is the Pareto point that wins the tie-break.
+    pareto = pareto_outcome(space, outcomes) if space.is_multi_objective else None
+    best = pareto.best if pareto is not None else choose_best(outcomes, mode=space.mode)
     costs = load_costs(folder.path / COST_FOLDER)
     cost = sweep_cost(
         costs,
@@ -198,6 +201,11 @@ def export_outcome(
         device=resource_units(space.resources.as_dict())[0],
     )
     summary = summary_markdown(space, outcomes, best, costs=costs, cost=cost)
+    if pareto is not None:
+        section = export_pareto(
+            space, folder.path, parent, pareto, target=target, export_configs=export_best
+        )
+        summary = insert_section(summary, section)
     summary_path = folder.path / SUMMARY_FILE
     write_text_atomic(summary_path, summary)
     parent.log_text(summary, SUMMARY_FILE)
@@ -206,7 +214,8 @@ def export_outcome(
         parent.log_text(paired, PAIRED_FILE)
     best_path = None
     if best is not None and export_best:
-        best_path = _export_best(space, folder, parent, best)
+        note = tie_break_header(space) if pareto is not None else None
+        best_path = _export_best(space, folder, parent, best, note=note)
     parent.set_tags({RUN_DESCRIPTION_TAG: best_description(space, best, outcomes, role)})
     if best is not None:
         parent.log_metrics(best_metrics(space, best), step=0)
@@ -240,8 +249,14 @@ def export_outcome(
     )
 
 
-def _export_best(space: SearchSpace, folder: SweepFolder, parent: RunTracker, best: Any) -> Path:
-
+def _export_best(
+    space: SearchSpace,
+    folder: SweepFolder,
+    parent: RunTracker,
+    best: Any,
+    *,
+    note: str | None = None,
+) -> Path:
     best_path = export_best_config(
         best,
         folder.path,
@@ -250,8 +265,7 @@ def _export_best(space: SearchSpace, folder: SweepFolder, parent: RunTracker, be
             f"{best.representative.resolved.describe_config()}\n"
             f"mean {best_metric_name(space.metric)} over {len(best.members)} seed(s): "
             f"{best.mean_value:.4f} (protocol {space.protocol}); MLflow parent run "
-            f"{parent.run_id}\n"
-            "Train it on several seeds: "
+            f"{parent.run_id}\n" + (f"{note}\n" if note else "") + "Train it on several seeds: "
             "python tuning/final.py --config THIS_FILE --seeds 0 1 2 3 4"
         ),
         record={

@@ -6,6 +6,7 @@ finished sweep loads neither.
 from __future__ import annotations
 
 from mlflow_tracking.tags import METRIC_TRAIN_SECONDS
+from tuning.cost import COST_DEVICE_SECONDS
 
 # Result key of the run's facts (JSON text): in the first result of each trial process and in its
 # last one (tuning.callbacks turns them into tags and params).
@@ -30,3 +31,9 @@ TRAIN_SECONDS = METRIC_TRAIN_SECONDS  # RunResult.train_seconds: training + eval
 def best_metric_name(metric: str) -> str:
     """Name of the running best of `metric` over the epochs so far (what Tune optimises)."""
     return f"best/{metric}"
+
+
+# An objective of a multi-objective space (search-space key `metrics`) besides lungsrad's metrics:
+# the trial's own device-seconds so far (trial function start -> this epoch, times the GPUs it
+# holds, or its CPUs on a CPU-only trial), reported every epoch as best_metric_name of it.
+COST_OBJECTIVE = COST_DEVICE_SECONDS

@@ -213,10 +213,11 @@ def export_best_config(
     *,
     header: str,
     record: dict[str, Any],
+    file_name: str = BEST_CONFIG_FILE,
 ) -> Path:
-    """Writes best_config.yaml (complete resolved config) into `folder`, with a comment header
-    (a warning first when the choice is a degenerate classifier) and a comment line
-    `selection: {JSON}` (see `read_selection_record`)."""
+    """Writes best_config.yaml (or `file_name`: a complete resolved config) into `folder`, with
+    a comment header (a warning first when the choice is a degenerate classifier) and a comment
+    line `selection: {JSON}` (see `read_selection_record`)."""
     lines = [
         *degenerate_warning(best),
         *header.splitlines(),
@@ -224,7 +225,7 @@ def export_best_config(
     ]
     lines.append(SELECTION_RECORD_PREFIX + json.dumps(record))
     comment = "".join(f"# {line}\n" for line in lines)
-    return write_superseding_text(folder / BEST_CONFIG_FILE, comment + dump_config(best.config))
+    return write_superseding_text(folder / file_name, comment + dump_config(best.config))
 
 
 def read_selection_record(path: Path) -> dict[str, Any]:

@@ -36,9 +36,10 @@ from lungsrad.training.run import (
     TrainingCallback,
     run_experiment,
 )
-from tuning.cost import COST_PEAK_GPU_MEMORY
+from tuning.cost import COST_PEAK_GPU_MEMORY, resource_units
 from tuning.result_keys import (
     ARTIFACTS_KEY,
+    COST_OBJECTIVE,
     FACTS_KEY,
     FAILURE_KEY,
     NON_FINITE_FAILURE,
@@ -117,7 +118,12 @@ def choose_device(requested: str) -> tuple[str, str]:
 
 
 class _TrialReporter(TrainingCallback):
-    """Hands each epoch to Tune (metrics + checkpoint), with the run's facts in the first."""
+    """Hands each epoch to Tune (metrics + checkpoint), with the run's facts in the first.
+
+    Besides the running best of the sweep metric it reports, as `best/<name>`, each tracked
+    metric (the other objectives and the constraints of a multi-objective space) at the epoch
+    where the sweep metric was best so far, so that a trial's objectives are one model's; the
+    cost objective is the trial's device-seconds so far."""
 
     def __init__(
         self,
@@ -128,10 +134,16 @@ class _TrialReporter(TrainingCallback):
         started: float,
         num_epochs: int,
         facts: dict[str, Any],
+        tracked: tuple[str, ...] = (),
+        snapshot: dict[str, float] | None = None,
+        device_units: float = 1.0,
     ):
         self.metric = metric
         self.sign = 1.0 if mode == "max" else -1.0
         self.best = best
+        self.tracked = tracked
+        self.snapshot = dict(snapshot or {})  # tracked metrics at the best epoch so far
+        self.device_units = device_units  # GPUs held (CPUs on a CPU-only trial)
         self.started = started  # time.perf_counter() when the trial function began
         self.num_epochs = num_epochs
         self.setup_seconds = math.nan
@@ -159,14 +171,27 @@ class _TrialReporter(TrainingCallback):
         value = metrics.get(self.metric, math.nan)
         if math.isfinite(value) and (self.best is None or self.sign * (value - self.best) > 0):
             self.best = value
+            self.snapshot = {name: float(metrics.get(name, math.nan)) for name in self.tracked}
         reported: dict[str, Any] = dict(metrics)
         reported[EPOCH] = epoch
         reported[best_metric_name(self.metric)] = math.nan if self.best is None else self.best
+        reported.update(self.tracked_values())
         if epoch >= self.num_epochs:
             # The last epoch reaches Tune once the run returned, with the trial's timings.
             self.final = (reported, Path(checkpoint_dir))
             return
         self._report(reported, Path(checkpoint_dir))
+
+    def tracked_values(self) -> dict[str, float]:
+        """`best/<name>` of each tracked metric (NaN before the sweep metric had a value)."""
+        values = {}
+        for name in self.tracked:
+            if name == COST_OBJECTIVE:
+                value = (time.perf_counter() - self.started) * self.device_units
+            else:
+                value = self.snapshot.get(name, math.nan)
+            values[best_metric_name(name)] = value
+        return values
 
     def on_run_end(self, result: RunResult) -> None:
         # What the driver logs as the run's artifacts, so that it reads no checkpoint.pt.
@@ -216,7 +241,12 @@ class _TrialReporter(TrainingCallback):
         (marker / NON_FINITE_FILE).write_text(failure + "\n", encoding="utf-8")
         best = math.nan if self.best is None else self.best
         self._report(
-            {EPOCH: self.last_epoch, best_metric_name(self.metric): best, FAILURE_KEY: failure},
+            {
+                EPOCH: self.last_epoch,
+                best_metric_name(self.metric): best,
+                **self.tracked_values(),
+                FAILURE_KEY: failure,
+            },
             marker,
         )
 
@@ -226,6 +256,16 @@ def _best_in_history(history: list[dict[str, float]], metric: str, mode: str) ->
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
+
+
+def _snapshot_in_history(
+    history: list[dict[str, float]], metric: str, best: float | None, tracked: tuple[str, ...]
+) -> dict[str, float]:
+    """The tracked metrics of the first epoch where `metric` reached `best` ({} when none)."""
+    for row in history:
+        if best is not None and row.get(metric) == best:
+            return {name: float(row.get(name, math.nan)) for name in tracked}
+    return {}
 
 
 def _restore_point(checkpoint: tune.Checkpoint | None, workdir: Path) -> Path | None:
@@ -299,9 +339,12 @@ def train_trial(
     workdir = Path.cwd()  # Ray's per-trial working folder on this node
     resume_from = _restore_point(tune.get_checkpoint(), workdir)
     best = None
+    tracked = context.space.tracked_metrics
+    snapshot: dict[str, float] = {}
     if resume_from is not None:
         history = read_lungsrad_checkpoint(resume_from).get("history") or []
         best = _best_in_history(history, context.space.metric, context.space.mode)
+        snapshot = _snapshot_in_history(history, context.space.metric, best, tracked)
     reporter = _TrialReporter(
         metric=context.space.metric,
         mode=context.space.mode,
@@ -309,6 +352,9 @@ def train_trial(
         started=started,
         num_epochs=experiment.train.num_epochs,
         facts=_trial_facts(device, reason),
+        tracked=tracked,
+        snapshot=snapshot,
+        device_units=resource_units(context.space.resources.as_dict())[1],
     )
     output_dir = workdir / "run"
     try:

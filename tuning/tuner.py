@@ -16,6 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from lungsrad.metrics import EPOCH
 from tuning.callbacks import MlflowLogger, ProgressPrinter, bind_callbacks
+from tuning.multi_objective import multi_objective_search
 from tuning.result_keys import best_metric_name
 from tuning.search_space import SearchSpace
 from tuning.search_space.tune_space import tune_param_space
@@ -31,6 +32,8 @@ def _trial_dirname(trial: Any) -> str:
 def _search_algorithm(space: SearchSpace) -> Any:
     if space.search == "tpe":
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if space.is_multi_objective:  # several `metrics`: tuning.multi_objective
+            return multi_objective_search(space)
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.search_seed))
     # Tune applies max_concurrent_trials only to Searchers; the grid generator takes it itself.
     return BasicVariantGenerator(
@@ -41,7 +44,11 @@ def _search_algorithm(space: SearchSpace) -> Any:
 def _scheduler(space: SearchSpace) -> Any:
     if space.scheduler.kind != "asha":
         return None
+    # A multi-objective search has no single Tune metric: ASHA gets the first objective itself.
+    multi = space.is_multi_objective
     return ASHAScheduler(
+        metric=best_metric_name(space.metric) if multi else None,
+        mode=space.mode if multi else None,
         time_attr=EPOCH,
         max_t=space.scheduler.max_t or space.max_epochs,
         grace_period=space.scheduler.grace_period,
@@ -66,8 +73,9 @@ def build_tuner(
         trainable,
         param_space=tune_param_space(space),
         tune_config=tune.TuneConfig(
-            metric=best_metric_name(space.metric),
-            mode=space.mode,
+            # Several objectives: the searcher holds them (a Tune metric would replace them).
+            metric=None if space.is_multi_objective else best_metric_name(space.metric),
+            mode=None if space.is_multi_objective else space.mode,
             search_alg=_search_algorithm(space),
             scheduler=_scheduler(space),
             num_samples=space.num_samples,

@@ -30,6 +30,7 @@ from lungsrad.metrics import (
 from lungsrad.schema import field_rule
 
 SearchKind = Literal["tpe", "grid", "one_at_a_time"]
+SamplerKind = Literal["tpe", "nsga2"]  # Optuna's sampler of a `search: tpe` space
 # Set through `seeds` / `protocol`, never as swept parameters.
 RESERVED_PATHS = {"train.seed": "seeds", "train.protocol": "protocol"}
 # Keys of a Tune trial config besides the swept parameters.
@@ -54,6 +55,31 @@ def known_metrics(protocol: str) -> tuple[str, ...]:
     names += [metric_name(split, key) for split in splits for key in EVAL_KEYS]
     names += [TRAIN_LOSS, TRAIN_CE_LOSS, TRAIN_TIME_LOSS, TRAIN_FREQ_LOSS, TRAIN_LEARNING_RATE]
     return tuple(names)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """One objective of a multi-objective space (`metrics: [{name: ..., mode: max}, ...]`)."""
+
+    name: str  # a metric the protocol reports (known_metrics), or cost/device_seconds (min)
+    mode: Literal["max", "min"] = "max"
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """A bound a Pareto point must keep (`constraints: [{name: ..., op: ">=", value: 70}]`)."""
+
+    name: str  # a metric the protocol reports
+    op: Literal[">=", "<="]
+    value: float
+
+    def violation(self, value: float) -> float:
+        """How far `value` breaks the bound (<= 0: kept; Optuna's constraints_func convention)."""
+        return self.value - value if self.op == ">=" else value - self.value
+
+    def describe(self) -> str:
+        """e.g. "report/specificity >= 70"."""
+        return f"{self.name} {self.op} {self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -138,8 +164,19 @@ class SpaceDocument:
         default=(0,), metadata=field_rule(minimum=0, non_empty=True, distinct=True)
     )
     protocol: Literal["paper", "validated", "foldwise", "disjoint"] | None = None  # None: base
-    metric: str = SELECTION_SCORE
-    mode: Literal["max", "min"] = "max"
+    metric: str | None = None  # None: SELECTION_SCORE (or the first of `metrics`)
+    mode: Literal["max", "min"] | None = None  # None: max
+    # Several objectives (docs/sweeps.md "Multi-objective"): not with `metric` / `mode`.
+    metrics: tuple[ObjectiveSpec, ...] | None = field(
+        default=None,
+        metadata=field_rule(
+            example="[{name: selection/icbhi_score, mode: max}, {name: report/sensitivity}]"
+        ),
+    )
+    constraints: tuple[ConstraintSpec, ...] = field(
+        default=(), metadata=field_rule(example='[{name: report/specificity, op: ">=", value: 70}]')
+    )
+    sampler: SamplerKind = "tpe"
     max_failures: int = field(
         default=2, metadata=field_rule(minimum=-1, note="(-1: retry forever)")
     )

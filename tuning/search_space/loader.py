@@ -6,7 +6,6 @@ ExperimentConfig. Needs no Ray: a typo fails in about a second naming the file, 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,8 @@ from tuning.search_space.document import (
     SchedulerSpec,
     SpaceDocument,
     VariantSpec,
-    known_metrics,
 )
+from tuning.search_space.objectives import space_objectives
 from tuning.search_space.space import Parameter, SearchSpace
 
 
@@ -88,7 +87,7 @@ def load_search_space(
             f"reseed.seeds {list(document.reseed.seeds)} repeat the search's seeds "
             f"{list(document.seeds)}; list new seeds only",
         )
-    _check_metric(document.metric, protocol, locate)
+    objectives, constraints = space_objectives(document, protocol, locate)
     space = SearchSpace(
         name=name,
         path=path.resolve(),
@@ -103,12 +102,15 @@ def load_search_space(
         resources=document.resources,
         seeds=document.seeds,
         protocol=protocol,
-        metric=document.metric,
-        mode=document.mode,
+        metric=objectives[0].name,
+        mode=objectives[0].mode,
         max_failures=document.max_failures,
         description=document.description.strip(),
         reseed=document.reseed,
         requires_pretrained=document.requires_pretrained,
+        objectives=objectives,
+        constraints=constraints,
+        sampler=document.sampler,
     )
     check_points(space, locate)
     return space
@@ -124,15 +126,6 @@ def _common_protocol(variants: Mapping[str, ExperimentConfig], locate: Locator) 
             "`protocol:` in the search space",
         )
     return protocols.pop()
-
-
-def _check_metric(metric: str, protocol: str, locate: Locator) -> None:
-    if metric not in known_metrics(protocol):
-        close = difflib.get_close_matches(metric, known_metrics(protocol), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise locate.error(
-            ["metric"], f"metric {metric!r} is not reported under protocol '{protocol}'{hint}"
-        )
 
 
 def _read_document(path: Path) -> tuple[str, Mapping[str, Any], Locator]:

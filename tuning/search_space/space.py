@@ -20,6 +20,8 @@ from tuning.search_space.document import (
     SCALARS,
     SEED_KEY,
     VARIANT_KEY,
+    ConstraintSpec,
+    ObjectiveSpec,
     ReseedSpec,
     ResourceSpec,
     SchedulerSpec,
@@ -121,6 +123,10 @@ class SearchSpace:
     description: str = ""
     reseed: ReseedSpec | None = None
     requires_pretrained: bool = False  # refuse base configs without model.checkpoint
+    # Every objective, the first being (metric, mode); () reads as that one (loader fills it).
+    objectives: tuple[ObjectiveSpec, ...] = ()
+    constraints: tuple[ConstraintSpec, ...] = ()  # what a Pareto point must keep
+    sampler: str = "tpe"  # Optuna's sampler of a tpe search: tpe | nsga2
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -128,6 +134,26 @@ class SearchSpace:
     def has_variants(self) -> bool:
         """More than one base config (e.g. the Table 2 rows)."""
         return len(self.variants) > 1
+
+    @property
+    def objective_list(self) -> tuple[ObjectiveSpec, ...]:
+        """The objectives, the first one (metric, mode) driving ASHA and the ranking."""
+        if self.objectives:
+            return self.objectives
+        return (ObjectiveSpec(name=self.metric, mode="min" if self.mode == "min" else "max"),)
+
+    @property
+    def is_multi_objective(self) -> bool:
+        """Several `metrics`: an Optuna multi-objective search and a Pareto front."""
+        return len(self.objective_list) > 1
+
+    @property
+    def tracked_metrics(self) -> tuple[str, ...]:
+        """Metrics besides the first objective that a trial reports as `best/<name>`: their
+        values at the epoch where the first objective was best so far (objectives, then
+        constraints; tuning.trainable)."""
+        names = [o.name for o in self.objective_list[1:]] + [c.name for c in self.constraints]
+        return tuple(dict.fromkeys(n for n in names if n != self.metric))
 
     @property
     def base_config(self) -> ExperimentConfig:
@@ -283,6 +309,10 @@ def space_summary(space: SearchSpace) -> dict[str, Any]:
         "sweep.parameters": [p.name for p in space.parameters],
         "sweep.num_trials": space.num_trials(),
     }
+    if space.is_multi_objective:
+        summary["sweep.objectives"] = [f"{o.name} {o.mode}" for o in space.objective_list]
+        summary["sweep.constraints"] = [c.describe() for c in space.constraints]
+        summary["sweep.sampler"] = space.sampler
     if space.reseed is not None:
         summary["sweep.reseed.top_k"] = space.reseed.top_k
         summary["sweep.reseed.seeds"] = list(space.reseed.seeds)
