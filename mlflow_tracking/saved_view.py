@@ -49,6 +49,8 @@ class SweepView:
         search_filter: MLflow search filter of the rows ("" for all runs of the experiment).
         chart_metric: the parallel-coordinates chart's metric (default: `metric`); it needs a
             metric the trial runs hold.
+        objective_metrics: a multi-objective sweep's further objectives: columns right after
+            `metric` and axes of the chart after it.
     """
 
     name: str
@@ -59,6 +61,7 @@ class SweepView:
     tags: tuple[str, ...] = ()
     search_filter: str = ""
     chart_metric: str | None = None
+    objective_metrics: tuple[str, ...] = ()
 
     @property
     def chart_params(self) -> list[str]:
@@ -97,8 +100,13 @@ def view_state(view: SweepView) -> dict[str, Any]:
     columns = [
         _RUN_NAME_COLUMN,
         metric_column(view.metric),
+        *(metric_column(key) for key in view.objective_metrics),
         *(param_column(key) for key in view.params),
-        *(metric_column(key) for key in view.other_metrics if key != view.metric),
+        *(
+            metric_column(key)
+            for key in view.other_metrics
+            if key != view.metric and key not in view.objective_metrics
+        ),
         *(tag_column(key) for key in view.tags),
     ]
     return {
@@ -128,7 +136,7 @@ def view_state(view: SweepView) -> dict[str, Any]:
                 "uuid": _CHART_ID,
                 "metricSectionId": _SECTION_ID,
                 "selectedParams": view.chart_params,
-                "selectedMetrics": [view.chart_metric or view.metric],
+                "selectedMetrics": [view.chart_metric or view.metric, *view.objective_metrics],
                 "showAllRuns": True,
                 "isGenerated": False,
                 "deleted": False,

@@ -19,7 +19,7 @@ from tuning.folds import check_splits
 from tuning.interrupts import SweepInterrupted, received_signal, tune_running
 from tuning.parent_run import export_outcome, open_parent_run, record_interrupt
 from tuning.preflight import check_space_inputs
-from tuning.presentation import SweepOutcome, mlflow_ui_hint, write_sweep_view
+from tuning.presentation import SweepOutcome, mlflow_ui_hint, objectives_line, write_sweep_view
 from tuning.reseed import run_reseed
 from tuning.results import collect_outcomes
 from tuning.search_space import SearchSpace
@@ -194,3 +194,5 @@ def _announce(
         f"'{target.experiment_name}' parent run {parent_run_id}",
         flush=True,
     )
+    if space.is_multi_objective:
+        print(objectives_line(space), flush=True)

@@ -1,7 +1,7 @@
 """The Optuna search of a multi-objective space (search-space key `metrics`): Ray Tune's
 OptunaSearch with one metric and mode per objective, Optuna's multi-objective TPE or NSGA-II
-sampler, and the space's constraints handed to the sampler's `constraints_func` through a user
-attribute set on each Optuna trial as it completes (Ray's OptunaSearch has no hook for it).
+sampler, and the space's constraints set on each Optuna trial as it completes (Ray's
+OptunaSearch passes none: a subclass sets them before it tells Optuna the trial's values).
 """
 
 from __future__ import annotations
@@ -16,29 +16,14 @@ from ray.tune.search.optuna import OptunaSearch
 from tuning.result_keys import best_metric_name
 from tuning.search_space import SearchSpace
 
-# The Optuna trial's user attribute holding its constraint violations (<= 0: kept).
-CONSTRAINTS_ATTR = "lungsrad.constraint_violations"
 # The violation given to a trial that reported no value of a constrained metric.
 MISSING_VIOLATION = 1.0e9
 
 
-class ConstraintViolations:
-    """Optuna's `constraints_func`: a trial's violations, from its user attribute (a class,
-    not a closure, so that Tune can pickle the searcher with the experiment's state)."""
-
-    def __init__(self, count: int):
-        self.count = count
-
-    def __call__(self, trial: optuna.trial.FrozenTrial) -> Sequence[float]:
-        stored = trial.user_attrs.get(CONSTRAINTS_ATTR)
-        if stored is None or len(stored) != self.count:
-            return [MISSING_VIOLATION] * self.count
-        return [float(value) for value in stored]
-
-
 class ConstrainedOptunaSearch(OptunaSearch):
-    """OptunaSearch that writes each completed trial's constraint violations as a user
-    attribute before Optuna's sampler reads them."""
+    """OptunaSearch that sets each completed trial's constraint violations on its Optuna trial
+    (`Trial.set_constraint`, which Optuna 5's TPE and NSGA-II samplers read) before telling
+    Optuna its values."""
 
     def __init__(self, *args: Any, constraints: Sequence[Any] = (), **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -48,12 +33,14 @@ class ConstrainedOptunaSearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         trial = self._ot_trials.get(trial_id)
-        if (
-            trial is not None
-            and self._lungsrad_constraints
-            and trial_id not in self._completed_trials
-        ):
-            trial.set_user_attr(CONSTRAINTS_ATTR, violations(self._lungsrad_constraints, result))
+        if trial is not None and trial_id not in self._completed_trials:
+            pairs = zip(
+                self._lungsrad_constraints,
+                violations(self._lungsrad_constraints, result),
+                strict=True,
+            )
+            for constraint, violation in pairs:
+                trial.set_constraint(constraint.describe(), violation)
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
@@ -73,16 +60,11 @@ def multi_objective_search(space: SearchSpace, **optuna_search: Any) -> Any:
     mode, and the space's sampler (`tpe` or `nsga2`) with its constraints. `optuna_search`:
     further OptunaSearch arguments (e.g. storage, study_name)."""
     objectives = space.objective_list
-    constraints_func = ConstraintViolations(len(space.constraints)) if space.constraints else None
     sampler: optuna.samplers.BaseSampler
     if space.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(
-            seed=space.search_seed, constraints_func=constraints_func
-        )
+        sampler = optuna.samplers.NSGAIISampler(seed=space.search_seed)
     else:
-        sampler = optuna.samplers.TPESampler(
-            seed=space.search_seed, constraints_func=constraints_func
-        )
+        sampler = optuna.samplers.TPESampler(seed=space.search_seed)
     return ConstrainedOptunaSearch(
         metric=[best_metric_name(objective.name) for objective in objectives],
         mode=[objective.mode for objective in objectives],

@@ -16,6 +16,7 @@ from lungsrad.metrics import (
     REPORT_SENSITIVITY,
     REPORT_SPECIFICITY,
 )
+from mlflow_tracking.pareto import TAG_PARETO
 from mlflow_tracking.saved_view import (
     SweepView,
     sweep_share_key,
@@ -55,6 +56,23 @@ def parent_run_name(space: SearchSpace, role: str) -> str:
     if space.has_variants:
         swept.insert(0, f"{len(space.variants)} variants")
     return f"{space.name}: {space.search} over {', '.join(swept) or 'seeds'}"[:240]
+
+
+def objectives_line(space: SearchSpace) -> str:
+    """The console line of a multi-objective sweep: its objectives, sampler, constraints, and
+    that ASHA (one metric only) stops trials by the first objective."""
+    objectives = ", ".join(f"{o.name} {o.mode}" for o in space.objective_list)
+    bounds = "; ".join(c.describe() for c in space.constraints)
+    asha = (
+        f"; ASHA stops trials by the first objective only ({best_metric_name(space.metric)})"
+        if space.scheduler.kind == "asha"
+        else ""
+    )
+    return (
+        f"  multi-objective: {objectives} (Optuna {space.sampler} sampler)"
+        + (f"; constraints: {bounds}" if bounds else "")
+        + f"{asha}; the sweep ends with the Pareto front (pareto/, best_configs/)"
+    )
 
 
 def best_metrics(space: SearchSpace, best: Any) -> dict[str, float]:
@@ -118,9 +136,16 @@ def sweep_view(space: SearchSpace, sweep_id: str, role: str = "sweep") -> Any:
         maximize=space.mode == "max",
         other_metrics=(*means, *reported),
         params=swept_param_keys(paths),
-        tags=(TAG_TRIAL_STATUS, TAG_DEGENERATE, *((TAG_VARIANT,) if space.has_variants else ())),
+        tags=(
+            TAG_TRIAL_STATUS,
+            TAG_DEGENERATE,
+            *((TAG_VARIANT,) if space.has_variants else ()),
+            *((TAG_PARETO,) if space.is_multi_objective else ()),
+        ),
         search_filter=f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'",
         chart_metric=best_metric_name(space.metric),
+        # A multi-objective sweep's other objectives, right after the first one.
+        objective_metrics=tuple(best_metric_name(o.name) for o in space.objective_list[1:]),
     )
 
 

@@ -30,7 +30,7 @@ MAX_MAX = (Objective(SCORE, "max"), Objective(SENSITIVITY, "max"))
 
 
 def point(label: str, **values: float | list[float]) -> Candidate:
-    samples = {name: value if isinstance(value, list) else [value] for name, value in values.items()}
+    samples = {name: v if isinstance(v, list) else [v] for name, v in values.items()}
     return Candidate(label=label, samples=samples, key=label)
 
 
