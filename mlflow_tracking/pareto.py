@@ -8,6 +8,7 @@ seeds; the intervals are lungsrad.statistics'.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,69 @@ class ConstraintLike(Protocol):
     def name(self) -> str: ...
     def violation(self, value: float) -> float: ...
     def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Objective:
+    """An objective as a sweep's parent run records it (param `sweep.objectives`)."""
+
+    name: str
+    mode: str  # max | min
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A constraint as a sweep's parent run records it (param `sweep.constraints`)."""
+
+    name: str
+    op: str  # >= | <=
+    value: float
+
+    def violation(self, value: float) -> float:
+        """How far `value` breaks the bound (<= 0: kept)."""
+        return self.value - value if self.op == ">=" else value - self.value
+
+    def describe(self) -> str:
+        return f"{self.name} {self.op} {self.value:g}"
+
+
+def recorded_objectives(params: Mapping[str, str]) -> tuple[list[Objective], list[Bound]]:
+    """The objectives and constraints of a sweep's parent run params ([] for a sweep of one
+    metric): `sweep.objectives` ["name mode", ...], `sweep.constraints` ["name op value", ...]."""
+    objectives = [
+        Objective(*text.rsplit(" ", 1)) for text in json.loads(params.get("sweep.objectives", "[]"))
+    ]
+    bounds = []
+    for text in json.loads(params.get("sweep.constraints", "[]")):
+        name, op, value = text.rsplit(" ", 2)
+        bounds.append(Bound(name=name, op=op, value=float(value)))
+    return objectives, bounds
+
+
+def candidates_of_points(points: Sequence[Any], names: Sequence[str]) -> list[Candidate]:
+    """Configurations of a sweep's finished child runs (mlflow_tracking.sweep_runs.TrialPoint,
+    grouped by variant and values), each metric of `names` as `best/<name>` per seed, named
+    after the run of the lowest seed, in trial order."""
+    groups: dict[str, list[Any]] = {}
+    for point in sorted(points, key=lambda p: p.trial_id):
+        key = json.dumps({"variant": point.variant, "values": point.values}, sort_keys=True)
+        groups.setdefault(key, []).append(point)
+    candidates = []
+    for members in groups.values():
+        first = min(members, key=lambda p: -1 if p.seed is None else p.seed)
+        samples = {
+            name: [float(p.metrics.get(f"best/{name}", math.nan)) for p in members]
+            for name in names
+        }
+        candidates.append(
+            Candidate(
+                label=first.run_name or first.run_id,
+                samples=samples,
+                key=first.trial_id,
+                run_ids=tuple(p.run_id for p in members),
+            )
+        )
+    return candidates
 
 
 @dataclass(frozen=True)

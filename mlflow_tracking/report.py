@@ -5,13 +5,15 @@ One-at-a-time sweeps (and grids over variants only) get Fig. 3-style curves
 (mlflow_tracking.sensitivity): the score (default: the reported test ICBHI Score) against each
 parameter's values, mean and spread over seeds, each curve holding its own points plus the shared
 base point. Joint searches (TPE, grid, random) get Optuna's analysis
-(mlflow_tracking.search_analysis): importance.csv, slice and contour plots.
+(mlflow_tracking.search_analysis): importance.csv, slice and contour plots; a multi-objective
+sweep's report adds its Pareto front (mlflow_tracking.pareto: table and pareto_front.png).
 Everything is written to --out and logged to the sweep's parent run under report/.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -23,6 +25,14 @@ from typing import Any
 from lungsrad.errors import UserError, run_cli
 from lungsrad.files import write_text_atomic
 from lungsrad.metrics import REPORT_SCORE
+from mlflow_tracking.pareto import (
+    Bound,
+    Objective,
+    candidates_of_points,
+    pareto_front,
+    recorded_objectives,
+    write_pareto_report,
+)
 from mlflow_tracking.saved_view import stored_share_key, ui_hint
 from mlflow_tracking.sensitivity import VARIANT_PARAMETER, curve_sections
 from mlflow_tracking.store import open_existing_store
@@ -124,6 +134,9 @@ def build_report(
             metric=metric,
             common=common,
         )
+    objectives, bounds = recorded_objectives(params)
+    if len(objectives) > 1:  # a multi-objective sweep: its Pareto front too
+        section = _with_pareto(section, points, objectives, bounds, folder=folder, sweep=sweep)
     markdown = "\n".join(section.lines) + "\n"
     write_text_atomic(section.table, markdown)
     if log_to_parent:
@@ -202,6 +215,27 @@ def _curves_section(
         *curve_lines,
     ]
     return _Section(lines=lines, table=folder / "sensitivity.md", plots=plots, kind="curves")
+
+
+def _with_pareto(
+    section: _Section,
+    points: Sequence[TrialPoint],
+    objectives: Sequence[Objective],
+    bounds: Sequence[Bound],
+    *,
+    folder: Path,
+    sweep: str,
+) -> _Section:
+    """The section with the Pareto front of the configurations (mlflow_tracking.pareto) and
+    its plot."""
+    names = list(dict.fromkeys([o.name for o in objectives] + [b.name for b in bounds]))
+    front = pareto_front(candidates_of_points(points, names), objectives, bounds)
+    lines, plot = write_pareto_report(
+        front, folder, title=f"{sweep}: Pareto front of {len(front.candidates)} configurations"
+    )
+    return dataclasses.replace(
+        section, lines=[*section.lines, "", *lines], plots=[*section.plots, plot]
+    )
 
 
 def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ class TrialPoint:
     metrics: dict[str, float]
     config_name: str = ""  # the run config's `name` param
     trial_id: str = ""  # the Tune trial id (ties rank by it, as in summary.md)
+    run_name: str = ""  # the MLflow run name
 
 
 def find_parent_run(client: Any, experiment_id: str, parent_run_id: str | None) -> Any:
@@ -91,6 +92,7 @@ def child_points(client: Any, experiment_id: str, parent_run_id: str) -> list[Tr
                     metrics=dict(run.data.metrics),
                     config_name=run.data.params.get("name", ""),
                     trial_id=tags.get(TAG_TRIAL_ID, ""),
+                    run_name=run.info.run_name or "",
                 )
             )
         token = page.token

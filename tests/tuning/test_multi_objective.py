@@ -1,8 +1,10 @@
-"""A two-objective smoke sweep (ICBHI Score up, the trial's device-seconds down, a specificity
-floor) on a real local Ray and a real SQLite MLflow store: Optuna's multi-objective TPE runs it,
-the summary and pareto/ hold the front's table and plot, best_configs/ one config per front
-point, best_config.yaml the tie-break winner, and exactly the front's child runs carry
-`lungsrad.pareto = true`. Bad multi-objective spaces are refused in one line."""
+"""A two-objective smoke sweep (training loss down, the trial's device-seconds down, a
+specificity floor; the tiny model's Score is 50 in every trial, which would leave one point) on a
+real local Ray and a real SQLite MLflow store: Optuna's multi-objective TPE runs it, the summary
+and pareto/ hold the front's table and plot, best_configs/ one config per front point,
+best_config.yaml the tie-break winner, exactly the front's child runs carry `lungsrad.pareto =
+true`, and the report read back from MLflow draws the same front. Bad multi-objective spaces are
+refused in one line."""
 
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from sweep_helpers import child_runs, mlflow_client  # noqa: E402  (tests/tuning
 
 from lungsrad.config import load_config
 from lungsrad.errors import UserError
-from lungsrad.metrics import REPORT_SPECIFICITY, SELECTION_SCORE
+from lungsrad.metrics import REPORT_SPECIFICITY, SELECTION_SCORE, TRAIN_LOSS
 from mlflow_tracking.pareto import PARETO_FILE, PARETO_PLOT, TAG_PARETO
+from mlflow_tracking.report import build_report
 from mlflow_tracking.saved_view import (
     SHARED_VIEW_TAG_PREFIX,
     decode_state,
@@ -40,10 +43,8 @@ from tuning.settings import DriverSettings
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = "test-multi-objective"
-OBJECTIVES = [
-    {"name": SELECTION_SCORE, "mode": "max"},
-    {"name": COST_OBJECTIVE, "mode": "min"},
-]
+FIRST = TRAIN_LOSS
+OBJECTIVES = [{"name": FIRST, "mode": "min"}, {"name": COST_OBJECTIVE, "mode": "min"}]
 FLOOR = {"name": REPORT_SPECIFICITY, "op": ">=", "value": 0}
 
 
@@ -59,7 +60,7 @@ def sweep(local_ray, write_space, tmp_path_factory):
         },
         base_overrides={"train.num_epochs": 1},
         search="tpe",
-        num_samples=5,
+        num_samples=4,
         max_concurrent_trials=2,
         metrics=OBJECTIVES,
         constraints=[FLOOR],
@@ -73,21 +74,21 @@ def sweep(local_ray, write_space, tmp_path_factory):
         ray_address=None,
     )
     space = load_search_space(space_path)
-    assert space.is_multi_objective and space.metric == SELECTION_SCORE
+    assert space.is_multi_objective and (space.metric, space.mode) == (FIRST, "min")
     return space, settings, run_sweep(space, settings)
 
 
 def _objectives(run) -> tuple[float, float]:
     metrics = run.data.metrics
-    return metrics[best_metric_name(SELECTION_SCORE)], metrics[best_metric_name(COST_OBJECTIVE)]
+    return metrics[best_metric_name(FIRST)], metrics[best_metric_name(COST_OBJECTIVE)]
 
 
 def _front(runs) -> set[str]:
-    """The non-dominated runs (score up, cost down), by brute force."""
+    """The non-dominated runs (loss down, cost down), by brute force."""
     values = {run.info.run_id: _objectives(run) for run in runs}
 
     def beats(a, b) -> bool:
-        return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+        return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
 
     return {
         run_id
@@ -101,12 +102,12 @@ def _front(runs) -> set[str]:
 @pytest.mark.slow
 def test_every_trial_reports_both_objectives_and_the_front_runs_are_tagged(sweep) -> None:
     _, settings, outcome = sweep
-    assert len(outcome.outcomes) == 5 and all(o.status == "done" for o in outcome.outcomes)
+    assert len(outcome.outcomes) == 4 and all(o.status == "done" for o in outcome.outcomes)
     runs = child_runs(settings.tracking_uri, EXPERIMENT, outcome.parent_run_id)
-    assert len(runs) == 5
+    assert len(runs) == 4
     for run in runs:
-        score, cost = _objectives(run)
-        assert 0.0 <= score <= 100.0 and cost > 0.0 and math.isfinite(cost)
+        loss, cost = _objectives(run)
+        assert loss > 0.0 and cost > 0.0 and math.isfinite(loss) and math.isfinite(cost)
     tagged = {run.info.run_id for run in runs if run.data.tags.get(TAG_PARETO) == "true"}
     assert tagged == _front(runs)
     assert all(run.data.tags.get(TAG_PARETO) in ("true", "false") for run in runs)
@@ -132,7 +133,7 @@ def test_pareto_table_plot_and_one_config_per_point(sweep) -> None:
     table = (outcome.folder / PARETO_FOLDER / PARETO_FILE).read_text()
     assert (outcome.folder / PARETO_FOLDER / PARETO_PLOT).read_bytes().startswith(b"\x89PNG")
     rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
-    assert len(rows) == 5  # every configuration, the front first
+    assert len(rows) == 4  # every configuration, the front first
     on_front = [row for row in rows if row.split("|")[1].strip().strip("*").startswith("front")]
     assert {row.split("|")[2].strip() for row in on_front} == names
     assert all(row.endswith("| yes |") for row in rows)  # specificity >= 0 always holds
@@ -144,17 +145,39 @@ def test_pareto_table_plot_and_one_config_per_point(sweep) -> None:
     assert {path.stem for path in configs} == {re.sub(r"[^\w.=-]+", "_", n) for n in names}
     for path in configs:
         load_config(path)  # a complete run config
-        assert read_selection_record(path)["metric"] == best_metric_name(SELECTION_SCORE)
+        assert read_selection_record(path)["metric"] == best_metric_name(FIRST)
 
-    # best_config.yaml: the front's best score (then the lowest cost), and says so.
+    # best_config.yaml: the front's lowest loss (then the lowest cost), and says so.
     best = outcome.folder / BEST_CONFIG_FILE
     assert best == outcome.best_config_path
-    winner = max(front, key=lambda run: (_objectives(run)[0], -_objectives(run)[1]))
+    winner = min(front, key=_objectives)
     text = best.read_text()
     assert "wins the tie-break" in text and f"{BEST_CONFIGS_FOLDER}/" in text
     assert read_selection_record(best)["mean"] == pytest.approx(_objectives(winner)[0], abs=1e-5)
     assert rows[0].split("|")[2].strip() == winner.info.run_name
     assert {run.data.tags[TAG_TRIAL_ID] for run in front} >= {outcome.best.representative.trial_id}
+
+
+@pytest.mark.ray
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_the_report_from_mlflow_draws_the_same_front(sweep, tmp_path: Path) -> None:
+    _, settings, outcome = sweep
+    client = mlflow_client(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    report = build_report(
+        client,
+        experiment_id=experiment.experiment_id,
+        parent_run_id=outcome.parent_run_id,
+        out_dir=tmp_path / "report",
+        log_to_parent=False,
+    )
+    assert tmp_path / "report" / PARETO_PLOT in report.plots
+    section = report.markdown[report.markdown.index("## Pareto front") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    on_front = {row.split("|")[2].strip() for row in rows if "front" in row.split("|")[1]}
+    runs = child_runs(settings.tracking_uri, EXPERIMENT, outcome.parent_run_id)
+    assert on_front == {run.info.run_name for run in runs if run.info.run_id in _front(runs)}
 
 
 GOOD = """\
