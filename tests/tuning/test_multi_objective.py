@@ -286,14 +286,20 @@ def test_shipped_example_space_loads() -> None:
     assert [o.name for o in space.objective_list] == [SELECTION_SCORE, "val/sensitivity"]
 
 
-def test_the_searcher_tells_optuna_every_objective_and_the_constraints(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
+def test_the_searcher_tells_optuna_every_objective_and_the_constraints(
+    tmp_path: Path, sampler: str
+) -> None:
+    import optuna
     from ray import tune
 
     from tuning.tuner import _search_algorithm
 
     text = GOOD + TWO + 'constraints: [{name: report/specificity, op: ">=", value: 70}]\n'
-    space = load_search_space(_write(tmp_path, text))
+    space = load_search_space(_write(tmp_path, text + f"sampler: {sampler}\n"))
     search = _search_algorithm(space)
+    expected = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
+    assert type(search._sampler) is expected[sampler]
     assert search.set_search_properties(None, None, {"x": tune.uniform(0.0, 1.0)})
     names = [best_metric_name(o.name) for o in space.objective_list]
     constraint = best_metric_name(REPORT_SPECIFICITY)
