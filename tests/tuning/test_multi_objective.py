@@ -277,7 +277,7 @@ def test_the_cli_refuses_several_metrics_under_one_at_a_time(tmp_path: Path) -> 
         timeout=120,
     )
     line = assert_one_line_error(completed, "search 'one_at_a_time' optimises one metric")
-    assert f"{path}:" in line and "use search: tpe" not in line
+    assert f"{path}:" in line and "need `search: tpe`" in line
 
 
 def test_shipped_example_space_loads() -> None:
