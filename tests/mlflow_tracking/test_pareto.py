@@ -135,3 +135,18 @@ def test_table_and_plot(tmp_path: Path) -> None:
     assert rows[1].startswith("| front | lr=0.2 seed=0 |") and rows[1].endswith("| yes |")
     assert rows[2].startswith("|  | lr=0.3 seed=0 |")
     assert rows[2].endswith("| no (specificity >= 70) |")
+
+
+def test_three_objectives_plot_the_first_two_and_tabulate_all(tmp_path: Path) -> None:
+    objectives = (*MAX_MAX, Objective(COST, "min"))
+    candidates = [
+        point("a", score=60, sensitivity=30, cost=5),
+        point("b", score=60, sensitivity=30, cost=9),  # a beats it on cost only
+        point("c", score=50, sensitivity=20, cost=1),  # cheapest: on the front
+    ]
+    front = pareto_front(candidates, objectives)
+    assert [c.label for c in front.points] == ["a", "c"]
+    lines, plot = write_pareto_report(front, tmp_path, title="three")
+    header = next(line for line in lines if line.startswith("|  | run |"))
+    assert plot.is_file() and header.endswith("| score (max) | sensitivity (max) | cost (min) |")
+    assert any("the first two objectives; the table above has all 3" in line for line in lines)
