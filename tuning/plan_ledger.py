@@ -72,7 +72,7 @@ class EarlierSweep:
     units: float  # GPUs (or CPUs) a trial held
     device: str  # GPU | CPU
     wall_seconds: float | None  # its summary's sweep wall time
-    makespan_seconds: float  # first trial start -> last trial end
+    busy_seconds: float  # wall time while at least one trial ran (union of the attempts)
     num_train: int | None  # training cycles a trial of it saw
 
     @property
@@ -82,10 +82,11 @@ class EarlierSweep:
 
     @property
     def startup_seconds(self) -> float:
-        """The sweep's wall time outside its trials (Ray, MLflow, data, export); 0 if unknown."""
+        """The sweep's wall time while no trial ran (Ray's start, MLflow, data, gaps between
+        trials, the export); 0 when its summary states no wall time."""
         if self.wall_seconds is None:
             return 0.0
-        return max(0.0, self.wall_seconds - self.makespan_seconds)
+        return max(0.0, self.wall_seconds - self.busy_seconds)
 
 
 def find_earlier_sweep(storage_path: Path, key: dict[str, Any]) -> EarlierSweep | None:
@@ -125,13 +126,19 @@ def read_earlier_sweep(folder: Path) -> EarlierSweep | None:
         wall_seconds=(
             summary_wall_seconds(summary.read_text(encoding="utf-8")) if summary.is_file() else None
         ),
-        makespan_seconds=(
-            max(end for _, end in intervals) - min(start for start, _ in intervals)
-            if intervals
-            else math.nan
-        ),
+        busy_seconds=_union_seconds(intervals),
         num_train=_num_train(folder),
     )
+
+
+def _union_seconds(intervals: list[list[float]]) -> float:
+    """Length of the union of [start, end] intervals."""
+    total, reached = 0.0, -math.inf
+    for start, end in sorted(intervals):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
 
 
 def _num_train(folder: Path) -> int | None:
@@ -157,7 +164,7 @@ class Estimate:
     seconds_per_trial_epoch: float  # wall seconds one trial spends per epoch
     device: str  # GPU | CPU
     units: float  # GPUs (CPUs) a trial holds
-    startup_seconds: float  # the sweep's wall time outside its trials (0: not known)
+    startup_seconds: float  # the sweep's wall time with no trial running (0: not known)
 
     def device_seconds(self, epochs: int) -> float:
         return epochs * self.seconds_per_trial_epoch * self.units
@@ -188,7 +195,10 @@ def ledger_estimate(space: SearchSpace, earlier: EarlierSweep) -> Estimate:
             basis += f", x {now}/{before} steps per epoch"
         basis += f" (assumes its {earlier.num_train} training cycles)"
     if earlier.wall_seconds is not None:
-        basis += f"; its start-up (wall time outside trials) {earlier.startup_seconds:.0f} s"
+        basis += (
+            f"; its wall time with no trial running (start-up, gaps, export) "
+            f"{earlier.startup_seconds:.0f} s"
+        )
     return Estimate(
         basis=basis,
         seconds_per_trial_epoch=per_epoch,
