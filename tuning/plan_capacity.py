@@ -11,6 +11,7 @@ import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from lungsrad.errors import first_line
@@ -74,10 +75,10 @@ def dashboard_url(address: str) -> str:
 
 
 def read_cluster_nodes(url: str) -> tuple[dict[str, float], ...]:
-    """The alive nodes' total resources from the dashboard's state API (a token from
-    RAY_AUTH_TOKEN is sent when set)."""
+    """The alive nodes' total resources from the dashboard's state API (with Ray's token
+    authentication token when there is one)."""
     request = urllib.request.Request(f"{url}/api/v0/nodes?limit=10000")
-    token = os.environ.get("RAY_AUTH_TOKEN")
+    token = ray_auth_token()
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
@@ -91,6 +92,18 @@ def read_cluster_nodes(url: str) -> tuple[dict[str, float], ...]:
     if not nodes:
         raise ValueError("no alive node")
     return nodes
+
+
+def ray_auth_token() -> str | None:
+    """The token Ray's own clients send: RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH
+    names, else ~/.ray/auth_token; None when there is none."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def this_machine(resources: ResourceSpec) -> Capacity:

@@ -131,6 +131,18 @@ def read_earlier_sweep(folder: Path) -> EarlierSweep | None:
     )
 
 
+def training_cycles(config: ExperimentConfig) -> int | None:
+    """Cycles of the official training split in the config's data folder (annotations read,
+    audio not); None when the folder is not there yet (the synthetic data a sweep generates)."""
+    from lungsrad.data.icbhi import scan_dataset
+
+    root = config.data.root
+    if root is None or not Path(root).is_dir():
+        return None
+    scan = scan_dataset(root, config.data.split_file, read_headers=False)
+    return sum(len(r.cycles) for r in scan.recordings if r.split == "train")
+
+
 def _union_seconds(intervals: list[list[float]]) -> float:
     """Length of the union of [start, end] intervals."""
     total, reached = 0.0, -math.inf
@@ -188,12 +200,17 @@ def ledger_estimate(space: SearchSpace, earlier: EarlierSweep) -> Estimate:
         f"= {per_epoch:.2f} s per trial-epoch"
     )
     if earlier.num_train:
+        cycles = training_cycles(space.base_config)
         before = steps_per_epoch(earlier.num_train, earlier.config.train)
-        now = steps_per_epoch(earlier.num_train, space.base_config.train)
+        now = steps_per_epoch(cycles or earlier.num_train, space.base_config.train)
         if now != before:
             per_epoch *= now / before
             basis += f", x {now}/{before} steps per epoch"
-        basis += f" (assumes its {earlier.num_train} training cycles)"
+        basis += (
+            f" ({cycles} training cycles here, {earlier.num_train} there)"
+            if cycles
+            else f" (assumes its {earlier.num_train} training cycles: no data folder here yet)"
+        )
     if earlier.wall_seconds is not None:
         basis += (
             f"; its wall time with no trial running (start-up, gaps, export) "

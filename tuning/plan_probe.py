@@ -7,7 +7,6 @@ plan's per-epoch figure. Follows benchmarks/train_throughput.py (the same TrainS
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
@@ -16,7 +15,7 @@ from lungsrad.training.loop import EpochTotals, draw_epoch_randomness, steps_per
 from lungsrad.training.runtime import cpu_threads
 from lungsrad.training.setup import build_training_parts
 from lungsrad.training.train_step import EpochData
-from tuning.plan_ledger import Estimate
+from tuning.plan_ledger import Estimate, training_cycles
 from tuning.search_space import SearchSpace
 
 WARMUP_STEPS = {"cpu": 1, "cuda": 3}  # untimed: first-call allocations, kernel selection
@@ -75,18 +74,6 @@ def time_training_step(config: ExperimentConfig, device: torch.device) -> float:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def training_cycles(config: ExperimentConfig) -> int | None:
-    """Cycles of the official training split in the config's data folder (annotations read,
-    audio not); None when the folder is not there yet (the synthetic data a sweep generates)."""
-    from lungsrad.data.icbhi import scan_dataset
-
-    root = config.data.root
-    if root is None or not Path(root).is_dir():
-        return None
-    scan = scan_dataset(root, config.data.split_file, read_headers=False)
-    return sum(len(r.cycles) for r in scan.recordings if r.split == "train")
 
 
 def probe_estimate(space: SearchSpace, *, device: str, units: float) -> tuple[Estimate | None, str]:

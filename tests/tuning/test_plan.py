@@ -17,11 +17,13 @@ import yaml
 from sweep_helpers import REPO
 
 from lungsrad.config import apply_overrides
+from mlflow_tracking.server import free_port
 from mlflow_tracking.uri import sqlite_uri
 from tests.cli_errors import assert_one_line_error
 from tuning.plan import asha_min_epochs
+from tuning.plan_capacity import Capacity, read_capacity
 from tuning.results import SUMMARY_FILE
-from tuning.search_space import load_search_space
+from tuning.search_space import ResourceSpec, load_search_space
 from tuning.sweep import main
 
 FIG3 = REPO / "search_spaces" / "paper_fig3.yaml"
@@ -64,6 +66,21 @@ def test_asha_least_epochs_keeps_one_trial_at_full_length() -> None:
     assert asha_min_epochs(10, grace_period=5, full_epochs=50) == 9 * 5 + 50
     assert asha_min_epochs(1, grace_period=5, full_epochs=50) == 50
     assert asha_min_epochs(3, grace_period=8, full_epochs=4) == 3 * 4
+
+
+def test_trials_at_once_fit_per_node_and_respect_max_concurrent() -> None:
+    capacity = Capacity("on two nodes", ({"CPU": 8.0, "GPU": 1.0}, {"CPU": 16.0}))
+    half_gpu = ResourceSpec(cpu=2, gpu=0.5)
+    assert capacity.concurrent(half_gpu, None) == 2  # the GPU node holds 2, the other none
+    assert capacity.concurrent(ResourceSpec(cpu=3), None) == 2 + 5
+    assert capacity.concurrent(ResourceSpec(cpu=3), 4) == 4
+
+
+def test_a_cluster_that_does_not_answer_is_named_and_this_machine_used() -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    capacity = read_capacity(f"http://{address}", ResourceSpec(cpu=1))
+    assert capacity.where == "on this machine"
+    assert f"the Ray cluster at http://{address} was not read" in capacity.describe()
 
 
 @pytest.mark.slow
