@@ -90,7 +90,7 @@ def read_cluster_nodes(url: str) -> tuple[dict[str, float], ...]:
         if row.get("state") == "ALIVE"
     )
     if not nodes:
-        raise ValueError("no alive node")
+        raise ValueError("no alive node yet")
     return nodes
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from mlflow_tracking.server import free_port
 from mlflow_tracking.uri import sqlite_uri
 from tests.cli_errors import assert_one_line_error
 from tuning.plan import asha_min_epochs
-from tuning.plan_capacity import Capacity, read_capacity
+from tuning.plan_capacity import Capacity, read_capacity, read_cluster_nodes
 from tuning.results import SUMMARY_FILE
 from tuning.search_space import ResourceSpec, load_search_space
 from tuning.sweep import main
@@ -186,3 +187,35 @@ def test_plan_with_probe_times_training_steps(swept, capsys) -> None:
     step = figure(r"basis: probe: ([0-9.]+) s per training step on cpu", out)
     assert step > 0
     assert figure(r"device time: at most ([0-9.]+) CPU-seconds", out) > 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_plan_reads_a_running_cluster_without_joining_it(
+    ray_cluster, write_space, tmp_path, monkeypatch, capsys
+) -> None:
+    ray_cluster.start_head(num_cpus=3, resources={"trial_slot": 2})
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_cluster.env["RAY_AUTH_TOKEN"])
+    deadline = time.monotonic() + 120
+    while True:  # the dashboard answers before the head node has registered
+        try:
+            read_cluster_nodes(ray_cluster.dashboard_url)
+            break
+        except ValueError:
+            assert time.monotonic() < deadline, "the head node never registered"
+            time.sleep(0.2)
+    space = write_space(
+        tmp_path,
+        "slots",
+        parameters={TEMPERATURE: {"grid": [0.06, 0.2, 0.5]}},
+        search="grid",
+        resources={"cpu": 1, "custom": {"trial_slot": 1}},
+    )
+    arguments = ["--space", str(space), "--plan", "--output-root", str(tmp_path / "runs")]
+    status = main([*arguments, "--ray-address", ray_cluster.dashboard_url])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    # 3 CPUs hold 3 trials, the 2 trial slots only 2.
+    assert f"on the Ray cluster at {ray_cluster.dashboard_url} (1 node(s), 3 CPUs" in out
+    assert figure(r"(\d+) at once", out) == 2
+    assert not (tmp_path / "runs").exists()
