@@ -102,6 +102,13 @@ def probe_estimate(space: SearchSpace, *, device: str, units: float) -> tuple[Es
         f"{WARMUP_STEPS[torch_device.type]}) x {steps} steps per epoch ({where}); evaluation and "
         "trial set-up not included"
     )
+    if space.has_variants:
+        basis += f"; the first variant's config ('{next(iter(space.variants))}')"
+    if device == "GPU" and torch_device.type == "cpu":
+        basis += (
+            "; the trials hold GPUs but this machine has no CUDA device (or train.device is cpu): "
+            "a CPU step, far slower than theirs"
+        )
     estimate = Estimate(
         basis=basis,
         seconds_per_trial_epoch=seconds * steps,
