@@ -107,12 +107,19 @@ def ray_auth_token() -> str | None:
 
 
 def this_machine(resources: ResourceSpec) -> Capacity:
-    """This machine's CPUs (those this process may use) and, when trials ask for GPUs, its CUDA
-    devices: what a local Ray started by the sweep would hold."""
+    """This machine's CPUs (those this process may use) and, when trials ask for GPUs, its
+    NVIDIA GPUs (CUDA_VISIBLE_DEVICES when set, else the /dev/nvidiaN devices; torch is not
+    loaded for it): what a local Ray started by the sweep would hold."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     node = {"CPU": float(cpus or 1)}
     if resources.gpu > 0:
-        import torch
-
-        node["GPU"] = float(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        node["GPU"] = float(visible_gpus())
     return Capacity("on this machine", (node,))
+
+
+def visible_gpus() -> int:
+    """NVIDIA GPUs this process would see."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([item for item in visible.split(",") if item.strip() and item.strip() != "-1"])
+    return len([p for p in Path("/dev").glob("nvidia*") if p.name[len("nvidia") :].isdigit()])
