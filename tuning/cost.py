@@ -34,6 +34,8 @@ COST_HOURS_PER_CONFIGURATION = "cost/device_hours_per_configuration"
 COST_HOURS_UNTIL_BEST = "cost/device_hours_until_best"
 COST_STOPPED_FULL_HOURS = "cost/stopped_trials_full_length_device_hours"
 COST_STOPPED_SAVED_HOURS = "cost/asha_saved_device_hours"
+# The row of summary.md's cost section that states the sweep's wall time.
+SUMMARY_WALL_ROW = "| sweep wall time |"
 
 
 @dataclass
@@ -268,7 +270,7 @@ class SweepCost:
             "| | |",
             "|---|---:|",
             f"| total | {_hours(self.device_hours)} {unit} |",
-            f"| sweep wall time | {self.wall_seconds / 60:.1f} min |",
+            f"{SUMMARY_WALL_ROW} {self.wall_seconds / 60:.1f} min |",
             f"| per configuration ({self.configurations}) | "
             f"{_hours(self.per_configuration_hours)} {unit} |",
             f"| until the best configuration was first reached | "
@@ -339,3 +341,16 @@ def sweep_cost(
         stopped_spent_hours=sum(r.device_seconds for r in stopped) / 3600.0,
         retried_trials=sum(r.attempts > 1 for r in records),
     )
+
+
+def summary_wall_seconds(summary_text: str) -> float | None:
+    """The sweep wall time its summary.md's cost section states (SweepCost.markdown, minutes to
+    0.1), in seconds; None when the summary has no such row."""
+    for line in summary_text.splitlines():
+        if line.startswith(SUMMARY_WALL_ROW):
+            figure = line[len(SUMMARY_WALL_ROW) :].strip(" |").removesuffix("min").strip()
+            try:
+                return float(figure) * 60.0
+            except ValueError:
+                return None
+    return None

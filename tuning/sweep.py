@@ -104,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tuning/sweep.py", description="Run a Lung-SRAD hyper-parameter sweep on Ray Tune."
     )
     parser.add_argument("--space", required=True, help="search-space YAML (search_spaces/*.yaml)")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the trials, resources, epochs and estimated device and wall time, then exit "
+        "0 without starting Ray or writing anything (docs/sweeps.md, 'Planning a sweep')",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="--plan, estimated from a few training steps timed here instead of an earlier sweep",
+    )
     add_common_arguments(parser)
     return parser
 
@@ -154,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             else preview
         )
         settings = make_settings(args, experiment=f"lungsrad-{space.name}", role="sweep")
+        if args.plan or args.probe:
+            from tuning.plan import print_plan  # reads only: no Ray, no MLflow, no sweep folder
+
+            return print_plan(space, settings, probe=args.probe)
         # Ray and torch load once the space is known to be valid: a typo fails in a second.
         from tuning.driver import run_sweep
 
