@@ -21,10 +21,9 @@ def _fetch(args: argparse.Namespace) -> int:
     from lungsrad.assets.fetch import FetchOptions, fetch_asset, list_assets
 
     if args.list:
-        rows = list_assets(args.dir)
-        widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in rows[0]}
-        for row in [{key: key for key in rows[0]}, *rows]:
-            print("  ".join(row[key].ljust(widths[key]) for key in row).rstrip())
+        for row in list_assets(args.dir):
+            print(f"{row['name']}  size {row['size']}  {row['pin']}  fetched: {row['fetched']}")
+            print("".join(f"    {source}\n" for source in row["sources"].split(" | ")), end="")
         return 0
     if args.name is None:
         raise errors.UserError("name an asset (lungsrad fetch NAME) or pass --list")

@@ -29,6 +29,10 @@ class _Dropped(Exception):
     """The connection ended before the whole body came."""
 
 
+class _NotTheFile(UserError):
+    """The server answered with something else than the file (its bytes are not kept)."""
+
+
 def looks_like_html(head: bytes) -> bool:
     """True when a body starts like an HTML page (a login, error or interstitial page)."""
     return head.lstrip()[:16].lower().startswith(_HTML_STARTS)
@@ -100,6 +104,9 @@ def download(
         try:
             _transfer(url, part, offset, expected_size, timeout_s, show_progress)
             return first_offset
+        except _NotTheFile:
+            discard_part(part)
+            raise
         except _Dropped:
             if (part.stat().st_size if part.exists() else 0) <= offset:
                 break  # no progress: do not loop on a server that drops at once
@@ -149,14 +156,14 @@ def _transfer(
         if offset and response.status != 206:
             offset = 0  # the server ignored Range: start over
         if response.headers.get_content_type() == "text/html":
-            raise UserError(
+            raise _NotTheFile(
                 f"{url} served an HTML page (content-type text/html), not the file; open it in "
                 "a browser, download the file and pass it with --from FILE"
             )
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
         if expected_size is not None and total is not None and total != expected_size:
-            raise UserError(
+            raise _NotTheFile(
                 f"{url}: wrong size: the server announces {total} bytes, the file has "
                 f"{expected_size}"
             )
@@ -194,7 +201,7 @@ def _copy_body(
                 if not chunk:
                     break
                 if written == 0 and looks_like_html(chunk[:64]):
-                    raise UserError(
+                    raise _NotTheFile(
                         f"{url} served an HTML page, not the file; download it in a browser and "
                         "pass it with --from FILE"
                     )
@@ -214,7 +221,8 @@ def _copy_body(
 
 def _read(response: http.client.HTTPResponse, url: str, timeout_s: float) -> bytes:
     try:
-        return response.read(CHUNK_BYTES)
+        # read1: what has arrived (read() would wait for a whole chunk, losing it on a timeout).
+        return response.read1(CHUNK_BYTES)
     except TimeoutError:
         raise UserError(_timeout_message(url, timeout_s)) from None
     except (http.client.IncompleteRead, ConnectionError):
