@@ -78,7 +78,14 @@ def fetch_asset(
             _obtain(asset, spec, options, root=root, locked=locked, say=say)
             for spec in _files_to_get(asset, options)
         ]
-        path = _land(asset, obtained, root, force=options.force, say=say)
+        try:
+            path = _land(asset, obtained, root, force=options.force, say=say)
+        except UserError as error:
+            if not str(error).startswith("no space"):  # checked bytes are kept for a retry
+                for item in obtained:
+                    if item.is_part:
+                        downloads.discard_part(item.path)
+            raise
         fresh = {
             _lock_key(asset, item.file_name): item
             for item in obtained
@@ -135,9 +142,10 @@ def _given_file(asset: Asset, spec: AssetFile, options: FetchOptions) -> Path | 
     unmatched = [path for path in options.from_files if path.name not in matched]
     if spec is asset.files[0] and unmatched:
         return unmatched[0]
-    if spec.key == "split" and unmatched[:1]:
-        beside = unmatched[0].parent / ICBHI_SPLIT_FILE
-        return beside if beside.is_file() else None
+    if spec.key == "split":
+        for given in options.from_files:
+            if (given.parent / ICBHI_SPLIT_FILE).is_file():
+                return given.parent / ICBHI_SPLIT_FILE
     return None
 
 

@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-from tests.http_files import Route
-from tests.lungsrad.assets.conftest import files_under, weights_asset
 
 from lungsrad.assets.fetch import FetchOptions, fetch_asset
 from lungsrad.assets.lock import read_lock
 from lungsrad.errors import UserError
+from tests.http_files import Route
+from tests.lungsrad.assets.conftest import files_under, weights_asset
 
 
 def _fetch(asset, directory: Path, **options):

@@ -1,0 +1,80 @@
+"""`fetch:NAME` in configs: model.checkpoint and data.root resolve to the fetched asset, a missing
+asset is one line with the `lungsrad fetch` command; hub names download their files."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from lungsrad.assets.fetch import FetchOptions, fetch_asset
+from lungsrad.assets.registry import find_asset, hf_asset
+from lungsrad.config import ModelConfig, checkpoint_file
+from lungsrad.data.icbhi import scan_dataset
+from lungsrad.errors import UserError
+from tests.http_files import Route
+
+
+def test_a_missing_asset_names_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGSRAD_ASSETS", str(tmp_path))
+    with pytest.raises(UserError, match="run `lungsrad fetch dass-medium-v2`") as error:
+        checkpoint_file(ModelConfig(checkpoint="fetch:dass-medium-v2"))
+    assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(UserError, match="data.root: fetch:icbhi .*`lungsrad fetch icbhi`"):
+        scan_dataset("fetch:icbhi")
+    with pytest.raises(UserError, match="names weights"):
+        scan_dataset("fetch:dass-medium-v2")
+    with pytest.raises(UserError, match="unknown asset 'dass-huge'"):
+        checkpoint_file(ModelConfig(checkpoint="fetch:dass-huge"))
+    assert checkpoint_file(ModelConfig(checkpoint="none")) is None
+    assert checkpoint_file(ModelConfig(checkpoint="a/b.pth")) == "a/b.pth"
+
+
+def test_a_fetched_checkpoint_resolves(tmp_path, monkeypatch):
+    weights = tmp_path / "dass-medium-v2" / "DASS_medium_v2.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"x")
+    monkeypatch.setenv("LUNGSRAD_ASSETS", str(tmp_path))
+    assert checkpoint_file(ModelConfig(checkpoint="fetch:dass-medium-v2")) == str(weights)
+
+
+def test_hub_names_and_their_download(server, tmp_path):
+    asset = find_asset("hf:saurabhati/DASS_small_AudioSet_50.1@abc123")
+    assert asset.folder == "hf/saurabhati/DASS_small_AudioSet_50.1@abc123"
+    assert asset.files[0].sources[0].url == (
+        "https://huggingface.co/saurabhati/DASS_small_AudioSet_50.1/resolve/abc123/model.safetensors"
+    )
+    assert asset.model == {"backbone": "dass", "preset": "small"}
+    with pytest.raises(UserError, match="expected hf:saurabhati/DASS_<size>"):
+        hf_asset("hf:someone/else")
+    # The download part, without the load check (load_dass_checkpoint reads hub files once
+    # the conversion lands): safetensors missing, so the pytorch_model.bin fallback is taken.
+    served = hf_asset("hf:saurabhati/DASS_medium_AudioSet_50.2")
+    weights, config = served.files
+    base = "/saurabhati/DASS_medium_AudioSet_50.2/resolve/main"
+    server.routes[f"{base}/pytorch_model.bin"] = Route(body=b"\x80" * 4096)
+    server.routes[f"{base}/config.json"] = Route(body=b'{"model_type": "dass"}')
+    local = dataclasses.replace(
+        served,
+        model=None,
+        files=tuple(
+            dataclasses.replace(
+                spec,
+                sources=tuple(
+                    dataclasses.replace(
+                        s, url=server.url(s.url.removeprefix("https://huggingface.co"))
+                    )
+                    for s in spec.sources
+                ),
+            )
+            for spec in served.files
+        ),
+    )
+    path = fetch_asset(local, FetchOptions(directory=tmp_path, show_progress=False), say=print)
+    assert path == tmp_path / served.folder / "pytorch_model.bin"
+    assert (tmp_path / served.folder / "config.json").is_file()
+    assert [r.path for r in server.requests] == [
+        f"{base}/model.safetensors",
+        f"{base}/pytorch_model.bin",
+        f"{base}/config.json",
+    ]
