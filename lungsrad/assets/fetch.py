@@ -140,7 +140,7 @@ def _given_file(asset: Asset, spec: AssetFile, options: FetchOptions) -> Path | 
             return by_name[name]
     matched = {n for s in asset.files for n in s.file_names if n in by_name}
     unmatched = [path for path in options.from_files if path.name not in matched]
-    if spec is asset.files[0] and unmatched:
+    if spec.key == asset.files[0].key and unmatched:
         return unmatched[0]
     if spec.key == "split":
         for given in options.from_files:
@@ -216,7 +216,7 @@ def _check(
             locked=locked.get(_lock_key(asset, item.file_name)),
             directory=root,
         )
-        if asset.kind == "weights" and item.spec is asset.files[0]:
+        if asset.kind == "weights" and item.spec.key == asset.files[0].key:
             check_weights(asset, item.path)
     except UserError:
         if discard:

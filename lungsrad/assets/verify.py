@@ -112,18 +112,24 @@ def check_weights(asset: Asset, path: Path) -> None:
 def check_hub_weights(asset: Asset, path: Path) -> None:
     """The check of Hugging Face hub weights (transformers names): `load_dass_checkpoint` reads
     that format too, converting the names on load."""
-    _load_into_backbone(asset, path)
+    _load_into_backbone(asset, path, read_first=False)
 
 
-def _load_into_backbone(asset: Asset, path: Path) -> None:
+def _load_into_backbone(asset: Asset, path: Path, *, read_first: bool = True) -> None:
+    """Builds the asset's backbone (random init) and loads `path` into it strictly; with
+    `read_first`, the file is first read as that backbone's state dict, so a foreign file or the
+    other backbone's weights are refused before the (seconds-long) build of a large model."""
     from lungsrad.config import ModelConfig
     from lungsrad.models.ast import AST, load_ast_checkpoint
+    from lungsrad.models.backbone_state import read_backbone_state
     from lungsrad.models.build import build_model
     from lungsrad.models.dass import load_dass_checkpoint
 
     assert asset.model is not None
-    model = build_model(ModelConfig(**asset.model))  # type: ignore[arg-type]
     try:
+        if read_first:
+            read_backbone_state(path, backbone=str(asset.model["backbone"]))
+        model = build_model(ModelConfig(**asset.model))  # type: ignore[arg-type]
         if isinstance(model, AST):
             load_ast_checkpoint(model, path)
         else:
