@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lungsrad.assets.paths import is_fetch_reference
 from lungsrad.config import (
     ExperimentConfig,
     apply_overrides,
@@ -276,7 +277,11 @@ def _absolute_paths(
     resolved: dict[str, Any] = {}
     for key in ("root", "split_file"):
         value = getattr(config.data, key)
-        if value is not None and not Path(value).expanduser().is_absolute():
+        if (
+            value is not None
+            and not is_fetch_reference(value)
+            and not Path(value).expanduser().is_absolute()
+        ):
             resolved[f"data.{key}"] = str(Path(value).expanduser().resolve())
     if checkpoint_file(config.model) is not None:
         resolved["model.checkpoint"] = checkpoint_value(
