@@ -16,7 +16,6 @@ from lungsrad.config import (
     ExperimentConfig,
     apply_overrides,
     check_config_path,
-    checkpoint_file,
     config_from_dict,
     load_config,
 )
@@ -283,7 +282,7 @@ def _absolute_paths(
             and not Path(value).expanduser().is_absolute()
         ):
             resolved[f"data.{key}"] = str(Path(value).expanduser().resolve())
-    if checkpoint_file(config.model) is not None:
+    if config.model.checkpoint is not None:  # "none" stays (checkpoint_value)
         resolved["model.checkpoint"] = checkpoint_value(
             config.model.checkpoint, where=f"{locate.where(where)}: {'.'.join(where)}"
         )

@@ -4,6 +4,7 @@ asset is one line with the `lungsrad fetch` command; hub names download their fi
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,29 @@ def test_hub_names_and_their_download(server, tmp_path):
         f"{base}/pytorch_model.bin",
         f"{base}/config.json",
     ]
+
+
+def test_a_search_space_keeps_a_fetch_name_once_it_resolves(tmp_path, monkeypatch):
+    from tuning.search_space import load_search_space
+
+    monkeypatch.setenv("LUNGSRAD_ASSETS", str(tmp_path / "assets"))
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(
+        "name: fetched\n"
+        f"base: {Path(__file__).resolve().parents[3] / 'configs' / 'synthetic_tiny.yaml'}\n"
+        "base_overrides:\n"
+        "  model.checkpoint: fetch:dass-medium-v2\n"
+        "  data.root: fetch:icbhi\n"
+        "parameters:\n"
+        "  method.regularization.sigma: {grid: [0.5, 1.0]}\n"
+        "search: grid\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UserError, match=r"space\.yaml.*run `lungsrad fetch dass-medium-v2`"):
+        load_search_space(space_file)
+    weights = tmp_path / "assets" / "dass-medium-v2" / "DASS_medium_v2.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"x")
+    space = load_search_space(space_file)
+    (config,) = space.variants.values()
+    assert (config.model.checkpoint, config.data.root) == ("fetch:dass-medium-v2", "fetch:icbhi")
