@@ -105,3 +105,15 @@ def test_a_search_space_keeps_a_fetch_name_once_it_resolves(tmp_path, monkeypatc
     space = load_search_space(space_file)
     (config,) = space.variants.values()
     assert (config.model.checkpoint, config.data.root) == ("fetch:dass-medium-v2", "fetch:icbhi")
+
+
+def test_sweep_data_flag_takes_the_fetch_name(tmp_path, monkeypatch):
+    from tuning.settings import data_root_for
+
+    monkeypatch.setenv("LUNGSRAD_ASSETS", str(tmp_path))
+    with pytest.raises(UserError, match="`lungsrad fetch icbhi`"):
+        data_root_for([], "fetch:icbhi", tmp_path)
+    folder = tmp_path / "ICBHI_final_database"
+    folder.mkdir()
+    (folder / "ICBHI_challenge_train_test.txt").write_text("")
+    assert data_root_for([], "fetch:icbhi", tmp_path) == folder
