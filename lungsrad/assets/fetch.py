@@ -4,6 +4,7 @@ unpack.py), and record first-download digests in the lock file. `lungsrad fetch 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -247,11 +248,24 @@ def _land(
             os.replace(item.path, final)
             fsync_directory(folder)
         else:
-            with atomic_destination(final) as temporary:
-                shutil.copyfile(item.path, temporary)
+            _copy_given_file(item.path, final)
     path = asset_path(asset, root)
     say(f"{asset.name}: fetched {path}")
     return path
+
+
+def _copy_given_file(given: Path, final: Path) -> None:
+    """Copies a --from file to its final name atomically; a full disk is one line."""
+    try:
+        with atomic_destination(final) as temporary:
+            shutil.copyfile(given, temporary)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise UserError(
+                f"no space left on device copying {given} to {final}; free some space and run "
+                "the same command again"
+            ) from None
+        raise
 
 
 def list_assets(directory: Path | None = None) -> list[dict[str, str]]:

@@ -83,9 +83,8 @@ def resolve_reference(value: str, *, key: str, directory: Path | None = None) ->
         raise UserError(f"{key}: {value} names {asset.kind}, not what {key} takes")
     root = assets_dir(directory)
     if not is_fetched(asset, root):
-        chosen = directory if directory is not None else None
         raise UserError(
-            f"{key}: {value} is not fetched into {root}; run `{fetch_command(name, chosen)}` "
+            f"{key}: {value} is not fetched into {root}; run `{fetch_command(name, directory)}` "
             f"(or set {ASSETS_DIR_VARIABLE} to the folder holding it)"
         )
     path = asset_path(asset, root)

@@ -4,6 +4,7 @@ folder beside the destination, put the official split file (with the known fix o
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
@@ -118,11 +119,7 @@ def unpack_database(
     staging = destination.parent / f".{destination.name}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir(parents=True)
     try:
-        with zipfile.ZipFile(archive) as opened:
-            for member in members:
-                target = staging / posixpath.basename(member.filename)
-                with opened.open(member) as source, open(target, "wb") as sink:
-                    shutil.copyfileobj(source, sink, 1 << 20)
+        _extract(archive, members, staging)
         text = split_file.read_text(encoding="utf-8")
         (staging / SPLIT_FILE_NAME).write_text(fixed_split_text(text, staging), encoding="utf-8")
         verdict = _inspect(staging, label=label)
@@ -131,6 +128,23 @@ def unpack_database(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return DatabaseVerdict(destination, *verdict)
+
+
+def _extract(archive: Path, members: list[zipfile.ZipInfo], staging: Path) -> None:
+    """Writes each member into `staging` (flat); a full disk is one line."""
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            for member in members:
+                target = staging / posixpath.basename(member.filename)
+                with opened.open(member) as source, open(target, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise UserError(
+                f"no space left on device unpacking {archive} into {staging.parent}; free some "
+                "space and run the same command again"
+            ) from None
+        raise
 
 
 def _inspect(folder: Path, *, label: str) -> tuple[int, int, int, tuple[str, ...]]:
