@@ -117,3 +117,30 @@ def test_sweep_data_flag_takes_the_fetch_name(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "ICBHI_challenge_train_test.txt").write_text("")
     assert data_root_for([], "fetch:icbhi", tmp_path) == folder
+
+
+def test_hub_weights_are_load_checked(server, tmp_path):
+    # Runs once load_dass_checkpoint reads the transformers format (models/dass/hf_format.py).
+    hf_format = pytest.importorskip("lungsrad.models.dass.hf_format")
+    import torch
+
+    from tests.golden import shared_folder
+    from tests.lungsrad.assets.conftest import TINY_DASS_MODEL
+
+    golden = shared_folder("dass_reference", "dass_tiny.pt") / "dass_tiny.pt"
+    state = torch.load(golden, map_location="cpu", weights_only=True)["state_dict"]
+    state = {key.removeprefix("module.v."): value for key, value in state.items()}
+    hf_format.save_hf_dass(state, tmp_path / "model.safetensors")
+    server.routes["/hub/model.safetensors"] = Route(
+        body=(tmp_path / "model.safetensors").read_bytes()
+    )
+    server.routes["/hub/config.json"] = Route(body=b'{"model_type": "dass"}')
+    hub = hf_asset("hf:saurabhati/DASS_small_AudioSet_50.1")
+    tiny = dataclasses.replace(hub, model=TINY_DASS_MODEL)
+    options = FetchOptions(directory=tmp_path / "assets", show_progress=False)
+    urls = (server.url("/hub/model.safetensors"), server.url("/hub/config.json"))
+    path = fetch_asset(tiny, dataclasses.replace(options, urls=urls), say=print)
+    assert path.name == "model.safetensors"
+    # The same file under the small model's name does not load: DASS-small's keys differ.
+    with pytest.raises(UserError, match="hf:saurabhati/DASS_small_AudioSet_50.1: "):
+        fetch_asset(hub, dataclasses.replace(options, urls=urls, force=True), say=print)
