@@ -218,7 +218,7 @@ def _check(
             directory=root,
         )
         if asset.kind == "weights" and item.spec.key == asset.files[0].key:
-            check_weights(asset, item.path)
+            check_weights(asset, item.path, file_name=item.file_name)
     except UserError:
         if discard:
             downloads.discard_part(item.path)

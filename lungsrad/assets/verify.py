@@ -5,9 +5,14 @@ loaders (which compare every key and shape with the backbone's)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,16 +102,33 @@ def _check_payload(spec: AssetFile, path: Path, label: str) -> None:
         raise UserError(f"{label}: {path} is not a zip archive")
 
 
-def check_weights(asset: Asset, path: Path) -> None:
+def check_weights(asset: Asset, path: Path, *, file_name: str) -> None:
     """Loads `path` into the backbone the asset names, through the backbone's own loader, which
     refuses another backbone's file, a file that is no checkpoint, and missing, unexpected or
-    mis-shaped keys (one line naming the file)."""
+    mis-shaped keys (one line naming the file). The loader sees the bytes under `file_name`
+    (a `.part` is linked there), since it tells formats apart by name (`.safetensors`)."""
     if asset.model is None:
         return
-    if asset.weights_format == "hf":
-        check_hub_weights(asset, path)
+    with _named(path, file_name) as named:
+        if asset.weights_format == "hf":
+            check_hub_weights(asset, named)
+        else:
+            _load_into_backbone(asset, named)
+
+
+@contextlib.contextmanager
+def _named(path: Path, file_name: str) -> Iterator[Path]:
+    """`path`, or a hard link to it named `file_name` in a temporary folder beside it."""
+    if path.name == file_name:
+        yield path
         return
-    _load_into_backbone(asset, path)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".check.") as folder:
+        named = Path(folder) / file_name
+        try:
+            os.link(path, named)
+        except OSError:
+            shutil.copyfile(path, named)  # a file system without hard links
+        yield named
 
 
 def check_hub_weights(asset: Asset, path: Path) -> None:
