@@ -215,7 +215,7 @@ def _add_run_parsers(commands: argparse._SubParsersAction) -> None:
         "--data",
         type=Path,
         default=None,
-        help="ICBHI_final_database folder (unzipped); wins over the config's data.root",
+        help="ICBHI_final_database folder (unzipped) or fetch:icbhi; wins over data.root",
     )
     train.add_argument(
         "--split-file",
