@@ -95,7 +95,6 @@ def download(
     if part.exists() and (not note.is_file() or note.read_text(encoding="utf-8") != url):
         discard_part(part)  # bytes of another source (or unknown): never mixed with these
     part.parent.mkdir(parents=True, exist_ok=True)
-    note.write_text(url, encoding="utf-8")
     first_offset = part.stat().st_size if part.exists() else 0
     for _ in range(MAX_RESUMES + 1):
         offset = part.stat().st_size if part.exists() else 0
@@ -194,6 +193,8 @@ def _copy_body(
         file=sys.stderr,
         disable=not (show_progress and sys.stderr.isatty()),
     )
+    if not offset:
+        source_note_path(part).write_text(url, encoding="utf-8")
     try:
         with progress, open(part, "ab" if offset else "wb") as stream:
             while True:

@@ -53,15 +53,18 @@ def test_a_dropped_connection_resumes_with_a_range_request(server, tmp_path, rel
 def test_a_silent_server_times_out_and_the_next_run_resumes(server, tmp_path, release_bytes):
     server.routes["/w.pth"] = Route(body=release_bytes, stall_after=200_000)
     asset = weights_asset(server.url("/w.pth"))
-    with pytest.raises(UserError, match=r"no data for 0.5 s \(timed out\).*resume"):
-        _fetch(asset, tmp_path, timeout_s=0.5)
+    with pytest.raises(UserError, match=r"no data for 1 s \(timed out\).*resume"):
+        _fetch(asset, tmp_path, timeout_s=1.0)
     assert not (tmp_path / "dass-tiny" / "w.pth").exists()
-    assert (tmp_path / ".downloads" / "dass-tiny" / "w.pth.part").stat().st_size == 200_000
+    # What arrived before the server went silent is kept (all of it, unless the machine is so
+    # loaded that a gap inside those bytes already outlasted the timeout).
+    kept = (tmp_path / ".downloads" / "dass-tiny" / "w.pth.part").stat().st_size
+    assert 0 < kept <= 200_000
     server.routes["/w.pth"] = Route(body=release_bytes)
     path, said = _fetch(asset, tmp_path)
     assert path.read_bytes() == release_bytes
-    assert server.requests[-1].range == "bytes=200000-"
-    assert any("resumed" in line and "200000" in line for line in said)
+    assert server.requests[-1].range == f"bytes={kept}-"
+    assert any("resumed" in line and str(kept) in line for line in said)
     assert not (tmp_path / ".downloads" / "dass-tiny" / "w.pth.part").exists()
 
 
@@ -88,7 +91,7 @@ def test_a_bad_response_is_refused_and_leaves_no_file(server, tmp_path, route, m
         server.routes["/w.pth"] = route
     with pytest.raises(UserError, match=message):
         _fetch(weights_asset(server.url("/w.pth")), tmp_path)
-    assert [f for f in files_under(tmp_path) if not f.endswith((".lock", ".source"))] == []
+    assert files_under(tmp_path) == []
 
 
 def test_a_changed_file_is_refused_naming_both_digests(server, tmp_path, release_bytes):
