@@ -1,5 +1,6 @@
-"""Command line: `lungsrad data synth|inspect|features`, `lungsrad train`, `lungsrad evaluate`,
-`lungsrad spectral`. Only parses arguments and calls the library; bad input exits 2 in one line.
+"""Command line: `lungsrad fetch`, `lungsrad data synth|inspect|features`, `lungsrad train`,
+`lungsrad evaluate`, `lungsrad spectral`. Only parses arguments and calls the library; bad input
+exits 2 in one line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,27 @@ from pathlib import Path
 from lungsrad import errors
 from lungsrad.config import parse_override
 from lungsrad.errors import EXIT_BAD_INPUT
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from lungsrad.assets.fetch import FetchOptions, fetch_asset, list_assets
+
+    if args.list:
+        for row in list_assets(args.dir):
+            print(f"{row['name']}  size {row['size']}  {row['pin']}  fetched: {row['fetched']}")
+            print("".join(f"    {source}\n" for source in row["sources"].split(" | ")), end="")
+        return 0
+    if args.name is None:
+        raise errors.UserError("name an asset (lungsrad fetch NAME) or pass --list")
+    options = FetchOptions(
+        directory=args.dir,
+        from_files=tuple(args.from_files or ()),
+        urls=tuple(args.url or ()),
+        force=args.force,
+        timeout_s=args.timeout,
+    )
+    fetch_asset(args.name, options)
+    return 0
 
 
 def _data_synth(args: argparse.Namespace) -> int:
@@ -113,9 +135,44 @@ def build_parser() -> argparse.ArgumentParser:
     """The `lungsrad` argument parser."""
     parser = argparse.ArgumentParser(prog="lungsrad", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_fetch_parser(commands)
     _add_data_parsers(commands)
     _add_run_parsers(commands)
     return parser
+
+
+def _add_fetch_parser(commands: argparse._SubParsersAction) -> None:
+    """`lungsrad fetch NAME | --list`."""
+    fetch = commands.add_parser(
+        "fetch",
+        help="download the ICBHI database or pretrained weights by name, verify, lay them out",
+    )
+    fetch.add_argument(
+        "name", nargs="?", help="icbhi, dass-medium-v2, ast-audioset, hf:saurabhati/DASS_... "
+    )
+    fetch.add_argument("--list", action="store_true", help="every name, source, size, pin")
+    fetch.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="assets folder (default: $LUNGSRAD_ASSETS, else ~/.cache/lungsrad/assets)",
+    )
+    fetch.add_argument(
+        "--from",
+        dest="from_files",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="a file downloaded by hand (same checks, same layout; repeatable)",
+    )
+    fetch.add_argument(
+        "--url", action="append", help="fetch from this URL instead (a mirror; repeatable)"
+    )
+    fetch.add_argument("--force", action="store_true", help="replace an asset fetched before")
+    fetch.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="give up on a silent server"
+    )
+    fetch.set_defaults(handler=_fetch)
 
 
 def _add_data_parsers(commands: argparse._SubParsersAction) -> None:
@@ -158,7 +215,7 @@ def _add_run_parsers(commands: argparse._SubParsersAction) -> None:
         "--data",
         type=Path,
         default=None,
-        help="ICBHI_final_database folder (unzipped); wins over the config's data.root",
+        help="ICBHI_final_database folder (unzipped) or fetch:icbhi; wins over data.root",
     )
     train.add_argument(
         "--split-file",

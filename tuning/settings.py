@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lungsrad.assets.paths import DATA_ROOT, resolve_reference
 from lungsrad.config import ExperimentConfig
 from lungsrad.data.layout import archive_hint
 from mlflow_tracking.store import TrackingTarget, open_experiment
@@ -147,6 +148,8 @@ def data_root_for(
     """--data (it wins over the configs' data.root), else None when every base config names a
     dataset, else the synthetic data folder."""
     if explicit is not None:
+        # `--data fetch:icbhi`: the fetched database (one line with the fetch command if absent)
+        explicit = resolve_reference(str(explicit), key=DATA_ROOT)
         path = Path(explicit).expanduser().resolve()
         if path.is_file():
             raise NotADirectoryError(f"--data {path} is a file, not a folder{archive_hint(path)}")

@@ -3,17 +3,20 @@ frame counts, feature widths, the regularized blocks."""
 
 from __future__ import annotations
 
+from lungsrad.assets.paths import CHECKPOINT, resolve_reference
 from lungsrad.config.presets import AST_SIZES, MODEL_PRESETS, RANDOM_INIT_CHECKPOINT
 from lungsrad.config.sections import DataConfig, ExperimentConfig, ModelConfig
 from lungsrad.errors import UserError
 
 
 def checkpoint_file(model: ModelConfig) -> str | None:
-    """model.checkpoint as a file to load; None when unset or "none" (random initialisation)."""
+    """model.checkpoint as a file to load; None when unset or "none" (random initialisation).
+    `fetch:NAME` is the fetched asset's file (a UserError with the `lungsrad fetch` command when
+    it is not fetched; the assets folder: $LUNGSRAD_ASSETS, else ~/.cache/lungsrad/assets)."""
     checkpoint = model.checkpoint
     if checkpoint is None or checkpoint.strip().lower() == RANDOM_INIT_CHECKPOINT:
         return None
-    return checkpoint
+    return resolve_reference(checkpoint, key=CHECKPOINT)
 
 
 def resolved_architecture(model: ModelConfig) -> tuple[tuple[int, ...], tuple[int, ...], float]:

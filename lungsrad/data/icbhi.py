@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lungsrad.assets.paths import DATA_ROOT, SPLIT_FILE, resolve_reference
 from lungsrad.data.annotations import (
     END_TOLERANCE_SECONDS,
     DataProblem,
@@ -89,8 +90,10 @@ def scan_dataset(
     """Finds every recording in `root` and every problem with it, without raising on data.
 
     Args:
-        root: ICBHI_final_database-style folder (NAME.wav + NAME.txt per recording).
-        split_file: official split file; None: <root>/ICBHI_challenge_train_test.txt.
+        root: ICBHI_final_database-style folder (NAME.wav + NAME.txt per recording), or
+            `fetch:icbhi` (the fetched database).
+        split_file: official split file (or `fetch:icbhi`); None:
+            <root>/ICBHI_challenge_train_test.txt.
         read_headers: read wav headers (sample rate, length, channels) and check cycle times.
         decode_audio: also decode the samples (finds NaN/inf samples; slow on big data).
 
@@ -98,12 +101,7 @@ def scan_dataset(
         FileNotFoundError / NotADirectoryError: `root` does not exist or is not a folder.
         UserError: `root` holds no recordings at all.
     """
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"dataset path is not a folder: {root}{archive_hint(root)}")
-    split_path = Path(split_file) if split_file is not None else root / SPLIT_FILE_NAME
+    root, split_path = _dataset_paths(root, split_file)
     wav_files, text_files = _list_recording_files(root, split_path)
 
     problems: list[DataProblem] = []
@@ -158,6 +156,20 @@ def scan_dataset(
         audio=audio,
         num_cycles_clipped=num_clipped,
     )
+
+
+def _dataset_paths(
+    root: str | os.PathLike[str], split_file: str | os.PathLike[str] | None
+) -> tuple[Path, Path]:
+    """The dataset folder and split file (`fetch:icbhi` resolved), the folder checked."""
+    root = Path(resolve_reference(str(root), key=DATA_ROOT))
+    if split_file is not None:
+        split_file = resolve_reference(str(split_file), key=SPLIT_FILE)
+    if not root.exists():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"dataset path is not a folder: {root}{archive_hint(root)}")
+    return root, Path(split_file) if split_file is not None else root / SPLIT_FILE_NAME
 
 
 def _list_recording_files(root: Path, split_path: Path) -> tuple[dict[str, Path], dict[str, Path]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from lungsrad.assets.paths import is_fetch_reference, resolve_reference
 from lungsrad.config import (
     RANDOM_INIT_CHECKPOINT,
     ExperimentConfig,
@@ -72,6 +73,12 @@ def checkpoint_value(value: Any, *, where: str) -> Any:
     own working directories), checked before any trial starts; None and "none" (a random start)
     stay as they are."""
     if value is None or str(value).strip().lower() == RANDOM_INIT_CHECKPOINT:
+        return value
+    if is_fetch_reference(value):  # `fetch:NAME` stays a name; it must be fetched here
+        try:
+            resolve_reference(str(value), key="model.checkpoint")
+        except UserError as error:
+            raise UserError(f"{where}: {error}") from None
         return value
     path = Path(str(value)).expanduser().resolve()
     if not path.is_file():

@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lungsrad.assets.paths import is_fetch_reference
 from lungsrad.config import (
     ExperimentConfig,
     apply_overrides,
     check_config_path,
-    checkpoint_file,
     config_from_dict,
     load_config,
 )
@@ -269,9 +269,13 @@ def _absolute_paths(
     resolved: dict[str, Any] = {}
     for key in ("root", "split_file"):
         value = getattr(config.data, key)
-        if value is not None and not Path(value).expanduser().is_absolute():
+        if (
+            value is not None
+            and not is_fetch_reference(value)
+            and not Path(value).expanduser().is_absolute()
+        ):
             resolved[f"data.{key}"] = str(Path(value).expanduser().resolve())
-    if checkpoint_file(config.model) is not None:
+    if config.model.checkpoint is not None:  # "none" stays (checkpoint_value)
         resolved["model.checkpoint"] = checkpoint_value(
             config.model.checkpoint, where=f"{locate.where(where)}: {'.'.join(where)}"
         )
