@@ -74,7 +74,7 @@ def checkpoint_value(value: Any, *, where: str) -> Any:
     if value is None or str(value).strip().lower() == RANDOM_INIT_CHECKPOINT:
         return value
     path = Path(str(value)).expanduser().resolve()
-    if not path.is_file():
+    if not path.exists():  # a file, or a Hugging Face DASS model folder
         raise FileNotFoundError(
             f"{where}: model.checkpoint not found: {path} (relative paths are read from the "
             "directory the sweep runs in; give the file with --set model.checkpoint=PATH, or "
