@@ -96,11 +96,8 @@ def from_hf_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             name = "classifier." + key
         else:
             name = _rename(key.removeprefix(HF_PREFIX), _HF_TO_OURS)
-        if name.endswith(".op.x_proj_weight"):
-            # (4 (R + 2N), D) -> (4, R + 2N, D)
-            tensor = _regroup(key, tensor, lambda t: (_DIRECTIONS, -1, t.shape[-1]))
-        elif name.endswith(".op.dt_projs_weight"):
-            # (4 D, R) -> (4, D, R)
+        if name.endswith((".op.x_proj_weight", ".op.dt_projs_weight")):
+            # (4 (R + 2N), D) -> (4, R + 2N, D); (4 D, R) -> (4, D, R)
             tensor = _regroup(key, tensor, lambda t: (_DIRECTIONS, -1, t.shape[-1]))
         converted[name] = tensor
     return converted
