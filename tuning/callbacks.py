@@ -74,6 +74,7 @@ from tuning.result_keys import (
     best_metric_name,
 )
 from tuning.search_space import SearchSpace
+from tuning.sweep_assets import CHECKPOINT_SHA256, CHECKPOINT_SOURCE
 from tuning.sweep_tracking import ResolvedTrials, SweepTracking, TrialRun
 
 # How long the driver waits at the end of a sweep for an unreachable MLflow before it warns.
@@ -445,5 +446,8 @@ def _log_facts(tracker: RunTracker, facts: dict[str, Any]) -> None:
         params["run.num_parameters"] = facts["num_parameters"]
     for name, size in (facts.get("split_sizes") or {}).items():
         params[f"run.split_size.{name}"] = size
+    for key in (CHECKPOINT_SOURCE, CHECKPOINT_SHA256):  # which initial weights the run used
+        if key in facts:
+            params[f"run.{key}"] = facts[key]
     if params:
         tracker.log_params(params)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lungsrad.files import file_lock
+from lungsrad.models.build import InitialWeights
 from mlflow_tracking.run_writer import RunTracker
 from mlflow_tracking.store import TrackingTarget, configure_http_retries
 from tuning.cluster import check_resources, connect, disconnect
@@ -30,6 +31,7 @@ from tuning.settings import (
     set_tune_driver_defaults,
     synthetic_data_folder,
 )
+from tuning.sweep_assets import announce_weights, ship_weights
 from tuning.sweep_data import ensure_synthetic_data, shared_feature_set
 from tuning.sweep_folder import SweepFolder, driver_lock, locate_sweep_folder, write_state
 from tuning.sweep_tracking import ResolvedTrials, SweepTracking
@@ -45,6 +47,7 @@ def run_sweep(
     num_cpus: int | None = None,
     export_best: bool = True,
     check_inputs: bool = True,
+    initial_weights: Mapping[str, InitialWeights] | None = None,
 ) -> SweepOutcome:
     """Runs (or resumes) a sweep end to end and exports its best configuration.
 
@@ -61,6 +64,9 @@ def run_sweep(
         num_cpus: CPUs of a local Ray (None: all of this machine's).
         export_best: write best_config.yaml (final.py's seed runs have nothing to choose).
         check_inputs: run tuning.preflight's checks (final.py runs them itself, before Ray).
+        initial_weights: the checkpoints' weights that check (final.py's) read, by
+            model.checkpoint; with check_inputs, the checks' own. They reach the trials through
+            Ray's object store: no trial opens model.checkpoint's path.
 
     Raises:
         ValueError / FileNotFoundError: bad input, unreachable MLflow, resources no node has, a
@@ -75,14 +81,20 @@ def run_sweep(
     configure_http_retries()
     if check_inputs:
         # Checkpoints, data and split file: a bad one fails here in one line, not in every trial.
-        check_space_inputs(space, generated_data=synthetic_data_folder(settings))
+        initial_weights = check_space_inputs(space, generated_data=synthetic_data_folder(settings))
+    announce_weights(initial_weights or {})
     # Ray starts only once the checks above have passed.
     with driver_lock(folder):
         cluster = connect(settings.ray_address, num_cpus=num_cpus)
         try:
             print(cluster.describe(), flush=True)
             parent, outcomes, view_key = _run_tune(
-                space, settings, folder, target, callbacks=callbacks
+                space,
+                settings,
+                folder,
+                target,
+                callbacks=callbacks,
+                shipped_weights=ship_weights(initial_weights or {}),
             )
         finally:
             disconnect(cluster)
@@ -106,6 +118,7 @@ def _run_tune(
     target: TrackingTarget,
     *,
     callbacks: Sequence[Any],
+    shipped_weights: Mapping[str, Any],
 ) -> tuple[RunTracker, list[Any], str | None]:
     """Resources check, data, parent run and saved view, Tune until every trial has ended, then
     the `reseed` step; the parent run, the outcomes of every trial and the view's share key.
@@ -132,7 +145,7 @@ def _run_tune(
         _announce(space, settings.role, folder, target, parent.run_id)
         view_key = write_sweep_view(space, target, folder.sweep_id, settings.role)
         print(f"  view: {mlflow_ui_hint(target, view_key)}", flush=True)
-        context = SweepContext(space=space)
+        context = SweepContext(space=space, shipped_weights=shipped_weights)
         tuner = build_tuner(
             space,
             folder,

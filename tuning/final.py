@@ -204,14 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             folds=args.folds,
             overrides=flag_overrides(args),
         )
-        check_space_inputs(space, generated_data=synthetic_data_folder(settings))
+        weights = check_space_inputs(space, generated_data=synthetic_data_folder(settings))
         # Without --gpu the cluster decides (one GPU per seed run when it has GPUs), so Ray is
         # joined first; run_sweep then reuses the connection.
         cluster = connect(args.ray_address) if args.gpu is None else None
         try:
             resources = ResourceSpec(cpu=args.cpu, gpu=_gpu_per_run(args.gpu, cluster))
             space = dataclasses.replace(space, resources=resources)
-            outcome = run_sweep(space, settings, export_best=False, check_inputs=False)
+            outcome = run_sweep(
+                space, settings, export_best=False, check_inputs=False, initial_weights=weights
+            )
         finally:
             if cluster is not None:
                 disconnect(cluster)

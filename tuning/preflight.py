@@ -2,6 +2,8 @@
 weights names them, every checkpoint it names loads into its model (the loaders of
 lungsrad.models, through build_model), and every dataset folder reads with its split file.
 Each failure is one line (UserError / FileNotFoundError), so the CLIs exit 2. Ray-free.
+Each checkpoint file is read once; the weights read are returned, for the driver to ship to the
+trials (tuning.sweep_assets).
 """
 
 from __future__ import annotations
@@ -17,21 +19,28 @@ from lungsrad.config import (
     checkpoint_file,
 )
 from lungsrad.errors import UserError
+from lungsrad.models.build import InitialWeights
 from tuning.search_space import Parameter, SearchSpace
 
 CHECKPOINT_PATH = "model.checkpoint"
 
 
-def check_space_inputs(space: SearchSpace, *, generated_data: Path | None = None) -> None:
+def check_space_inputs(
+    space: SearchSpace, *, generated_data: Path | None = None
+) -> dict[str, InitialWeights]:
     """All checks of this module for `space`; `generated_data` is the synthetic data folder the
     driver writes itself (not read here: it may not exist yet).
+
+    Returns:
+        The weights of each checkpoint the space names, by model.checkpoint (check_checkpoints).
 
     Raises:
         UserError / FileNotFoundError: one line naming the space (or config) file.
     """
     check_pretrained(space)
-    check_checkpoints(space)
+    weights = check_checkpoints(space)
     check_data(space, generated_data=generated_data)
+    return weights
 
 
 def check_pretrained(space: SearchSpace) -> None:
@@ -52,9 +61,15 @@ def check_pretrained(space: SearchSpace) -> None:
             )
 
 
-def check_checkpoints(space: SearchSpace) -> None:
-    """Builds each distinct model that names a checkpoint file, loading it (keys, shapes and
-    backbone checked by lungsrad.models); one line naming the file on failure."""
+def check_checkpoints(space: SearchSpace) -> dict[str, InitialWeights]:
+    """Reads each distinct checkpoint the space names once and builds each distinct model that
+    names it from those weights (keys, shapes and backbone checked by lungsrad.models); one line
+    naming the file on failure.
+
+    Returns:
+        The weights read, by model.checkpoint as the configs name it.
+    """
+    weights: dict[str, InitialWeights] = {}
     seen: set[Any] = set()
     for config in _model_variations(space):
         if checkpoint_file(config.model) is None:
@@ -64,7 +79,8 @@ def check_checkpoints(space: SearchSpace) -> None:
         if key in seen:
             continue
         seen.add(key)
-        _load(config, space.path)
+        _load(config, space.path, weights)
+    return weights
 
 
 def check_data(space: SearchSpace, *, generated_data: Path | None = None) -> None:
@@ -83,16 +99,18 @@ def check_data(space: SearchSpace, *, generated_data: Path | None = None) -> Non
         load_icbhi_index(data.root, data.split_file)
 
 
-def _load(config: ExperimentConfig, source: Path) -> None:
-    from lungsrad.models.build import build_model
+def _load(config: ExperimentConfig, source: Path, weights: dict[str, InitialWeights]) -> None:
+    """Builds `config`'s model from its checkpoint, read into `weights` on first use."""
+    from lungsrad.models.build import build_model, read_initial_weights
 
-    checkpoint = checkpoint_file(config.model)
+    checkpoint = config.model.checkpoint
     assert checkpoint is not None
-    path = Path(checkpoint).expanduser().resolve()
-    if path != Path(checkpoint):
-        config = apply_overrides(config, {CHECKPOINT_PATH: str(path)})
     try:
-        model = build_model(config)
+        if checkpoint not in weights:
+            read = read_initial_weights(config.model)
+            assert read is not None
+            weights[checkpoint] = read
+        model = build_model(config, initial_weights=weights[checkpoint])
     except (UserError, FileNotFoundError) as error:
         raise type(error)(f"{source}: {error}") from None
     del model

@@ -17,7 +17,8 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from tuning.result_keys import (
     best_metric_name,
 )
 from tuning.search_space import SearchSpace
+from tuning.sweep_assets import trial_weights
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class SweepContext:
     """Everything a trial needs besides its Tune config (sent once through the object store)."""
 
     space: SearchSpace
+    # Object refs of the checkpoints' weights the driver read, by model.checkpoint
+    # (tuning.sweep_assets); a trial fetches only its own.
+    shipped_weights: Mapping[str, Any] = field(default_factory=dict)
 
 
 def decide_device(
@@ -336,6 +341,8 @@ def train_trial(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _set_cpu_threads(experiment.train.num_threads)
+    # The driver's copy of model.checkpoint: the path is not opened on this node.
+    initial_weights, weight_facts = trial_weights(context.shipped_weights, experiment.model)
     workdir = Path.cwd()  # Ray's per-trial working folder on this node
     resume_from = _restore_point(tune.get_checkpoint(), workdir)
     best = None
@@ -351,7 +358,7 @@ def train_trial(
         best=best,
         started=started,
         num_epochs=experiment.train.num_epochs,
-        facts=_trial_facts(device, reason),
+        facts={**_trial_facts(device, reason), **weight_facts},
         tracked=tracked,
         snapshot=snapshot,
         device_units=resource_units(context.space.resources.as_dict())[1],
@@ -367,6 +374,7 @@ def train_trial(
             resume_from=resume_from,
             device=device,
             show_progress=False,
+            initial_weights=initial_weights,
         )
     except NonFiniteLossError as error:
         reporter.report_failure(f"{NON_FINITE_FAILURE}: {first_line(error)}", workdir)

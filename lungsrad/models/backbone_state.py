@@ -133,11 +133,15 @@ _BACKBONE_FILES = {
 
 
 def read_backbone_state(
-    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any], *, backbone: str
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    backbone: str,
+    source: str | None = None,
 ) -> tuple[str, dict[str, torch.Tensor]]:
     """(source name, state dict) of a file or mapping meant for `backbone` ('dass' | 'ast'):
-    read, unwrapped, and refused in one line when its keys are the other backbone's."""
-    source = describe_source(path_or_state_dict)
+    read, unwrapped, and refused in one line when its keys are the other backbone's. `source`
+    names a mapping read from a file in errors."""
+    source = source or describe_source(path_or_state_dict)
     name = _BACKBONE_FILES[backbone][1]
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         obj = load_weights_file(Path(path_or_state_dict).expanduser(), backbone=name)

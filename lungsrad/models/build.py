@@ -1,8 +1,14 @@
-"""`build_model(config)`: the backbone `model.backbone` names (DASS or AST), from its checkpoint."""
+"""`build_model(config)`: the backbone `model.backbone` names (DASS or AST), from its checkpoint
+file or from `InitialWeights` read once elsewhere (a sweep driver ships them to its trials)."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from lungsrad.config import (
     RANDOM_INIT_CHECKPOINT,
@@ -16,21 +22,89 @@ from lungsrad.config import (
 )
 from lungsrad.errors import UserError
 from lungsrad.models.ast import AST, load_ast_checkpoint
+from lungsrad.models.backbone_state import read_backbone_state
 from lungsrad.models.dass import DASS, load_dass_checkpoint
+from lungsrad.models.dass.hf_format import hf_weights_file
+from lungsrad.models.dass.weights import read_dass_state
 
 # What build_model returns; code above `models/` uses only the surface both share (embed,
 # forward_from_embedding, forward_head, num_features, depths, block).
 Backbone = DASS | AST
 
 _RELEASE_FILES = {
-    "dass": "a DASS release file (DASS_small.pth / DASS_medium.pth)",
+    "dass": "a DASS release file (DASS_small.pth / DASS_medium.pth), a Hugging Face DASS folder",
     "ast": "the AST AudioSet release file (audioset_10_10_0.4593.pth)",
 }
 
 
-def build_model(config: ExperimentConfig | ModelConfig) -> Backbone:
-    """The backbone of `config.model`, loading `model.checkpoint` when it names a file (unset or
-    "none": a random initialisation).
+@dataclass(frozen=True)
+class InitialWeights:
+    """The weights `model.checkpoint` names, read once: `build_model` takes them instead of
+    opening the file (a plain object: a sweep driver sends it to its trials)."""
+
+    checkpoint: str  # model.checkpoint as the config names it (a path or a fetch: name)
+    file: str  # the file read (an HF model folder's weights file), on the machine that read it
+    sha256: str  # of that file's bytes
+    state: Mapping[str, torch.Tensor]  # its state dict, unwrapped (for DASS in DASS's names)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the state's tensors."""
+        return sum(tensor.numel() * tensor.element_size() for tensor in self.state.values())
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_initial_weights(model_config: ModelConfig) -> InitialWeights | None:
+    """The weights of `model.checkpoint` read from this machine's file, with the file's SHA-256;
+    None when it names none (a random initialisation). Checked only as a state dict of the
+    right backbone: `build_model(config, initial_weights=...)` checks keys and shapes.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UserError: not a state dict of `model.backbone`.
+    """
+    checkpoint = checkpoint_file(model_config)
+    if checkpoint is None:
+        return None
+    path = _existing_checkpoint(Path(checkpoint).expanduser(), model_config)
+    file = hf_weights_file(path) if model_config.backbone == "dass" else path
+    try:
+        if model_config.backbone == "dass":
+            _, state = read_dass_state(file)
+        else:
+            _, state = read_backbone_state(file, backbone="ast")
+    except UserError as error:
+        raise UserError(f"model.checkpoint {error}") from None
+    assert model_config.checkpoint is not None
+    return InitialWeights(
+        checkpoint=model_config.checkpoint, file=str(file), sha256=file_sha256(file), state=state
+    )
+
+
+def _existing_checkpoint(path: Path, model_config: ModelConfig) -> Path:
+    if not path.exists():  # before building: AST-base takes seconds
+        raise FileNotFoundError(
+            f"model.checkpoint not found: {path}; point it at "
+            f"{_RELEASE_FILES[model_config.backbone]} or a lungsrad checkpoint, or set it to "
+            f"'{RANDOM_INIT_CHECKPOINT}' to train from a random initialisation"
+        )
+    return path
+
+
+def build_model(
+    config: ExperimentConfig | ModelConfig, *, initial_weights: InitialWeights | None = None
+) -> Backbone:
+    """The backbone of `config.model`, loading `model.checkpoint` when it names a file or model
+    folder (unset or "none": a random initialisation), or taking `initial_weights` instead:
+    then the checkpoint's path is never opened.
 
     DASS: preset / dims / depths / drop path / scan backend. AST: `model.ast_size` (or the
     custom ast_* sizes) on the input the data section produces (frames from
@@ -39,6 +113,8 @@ def build_model(config: ExperimentConfig | ModelConfig) -> Backbone:
 
     Args:
         config: a run config (or just its `model` section).
+        initial_weights: the weights `model.checkpoint` names, already read (its
+            `checkpoint` must be the config's model.checkpoint).
 
     Raises:
         FileNotFoundError: `model.checkpoint` is set but the file does not exist (never a
@@ -49,26 +125,32 @@ def build_model(config: ExperimentConfig | ModelConfig) -> Backbone:
         model_config, data_config = config.model, config.data
     else:
         model_config, data_config = config, DataConfig()
-    checkpoint = checkpoint_file(model_config)
-    path = Path(checkpoint).expanduser() if checkpoint else None
-    if path is not None and not path.is_file():  # before building: AST-base takes seconds
-        raise FileNotFoundError(
-            f"model.checkpoint not found: {path}; point it at "
-            f"{_RELEASE_FILES[model_config.backbone]} or a lungsrad checkpoint, or set it to "
-            f"'{RANDOM_INIT_CHECKPOINT}' to train from a random initialisation"
-        )
+    weights: Path | Mapping[str, torch.Tensor] | None = None
+    if initial_weights is not None:
+        if initial_weights.checkpoint != model_config.checkpoint:
+            raise ValueError(
+                f"initial weights of {initial_weights.checkpoint!r} given for a config whose "
+                f"model.checkpoint is {model_config.checkpoint!r}"
+            )
+        weights = initial_weights.state
+    elif (checkpoint := checkpoint_file(model_config)) is not None:
+        weights = _existing_checkpoint(Path(checkpoint).expanduser(), model_config)
     if model_config.backbone == "ast":
         model: Backbone = _build_ast(model_config, data_config)
     else:
         model = _build_dass(model_config)
-    if path is not None:
+    if weights is not None:
+        source = initial_weights.file if initial_weights is not None else None
         try:
             if isinstance(model, AST):
-                load_ast_checkpoint(model, path, pos_embed_mode=model_config.ast_pos_embed)
+                load_ast_checkpoint(model, weights, pos_embed_mode=model_config.ast_pos_embed)
             else:
-                load_dass_checkpoint(model, path)
+                load_dass_checkpoint(model, weights)
         except UserError as error:
-            raise UserError(f"model.checkpoint {error}") from None
+            message = str(error)
+            if source is not None:
+                message = message.replace("the given state dict", source, 1)
+            raise UserError(f"model.checkpoint {message}") from None
     return model
 
 

@@ -43,6 +43,7 @@ from lungsrad.metrics import (
     metric_name,
     prediction_metrics,
 )
+from lungsrad.models import InitialWeights
 from lungsrad.training.checkpoint_files import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -259,6 +260,7 @@ def run_experiment(
     resume_from: str | os.PathLike[str] | None = None,
     device: str | None = None,
     show_progress: bool = True,
+    initial_weights: InitialWeights | None = None,
 ) -> RunResult:
     """Trains and evaluates one configuration.
 
@@ -276,6 +278,8 @@ def run_experiment(
         resume_from: continue from this checkpoint file instead (e.g. a Ray Tune restore).
         device: "cpu", "cuda", "cuda:N" or "auto"; None: train.device.
         show_progress: tqdm bars and one summary line per epoch.
+        initial_weights: model.checkpoint's weights read elsewhere (a sweep driver's): the
+            model starts from them and the checkpoint's file is never opened.
 
     Returns:
         The RunResult (also written to output_dir/result.json).
@@ -295,6 +299,7 @@ def run_experiment(
             resume_from=resume_from,
             device=device,
             show_progress=show_progress,
+            initial_weights=initial_weights,
         )
 
 
@@ -308,6 +313,7 @@ def _run(
     resume_from: str | os.PathLike[str] | None,
     device: str | None,
     show_progress: bool,
+    initial_weights: InitialWeights | None = None,
 ) -> RunResult:
     """The story of one run: set up, train and save each epoch, finish."""
     session = set_up_run(
@@ -318,6 +324,7 @@ def _run(
         resume_from=resume_from,
         device=device,
         show_progress=show_progress,
+        initial_weights=initial_weights,
     )
     step_function = session.parts.train_step(session.data, capture=config.train.capture_step)
     _start(config, session, callbacks=callbacks, show_progress=show_progress)

@@ -17,7 +17,7 @@ from lungsrad.config import ExperimentConfig
 from lungsrad.errors import UserError
 from lungsrad.method.spectral_regularization import attach_spectral_regularization
 from lungsrad.metrics import confusion_by_group, confusion_matrix, scores_from_confusion
-from lungsrad.models import Backbone, build_model
+from lungsrad.models import Backbone, InitialWeights, build_model
 from lungsrad.models.selective_scan import resolve_backend
 from lungsrad.training.loop import predict
 
@@ -103,7 +103,11 @@ def scan_backend_name(model: Backbone, device: torch.device) -> str:
 
 
 def build_classifier(
-    config: ExperimentConfig, device: torch.device, *, load_initial_checkpoint: bool = True
+    config: ExperimentConfig,
+    device: torch.device,
+    *,
+    load_initial_checkpoint: bool = True,
+    initial_weights: InitialWeights | None = None,
 ) -> Backbone:
     """The backbone of `config` on `device`, with spectral regularization attached when enabled.
 
@@ -112,12 +116,15 @@ def build_classifier(
         device: where the model lives.
         load_initial_checkpoint: load `model.checkpoint` (skip when weights come from a
             lungsrad checkpoint next, e.g. on resume).
+        initial_weights: model.checkpoint's weights already read (build_model's): its file
+            is not opened.
     """
     if not load_initial_checkpoint and config.model.checkpoint is not None:
         config = dataclasses.replace(
             config, model=dataclasses.replace(config.model, checkpoint=None)
         )
-    model = build_model(config).to(device)
+        initial_weights = None
+    model = build_model(config, initial_weights=initial_weights).to(device)
     attach_spectral_regularization(model, config)
     return model
 

@@ -21,7 +21,7 @@ from lungsrad.data.layout import device_of
 from lungsrad.data.loaders import split_indices
 from lungsrad.method.patch_mix import PatchMixObjective
 from lungsrad.metrics import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALIDATION
-from lungsrad.models import Backbone
+from lungsrad.models import Backbone, InitialWeights
 from lungsrad.training.optimization import build_optimizer, learning_rate_factor
 from lungsrad.training.result import RunInfo
 from lungsrad.training.resume import (
@@ -76,10 +76,15 @@ class TrainingParts:
 
 
 def build_training_parts(
-    config: ExperimentConfig, device: torch.device, *, load_initial_checkpoint: bool = True
+    config: ExperimentConfig,
+    device: torch.device,
+    *,
+    load_initial_checkpoint: bool = True,
+    initial_weights: InitialWeights | None = None,
 ) -> TrainingParts:
     """Model (seeded by train.seed), objective, optimiser, schedule and GradScaler of a run on
-    `device`.
+    `device`; the model starts from `initial_weights` when given (model.checkpoint's weights
+    read elsewhere: its file is not opened).
 
     The optimiser (train.optimizer) holds the parameters that train: a projection head with
     method.patch_mix.train_projector false is left out. With train.capture_step it is
@@ -91,7 +96,12 @@ def build_training_parts(
     if train.capture_step:
         check_capture(device, amp_dtype)
     torch.manual_seed(train.seed)
-    model = build_classifier(config, device, load_initial_checkpoint=load_initial_checkpoint)
+    model = build_classifier(
+        config,
+        device,
+        load_initial_checkpoint=load_initial_checkpoint,
+        initial_weights=initial_weights,
+    )
     objective = PatchMixObjective(
         num_features=model.num_features, config=config.method.patch_mix
     ).to(device)
@@ -175,15 +185,22 @@ def set_up_run(
     resume_from: str | os.PathLike[str] | None,
     device: str | None,
     show_progress: bool,
+    initial_weights: InitialWeights | None = None,
 ) -> RunSession:
-    """Model, features, splits, the resumed progress and the prepared output folder of a run."""
+    """Model, features, splits, the resumed progress and the prepared output folder of a run
+    (the model from `initial_weights` when given, see build_training_parts)."""
     train = config.train
     torch_device = resolve_device(device if device is not None else train.device)
     resume_point = locate_resume_checkpoint(
         config, output_dir, resume=resume, resume_from=resume_from
     )
     # The model before the features, so a bad model.checkpoint fails before any feature work.
-    parts = build_training_parts(config, torch_device, load_initial_checkpoint=resume_point is None)
+    parts = build_training_parts(
+        config,
+        torch_device,
+        load_initial_checkpoint=resume_point is None,
+        initial_weights=initial_weights,
+    )
     if feature_set is None:
         feature_set = build_feature_set(config.data, config.data.root, show_progress=show_progress)
     splits = split_indices(

@@ -1,9 +1,13 @@
 """Sweeps on Ray clusters started with `ray start` on 127.0.0.1 (token authentication on):
 `ray job submit` of a TPE + ASHA sweep, and a two-node cluster whose trials cannot all fit on one
-node, logging to one MLflow server and one storage path."""
+node, logging to one MLflow server and one storage path, its pretrained checkpoint shipped from
+the driver to the trials."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from mlflow_tracking.tags import TAG_GIT_COMMIT, TAG_NODE_ID, TAG_NODE_IP, TAG_STOPPED_EARLY
 from mlflow_tracking.uri import sqlite_uri
@@ -20,6 +25,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
 from sweep_helpers import (  # noqa: E402
     REPO,
+    TINY_BASE,
     Held,
     child_runs,
     mlflow_client,
@@ -95,9 +101,48 @@ def test_ray_job_submit_runs_a_tpe_asha_sweep(ray_cluster, write_space, tmp_path
         assert {"curves.png", "confusion_matrix.csv"} <= artifacts
 
 
+def _driver_only_checkpoint(folder: Path) -> Path:
+    """A release-format DASS file for TINY_BASE's model (weights no seed of the trials gives)."""
+    from lungsrad.config import config_from_dict
+    from lungsrad.models import build_model
+
+    base = {key: value for key, value in TINY_BASE.items() if key != "name"}
+    torch.manual_seed(1234)
+    state = build_model(config_from_dict(base)).state_dict()
+    folder.mkdir()
+    path = folder / "dass_tiny_release.pth"
+    torch.save({f"module.v.{key}": value for key, value in state.items()}, path)
+    return path
+
+
+def _delete_once_read(path: Path, sweep: subprocess.Popen[bytes], log: Path) -> None:
+    """Waits for the driver's line saying it read `path` (printed before it connects to Ray),
+    then deletes the file while the driver is paused (SIGSTOP), before any trial can start."""
+    line = f"checkpoint {path}: read once"
+    _wait_for(lambda: line in log.read_text(errors="replace"), sweep, log)
+    os.kill(sweep.pid, signal.SIGSTOP)
+    try:
+        path.unlink()
+        path.parent.rmdir()
+    finally:
+        os.kill(sweep.pid, signal.SIGCONT)
+
+
 def test_two_node_cluster_runs_trials_on_both_nodes(
     ray_cluster, mlflow_server, write_space, tmp_path
 ) -> None:
+    """Trials on both nodes, and the checkpoint reaches them from the driver only.
+
+    Both nodes share this machine's filesystem, so "on the head only" is made true in time: the
+    test deletes the checkpoint as soon as the driver says it read it (preflight, before Ray),
+    so no trial, on either node, can open model.checkpoint's path. Every trial must still
+    finish, from the weights the driver put in Ray's object store, and its run must name the
+    original path (model.checkpoint), `run.checkpoint_source: shipped` and the file's SHA-256.
+    That a trial given shipped weights never opens the path at all is also checked in process
+    (tests/lungsrad/training/test_initial_weights.py).
+    """
+    checkpoint = _driver_only_checkpoint(tmp_path / "head_only")
+    sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     # One `slot` per node: two trials at a time must land on different nodes.
     ray_cluster.start_head(num_cpus=2, resources={"slot": 1})
     ray_cluster.add_worker(num_cpus=2, resources={"slot": 1})
@@ -105,7 +150,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(
     space = write_space(
         tmp_path,
         "two_nodes",
-        base_overrides={"train.num_epochs": 1},
+        base_overrides={"train.num_epochs": 1, "model.checkpoint": str(checkpoint)},
         parameters={"method.patch_mix.alpha": {"grid": [0.5, 1.0, 2.0, 4.0]}},
         search="grid",
         resources={"cpu": 1, "custom": {"slot": 1}},
@@ -126,6 +171,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(
             env=ray_cluster.env, stdout=stream, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip
     try:
+        _delete_once_read(checkpoint, sweep, log)
         # The first trial's worker is held until a second trial runs: with one slot per node,
         # that one is on the other node (else one quick, reused worker could take every trial).
         token = ray_cluster.env["RAY_AUTH_TOKEN"]
@@ -145,6 +191,11 @@ def test_two_node_cluster_runs_trials_on_both_nodes(
     assert len(runs) == 4 and all(run.info.status == "FINISHED" for run in runs)
     nodes = {(run.data.tags[TAG_NODE_ID], run.data.tags[TAG_NODE_IP]) for run in runs}
     assert len({node_id for node_id, _ in nodes}) == 2, nodes
+    for run in runs:
+        assert run.data.params["model.checkpoint"] == str(checkpoint)
+        assert run.data.params["run.checkpoint_source"] == "shipped"
+        assert run.data.params["run.checkpoint_sha256"] == sha256
+    assert not checkpoint.exists()
     # Every trial wrote to the one storage path and the one tracking server.
     (experiment,) = [p for p in storage.iterdir() if p.is_dir()]
     assert len(list(experiment.glob("trial_*"))) == 4

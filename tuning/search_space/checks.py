@@ -81,7 +81,7 @@ def checkpoint_value(value: Any, *, where: str) -> Any:
             raise UserError(f"{where}: {error}") from None
         return value
     path = Path(str(value)).expanduser().resolve()
-    if not path.is_file():
+    if not path.exists():  # a file, or a Hugging Face DASS model folder
         raise FileNotFoundError(
             f"{where}: model.checkpoint not found: {path} (relative paths are read from the "
             "directory the sweep runs in; give the file with --set model.checkpoint=PATH, or "
