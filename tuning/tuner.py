@@ -19,6 +19,7 @@ from tuning.callbacks import MlflowLogger, ProgressPrinter, bind_callbacks
 from tuning.result_keys import best_metric_name
 from tuning.search_space import SearchSpace
 from tuning.search_space.tune_space import tune_param_space
+from tuning.study import SweepStudy, searcher_arguments
 from tuning.sweep_folder import SweepFolder
 from tuning.sweep_tracking import SweepTracking
 from tuning.trainable import train_trial
@@ -28,10 +29,13 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _search_algorithm(space: SearchSpace) -> Any:
+def _search_algorithm(space: SearchSpace, study: SweepStudy | None = None) -> Any:
     if space.search == "tpe":
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.search_seed))
+        return OptunaSearch(
+            sampler=optuna.samplers.TPESampler(seed=space.search_seed),
+            **searcher_arguments(study),
+        )
     # Tune applies max_concurrent_trials only to Searchers; the grid generator takes it itself.
     return BasicVariantGenerator(
         random_state=space.search_seed, max_concurrent=space.max_concurrent_trials or 0
@@ -57,8 +61,10 @@ def build_tuner(
     context: Any,
     tracking: SweepTracking,
     callbacks: Sequence[Any] = (),
+    study: SweepStudy | None = None,
 ) -> Any:
-    """A new Tuner, or the restored one of a resumed sweep folder."""
+    """A new Tuner, or the restored one of a resumed sweep folder (TPE: the searcher keeps its
+    trials in `study`'s storage; a restored searcher reopens the same study)."""
     trainable = trial_trainable(space, feature_set=feature_set, context=context)
     if not folder.is_new and tune.Tuner.can_restore(str(folder.path)):
         return restore_tuner(folder.path, trainable, tracking)
@@ -68,7 +74,7 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             metric=best_metric_name(space.metric),
             mode=space.mode,
-            search_alg=_search_algorithm(space),
+            search_alg=_search_algorithm(space, study),
             scheduler=_scheduler(space),
             num_samples=space.num_samples,
             max_concurrent_trials=space.max_concurrent_trials if space.search == "tpe" else None,
