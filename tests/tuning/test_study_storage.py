@@ -212,7 +212,9 @@ def test_resume_continues_the_study_without_a_duplicate_trial(tmp_path: Path) ->
             done = len(re.findall(r"\] \S+ done in ", sweep.output()))
             return done == 1 and len(dirs) == 2 and bool(reported_epochs(dirs[1]))
 
-        sweep.wait_until(second_trial_reported, "the second trial's first epoch", 400, interval_s=0.01)
+        sweep.wait_until(
+            second_trial_reported, "the second trial's first epoch", 400, interval_s=0.01
+        )
         with Held(*sweep.trial_workers()):
             os.killpg(sweep.process.pid, signal.SIGINT)
             sweep.process.wait(timeout=SWEEP_TIMEOUT_S)
