@@ -24,6 +24,7 @@ from lungsrad.errors import UserError, run_cli
 from lungsrad.files import write_text_atomic
 from lungsrad.metrics import REPORT_SCORE
 from mlflow_tracking.saved_view import stored_share_key, ui_hint
+from mlflow_tracking.seeded_trials import seeded_lines, seeded_record
 from mlflow_tracking.sensitivity import VARIANT_PARAMETER, curve_sections
 from mlflow_tracking.store import open_existing_store
 from mlflow_tracking.sweep_runs import TrialPoint, child_points, find_parent_run
@@ -124,6 +125,9 @@ def build_report(
             metric=metric,
             common=common,
         )
+    seeded = seeded_record(client, run_id)
+    if seeded is not None:
+        section.lines.extend(seeded_lines(seeded, objective=str(seeded.get("objective", ""))))
     markdown = "\n".join(section.lines) + "\n"
     write_text_atomic(section.table, markdown)
     if log_to_parent:

@@ -4,6 +4,7 @@ export of its best configuration, and turns SIGINT / SIGTERM into KILLED runs an
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any
 from lungsrad.errors import UserError
 from lungsrad.files import file_lock
 from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.seeded_trials import WARM_START_ARTIFACT
 from mlflow_tracking.store import TrackingTarget, configure_http_retries
 from tuning.cluster import check_resources, connect, disconnect
 from tuning.cost import COST_FOLDER
@@ -22,6 +24,7 @@ from tuning.parent_run import export_outcome, open_parent_run, record_interrupt
 from tuning.preflight import check_space_inputs
 from tuning.presentation import SweepOutcome, mlflow_ui_hint, write_sweep_view
 from tuning.reseed import run_reseed
+from tuning.result_keys import best_metric_name
 from tuning.results import collect_outcomes
 from tuning.search_space import SearchSpace
 from tuning.settings import (
@@ -249,6 +252,8 @@ def _attach_study(
     if warm is not None and folder.is_new and not optuna_study.trials:
         seed_study(optuna_study, warm, study_distributions(space))
         tags.update(warm.tags())
+        record = warm.record(best_metric_name(space.metric))
+        parent.log_text(json.dumps(record, indent=1) + "\n", WARM_START_ARTIFACT)
         print(warm.describe(), flush=True)
     parent.set_tags(tags)
     parent.log_params(tags)

@@ -65,6 +65,20 @@ class WarmStart:
             TAG_WARM_TRIALS: str(len(self.trials)),
         }
 
+    def record(self, objective: str) -> dict[str, Any]:
+        """The parent run's warm_start.json (read by mlflow_tracking.seeded_trials)."""
+        return {
+            "sweep": self.sweep,
+            "sweep_id": self.sweep_id,
+            "parent_run_id": self.parent_run_id,
+            "left_out": self.left_out,
+            "objective": objective,
+            "trials": [
+                {"run_id": trial.run_id, "values": trial.values, "value": trial.value}
+                for trial in self.trials
+            ],
+        }
+
     def describe(self) -> str:
         return (
             f"warm start: {len(self.trials)} finished trial(s) of sweep '{self.sweep}' (sweep id "

@@ -23,10 +23,7 @@ from mlflow_tracking.server import free_port
 from mlflow_tracking.tags import PARENT_RUN_TAG, TAG_VALUES
 from mlflow_tracking.uri import sqlite_uri
 from tests.browser import Browser, find_chromium
-from tuning.driver import run_sweep
 from tuning.result_keys import best_metric_name
-from tuning.search_space import load_search_space
-from tuning.settings import DriverSettings
 from tuning.study import TAG_STUDY_NAME
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.browser]
@@ -37,7 +34,10 @@ SERVER_LIMIT_S = 120.0
 PAGE_LIMIT_S = 180.0
 # One trial block of the dashboard's trials page, as its text reads.
 _TRIAL_BLOCK = re.compile(
-    r"Trial (\d+) \(trial_id=\d+\).*?\nValue\s+(\S+).*?\nParameter\s+(\S+) (\S+)", re.S
+    r"Trial (\d+) \(trial_id=\d+\).*?\nValue\s+(\S+).*?\nParameter\s.*?"
+    + re.escape(TEMPERATURE)
+    + r" (\S+)",
+    re.S,
 )
 
 
@@ -50,37 +50,14 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def studied_sweep(local_ray, write_space, tmp_path_factory, chromium):
-    """A finished 2-trial TPE smoke sweep: its outcome, storage URL and study name."""
+def studied_sweep(local_ray, tpe_sweep, chromium):
+    """The shared finished 3-trial TPE smoke sweep (conftest.tpe_sweep): its outcome, storage
+    URL and study name."""
     if shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("optuna-dashboard is not installed (pip install -e '.[dev]')")
-    folder = tmp_path_factory.mktemp("dashboard")
-    space = load_search_space(
-        write_space(
-            folder,
-            "dashboarded",
-            parameters={TEMPERATURE: {"loguniform": [0.03, 0.3]}},
-            search="tpe",
-            num_samples=2,
-            max_concurrent_trials=2,
-            seeds=[0],
-            resources={"cpu": 1},
-            base_overrides={"train.num_epochs": 1},
-        )
-    )
-    root = folder / "runs"
-    outcome = run_sweep(
-        space,
-        DriverSettings(
-            output_root=root,
-            storage_path=root / "ray_results",
-            tracking_uri=sqlite_uri(root / "mlflow.db"),
-            experiment="test-dashboard",
-            ray_address=None,
-        ),
-    )
+    _, outcome, _ = tpe_sweep
     state = json.loads((outcome.folder / "sweep.json").read_text())
-    return outcome, sqlite_uri(root / "optuna.db"), state[TAG_STUDY_NAME]
+    return outcome, sqlite_uri(outcome.folder.parents[1] / "optuna.db"), state[TAG_STUDY_NAME]
 
 
 @pytest.fixture(scope="module")

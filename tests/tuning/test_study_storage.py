@@ -7,8 +7,6 @@ be opened is refused in one line before Ray starts.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -35,10 +33,7 @@ from sweep_helpers import (
 from lungsrad.data.synthetic import write_synthetic_dataset
 from mlflow_tracking.tags import TAG_VALUES
 from mlflow_tracking.uri import sqlite_uri
-from tuning.driver import run_sweep
 from tuning.result_keys import best_metric_name
-from tuning.search_space import load_search_space
-from tuning.settings import DriverSettings
 from tuning.study import (
     ATTR_PARENT_RUN_ID,
     ATTR_SPACE_FILE,
@@ -54,38 +49,13 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
 TEMPERATURE = "method.patch_mix.temperature"
 ALPHA = "method.patch_mix.alpha"
-EXPERIMENT = "test-study"
+EXPERIMENT = "lungsrad-earlier"  # conftest.tpe_sweep's
 
 
 @pytest.fixture(scope="module")
-def studied(local_ray, write_space, tmp_path_factory):
-    """A finished 3-trial TPE smoke sweep (1 epoch each); its space, outcome and console."""
-    folder = tmp_path_factory.mktemp("study")
-    space = load_search_space(
-        write_space(
-            folder,
-            "studied",
-            parameters={TEMPERATURE: {"loguniform": [0.03, 0.3]}, ALPHA: {"choice": [0.5, 2.0]}},
-            search="tpe",
-            num_samples=3,
-            max_concurrent_trials=2,
-            seeds=[0],
-            resources={"cpu": 1},
-            base_overrides={"train.num_epochs": 1},
-        )
-    )
-    root = folder / "runs"
-    settings = DriverSettings(
-        output_root=root,
-        storage_path=root / "ray_results",
-        tracking_uri=sqlite_uri(root / "mlflow.db"),
-        experiment=EXPERIMENT,
-        ray_address=None,
-    )
-    console = io.StringIO()
-    with contextlib.redirect_stdout(console):
-        outcome = run_sweep(space, settings)
-    return space, outcome, console.getvalue()
+def studied(local_ray, tpe_sweep):
+    """The shared finished 3-trial TPE smoke sweep (conftest.tpe_sweep)."""
+    return tpe_sweep
 
 
 def _rounded(*numbers: float) -> tuple[float, ...]:

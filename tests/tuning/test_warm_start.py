@@ -14,6 +14,7 @@ import json
 import optuna
 import pytest
 
+from mlflow_tracking.report import build_report
 from mlflow_tracking.store import TrackingTarget
 from mlflow_tracking.tags import TAG_VALUES
 from mlflow_tracking.uri import sqlite_uri
@@ -36,6 +37,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
 TEMPERATURE = "method.patch_mix.temperature"
 ALPHA = "method.patch_mix.alpha"
+# The parameters of conftest.tpe_sweep, the earlier sweep.
 PARAMETERS = {TEMPERATURE: {"loguniform": [0.03, 0.3]}, ALPHA: {"choice": [0.5, 2.0]}}
 TPE = {"search": "tpe", "seeds": [0], "resources": {"cpu": 1}}
 ONE_EPOCH = {"train.num_epochs": 1}
@@ -53,29 +55,18 @@ def _settings(root, experiment: str, **extra) -> DriverSettings:
 
 
 @pytest.fixture(scope="module")
-def earlier(local_ray, write_space, tmp_path_factory):
-    """A finished 3-trial TPE smoke sweep: its folder, root, outcome and child runs."""
-    folder = tmp_path_factory.mktemp("warm")
-    space = load_search_space(
-        write_space(
-            folder,
-            "earlier",
-            parameters=PARAMETERS,
-            num_samples=3,
-            max_concurrent_trials=2,
-            base_overrides=ONE_EPOCH,
-            **TPE,
-        )
-    )
-    root = folder / "runs"
-    outcome = run_sweep(space, _settings(root, "lungsrad-earlier"))
+def earlier(local_ray, tpe_sweep):
+    """The shared finished 3-trial TPE smoke sweep (conftest.tpe_sweep): its folder, output
+    root, outcome, child runs and sweep id."""
+    _, outcome, _ = tpe_sweep
     client = outcome.tracking.client()
     runs = client.search_runs(
         [outcome.tracking.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'",
     )
     state = json.loads((outcome.folder / "sweep.json").read_text())
-    return folder, root, outcome, runs, state["sweep_id"]
+    root = outcome.folder.parents[1]
+    return root.parent, root, outcome, runs, state["sweep_id"]
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +118,23 @@ def test_the_warm_start_is_on_the_console_and_the_parent_run(earlier, warmed) ->
     assert parent.data.tags[TAG_WARM_PARENT_RUN] == previous.parent_run_id
     assert parent.data.tags[TAG_WARM_TRIALS] == "3"
     assert parent.data.params[TAG_WARM_SWEEP_ID] == sweep_id
+
+
+def test_the_report_lists_the_seeded_trials(earlier, warmed, tmp_path) -> None:
+    _, _, _, runs, sweep_id = earlier
+    outcome, _ = warmed
+    report = build_report(
+        outcome.tracking.client(),
+        experiment_id=outcome.tracking.experiment_id,
+        parent_run_id=outcome.parent_run_id,
+        out_dir=tmp_path / "report",
+        log_to_parent=False,
+    )
+    assert "## Seeded from earlier" in report.markdown
+    assert f"3 finished trial(s) of sweep 'earlier' (sweep id {sweep_id}" in report.markdown
+    rows = [line for line in report.markdown.splitlines() if line.startswith("| seeded from ")]
+    assert len(rows) == 3
+    assert {run.info.run_id for run in runs} == {row.split("`")[1] for row in rows}
 
 
 def test_the_earlier_sweep_is_found_by_id_folder_or_parent_run(earlier, write_space) -> None:
