@@ -34,6 +34,7 @@ from mlflow_tracking.pareto import (
     write_pareto_report,
 )
 from mlflow_tracking.saved_view import stored_share_key, ui_hint
+from mlflow_tracking.seeded_trials import seeded_lines, seeded_record
 from mlflow_tracking.sensitivity import VARIANT_PARAMETER, curve_sections
 from mlflow_tracking.store import open_existing_store
 from mlflow_tracking.sweep_runs import TrialPoint, child_points, find_parent_run
@@ -137,6 +138,9 @@ def build_report(
     objectives, bounds = recorded_objectives(params)
     if len(objectives) > 1:  # a multi-objective sweep: its Pareto front too
         section = _with_pareto(section, points, objectives, bounds, folder=folder, sweep=sweep)
+    seeded = seeded_record(client, run_id)
+    if seeded is not None:
+        section.lines.extend(seeded_lines(seeded, objective=str(seeded.get("objective", ""))))
     markdown = "\n".join(section.lines) + "\n"
     write_text_atomic(section.table, markdown)
     if log_to_parent:

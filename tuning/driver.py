@@ -4,15 +4,18 @@ export of its best configuration, and turns SIGINT / SIGTERM into KILLED runs an
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lungsrad.errors import UserError
 from lungsrad.files import file_lock
 from lungsrad.models.build import InitialWeights
 from mlflow_tracking.run_writer import RunTracker
+from mlflow_tracking.seeded_trials import WARM_START_ARTIFACT
 from mlflow_tracking.store import TrackingTarget, configure_http_retries
 from tuning.cluster import check_resources, connect, disconnect
 from tuning.cost import COST_FOLDER
@@ -22,6 +25,7 @@ from tuning.parent_run import export_outcome, open_parent_run, record_interrupt
 from tuning.preflight import check_space_inputs
 from tuning.presentation import SweepOutcome, mlflow_ui_hint, objectives_line, write_sweep_view
 from tuning.reseed import run_reseed
+from tuning.result_keys import best_metric_name
 from tuning.results import collect_outcomes
 from tuning.search_space import SearchSpace
 from tuning.settings import (
@@ -31,12 +35,31 @@ from tuning.settings import (
     set_tune_driver_defaults,
     synthetic_data_folder,
 )
+from tuning.study import (
+    ATTR_PARENT_RUN_ID,
+    ATTR_SPACE_FILE,
+    ATTR_SWEEP,
+    ATTR_SWEEP_ID,
+    TAG_STUDY_NAME,
+    TAG_STUDY_STORAGE,
+    SweepStudy,
+    create_study,
+    open_sweep_study,
+    storage_url,
+)
 from tuning.sweep_assets import announce_weights, ship_weights
 from tuning.sweep_data import ensure_synthetic_data, shared_feature_set
-from tuning.sweep_folder import SweepFolder, driver_lock, locate_sweep_folder, write_state
+from tuning.sweep_folder import (
+    SweepFolder,
+    driver_lock,
+    locate_sweep_folder,
+    read_state,
+    write_state,
+)
 from tuning.sweep_tracking import ResolvedTrials, SweepTracking
 from tuning.trainable import SweepContext
 from tuning.tuner import build_tuner
+from tuning.warm_start import WarmStart, read_warm_start, seed_study, study_distributions
 
 
 def run_sweep(
@@ -83,6 +106,7 @@ def run_sweep(
         # Checkpoints, data and split file: a bad one fails here in one line, not in every trial.
         initial_weights = check_space_inputs(space, generated_data=synthetic_data_folder(settings))
     announce_weights(initial_weights or {})
+    study, warm = _open_study(space, settings, folder, target)
     # Ray starts only once the checks above have passed.
     with driver_lock(folder):
         cluster = connect(settings.ray_address, num_cpus=num_cpus)
@@ -95,9 +119,16 @@ def run_sweep(
                 target,
                 callbacks=callbacks,
                 shipped_weights=ship_weights(initial_weights or {}),
+                study=(study, warm),
             )
         finally:
             disconnect(cluster)
+        if study is not None:
+            print(
+                f"Optuna study '{study.name}' in {study.shown_storage}; see it with: "
+                f"{study.dashboard_command()}",
+                flush=True,
+            )
         return export_outcome(
             space,
             folder,
@@ -119,6 +150,7 @@ def _run_tune(
     *,
     callbacks: Sequence[Any],
     shipped_weights: Mapping[str, Any],
+    study: tuple[SweepStudy | None, WarmStart | None] = (None, None),
 ) -> tuple[RunTracker, list[Any], str | None]:
     """Resources check, data, parent run and saved view, Tune until every trial has ended, then
     the `reseed` step; the parent run, the outcomes of every trial and the view's share key.
@@ -130,7 +162,10 @@ def _run_tune(
     commit = git_commit()
     parent = open_parent_run(space, settings, target, folder, commit)
     assert parent.run_id is not None
-    write_state(folder, space, target, parent_run_id=parent.run_id, git_commit=commit)
+    study_state = _attach_study(space, folder, parent, *study)
+    write_state(
+        folder, space, target, parent_run_id=parent.run_id, git_commit=commit, **study_state
+    )
     tracking = SweepTracking(
         target=target,
         parent_run_id=parent.run_id,
@@ -153,6 +188,7 @@ def _run_tune(
             context=context,
             tracking=tracking,
             callbacks=callbacks,
+            study=study[0],
         )
         with tune_running():
             grid = tuner.fit()
@@ -179,6 +215,63 @@ def _run_tune(
         )
         raise interrupted from None
     return parent, outcomes, view_key
+
+
+def _open_study(
+    space: SearchSpace, settings: DriverSettings, folder: SweepFolder, target: TrackingTarget
+) -> tuple[SweepStudy | None, WarmStart | None]:
+    """A TPE sweep's Optuna storage (opened before Ray: a bad URL fails in one line) and what
+    --warm-start seeds it with (a new sweep only: a resumed study holds its seeds already)."""
+    if space.search != "tpe":
+        if settings.optuna_storage or settings.warm_start:
+            flag = "--optuna-storage" if settings.optuna_storage else "--warm-start"
+            raise UserError(f"{flag} applies to TPE searches; '{space.path}' is {space.search}")
+        return None, None
+    recorded = None if folder.is_new else read_state(folder.path).get(TAG_STUDY_STORAGE)
+    study = open_sweep_study(
+        storage_url(settings.optuna_storage, settings.output_root),
+        sweep=space.name,
+        sweep_id=folder.sweep_id,
+        recorded_storage=recorded,
+    )
+    if settings.warm_start is None:
+        return study, None
+    if not folder.is_new:
+        print("note: --warm-start ignored on --resume (the study holds its seeded trials)")
+        return study, None
+    return study, read_warm_start(
+        space, target, settings.warm_start, storage_path=settings.storage_path
+    )
+
+
+def _attach_study(
+    space: SearchSpace,
+    folder: SweepFolder,
+    parent: RunTracker,
+    study: SweepStudy | None,
+    warm: WarmStart | None,
+) -> dict[str, Any]:
+    """Creates (or loads) the sweep's study with its user attributes, adds the warm start's
+    trials to a new one, tags the parent run; what sweep.json records of them."""
+    if study is None:
+        return {}
+    attributes = {
+        ATTR_SWEEP: space.name,
+        ATTR_SWEEP_ID: folder.sweep_id,
+        ATTR_SPACE_FILE: str(space.path),
+        ATTR_PARENT_RUN_ID: str(parent.run_id),
+    }
+    optuna_study = create_study(study, direction=space.mode, attributes=attributes)
+    tags = study.tags()
+    if warm is not None and folder.is_new and not optuna_study.trials:
+        seed_study(optuna_study, warm, study_distributions(space))
+        tags.update(warm.tags())
+        record = warm.record(best_metric_name(space.metric))
+        parent.log_text(json.dumps(record, indent=1) + "\n", WARM_START_ARTIFACT)
+        print(warm.describe(), flush=True)
+    parent.set_tags(tags)
+    parent.log_params(tags)
+    return {key: value for key, value in tags.items() if key in (TAG_STUDY_NAME, TAG_STUDY_STORAGE)}
 
 
 def _prepare_data(space: SearchSpace, settings: DriverSettings) -> Any:

@@ -34,6 +34,8 @@ class DriverSettings:
     resume: bool = False
     resume_id: str | None = None  # --resume SWEEP_ID (None: the only sweep of that name)
     role: str = "sweep"  # MLflow role of the parent run: sweep | final
+    optuna_storage: str | None = None  # --optuna-storage URL (None: OUTPUT_ROOT/optuna.db)
+    warm_start: str | None = None  # --warm-start SWEEP (id, folder or MLflow parent run id)
 
 
 def set_tune_driver_defaults() -> None:
@@ -84,6 +86,8 @@ def make_settings(args: argparse.Namespace, *, experiment: str, role: str) -> Dr
         resume=getattr(args, "resume", None) is not None,
         resume_id=getattr(args, "resume", None) or None,
         role=role,
+        optuna_storage=getattr(args, "optuna_storage", None),
+        warm_start=getattr(args, "warm_start", None),
     )
 
 

@@ -116,22 +116,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="--plan, estimated from a few training steps timed here instead of an earlier sweep",
     )
     add_common_arguments(parser)
+    parser.add_argument(
+        "--optuna-storage",
+        default=None,
+        metavar="URL",
+        help="RDB storage of a TPE sweep's Optuna study, e.g. postgresql://USER:PASSWORD@HOST/DB "
+        "(default: sqlite:////ABS/OUTPUT_ROOT/optuna.db); open it with optuna-dashboard URL",
+    )
+    parser.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="SWEEP",
+        help="seed this TPE sweep with the finished trials of an earlier sweep of the same "
+        "parameters and metric (its sweep id, sweep folder or MLflow parent run id)",
+    )
     return parser
 
 
 def run_command(
-    function: Any, uri: str | None, *, script: str = "tuning/sweep.py", argv: Sequence[str] = ()
+    function: Any,
+    uri: str | Sequence[str | None] | None,
+    *,
+    script: str = "tuning/sweep.py",
+    argv: Sequence[str] = (),
 ) -> int:
     """Runs a CLI body through the CLI funnel (lungsrad.errors.run_cli): user errors become one
     line on stderr and exit status 2; SIGINT and SIGTERM stop the sweep (exit 130 / 143) with
-    the command that continues it."""
+    the command that continues it. The credentials of `uri` (one URI or several) are masked in
+    what it prints."""
+    uris = [uri] if isinstance(uri, str) else [item for item in uri or () if item]
+
+    def redact(text: str) -> str:
+        for each in uris:
+            text = redact_text(text, each)
+        return text
 
     def interruptible() -> int:
         with catch_interrupts():
             return function()
 
     try:
-        return run_cli(interruptible, redact=(lambda text: redact_text(text, uri)) if uri else None)
+        return run_cli(interruptible, redact=redact if uris else None)
     except KeyboardInterrupt as error:
         interrupted = error if isinstance(error, SweepInterrupted) else SweepInterrupted(2)
         if interrupted.sweep_id is None:
@@ -142,9 +167,7 @@ def run_command(
             )
         else:
             command = resume_command(script, argv, interrupted.sweep_id)
-            print(
-                f"continue with: {redact_text(command, uri) if uri else command}", file=sys.stderr
-            )
+            print(f"continue with: {redact(command)}", file=sys.stderr)
         return interrupted.exit_status
 
 
@@ -177,7 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if outcome.best is not None else EXIT_NO_RESULT
 
     return run_command(
-        body, args.tracking_uri, script=invoked_script("tuning/sweep.py"), argv=command_argv(argv)
+        body,
+        [args.tracking_uri, args.optuna_storage],
+        script=invoked_script("tuning/sweep.py"),
+        argv=command_argv(argv),
     )
 
 

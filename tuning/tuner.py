@@ -20,6 +20,7 @@ from tuning.multi_objective import multi_objective_search
 from tuning.result_keys import best_metric_name
 from tuning.search_space import SearchSpace
 from tuning.search_space.tune_space import tune_param_space
+from tuning.study import SweepStudy, searcher_arguments
 from tuning.sweep_folder import SweepFolder
 from tuning.sweep_tracking import SweepTracking
 from tuning.trainable import train_trial
@@ -29,12 +30,15 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _search_algorithm(space: SearchSpace) -> Any:
+def _search_algorithm(space: SearchSpace, study: SweepStudy | None = None) -> Any:
     if space.search == "tpe":
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if space.is_multi_objective:  # several `metrics`: tuning.multi_objective
-            return multi_objective_search(space)
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.search_seed))
+            return multi_objective_search(space, **searcher_arguments(study))
+        return OptunaSearch(
+            sampler=optuna.samplers.TPESampler(seed=space.search_seed),
+            **searcher_arguments(study),
+        )
     # Tune applies max_concurrent_trials only to Searchers; the grid generator takes it itself.
     return BasicVariantGenerator(
         random_state=space.search_seed, max_concurrent=space.max_concurrent_trials or 0
@@ -64,8 +68,10 @@ def build_tuner(
     context: Any,
     tracking: SweepTracking,
     callbacks: Sequence[Any] = (),
+    study: SweepStudy | None = None,
 ) -> Any:
-    """A new Tuner, or the restored one of a resumed sweep folder."""
+    """A new Tuner, or the restored one of a resumed sweep folder (TPE: the searcher keeps its
+    trials in `study`'s storage; a restored searcher reopens the same study)."""
     trainable = trial_trainable(space, feature_set=feature_set, context=context)
     if not folder.is_new and tune.Tuner.can_restore(str(folder.path)):
         return restore_tuner(folder.path, trainable, tracking)
@@ -76,7 +82,7 @@ def build_tuner(
             # Several objectives: the searcher holds them (a Tune metric would replace them).
             metric=None if space.is_multi_objective else best_metric_name(space.metric),
             mode=None if space.is_multi_objective else space.mode,
-            search_alg=_search_algorithm(space),
+            search_alg=_search_algorithm(space, study),
             scheduler=_scheduler(space),
             num_samples=space.num_samples,
             max_concurrent_trials=space.max_concurrent_trials if space.search == "tpe" else None,

@@ -16,6 +16,12 @@ from sweep_helpers import TINY_BASE, RayCluster
 
 from mlflow_tracking.server import LocalTrackingServer
 
+# The parameters of the shared TPE smoke sweep (fixture tpe_sweep).
+TPE_SWEEP_PARAMETERS: dict[str, Any] = {
+    "method.patch_mix.temperature": {"loguniform": [0.03, 0.3]},
+    "method.patch_mix.alpha": {"choice": [0.5, 2.0]},
+}
+
 
 @pytest.fixture(scope="session")
 def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -83,3 +89,45 @@ def ray_cluster() -> Iterator[RayCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tpe_sweep(write_space, tmp_path_factory):
+    """One finished 3-trial TPE smoke sweep (1 epoch each, parameters TPE_SWEEP_PARAMETERS) with
+    its Optuna study in OUTPUT_ROOT/optuna.db, shared by the study, warm-start and dashboard tests
+    (issue 27): (space, outcome, console output). Uses the local Ray of the module that asks
+    first, else starts (and stops) one of its own."""
+    import contextlib
+    import io
+
+    from mlflow_tracking.uri import sqlite_uri
+    from tuning.driver import run_sweep
+    from tuning.search_space import load_search_space
+    from tuning.settings import DriverSettings
+
+    folder = tmp_path_factory.mktemp("tpe_sweep")
+    space = load_search_space(
+        write_space(
+            folder,
+            "earlier",
+            parameters=TPE_SWEEP_PARAMETERS,
+            search="tpe",
+            num_samples=3,
+            max_concurrent_trials=2,
+            seeds=[0],
+            resources={"cpu": 1},
+            base_overrides={"train.num_epochs": 1},
+        )
+    )
+    root = folder / "runs"
+    settings = DriverSettings(
+        output_root=root,
+        storage_path=root / "ray_results",
+        tracking_uri=sqlite_uri(root / "mlflow.db"),
+        experiment="lungsrad-earlier",
+        ray_address=None,
+    )
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        outcome = run_sweep(space, settings, num_cpus=2)
+    return space, outcome, console.getvalue()

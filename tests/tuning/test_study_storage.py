@@ -1,0 +1,305 @@
+"""The persistent Optuna study of a TPE sweep (issue 27): a smoke sweep's study is in the RDB
+storage beside the MLflow store, with one finished trial per MLflow child run and the same values,
+named after the sweep and tied to it by user attributes and parent-run tags; an interrupted sweep
+resumed with --resume continues the same study without duplicating a trial; a storage that cannot
+be opened is refused in one line before Ray starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from ray import tune
+from sweep_helpers import (
+    SWEEP_TIMEOUT_S,
+    Held,
+    SweepProcess,
+    child_runs,
+    kill_processes_mentioning,
+    reported_epochs,
+    write_tiny_space,
+)
+
+from lungsrad.data.synthetic import write_synthetic_dataset
+from mlflow_tracking.server import free_port
+from mlflow_tracking.tags import TAG_VALUES
+from mlflow_tracking.uri import sqlite_uri
+from tuning.result_keys import best_metric_name
+from tuning.study import (
+    ATTR_PARENT_RUN_ID,
+    ATTR_SPACE_FILE,
+    ATTR_SWEEP_ID,
+    STUDY_FILE,
+    TAG_STUDY_NAME,
+    TAG_STUDY_STORAGE,
+    create_study,
+    open_sweep_study,
+    searcher_arguments,
+    study_name,
+)
+from tuning.sweep import main
+
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
+
+TEMPERATURE = "method.patch_mix.temperature"
+ALPHA = "method.patch_mix.alpha"
+EXPERIMENT = "lungsrad-earlier"  # conftest.tpe_sweep's
+
+
+@pytest.fixture(scope="module")
+def studied(local_ray, tpe_sweep):
+    """The shared finished 3-trial TPE smoke sweep (conftest.tpe_sweep)."""
+    return tpe_sweep
+
+
+def _rounded(*numbers: float) -> tuple[float, ...]:
+    return tuple(round(number, 9) for number in numbers)
+
+
+def _study(outcome) -> optuna.Study:
+    state = json.loads((outcome.folder / "sweep.json").read_text())
+    storage = sqlite_uri(outcome.folder.parents[1] / STUDY_FILE)
+    return optuna.load_study(study_name=state[TAG_STUDY_NAME], storage=storage)
+
+
+def test_the_study_holds_one_finished_trial_per_child_run_with_its_value(studied) -> None:
+    space, outcome, _ = studied
+    study = _study(outcome)
+    runs = child_runs(outcome.tracking.uri, EXPERIMENT, outcome.parent_run_id)
+    assert len(runs) == 3 and {run.info.status for run in runs} == {"FINISHED"}
+    assert len(study.trials) == len(runs)
+    assert {trial.state for trial in study.trials} == {optuna.trial.TrialState.COMPLETE}
+    best = best_metric_name(space.metric)
+    from_study = sorted(
+        _rounded(trial.params[TEMPERATURE], trial.params[ALPHA], trial.value)
+        for trial in study.trials
+    )
+    from_mlflow = sorted(
+        _rounded(
+            float(json.loads(run.data.tags[TAG_VALUES])[TEMPERATURE]),
+            float(json.loads(run.data.tags[TAG_VALUES])[ALPHA]),
+            run.data.metrics[best],
+        )
+        for run in runs
+    )
+    assert from_study == from_mlflow
+
+
+def test_the_study_is_named_after_the_sweep_and_tied_to_its_parent_run(studied) -> None:
+    space, outcome, console = studied
+    state = json.loads((outcome.folder / "sweep.json").read_text())
+    study = _study(outcome)
+    assert study.study_name == study_name(space.name, state["sweep_id"])
+    assert study.user_attrs[ATTR_SWEEP_ID] == state["sweep_id"]
+    assert study.user_attrs[ATTR_PARENT_RUN_ID] == outcome.parent_run_id
+    assert study.user_attrs[ATTR_SPACE_FILE] == str(space.path)
+    parent = outcome.tracking.client().get_run(outcome.parent_run_id)
+    storage = sqlite_uri(outcome.folder.parents[1] / STUDY_FILE)
+    assert parent.data.tags[TAG_STUDY_NAME] == study.study_name
+    assert parent.data.tags[TAG_STUDY_STORAGE] == storage
+    assert parent.data.params[TAG_STUDY_NAME] == study.study_name
+    assert f"see it with: optuna-dashboard {storage}" in console
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nosuchdialect://host/db", "nosuchdialect://host/db"),
+        ("postgresql://lungsrad:s3cretpw@127.0.0.1:1/optuna", "postgresql://***@127.0.0.1:1"),
+    ],
+)
+def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(
+    write_space, tmp_path: Path, capsys, url: str, shown: str
+) -> None:
+    space = write_space(
+        tmp_path, "badstorage", parameters={ALPHA: {"choice": [0.5, 2.0]}}, search="tpe"
+    )
+    root = tmp_path / "runs"
+    status = main(["--space", str(space), "--output-root", str(root), "--optuna-storage", url])
+    captured = capsys.readouterr()
+    assert status == 2, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "--optuna-storage" in lines[0] and shown in lines[0], lines
+    assert "s3cretpw" not in captured.err + captured.out
+    assert "Traceback" not in captured.err
+    assert not (root / "ray_results").exists() or not any((root / "ray_results").iterdir())
+
+
+# -- --resume continues the same study ----------------------------------------------------------
+
+NAME = "resumed_study"
+
+
+def _trial_dirs(root: Path) -> list[Path]:
+    return sorted((root / "ray_results").glob(f"{NAME}_*/trial_*"), key=lambda p: p.name)
+
+
+def _resume(argv: list[str], cwd: Path) -> str:
+    ray_tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's unix sockets live there
+    try:
+        completed = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"},
+            timeout=SWEEP_TIMEOUT_S,
+            start_new_session=True,
+        )
+    finally:
+        kill_processes_mentioning(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+    return completed.stdout
+
+
+def test_resume_continues_the_study_without_a_duplicate_trial(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, num_recordings=10, seed=0)
+    space = write_tiny_space(
+        tmp_path / f"{NAME}.yaml",
+        data=data,
+        parameters={TEMPERATURE: {"loguniform": [0.03, 0.3]}},
+        base={"train": {"num_epochs": 2}},
+        search="tpe",
+        num_samples=2,
+        max_concurrent_trials=1,
+        max_failures=1,
+        resources={"cpu": 1},
+    )
+    root = tmp_path / "runs"
+    sweep = SweepProcess(space, root, tmp_path / "sweep.log")
+    try:
+
+        def second_trial_reported() -> bool:
+            dirs = _trial_dirs(root)
+            done = len(re.findall(r"\] \S+ done in ", sweep.output()))
+            return done == 1 and len(dirs) == 2 and bool(reported_epochs(dirs[1]))
+
+        sweep.wait_until(
+            second_trial_reported, "the second trial's first epoch", 400, interval_s=0.01
+        )
+        with Held(*sweep.trial_workers()):
+            os.killpg(sweep.process.pid, signal.SIGINT)
+            sweep.process.wait(timeout=SWEEP_TIMEOUT_S)
+    finally:
+        sweep.close()
+    output = sweep.output()
+    assert sweep.process.returncode == 130, output[-4000:]
+    folder = next((root / "ray_results").glob(f"{NAME}_*"))
+    state = json.loads((folder / "sweep.json").read_text())
+    storage = sqlite_uri(root / STUDY_FILE)
+    interrupted = optuna.load_study(study_name=state[TAG_STUDY_NAME], storage=storage)
+    assert len(interrupted.trials) == 2, interrupted.trials
+    line = next(line for line in output.splitlines() if line.startswith("continue with: "))
+    argv = shlex.split(line.removeprefix("continue with: "))
+    _resume([sys.executable, *argv[1:]], root.parent)
+    study = optuna.load_study(study_name=state[TAG_STUDY_NAME], storage=storage)
+    runs = child_runs(sqlite_uri(root / "mlflow.db"), f"lungsrad-{NAME}", state["parent_run_id"])
+    assert sorted(run.info.status for run in runs) == ["FINISHED", "FINISHED"]
+    assert len(study.trials) == len(runs)
+    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    best = best_metric_name("selection/icbhi_score")
+    assert sorted(trial.value for trial in study.trials) == pytest.approx(
+        sorted(run.data.metrics[best] for run in runs)
+    )
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_PASSWORD = "pg-s3cret"
+
+
+def _as_postgres_user() -> dict[str, Any]:
+    """Popen arguments that run a PostgreSQL program as the `postgres` user when the tests run as
+    root (PostgreSQL refuses to run as root)."""
+    if os.geteuid() != 0:
+        return {}
+    entry = pwd.getpwnam("postgres")
+    return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+
+@pytest.fixture(scope="module")
+def postgresql_url(tmp_path_factory) -> Iterator[str]:
+    """A real PostgreSQL server on a free port of 127.0.0.1 (password auth); its database URL."""
+    initdb = str(PG_BIN / "initdb") if (PG_BIN / "initdb").exists() else shutil.which("initdb")
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (initdb not found)")
+    folder = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))  # short: its socket lives there
+    run_as = _as_postgres_user()
+    if run_as:
+        os.chown(folder, run_as["user"], run_as["group"])
+    (folder / "password").write_text(PG_PASSWORD)
+    data = folder / "data"
+    subprocess.run(
+        [initdb, "-D", str(data), "-U", "lungsrad", "--pwfile", str(folder / "password"),
+         "--auth-host=scram-sha-256", "--auth-local=trust"],
+        check=True, capture_output=True, **run_as,
+    )  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(initdb).with_name("postgres")), "-D", str(data), "-p", str(port),
+         "-h", "127.0.0.1", "-k", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as,
+    )  # fmt: skip
+    try:
+        ready = Path(initdb).with_name("pg_isready")
+        deadline = time.monotonic() + 120  # a limit for a server that never starts
+        while subprocess.run([ready, "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, "postgres did not start"
+            time.sleep(0.2)
+        subprocess.run(
+            [Path(initdb).with_name("createdb"), "-h", str(folder), "-p", str(port),
+             "-U", "lungsrad", "optuna"],
+            check=True, capture_output=True, **run_as,
+        )  # fmt: skip
+        yield f"postgresql://lungsrad:{PG_PASSWORD}@127.0.0.1:{port}/optuna"
+    finally:
+        server.send_signal(signal.SIGINT)  # fast shutdown: the test's connection pools stay open
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_postgresql_storage_holds_the_study_and_a_restored_searcher_adds_no_trial(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    """The study in PostgreSQL through Ray's OptunaSearch as the sweep builds it; a searcher
+    saved and restored (what --resume does) tells its running trial once, asks no new one."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    study = open_sweep_study(postgresql_url, sweep="pg", sweep_id="0a1b2c3d")
+    assert PG_PASSWORD not in study.shown_storage and PG_PASSWORD not in str(study.tags())
+    create_study(study, direction="max", attributes={ATTR_SWEEP_ID: "0a1b2c3d"})
+    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=0), **searcher_arguments(study))
+    searcher.set_search_properties("score", "max", {"x": tune.uniform(0.0, 1.0)})
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", {"score": 1.0})
+    searcher.suggest("t2")
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = OptunaSearch()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("t2", {"score": 2.0})
+    loaded = optuna.load_study(study_name=study.name, storage=postgresql_url)
+    assert loaded.user_attrs[ATTR_SWEEP_ID] == "0a1b2c3d"
+    assert [trial.state for trial in loaded.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [trial.value for trial in loaded.trials] == [1.0, 2.0]
