@@ -129,19 +129,29 @@ class RayCluster:
             "--runtime-env-agent-port", str(free_port()),
         ]  # fmt: skip
 
-    def _start(self, arguments: list[str], log_name: str) -> None:
+    def _start(
+        self, arguments: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> None:
         ray = str(Path(sys.executable).with_name("ray"))
         log = open(Path(self.temp_dir) / log_name, "ab")  # noqa: SIM115 (closed with the process)
         process = subprocess.Popen(
             [ray, "start", "--block", "--disable-usage-stats", *arguments],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env={**self.env, **(env or {})},
             start_new_session=True,
         )
         self.processes.append(process)
 
-    def start_head(self, *, num_cpus: int, resources: dict[str, float] | None = None) -> None:
+    def start_head(
+        self,
+        *,
+        num_cpus: int,
+        resources: dict[str, float] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Starts the head node; `env` is added to its processes' environment (the job drivers
+        and tasks it runs inherit it)."""
         self._start(
             [
                 "--head",
@@ -156,6 +166,7 @@ class RayCluster:
                 *self._node_ports(),
             ],
             "head.log",
+            env,
         )  # fmt: skip
         _wait_for_port(self.gcs_port, 120)
         _wait_for_port(self.dashboard_port, 120)
@@ -170,17 +181,33 @@ class RayCluster:
                 time.sleep(1)
         raise RuntimeError(f"Ray dashboard did not answer; see {self.temp_dir}/head.log")
 
-    def add_worker(self, *, num_cpus: int, resources: dict[str, float] | None = None) -> None:
+    def add_worker(
+        self,
+        *,
+        num_cpus: int,
+        resources: dict[str, float] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Starts a worker node; `env` is added to its processes' environment.
+
+        The node has a temp dir of its own, as a node on another machine has: nodes sharing one
+        would share runtime_resources/, and a worker node cleaning up a job's working_dir would
+        delete the head's copy, the running job driver's current directory.
+        """
         index = len(self.processes)
+        temp_dir = Path(self.temp_dir) / f"w{index}"
+        temp_dir.mkdir()
         self._start(
             [
                 "--address", self.address,
+                "--temp-dir", str(temp_dir),
                 "--num-cpus", str(num_cpus),
                 "--num-gpus", "0",
                 "--resources", json.dumps(resources or {}),
                 *self._node_ports(),
             ],
             f"worker{index}.log",
+            env,
         )  # fmt: skip
 
     def wait_for_nodes(self, count: int, timeout_s: float = 120) -> None:

@@ -6,8 +6,6 @@ the driver to the trials."""
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -101,56 +99,66 @@ def test_ray_job_submit_runs_a_tpe_asha_sweep(ray_cluster, write_space, tmp_path
         assert {"curves.png", "confusion_matrix.csv"} <= artifacts
 
 
-def _driver_only_checkpoint(folder: Path) -> Path:
-    """A release-format DASS file for TINY_BASE's model (weights no seed of the trials gives)."""
+def _head_only_asset(assets: Path) -> Path:
+    """TINY_BASE's model weights (release format, weights no seed of the trials gives), placed
+    where `lungsrad fetch dass-medium-v2` puts its file under the assets folder `assets`.
+
+    The real asset is DASS-medium, far too slow to train here; what this test checks is that
+    the name resolves on the head and its weights reach the trials, so the tiny model's weights
+    stand in under the name (the fetch tests check what a real fetch accepts).
+    """
+    from lungsrad.assets.paths import asset_path
+    from lungsrad.assets.registry import find_asset
     from lungsrad.config import config_from_dict
     from lungsrad.models import build_model
 
     base = {key: value for key, value in TINY_BASE.items() if key != "name"}
     torch.manual_seed(1234)
     state = build_model(config_from_dict(base)).state_dict()
-    folder.mkdir()
-    path = folder / "dass_tiny_release.pth"
+    path = asset_path(find_asset(ASSET), assets)
+    path.parent.mkdir(parents=True)
     torch.save({f"module.v.{key}": value for key, value in state.items()}, path)
     return path
 
 
-def _delete_once_read(path: Path, sweep: subprocess.Popen[bytes], log: Path) -> None:
-    """Waits for the driver's line saying it read `path` (printed before it connects to Ray),
-    then deletes the file while the driver is paused (SIGSTOP), before any trial can start."""
-    line = f"checkpoint {path}: read once"
-    _wait_for(lambda: line in log.read_text(errors="replace"), sweep, log)
-    os.kill(sweep.pid, signal.SIGSTOP)
-    try:
-        path.unlink()
-        path.parent.rmdir()
-    finally:
-        os.kill(sweep.pid, signal.SIGCONT)
+ASSET = "dass-medium-v2"
 
 
-def test_two_node_cluster_runs_trials_on_both_nodes(
+def test_ray_job_submit_ships_a_head_only_fetch_asset_to_both_nodes(
     ray_cluster, mlflow_server, write_space, tmp_path
 ) -> None:
-    """Trials on both nodes, and the checkpoint reaches them from the driver only.
+    """`ray job submit` of a sweep whose config names `fetch:dass-medium-v2`, on two nodes whose
+    trials cannot all fit on one, the asset on the head only.
 
-    Both nodes share this machine's filesystem, so "on the head only" is made true in time: the
-    test deletes the checkpoint as soon as the driver says it read it (preflight, before Ray),
-    so no trial, on either node, can open model.checkpoint's path. Every trial must still
-    finish, from the weights the driver put in Ray's object store, and its run must name the
-    original path (model.checkpoint), `run.checkpoint_source: shipped` and the file's SHA-256.
-    That a trial given shipped weights never opens the path at all is also checked in process
+    Each node's processes get their own assets folder (LUNGSRAD_ASSETS): the head's holds the
+    asset, the worker's is empty, so a trial on the worker that resolved `fetch:` itself would
+    fail with "run lungsrad fetch". Every trial must finish from the weights the job's driver
+    (on the head) read once and put in Ray's object store, and its run must name
+    `fetch:dass-medium-v2`, `run.checkpoint_source: shipped` and the file's SHA-256. That a
+    trial given shipped weights never opens the path at all is also checked in process
     (tests/lungsrad/training/test_initial_weights.py).
     """
-    checkpoint = _driver_only_checkpoint(tmp_path / "head_only")
+    from lungsrad.assets.registry import ASSETS_DIR_VARIABLE
+
+    checkpoint = _head_only_asset(tmp_path / "head_assets")
     sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    (tmp_path / "worker_assets").mkdir()
     # One `slot` per node: two trials at a time must land on different nodes.
-    ray_cluster.start_head(num_cpus=2, resources={"slot": 1})
-    ray_cluster.add_worker(num_cpus=2, resources={"slot": 1})
+    ray_cluster.start_head(
+        num_cpus=2,
+        resources={"slot": 1},
+        env={ASSETS_DIR_VARIABLE: str(tmp_path / "head_assets")},
+    )
+    ray_cluster.add_worker(
+        num_cpus=2,
+        resources={"slot": 1},
+        env={ASSETS_DIR_VARIABLE: str(tmp_path / "worker_assets")},
+    )
     ray_cluster.wait_for_nodes(2)
     space = write_space(
         tmp_path,
         "two_nodes",
-        base_overrides={"train.num_epochs": 1, "model.checkpoint": str(checkpoint)},
+        base_overrides={"train.num_epochs": 1},
         parameters={"method.patch_mix.alpha": {"grid": [0.5, 1.0, 2.0, 4.0]}},
         search="grid",
         resources={"cpu": 1, "custom": {"slot": 1}},
@@ -160,9 +168,13 @@ def test_two_node_cluster_runs_trials_on_both_nodes(
     with open(log, "wb") as stream:
         sweep = subprocess.Popen(
             [
-                sys.executable, SWEEP_SCRIPT,
+                str(Path(sys.executable).with_name("ray")), "job", "submit",
+                "--address", ray_cluster.dashboard_url,
+                "--working-dir", str(REPO),
+                "--",
+                sys.executable, "tuning/sweep.py",
                 "--space", str(space),
-                "--ray-address", ray_cluster.address,
+                "--set", f"model.checkpoint=fetch:{ASSET}",
                 "--tracking-uri", mlflow_server.uri,
                 "--experiment", "two-nodes",
                 "--storage-path", str(storage),
@@ -171,7 +183,6 @@ def test_two_node_cluster_runs_trials_on_both_nodes(
             env=ray_cluster.env, stdout=stream, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip
     try:
-        _delete_once_read(checkpoint, sweep, log)
         # The first trial's worker is held until a second trial runs: with one slot per node,
         # that one is on the other node (else one quick, reused worker could take every trial).
         token = ray_cluster.env["RAY_AUTH_TOKEN"]
@@ -184,7 +195,9 @@ def test_two_node_cluster_runs_trials_on_both_nodes(
         sweep.wait()
     output = log.read_text(errors="replace")
     assert sweep.returncode == 0, output[-4000:]
+    assert "succeeded" in output.lower(), output[-4000:]
     assert "2 node(s)" in output
+    assert f"checkpoint fetch:{ASSET}: read once from {checkpoint}" in output, output[-4000:]
 
     parent = parent_run_id(storage)
     runs = child_runs(mlflow_server.uri, "two-nodes", parent)
@@ -192,10 +205,9 @@ def test_two_node_cluster_runs_trials_on_both_nodes(
     nodes = {(run.data.tags[TAG_NODE_ID], run.data.tags[TAG_NODE_IP]) for run in runs}
     assert len({node_id for node_id, _ in nodes}) == 2, nodes
     for run in runs:
-        assert run.data.params["model.checkpoint"] == str(checkpoint)
+        assert run.data.params["model.checkpoint"] == f"fetch:{ASSET}"
         assert run.data.params["run.checkpoint_source"] == "shipped"
         assert run.data.params["run.checkpoint_sha256"] == sha256
-    assert not checkpoint.exists()
     # Every trial wrote to the one storage path and the one tracking server.
     (experiment,) = [p for p in storage.iterdir() if p.is_dir()]
     assert len(list(experiment.glob("trial_*"))) == 4
