@@ -215,7 +215,8 @@ def _add_run_parsers(commands: argparse._SubParsersAction) -> None:
         "--data",
         type=Path,
         default=None,
-        help="ICBHI_final_database folder (unzipped) or fetch:icbhi; wins over data.root",
+        help="ICBHI_final_database folder (unzipped) or fetch:icbhi; wins over the config's "
+        "data.root",
     )
     train.add_argument(
         "--split-file",

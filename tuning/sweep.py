@@ -15,6 +15,7 @@ if __package__ in (None, ""):
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from lungsrad.errors import run_cli
 from mlflow_tracking.uri import redact_text
 from tuning.interrupts import SweepInterrupted, catch_interrupts, resume_command
 from tuning.presentation import print_outcome
-from tuning.search_space import load_search_space
+from tuning.search_space import checkpoints_unchecked, load_search_space
 from tuning.settings import data_root_for, default_output_root, make_settings
 
 EXIT_NO_RESULT = 1
@@ -34,8 +35,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         default=None,
-        help="ICBHI_final_database folder (unzipped); wins over the config's data.root (default: "
-        "data.root, else synthetic data generated under OUTPUT_ROOT)",
+        help="ICBHI_final_database folder (unzipped) or fetch:icbhi; wins over the config's "
+        "data.root (default: data.root, else synthetic data generated under OUTPUT_ROOT)",
     )
     parser.add_argument(
         "--split-file",
@@ -180,15 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output_root is None and root != Path("runs").resolve():
             print(f"running inside a Ray job: outputs go to {root} (set --output-root to change)")
         overrides = flag_overrides(args)
-        preview = load_search_space(args.space, overrides=overrides)
-        data_root = data_root_for(list(preview.variants.values()), args.data, root)
-        space = (
-            load_search_space(args.space, data_root=data_root, overrides=overrides)
-            if data_root
-            else preview
-        )
+        planning = args.plan or args.probe
+        # A plan reads the space only: its weights need not be fetched yet.
+        with checkpoints_unchecked() if planning else nullcontext():
+            preview = load_search_space(args.space, overrides=overrides)
+            data_root = data_root_for(list(preview.variants.values()), args.data, root)
+            space = (
+                load_search_space(args.space, data_root=data_root, overrides=overrides)
+                if data_root
+                else preview
+            )
         settings = make_settings(args, experiment=f"lungsrad-{space.name}", role="sweep")
-        if args.plan or args.probe:
+        if planning:
             from tuning.plan import print_plan  # reads only: no Ray, no MLflow, no sweep folder
 
             return print_plan(space, settings, probe=args.probe)

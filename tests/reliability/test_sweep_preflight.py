@@ -10,6 +10,7 @@ command, the --help of --data and the note on a relative sqlite URI.
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from lungsrad.assets.registry import ASSETS_DIR_VARIABLE
 from lungsrad.config import config_from_dict
 from lungsrad.data.layout import SPLIT_FILE_NAME
 from lungsrad.data.synthetic import write_synthetic_dataset
@@ -130,7 +132,7 @@ def sweep_paper_space_without_checkpoint(work: Path, data: Path) -> list[str]:
 
 
 def sweep_paper_space_checkpoint_missing(work: Path, data: Path) -> list[str]:
-    # The space names the authors' file relative to where the sweep runs; it is not there.
+    # The space names the authors' file by its fetch name; the assets folder is empty.
     return _sweep(work, REPO / "search_spaces" / "paper_fig3.yaml", "--data", str(data))
 
 
@@ -218,10 +220,10 @@ CASES = [
         r"model\.checkpoint .*--set model\.checkpoint=PATH.*'none'",
     ),
     Case(
-        "sweep: paper_fig3.yaml, the authors' checkpoint not downloaded",
+        "sweep: paper_fig3.yaml, the authors' checkpoint not fetched",
         sweep_paper_space_checkpoint_missing,
-        r"paper_fig3\.yaml:\d+: base: model\.checkpoint not found: .*pretrained_models/"
-        r"DASS_medium_v2\.pth .*--set model\.checkpoint=PATH.*'none'",
+        r"paper_fig3\.yaml:\d+: base: model\.checkpoint: fetch:dass-medium-v2 is not fetched "
+        r"into .*assets; run `lungsrad fetch dass-medium-v2`.*--set model\.checkpoint=PATH.*'none'",
     ),
     Case(
         "sweep: requires_pretrained space without a checkpoint",
@@ -280,8 +282,16 @@ def results(
         for index, case in enumerate(CASES):
             work = tmp_path_factory.mktemp(f"preflight{index}")
             argv = [sys.executable, *case.build(work, clean_data)]
+            # An empty assets folder: no `fetch:` name resolves unless a case fetches it.
+            env = {**os.environ, ASSETS_DIR_VARIABLE: str(work / "assets")}
             futures[case.name] = pool.submit(
-                subprocess.run, argv, capture_output=True, text=True, cwd=work, timeout=180
+                subprocess.run,
+                argv,
+                capture_output=True,
+                text=True,
+                cwd=work,
+                env=env,
+                timeout=180,
             )
         yield futures
 

@@ -49,17 +49,28 @@ resources: {cpu: 1, gpu: 0.5}
 """
 
 
-# The release files the shipped spaces name, relative to the directory a sweep runs in.
-RELEASE_FILES = ("pretrained_models/DASS_medium_v2.pth", "pretrained_models/DASS_small.pth")
+# The release files the shipped spaces name: relative to the directory a sweep runs in, and by
+# fetch name (resolved in the assets folder).
+RELEASE_FILES = ("pretrained_models/DASS_small.pth",)
+FETCHED_WEIGHTS = ("dass-medium-v2",)
 
 
 @pytest.fixture
 def release_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory holding (empty) release files under the names the spaces use."""
+    """A working directory and an assets folder holding (empty) release files under the names
+    the spaces use (loading a space checks they are there, not what they hold)."""
+    from lungsrad.assets.paths import asset_path
+    from lungsrad.assets.registry import ASSETS_DIR_VARIABLE, find_asset
+
     monkeypatch.chdir(tmp_path)
     for name in RELEASE_FILES:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
+    monkeypatch.setenv(ASSETS_DIR_VARIABLE, str(tmp_path / "assets"))
+    for name in FETCHED_WEIGHTS:
+        path = asset_path(find_asset(name), tmp_path / "assets")
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
     return tmp_path
 
 
@@ -74,10 +85,22 @@ def test_shipped_spaces_load(name: str, release_files: Path) -> None:
 
 
 def test_paper_spaces_need_the_authors_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from lungsrad.assets.registry import ASSETS_DIR_VARIABLE
+    from lungsrad.errors import UserError
+    from tuning.search_space import checkpoints_unchecked
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ASSETS_DIR_VARIABLE, str(tmp_path / "assets"))  # nothing fetched
     for name in ("table2", "paper_fig3", "reproduction_choices"):
-        with pytest.raises(FileNotFoundError, match=r"model\.checkpoint not found: .*DASS_medium"):
+        with pytest.raises(UserError, match=r"fetch:dass-medium-v2 is not fetched .*lungsrad fe"):
             load_search_space(SPACES / f"{name}.yaml")
+        with checkpoints_unchecked():  # as `sweep.py --plan` reads them: the names stay
+            space = load_search_space(SPACES / f"{name}.yaml")
+        assert space.base_config.model.checkpoint == "fetch:dass-medium-v2"
+    with pytest.raises(FileNotFoundError, match=r"model\.checkpoint not found: .*DASS_small"):
+        load_search_space(
+            SPACES / "reproduction_choices.yaml", overrides={"model.checkpoint": "none"}
+        )
 
 
 def test_shipped_space_shapes(release_files: Path) -> None:
@@ -103,9 +126,7 @@ def test_shipped_space_shapes(release_files: Path) -> None:
     assert len(table2.variants) == 6 and table2.seeds == (1, 2, 3, 4, 5)
     assert table2.num_trials() == 30
     assert {config.model.preset for config in table2.variants.values()} == {"medium"}
-    assert {Path(c.model.checkpoint).name for c in table2.variants.values()} == {
-        "DASS_medium_v2.pth"
-    }
+    assert {c.model.checkpoint for c in table2.variants.values()} == {"fetch:dass-medium-v2"}
     smoke = load_search_space(SPACES / "smoke.yaml")
     assert smoke.resources.gpu == 0 and smoke.base_config.train.num_epochs <= 3
     folds = load_search_space(SPACES / "foldwise_cv.yaml")

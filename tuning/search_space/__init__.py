@@ -4,6 +4,7 @@ checks.py), and the Ray Tune param space they become (tune_space.py, the only Ra
 loaded here). The format is documented in search_spaces/README.md.
 """
 
+from tuning.search_space.checks import checkpoints_unchecked
 from tuning.search_space.document import (
     BASE_POINT,
     CHECKPOINT_PATH,
@@ -31,6 +32,7 @@ from tuning.search_space.space import (
 )
 
 __all__ = [
+    "checkpoints_unchecked",
     "BASE_POINT",
     "CHECKPOINT_PATH",
     "POINT_KEY",

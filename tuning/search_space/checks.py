@@ -10,6 +10,8 @@ import json
 import math
 import typing
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -68,20 +70,40 @@ class Locator:
         return UserError(f"{self.where(keys)}: {message}")
 
 
+# False while a space is read only to plan it (`sweep.py --plan`): its checkpoints need not be
+# here yet (they are still resolved, and checked when the sweep runs).
+_CHECK_CHECKPOINTS: ContextVar[bool] = ContextVar("check_checkpoints", default=True)
+
+
+@contextmanager
+def checkpoints_unchecked() -> Iterator[None]:
+    """Within it, spaces load without their checkpoint files or fetched weights being there."""
+    token = _CHECK_CHECKPOINTS.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_CHECKPOINTS.reset(token)
+
+
 def checkpoint_value(value: Any, *, where: str) -> Any:
     """A checkpoint path resolved against the directory the sweep runs in (trials run in their
-    own working directories), checked before any trial starts; None and "none" (a random start)
-    stay as they are."""
+    own working directories), checked before any trial starts (unless within
+    `checkpoints_unchecked`); None and "none" (a random start) stay as they are."""
     if value is None or str(value).strip().lower() == RANDOM_INIT_CHECKPOINT:
         return value
     if is_fetch_reference(value):  # `fetch:NAME` stays a name; it must be fetched here
+        if not _CHECK_CHECKPOINTS.get():
+            return value
         try:
             resolve_reference(str(value), key="model.checkpoint")
         except UserError as error:
-            raise UserError(f"{where}: {error}") from None
+            raise UserError(
+                f"{where}: {error}; or give the file with --set model.checkpoint=PATH, or "
+                "'none' to train from a random start"
+            ) from None
         return value
     path = Path(str(value)).expanduser().resolve()
-    if not path.exists():  # a file, or a Hugging Face DASS model folder
+    if not path.exists() and _CHECK_CHECKPOINTS.get():  # a file, or an HF DASS model folder
         raise FileNotFoundError(
             f"{where}: model.checkpoint not found: {path} (relative paths are read from the "
             "directory the sweep runs in; give the file with --set model.checkpoint=PATH, or "
