@@ -216,13 +216,23 @@ class MlflowLogger(tune.Callback):
     are retried on each step of Tune's loop; the trial never waits for MLflow.
     """
 
-    def __init__(self, space: SearchSpace, tracking: SweepTracking | None = None):
+    # Class defaults: a logger restored from an older experiment state has neither attribute.
+    _stream: Any = None
+    _outage_since: float | None = None  # when the store stopped answering
+
+    def __init__(
+        self, space: SearchSpace, tracking: SweepTracking | None = None, *, stream: Any = None
+    ):
         self.space = space
         self.tracking = tracking
+        self._stream = stream
+        self._outage_since = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["tracking"] = None
+        state["_stream"] = None
+        state["_outage_since"] = None
         return state
 
     def bind(self, tracking: SweepTracking) -> None:
@@ -380,6 +390,28 @@ class MlflowLogger(tune.Callback):
             run.tracker.set_tags({TAG_STARTS: str(stored + run.starts)})
             run.starts_written = run.starts
             run.tracker.flush(force=force)
+        self._note_store_state(run.tracker)
+
+    def _note_store_state(self, tracker: RunTracker) -> None:
+        """One console line when the store stops answering, one when it answers again (each
+        tracker retries on its own, backing off from 2 s to once a minute)."""
+        where = self.tracking.target.display_uri if self.tracking is not None else "?"
+        if tracker.last_error is not None and self._outage_since is None:
+            self._outage_since = time.monotonic()
+            self._print(
+                f"MLflow at '{where}' is not answering ({tracker.last_error}); training goes on, "
+                "the driver keeps the updates and retries, backing off to once a minute"
+            )
+        elif tracker.last_error is None and self._outage_since is not None:
+            seconds = time.monotonic() - self._outage_since
+            self._outage_since = None
+            self._print(
+                f"MLflow at '{where}' answers again after {seconds:.0f} s; the kept updates are "
+                "being delivered"
+            )
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._stream or sys.stdout, flush=True)
 
     def _log_artifacts(self, run: TrialRun, trial: Any) -> None:
         """Curves, history and confusion matrices from what the trial's final result carries
