@@ -109,6 +109,7 @@ class Sample:
     folder_mb: float
     overhead_s: float  # mean over the trials finished since the previous sample
     log_ms: float  # mean driver time to log one result, since the previous sample
+    log_cpu_ms: float  # the same in the driver thread's CPU time (less sensitive to load)
 
 
 def rss_mb() -> float:
@@ -155,7 +156,9 @@ class Store:
         if self.postgres is not None:
             return self.postgres.count_rows("mlflow", COUNTED_TABLES)
         with contextlib.closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)) as db:
-            return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COUNTED_TABLES}
+            return {
+                t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COUNTED_TABLES
+            }
 
     def close(self) -> None:
         if self.server is not None:
@@ -167,15 +170,23 @@ class Store:
 class SoakProbe(tune.Callback):
     """Driver-side clock of each trial, and a sample every `every` finished trials."""
 
-    def __init__(self, *, every: int, store: Store, storage: Path, log_times: list[float]):
+    def __init__(
+        self, *, every: int, store: Store, storage: Path, log_times: list[tuple[float, float]]
+    ):
         self.every = every
         self.store = store
         self.storage = storage
-        self.log_times = log_times  # seconds of each MlflowLogger.on_trial_result
+        self.log_times = log_times  # (wall, CPU) seconds of each MlflowLogger.on_trial_result
         self.started: dict[str, float] = {}
         self.overheads: list[float] = []
         self.samples: list[Sample] = []
         self._logged_at_sample = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state: not the store's server process.
+        state = dict(self.__dict__)
+        state["store"] = None
+        return state
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.started.setdefault(trial.trial_id, time.monotonic())
@@ -205,29 +216,32 @@ class SoakProbe(tune.Callback):
             optuna_mb=None,
             folder_mb=folder_mb(self.storage),
             overhead_s=statistics.fmean(window) if window else float("nan"),
-            log_ms=1000 * statistics.fmean(logs) if logs else float("nan"),
+            log_ms=1000 * statistics.fmean(wall for wall, _ in logs) if logs else float("nan"),
+            log_cpu_ms=1000 * statistics.fmean(cpu for _, cpu in logs) if logs else float("nan"),
         )
         self.samples.append(sample)
         print(_row(sample), file=sys.__stdout__, flush=True)
 
 
-def time_result_logging(log_times: list[float]) -> None:
-    """Times MlflowLogger.on_trial_result in place (the real callback still does the work)."""
+def time_result_logging(log_times: list[tuple[float, float]]) -> None:
+    """Times MlflowLogger.on_trial_result in place (the real callback still does the work): wall
+    and driver-thread CPU seconds of each call."""
     original = MlflowLogger.on_trial_result
 
     def timed(self: MlflowLogger, *args: Any, **kwargs: Any) -> None:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             original(self, *args, **kwargs)
         finally:
-            log_times.append(time.perf_counter() - started)
+            log_times.append((time.perf_counter() - started, time.thread_time() - cpu))
 
     MlflowLogger.on_trial_result = timed  # type: ignore[method-assign]
 
 
 _HEADER = (
     f"{'trials':>6} {'RSS MB':>8} {'store MB':>9} {'runs':>6} {'metrics':>8} {'params':>7} "
-    f"{'tags':>7} {'optuna MB':>9} {'folder MB':>9} {'overhead s':>10} {'log ms':>7}"
+    f"{'tags':>7} {'optuna MB':>9} {'folder MB':>9} {'overhead s':>10} {'log ms':>7} "
+    f"{'log CPU ms':>10}"
 )
 
 
@@ -237,7 +251,8 @@ def _row(sample: Sample) -> str:
     return (
         f"{sample.trials:>6} {sample.rss_mb:>8.1f} {sample.store_mb:>9.2f} {rows['runs']:>6} "
         f"{rows['metrics']:>8} {rows['params']:>7} {rows['tags']:>7} {optuna:>9} "
-        f"{sample.folder_mb:>9.1f} {sample.overhead_s:>10.2f} {sample.log_ms:>7.1f}"
+        f"{sample.folder_mb:>9.1f} {sample.overhead_s:>10.2f} {sample.log_ms:>7.1f} "
+        f"{sample.log_cpu_ms:>10.1f}"
     )
 
 
@@ -259,6 +274,7 @@ def growth(samples: list[Sample]) -> dict[str, float]:
         "folder_mb": lambda s: s.folder_mb,
         "overhead_s": lambda s: s.overhead_s,
         "log_ms": lambda s: s.log_ms,
+        "log_cpu_ms": lambda s: s.log_cpu_ms,
         **{f"{table}_rows": (lambda s, t=table: s.rows[t]) for table in COUNTED_TABLES},
     }
     return {name: slope_per_100(samples, value) for name, value in figures.items()}
@@ -323,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     store = Store(args.store, root)
-    log_times: list[float] = []
+    log_times: list[tuple[float, float]] = []
     time_result_logging(log_times)
     settings = DriverSettings(
         output_root=root,

@@ -108,7 +108,9 @@ class LocalPostgres:
             timeout=self.start_timeout_s + 60,
         )
         if completed.returncode != 0:
-            log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            log = (
+                self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            )
             raise RuntimeError(
                 f"{program} failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}"
                 f"\n{log}"

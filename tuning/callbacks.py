@@ -296,6 +296,7 @@ class MlflowLogger(tune.Callback):
         self._log_cost(run, trial)
         run.tracker.terminate("FAILED")
         self._flush(run, force=True)
+        self._retire(trial.trial_id, run)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self._run(trial)
@@ -323,12 +324,21 @@ class MlflowLogger(tune.Callback):
                 )
             run.tracker.terminate("FINISHED")
         self._flush(run, force=True)
+        self._retire(trial.trial_id, run)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         sweep = self.tracking
-        for run in sweep.runs.values() if sweep else ():
+        for trial_id, run in list(sweep.runs.items()) if sweep else ():
             if run.tracker.pending:
                 self._flush(run)
+                self._retire(trial_id, run)
+
+    def _retire(self, trial_id: str, run: TrialRun) -> None:
+        """Forgets the writer of a trial whose run has ended and holds nothing undelivered: a
+        sweep of hundreds of trials keeps no writer, MLflow client or ledger per finished trial,
+        and each step of Tune's loop looks at the running trials only (issue 28's soak)."""
+        if self.tracking is not None and run.tracker.terminated and not run.tracker.pending:
+            self.tracking.runs.pop(trial_id, None)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.tracking is not None:

@@ -141,31 +141,17 @@ def test_a_killed_driver_resumes_on_postgres_with_nothing_lost_and_nothing_twice
     assert (resumed_sweep["folder"] / "best_config.yaml").is_file()
 
 
-def test_report_compare_and_final_read_the_sweep_back_from_postgres(
-    resumed_sweep: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from mlflow_tracking.report import main as report_main
-
-    uri = resumed_sweep["uri"]
-    report_args = ["--experiment", EXPERIMENT, "--tracking-uri", uri, "--no-log"]
-    assert report_main([*report_args, "--out", str(tmp_path / "report")]) == 0
-    assert "| 0.06 (base) | 2 |" in capsys.readouterr().out
-    assert compare_main([*report_args, "--out", str(tmp_path / "compare")]) == 0
-    assert "0.2" in (tmp_path / "compare" / COMPARISON_FILE).read_text()
-
-    best = load_config(resumed_sweep["folder"] / "best_config.yaml")
-    config_path = tmp_path / "best_config.yaml"
-    save_config(apply_overrides(best, {"train.num_epochs": 1}), config_path)
+def _final(config_path: Path, uri: str, experiment: str, out: Path) -> str:
+    """Runs tuning/final.py (seeds 0 and 1) on the PostgreSQL server; its parent run id."""
     ray_tmp = tempfile.mkdtemp(prefix="rp", dir="/tmp")  # short: Ray's unix sockets live there
     try:
         completed = subprocess.run(
             [
                 sys.executable, str(REPO / "tuning" / "final.py"),
                 "--config", str(config_path), "--seeds", "0", "1", "--gpu", "0",
-                "--output-root", str(tmp_path / "final"),
-                "--tracking-uri", uri, "--experiment", "lungsrad-pg-final",
+                "--output-root", str(out), "--tracking-uri", uri, "--experiment", experiment,
             ],
-            capture_output=True, text=True, cwd=tmp_path, timeout=600, start_new_session=True,
+            capture_output=True, text=True, cwd=out.parent, timeout=600, start_new_session=True,
             env={**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"},
         )  # fmt: skip
     finally:
@@ -173,12 +159,47 @@ def test_report_compare_and_final_read_the_sweep_back_from_postgres(
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
     assert "| 4-class |" in completed.stdout
-    finals = _runs(uri, "lungsrad-pg-final")
+    finals = _runs(uri, experiment)
     (parent,) = [run for run in finals if run.data.tags.get(TAG_ROLE) == "final"]
-    seeds = child_runs(uri, "lungsrad-pg-final", parent.info.run_id)
+    seeds = child_runs(uri, experiment, parent.info.run_id)
     assert sorted(run.data.params["train.seed"] for run in seeds) == ["0", "1"]
     assert {run.info.status for run in finals} == {"FINISHED"}
     assert f"{REPORT_SCORE}_mean" in parent.data.metrics
+    return parent.info.run_id
+
+
+def test_report_final_and_compare_read_the_sweep_back_from_postgres(
+    resumed_sweep: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow_tracking.report import main as report_main
+
+    uri = resumed_sweep["uri"]
+    assert (
+        report_main(
+            ["--experiment", EXPERIMENT, "--tracking-uri", uri, "--no-log"]
+            + ["--out", str(tmp_path / "report")]
+        )
+        == 0
+    )
+    assert "| 0.06 (base) | 2 |" in capsys.readouterr().out
+
+    # final.py on the sweep's best config and on the other temperature, then tuning.compare
+    # pairs their seed runs, all read from the PostgreSQL-backed server.
+    best = load_config(resumed_sweep["folder"] / "best_config.yaml")
+    parents = []
+    for name, temperature in (("pg_a", 0.06), ("pg_b", 0.2)):
+        config = apply_overrides(
+            best, {"name": name, "train.num_epochs": 1, TEMPERATURE: temperature}
+        )
+        save_config(config, tmp_path / f"{name}.yaml")
+        parents.append(
+            _final(tmp_path / f"{name}.yaml", uri, f"lungsrad-{name}", tmp_path / f"final_{name}")
+        )
+    out = tmp_path / "compare"
+    assert (
+        compare_main(["--parent-run-id", *parents, "--tracking-uri", uri, "--out", str(out)]) == 0
+    )
+    assert "| pg_a -> pg_b | [0, 1] |" in (out / COMPARISON_FILE).read_text()
 
 
 def test_postgres_and_mlflow_server_restarts_mid_sweep_lose_nothing(
@@ -205,7 +226,13 @@ def test_postgres_and_mlflow_server_restarts_mid_sweep_lose_nothing(
     experiment = "lungsrad-pg-restarts"
     client = mlflow_client(server.uri)
     sweep = SweepProcess(
-        space, root, tmp_path / "sweep.log", "--tracking-uri", server.uri, "--experiment", experiment
+        space,
+        root,
+        tmp_path / "sweep.log",
+        "--tracking-uri",
+        server.uri,
+        "--experiment",
+        experiment,
     )
 
     def reported() -> int:
@@ -239,7 +266,9 @@ def test_postgres_and_mlflow_server_restarts_mid_sweep_lose_nothing(
                 restart()
                 # The driver retries on its own (Tune's loop runs while the trial is held).
                 sweep.wait_until(lambda n=outage: lines(ANSWERS_AGAIN) >= n, "the back line", 300)
-                sweep.wait_until(lambda: stored() >= reported(), "the kept epochs in the store", 300)
+                sweep.wait_until(
+                    lambda: stored() >= reported(), "the kept epochs in the store", 300
+                )
                 if stop_next is not None:
                     stop_next()
         output = sweep.finish()
