@@ -8,8 +8,11 @@ Every 50 finished trials it records: driver RSS, MLflow store size and row count
 size (none today: the TPE study lives in the driver's memory), sweep-folder size, per-trial
 overhead (driver wall time from start to end of a trial minus the trial's own time, Tune's
 time_total_s: training, evaluation, its setup and reports) and the driver's time to log one
-result (MlflowLogger.on_trial_result, timed in place). It prints them side by side, the growth
-per 100 trials of each (least-squares slope over the samples) and a verdict against the targets:
+result (MlflowLogger.on_trial_result, timed in place: wall and CPU), and the driver process's
+CPU seconds per trial (all its threads: Tune's state saves and syncs included; on a loaded
+machine the wall figures follow the load, the CPU ones much less). It prints them side by side,
+the growth per 100 trials of each (least-squares slope over the samples) and a verdict against
+the targets:
 RSS grows < 50 MB per 100 trials, the last window's overhead within 20 % of the first's, every
 trial finished with its metrics. `--json` ends the output with one JSON line.
 """
@@ -110,6 +113,7 @@ class Sample:
     overhead_s: float  # mean over the trials finished since the previous sample
     log_ms: float  # mean driver time to log one result, since the previous sample
     log_cpu_ms: float  # the same in the driver thread's CPU time (less sensitive to load)
+    driver_cpu_s: float  # driver process CPU seconds (all threads) per trial, in the window
 
 
 def rss_mb() -> float:
@@ -181,6 +185,7 @@ class SoakProbe(tune.Callback):
         self.overheads: list[float] = []
         self.samples: list[Sample] = []
         self._logged_at_sample = 0
+        self._cpu_at_sample = time.process_time()
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state: not the store's server process.
@@ -208,6 +213,7 @@ class SoakProbe(tune.Callback):
         window = self.overheads[len(self.overheads) - self.every :]
         logs = self.log_times[self._logged_at_sample :]
         self._logged_at_sample = len(self.log_times)
+        cpu, self._cpu_at_sample = time.process_time() - self._cpu_at_sample, time.process_time()
         sample = Sample(
             trials=len(self.overheads),
             rss_mb=rss_mb(),
@@ -218,6 +224,7 @@ class SoakProbe(tune.Callback):
             overhead_s=statistics.fmean(window) if window else float("nan"),
             log_ms=1000 * statistics.fmean(wall for wall, _ in logs) if logs else float("nan"),
             log_cpu_ms=1000 * statistics.fmean(cpu for _, cpu in logs) if logs else float("nan"),
+            driver_cpu_s=cpu / max(1, len(window)),
         )
         self.samples.append(sample)
         print(_row(sample), file=sys.__stdout__, flush=True)
@@ -241,7 +248,7 @@ def time_result_logging(log_times: list[tuple[float, float]]) -> None:
 _HEADER = (
     f"{'trials':>6} {'RSS MB':>8} {'store MB':>9} {'runs':>6} {'metrics':>8} {'params':>7} "
     f"{'tags':>7} {'optuna MB':>9} {'folder MB':>9} {'overhead s':>10} {'log ms':>7} "
-    f"{'log CPU ms':>10}"
+    f"{'log CPU ms':>10} {'driver CPU s':>12}"
 )
 
 
@@ -252,7 +259,7 @@ def _row(sample: Sample) -> str:
         f"{sample.trials:>6} {sample.rss_mb:>8.1f} {sample.store_mb:>9.2f} {rows['runs']:>6} "
         f"{rows['metrics']:>8} {rows['params']:>7} {rows['tags']:>7} {optuna:>9} "
         f"{sample.folder_mb:>9.1f} {sample.overhead_s:>10.2f} {sample.log_ms:>7.1f} "
-        f"{sample.log_cpu_ms:>10.1f}"
+        f"{sample.log_cpu_ms:>10.1f} {sample.driver_cpu_s:>12.2f}"
     )
 
 
@@ -275,6 +282,7 @@ def growth(samples: list[Sample]) -> dict[str, float]:
         "overhead_s": lambda s: s.overhead_s,
         "log_ms": lambda s: s.log_ms,
         "log_cpu_ms": lambda s: s.log_cpu_ms,
+        "driver_cpu_s": lambda s: s.driver_cpu_s,
         **{f"{table}_rows": (lambda s, t=table: s.rows[t]) for table in COUNTED_TABLES},
     }
     return {name: slope_per_100(samples, value) for name, value in figures.items()}
