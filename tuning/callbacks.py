@@ -334,11 +334,13 @@ class MlflowLogger(tune.Callback):
                 self._retire(trial_id, run)
 
     def _retire(self, trial_id: str, run: TrialRun) -> None:
-        """Forgets the writer of a trial whose run has ended and holds nothing undelivered: a
-        sweep of hundreds of trials keeps no writer, MLflow client or ledger per finished trial,
-        and each step of Tune's loop looks at the running trials only (issue 28's soak)."""
+        """Forgets the writer of a trial whose run has ended and holds nothing undelivered, and
+        removes the trial's staged artifacts (uploaded by now): a sweep of hundreds of trials
+        keeps no writer, MLflow client, ledger or artifact copy per finished trial, and each
+        step of Tune's loop looks at the running trials only (issue 28's soak)."""
         if self.tracking is not None and run.tracker.terminated and not run.tracker.pending:
             self.tracking.runs.pop(trial_id, None)
+            shutil.rmtree(self.tracking.staging / trial_id, ignore_errors=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.tracking is not None:
