@@ -88,6 +88,7 @@ class RunTracker:
         self.reused_existing = False
         self.existing_tags: dict[str, str] = {}  # tags of the run found by `identity`
         self.last_error: str | None = None
+        self.terminated = False  # the run's end (FINISHED, FAILED or KILLED) reached the store
         self._queue: collections.deque[_Operation] = collections.deque()
         self._client: Any = None
         self._stored_steps: set[int] = set()
@@ -308,6 +309,7 @@ class RunTracker:
                     client.delete_tag(self.run_id, key)
         elif kind == "terminate":
             client.set_terminated(self.run_id, status=payload)
+            self.terminated = True
         else:
             raise AssertionError(f"unknown operation {kind}")
 

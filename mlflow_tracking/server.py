@@ -1,7 +1,8 @@
-"""A local MLflow tracking server (`mlflow server` on 127.0.0.1, SQLite backend, proxied
-artifacts) as a context manager: for tests and for one machine where several processes or Ray
-nodes log to one store. A multi-node cluster runs `mlflow server` on a SQL database instead
-(README, multi-node recipe).
+"""A local MLflow tracking server (`mlflow server` on 127.0.0.1, proxied artifacts; a SQLite
+store by default, or any backend store URI such as PostgreSQL's) as a context manager: for tests,
+benchmarks and one machine where several processes or Ray nodes log to one store. The command is
+`server_command`, the one docs/cluster.md's multi-node recipe shows (tests/test_docs_commands.py
+checks that the page shows exactly this command).
 """
 
 from __future__ import annotations
@@ -27,12 +28,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def server_command(
+    *,
+    backend_store_uri: str,
+    artifacts_destination: str,
+    host: str,
+    port: int,
+    allowed_hosts: str,
+    workers: int,
+) -> list[str]:
+    """`mlflow server` with a backend store, proxied artifacts, the address it listens on, the
+    Host headers it answers and its worker processes (docs/cluster.md shows this command)."""
+    return [
+        "mlflow", "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", artifacts_destination,
+        "--host", host, "--port", str(port), "--allowed-hosts", allowed_hosts,
+        "--workers", str(workers),
+    ]  # fmt: skip
+
+
 class LocalTrackingServer:
-    """`mlflow server --host 127.0.0.1` on a free port, stopped on exit (its process group only).
+    """`mlflow server --host 127.0.0.1` on a free port, stopped on exit (its process group only);
+    `restart()` starts it again on the same port and store.
 
     Args:
-        root: folder for mlflow.db, artifacts and the server log.
+        root: folder for the server log, and for mlflow.db and artifacts unless given.
         port: TCP port (default: a free one).
+        backend_store_uri: the store (default: SQLite root/mlflow.db), e.g. a PostgreSQL URL.
+        artifacts_destination: where proxied artifacts go (default: root/artifacts).
         start_timeout_s: how long to wait for /health.
     """
 
@@ -41,6 +65,8 @@ class LocalTrackingServer:
         root: str | os.PathLike[str],
         *,
         port: int | None = None,
+        backend_store_uri: str | None = None,
+        artifacts_destination: str | os.PathLike[str] | None = None,
         start_timeout_s: float = 180.0,
     ):
         self.root = Path(root)
@@ -48,6 +74,8 @@ class LocalTrackingServer:
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.root / "mlflow_server.log"
+        self._backend_store_uri = backend_store_uri
+        self.artifacts_destination = Path(artifacts_destination or self.root / "artifacts")
 
     @property
     def uri(self) -> str:
@@ -56,20 +84,22 @@ class LocalTrackingServer:
 
     @property
     def backend_uri(self) -> str:
-        """The server's SQLite store."""
-        return sqlite_uri(self.root / "mlflow.db")
+        """The server's store (SQLite root/mlflow.db unless another was given)."""
+        return self._backend_store_uri or sqlite_uri(self.root / "mlflow.db")
 
     def start(self) -> LocalTrackingServer:
         """Starts the server and waits until /health answers."""
         self.root.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--workers", "1",
-            "--backend-store-uri", self.backend_uri,
-            "--artifacts-destination", str((self.root / "artifacts").resolve()),
-        ]  # fmt: skip
+        command = server_command(
+            backend_store_uri=self.backend_uri,
+            artifacts_destination=str(self.artifacts_destination.resolve()),
+            host="127.0.0.1",
+            port=self.port,
+            # Any port: tests reach it through relays (tests/tcp_relay.py) on other ports.
+            allowed_hosts="127.0.0.1:*,localhost:*",
+            workers=1,
+        )
+        command[:1] = [sys.executable, "-m", "mlflow"]  # this environment's MLflow
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -99,6 +129,11 @@ class LocalTrackingServer:
         except subprocess.TimeoutExpired:
             os.killpg(group, signal.SIGKILL)
             self.process.wait(timeout=15)
+
+    def restart(self) -> LocalTrackingServer:
+        """Stops the server and starts it again on the same port and store."""
+        self.stop()
+        return self.start()
 
     def __enter__(self) -> LocalTrackingServer:
         return self.start()

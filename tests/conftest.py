@@ -1,4 +1,5 @@
-"""Fixtures shared by every test package: the one synthetic ICBHI-layout dataset."""
+"""Fixtures shared by every test package: the one synthetic ICBHI-layout dataset, and (from
+tests/postgres.py) the tests' own PostgreSQL with a `mlflow server` on it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from lungsrad.data.synthetic import write_synthetic_dataset
+
+pytest_plugins = ["tests.postgres"]
 
 
 @pytest.fixture(scope="session")

@@ -200,3 +200,30 @@ def test_a_wrong_flag_or_value_is_caught() -> None:
     synth = ["data", "synth", "OUT", "--recordings", "N", "--seed", "S"]
     assert _parse_error(_parsers()["lungsrad"](), synth) is None
     assert _parse_error(_parsers()["lungsrad"](), ["data", "synth", "OUT", "--recordings", "x"])
+
+
+def test_cluster_page_shows_the_mlflow_server_command_the_tests_run() -> None:
+    """docs/cluster.md's `mlflow server` recipe is `server_command`, the command
+    LocalTrackingServer runs (the tests' PostgreSQL-backed server included): the same words in
+    the same order, with the page's host names and paths as the values."""
+    from mlflow_tracking.server import server_command
+
+    text = (REPO / "docs" / "cluster.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    shown = [
+        shlex.split(block.replace("\\\n", " "))
+        for block in blocks
+        if block.strip().startswith("mlflow server")
+    ]
+    assert len(shown) == 1, shown
+    (argv,) = shown
+    values = dict(zip(argv[2::2], argv[3::2], strict=False))
+    assert values["--backend-store-uri"].startswith("postgresql://")
+    assert argv == server_command(
+        backend_store_uri=values["--backend-store-uri"],
+        artifacts_destination=values["--artifacts-destination"],
+        host=values["--host"],
+        port=int(values["--port"]),
+        allowed_hosts=values["--allowed-hosts"],
+        workers=int(values["--workers"]),
+    )

@@ -217,13 +217,23 @@ class MlflowLogger(tune.Callback):
     are retried on each step of Tune's loop; the trial never waits for MLflow.
     """
 
-    def __init__(self, space: SearchSpace, tracking: SweepTracking | None = None):
+    # Class defaults: a logger restored from an older experiment state has neither attribute.
+    _stream: Any = None
+    _outage_since: float | None = None  # when the store stopped answering
+
+    def __init__(
+        self, space: SearchSpace, tracking: SweepTracking | None = None, *, stream: Any = None
+    ):
         self.space = space
         self.tracking = tracking
+        self._stream = stream
+        self._outage_since = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["tracking"] = None
+        state["_stream"] = None
+        state["_outage_since"] = None
         return state
 
     def bind(self, tracking: SweepTracking) -> None:
@@ -287,6 +297,7 @@ class MlflowLogger(tune.Callback):
         self._log_cost(run, trial)
         run.tracker.terminate("FAILED")
         self._flush(run, force=True)
+        self._retire(trial.trial_id, run)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self._run(trial)
@@ -314,12 +325,23 @@ class MlflowLogger(tune.Callback):
                 )
             run.tracker.terminate("FINISHED")
         self._flush(run, force=True)
+        self._retire(trial.trial_id, run)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         sweep = self.tracking
-        for run in sweep.runs.values() if sweep else ():
+        for trial_id, run in list(sweep.runs.items()) if sweep else ():
             if run.tracker.pending:
                 self._flush(run)
+                self._retire(trial_id, run)
+
+    def _retire(self, trial_id: str, run: TrialRun) -> None:
+        """Forgets the writer of a trial whose run has ended and holds nothing undelivered, and
+        removes the trial's staged artifacts (uploaded by now): a sweep of hundreds of trials
+        keeps no writer, MLflow client, ledger or artifact copy per finished trial, and each
+        step of Tune's loop looks at the running trials only (issue 28's soak)."""
+        if self.tracking is not None and run.tracker.terminated and not run.tracker.pending:
+            self.tracking.runs.pop(trial_id, None)
+            shutil.rmtree(self.tracking.staging / trial_id, ignore_errors=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.tracking is not None:
@@ -381,6 +403,28 @@ class MlflowLogger(tune.Callback):
             run.tracker.set_tags({TAG_STARTS: str(stored + run.starts)})
             run.starts_written = run.starts
             run.tracker.flush(force=force)
+        self._note_store_state(run.tracker)
+
+    def _note_store_state(self, tracker: RunTracker) -> None:
+        """One console line when the store stops answering, one when it answers again (each
+        tracker retries on its own, backing off from 2 s to once a minute)."""
+        where = self.tracking.target.display_uri if self.tracking is not None else "?"
+        if tracker.last_error is not None and self._outage_since is None:
+            self._outage_since = time.monotonic()
+            self._print(
+                f"MLflow at '{where}' is not answering ({tracker.last_error}); training goes on, "
+                "the driver keeps the updates and retries, backing off to once a minute"
+            )
+        elif tracker.last_error is None and self._outage_since is not None:
+            seconds = time.monotonic() - self._outage_since
+            self._outage_since = None
+            self._print(
+                f"MLflow at '{where}' answers again after {seconds:.0f} s; the kept updates are "
+                "being delivered"
+            )
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._stream or sys.stdout, flush=True)
 
     def _log_artifacts(self, run: TrialRun, trial: Any) -> None:
         """Curves, history and confusion matrices from what the trial's final result carries
