@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import shlex
 import shutil
@@ -17,10 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -36,7 +32,6 @@ from sweep_helpers import (
 )
 
 from lungsrad.data.synthetic import write_synthetic_dataset
-from mlflow_tracking.server import free_port
 from mlflow_tracking.tags import TAG_VALUES
 from mlflow_tracking.uri import sqlite_uri
 from tuning.result_keys import best_metric_name
@@ -222,62 +217,16 @@ def test_resume_continues_the_study_without_a_duplicate_trial(tmp_path: Path) ->
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_PASSWORD = "pg-s3cret"
 
 
-def _as_postgres_user() -> dict[str, Any]:
-    """Popen arguments that run a PostgreSQL program as the `postgres` user when the tests run as
-    root (PostgreSQL refuses to run as root)."""
-    if os.geteuid() != 0:
-        return {}
-    entry = pwd.getpwnam("postgres")
-    return {"user": entry.pw_uid, "group": entry.pw_gid}
-
-
 @pytest.fixture(scope="module")
-def postgresql_url(tmp_path_factory) -> Iterator[str]:
-    """A real PostgreSQL server on a free port of 127.0.0.1 (password auth); its database URL."""
-    initdb = str(PG_BIN / "initdb") if (PG_BIN / "initdb").exists() else shutil.which("initdb")
-    if initdb is None:
-        pytest.skip("PostgreSQL is not installed (initdb not found)")
-    folder = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))  # short: its socket lives there
-    run_as = _as_postgres_user()
-    if run_as:
-        os.chown(folder, run_as["user"], run_as["group"])
-    (folder / "password").write_text(PG_PASSWORD)
-    data = folder / "data"
-    subprocess.run(
-        [initdb, "-D", str(data), "-U", "lungsrad", "--pwfile", str(folder / "password"),
-         "--auth-host=scram-sha-256", "--auth-local=trust"],
-        check=True, capture_output=True, **run_as,
-    )  # fmt: skip
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(initdb).with_name("postgres")), "-D", str(data), "-p", str(port),
-         "-h", "127.0.0.1", "-k", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as,
-    )  # fmt: skip
-    try:
-        ready = Path(initdb).with_name("pg_isready")
-        deadline = time.monotonic() + 120  # a limit for a server that never starts
-        while subprocess.run([ready, "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
-            assert server.poll() is None and time.monotonic() < deadline, "postgres did not start"
-            time.sleep(0.2)
-        subprocess.run(
-            [Path(initdb).with_name("createdb"), "-h", str(folder), "-p", str(port),
-             "-U", "lungsrad", "optuna"],
-            check=True, capture_output=True, **run_as,
-        )  # fmt: skip
-        yield f"postgresql://lungsrad:{PG_PASSWORD}@127.0.0.1:{port}/optuna"
-    finally:
-        server.send_signal(signal.SIGINT)  # fast shutdown: the test's connection pools stay open
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+def postgresql_url(postgres) -> str:
+    """A database of the module's own PostgreSQL (tests/postgres.py); its URL carries a password
+    (the cluster trusts 127.0.0.1, so any is accepted) that must never be shown."""
+    url = postgres.create_database("optuna")
+    assert "lungsrad@" in url, url
+    return url.replace("lungsrad@", f"lungsrad:{PG_PASSWORD}@", 1)
 
 
 def test_a_postgresql_storage_holds_the_study_and_a_restored_searcher_adds_no_trial(
