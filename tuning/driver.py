@@ -261,7 +261,8 @@ def _attach_study(
         ATTR_SPACE_FILE: str(space.path),
         ATTR_PARENT_RUN_ID: str(parent.run_id),
     }
-    optuna_study = create_study(study, direction=space.mode, attributes=attributes)
+    directions = [objective.mode for objective in space.objective_list]
+    optuna_study = create_study(study, directions=directions, attributes=attributes)
     tags = study.tags()
     if warm is not None and folder.is_new and not optuna_study.trials:
         seed_study(optuna_study, warm, study_distributions(space))

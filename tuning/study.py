@@ -5,6 +5,7 @@ user attributes that tie it to the sweep and its MLflow parent run (issue 27).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,16 +92,17 @@ def open_sweep_study(
 def create_study(
     study: SweepStudy,
     *,
-    direction: str,
+    directions: Sequence[str],
     attributes: dict[str, str],
 ) -> optuna.Study:
     """The sweep's study, created (or loaded on --resume) with its user attributes; Ray's
-    OptunaSearch loads the same study by name."""
+    OptunaSearch loads the same study by name. `directions`: each objective's mode ("max" or
+    "min"), one for a single-objective sweep."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     created = optuna.create_study(
         storage=study.storage,
         study_name=study.name,
-        direction="maximize" if direction == "max" else "minimize",
+        directions=["maximize" if mode == "max" else "minimize" for mode in directions],
         load_if_exists=True,
     )
     for key, value in attributes.items():

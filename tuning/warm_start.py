@@ -104,6 +104,11 @@ def read_warm_start(
     trials left out."""
     if space.search != "tpe":
         raise UserError(f"{FLAG} seeds a TPE search; '{space.path}' has search: {space.search}")
+    if space.is_multi_objective:
+        raise UserError(
+            f"{FLAG} seeds a single-objective search; '{space.path}' names several metrics "
+            "(start it without --warm-start)"
+        )
     client = target.client()
     parent = _find_parent(client, reference, storage_path, target)
     tags = parent.data.tags

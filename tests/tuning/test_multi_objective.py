@@ -110,6 +110,18 @@ def test_every_trial_reports_both_objectives_and_the_front_runs_are_tagged(sweep
         assert loss > 0.0 and cost > 0.0 and math.isfinite(loss) and math.isfinite(cost)
     tagged = {run.info.run_id for run in runs if run.data.tags.get(TAG_PARETO) == "true"}
     assert tagged == _front(runs)
+    # The persistent study (optuna.db beside mlflow.db) holds both objectives of every trial.
+    import optuna
+
+    parent = mlflow_client(settings.tracking_uri).get_run(outcome.parent_run_id)
+    study = optuna.load_study(
+        study_name=parent.data.tags["lungsrad.optuna_study"],
+        storage=sqlite_uri(settings.output_root / "optuna.db"),
+    )
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
+    assert sorted(tuple(round(v, 6) for v in trial.values) for trial in study.trials) == sorted(
+        tuple(round(v, 6) for v in _objectives(run)) for run in runs
+    )
     assert all(run.data.tags.get(TAG_PARETO) in ("true", "false") for run in runs)
 
     # The saved view: both objectives side by side, then the Pareto tag among the columns.

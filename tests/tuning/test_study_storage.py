@@ -238,7 +238,7 @@ def test_a_postgresql_storage_holds_the_study_and_a_restored_searcher_adds_no_tr
 
     study = open_sweep_study(postgresql_url, sweep="pg", sweep_id="0a1b2c3d")
     assert PG_PASSWORD not in study.shown_storage and PG_PASSWORD not in str(study.tags())
-    create_study(study, direction="max", attributes={ATTR_SWEEP_ID: "0a1b2c3d"})
+    create_study(study, directions=["max"], attributes={ATTR_SWEEP_ID: "0a1b2c3d"})
     searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=0), **searcher_arguments(study))
     searcher.set_search_properties("score", "max", {"x": tune.uniform(0.0, 1.0)})
     searcher.suggest("t1")
