@@ -42,7 +42,8 @@ from ray import tune  # noqa: E402
 from mlflow_tracking.postgres import LocalPostgres  # noqa: E402
 from mlflow_tracking.server import LocalTrackingServer  # noqa: E402
 from mlflow_tracking.store import make_client  # noqa: E402
-from mlflow_tracking.tags import PARENT_RUN_TAG, TAG_TRIAL_ID  # noqa: E402
+from mlflow_tracking.sweep_runs import sweep_child_runs  # noqa: E402
+from mlflow_tracking.tags import TAG_TRIAL_ID  # noqa: E402
 from mlflow_tracking.uri import sqlite_uri  # noqa: E402
 from tuning.callbacks import MlflowLogger  # noqa: E402
 from tuning.driver import run_sweep  # noqa: E402
@@ -292,18 +293,7 @@ def count_completed(uri: str, parent_run_id: str) -> tuple[int, int, int]:
     """(child runs, distinct trial ids, FINISHED runs with their epoch metric) of the sweep."""
     client = make_client(uri)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
+    runs = sweep_child_runs(client, experiment_id, parent_run_id)
     completed = [r for r in runs if r.info.status == "FINISHED" and "epoch" in r.data.metrics]
     trial_ids = {r.data.tags.get(TAG_TRIAL_ID) for r in runs}
     return len(runs), len(trial_ids), len(completed)

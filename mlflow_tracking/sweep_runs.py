@@ -67,9 +67,9 @@ def find_parent_run(client: Any, experiment_id: str, parent_run_id: str | None) 
     return runs[0]
 
 
-def child_points(client: Any, experiment_id: str, parent_run_id: str) -> list[TrialPoint]:
-    """Finished child runs of the parent (their final metrics)."""
-    points = []
+def sweep_child_runs(client: Any, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every child run of the parent, whatever its status (all pages of the search)."""
+    runs: list[Any] = []
     token = None
     while True:
         page = client.search_runs(
@@ -78,23 +78,30 @@ def child_points(client: Any, experiment_id: str, parent_run_id: str) -> list[Tr
             max_results=1000,
             page_token=token,
         )
-        for run in page:
-            if run.info.status != "FINISHED":
-                continue
-            tags = run.data.tags
-            seed = tags.get(TAG_SEED)
-            points.append(
-                TrialPoint(
-                    run_id=run.info.run_id,
-                    values=json.loads(tags.get(TAG_VALUES, "{}")),
-                    variant=tags.get(TAG_VARIANT, BASE),
-                    seed=int(seed) if seed is not None and seed.isdigit() else None,
-                    metrics=dict(run.data.metrics),
-                    config_name=run.data.params.get("name", ""),
-                    trial_id=tags.get(TAG_TRIAL_ID, ""),
-                    run_name=run.info.run_name or "",
-                )
-            )
+        runs.extend(page)
         token = page.token
         if not token:
-            return points
+            return runs
+
+
+def child_points(client: Any, experiment_id: str, parent_run_id: str) -> list[TrialPoint]:
+    """Finished child runs of the parent (their final metrics)."""
+    points = []
+    for run in sweep_child_runs(client, experiment_id, parent_run_id):
+        if run.info.status != "FINISHED":
+            continue
+        tags = run.data.tags
+        seed = tags.get(TAG_SEED)
+        points.append(
+            TrialPoint(
+                run_id=run.info.run_id,
+                values=json.loads(tags.get(TAG_VALUES, "{}")),
+                variant=tags.get(TAG_VARIANT, BASE),
+                seed=int(seed) if seed is not None and seed.isdigit() else None,
+                metrics=dict(run.data.metrics),
+                config_name=run.data.params.get("name", ""),
+                trial_id=tags.get(TAG_TRIAL_ID, ""),
+                run_name=run.info.run_name or "",
+            )
+        )
+    return points

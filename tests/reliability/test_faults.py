@@ -6,7 +6,6 @@ loses no metric once it is back. (Killed workers and drivers: test_fault_recover
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
 from sweep_helpers import (  # noqa: E402
-    SECONDS_PER_EPOCH_BASE,
     SWEEP,
     Held,
     SweepProcess,
     mlflow_client,
+    one_long_trial_space,
     reported_epochs,
     write_tiny_space,
 )
@@ -122,19 +121,8 @@ def test_an_unreachable_mlflow_stops_the_sweep_before_any_trial(
 def test_metrics_logged_while_the_mlflow_server_is_down_arrive_when_it_returns(
     tmp_path: Path,
 ) -> None:
-    data = tmp_path / "data"
-    write_synthetic_dataset(data, num_recordings=30, seed=0)
     epochs = 12
-    base = json.loads(json.dumps(SECONDS_PER_EPOCH_BASE))
-    base["train"]["num_epochs"] = epochs
-    space = write_tiny_space(
-        tmp_path / "outage.yaml",
-        data=data,
-        base=base,
-        parameters={"method.patch_mix.alpha": {"grid": [1.0]}},
-        search="grid",
-        resources={"cpu": 1},
-    )
+    space = one_long_trial_space(tmp_path, "outage", epochs=epochs)
     root = tmp_path / "runs"
     root.mkdir()
     server = LocalTrackingServer(tmp_path / "mlflow").start()

@@ -25,18 +25,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
 from sweep_helpers import (  # noqa: E402
     REPO,
-    SECONDS_PER_EPOCH_BASE,
     Held,
     SweepProcess,
     child_runs,
     kill_processes_mentioning,
     mlflow_client,
+    one_long_trial_space,
     reported_epochs,
     write_tiny_space,
 )
 
 from lungsrad.config import apply_overrides, load_config, save_config  # noqa: E402
-from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
 from lungsrad.metrics import EPOCH, REPORT_SCORE  # noqa: E402
 from mlflow_tracking.postgres import LocalPostgres  # noqa: E402
 from mlflow_tracking.server import LocalTrackingServer  # noqa: E402
@@ -208,19 +207,8 @@ def test_postgres_and_mlflow_server_restarts_mid_sweep_lose_nothing(
     tmp_path: Path,
 ) -> None:
     server = postgres_mlflow_server
-    data = tmp_path / "data"
-    write_synthetic_dataset(data, num_recordings=30, seed=0)
     epochs = 12
-    base = json.loads(json.dumps(SECONDS_PER_EPOCH_BASE))
-    base["train"]["num_epochs"] = epochs
-    space = write_tiny_space(
-        tmp_path / "pg_restarts.yaml",
-        data=data,
-        base=base,
-        parameters={"method.patch_mix.alpha": {"grid": [1.0]}},
-        search="grid",
-        resources={"cpu": 1},
-    )
+    space = one_long_trial_space(tmp_path, "pg_restarts", epochs=epochs)
     root = tmp_path / "runs"
     root.mkdir()
     experiment = "lungsrad-pg-restarts"

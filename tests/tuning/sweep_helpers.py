@@ -69,6 +69,26 @@ SECONDS_PER_EPOCH_BASE: dict[str, Any] = {
 }
 
 
+def one_long_trial_space(folder: Path, name: str, *, epochs: int = 12) -> Path:
+    """A space of one trial whose `epochs` epochs last seconds each (SECONDS_PER_EPOCH_BASE),
+    over 30 synthetic recordings written in `folder`/data: long enough for a fault test to stop
+    and restart a store between epochs."""
+    from lungsrad.data.synthetic import write_synthetic_dataset
+
+    data = folder / "data"
+    write_synthetic_dataset(data, num_recordings=30, seed=0)
+    base = json.loads(json.dumps(SECONDS_PER_EPOCH_BASE))
+    base["train"]["num_epochs"] = epochs
+    return write_tiny_space(
+        folder / f"{name}.yaml",
+        data=data,
+        base=base,
+        parameters={"method.patch_mix.alpha": {"grid": [1.0]}},
+        search="grid",
+        resources={"cpu": 1},
+    )
+
+
 def write_tiny_space(
     path: Path,
     *,
