@@ -1,7 +1,9 @@
 """Fault injection on a real local Ray with real MLflow (issue 6): a trial whose loss becomes NaN
 stops, its MLflow run is FAILED with the reason, and the sweep goes on with the other trial; an
-unreachable MLflow stops the driver before any trial; a `mlflow server` that goes away mid-sweep
-loses no metric once it is back. (Killed workers and drivers: test_fault_recovery.py.)
+unreachable MLflow stops the driver before any trial. (Killed workers and drivers:
+test_fault_recovery.py; a `mlflow server` and its PostgreSQL that go away mid-sweep and lose no
+metric once they are back: test_postgres_store.py; the writer's buffering across an outage:
+tests/mlflow_tracking/test_run_writer.py.)
 """
 
 from __future__ import annotations
@@ -15,17 +17,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
 from sweep_helpers import (  # noqa: E402
     SWEEP,
-    Held,
-    SweepProcess,
     mlflow_client,
-    one_long_trial_space,
-    reported_epochs,
     write_tiny_space,
 )
 
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
-from lungsrad.metrics import EPOCH, REPORT_SCORE  # noqa: E402
-from mlflow_tracking.server import LocalTrackingServer, free_port  # noqa: E402
+from mlflow_tracking.server import free_port  # noqa: E402
 from mlflow_tracking.tags import TAG_FAILURE  # noqa: E402
 from mlflow_tracking.uri import sqlite_uri  # noqa: E402
 from tests.cli_errors import assert_one_line_error
@@ -113,68 +110,3 @@ def test_an_unreachable_mlflow_stops_the_sweep_before_any_trial(
     assert "local Ray" not in completed.stdout, report
     if down is not None:
         assert down.dropped == 1, f"tried {down.dropped} times: noticed only after retrying"
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.mlflow
-def test_metrics_logged_while_the_mlflow_server_is_down_arrive_when_it_returns(
-    tmp_path: Path,
-) -> None:
-    epochs = 12
-    space = one_long_trial_space(tmp_path, "outage", epochs=epochs)
-    root = tmp_path / "runs"
-    root.mkdir()
-    server = LocalTrackingServer(tmp_path / "mlflow").start()
-    client = mlflow_client(server.uri)  # imports MLflow before the sweep starts
-    sweep = SweepProcess(space, root, tmp_path / "sweep.log", "--tracking-uri", server.uri)
-    try:
-
-        def trial_epochs_in_mlflow() -> int:
-            experiment = client.get_experiment_by_name("lungsrad-outage")
-            if experiment is None:
-                return 0
-            runs = client.search_runs([experiment.experiment_id], "tags.`lungsrad.role` = 'trial'")
-            if not runs:
-                return 0
-            return len(client.get_metric_history(runs[0].info.run_id, EPOCH))
-
-        def reported() -> int:
-            """Epochs of the trial whose results the driver has (its result.json lines)."""
-            folders = list(root.glob("ray_results/outage_*/trial_*"))
-            return len(reported_epochs(folders[0])) if folders else 0
-
-        # The trial's worker is held (SIGSTOP) whenever the test acts, so neither the speed of
-        # training nor MLflow's lag decides where the trial is when the server goes away. Only
-        # results the driver already has are waited for while the worker is held.
-        worker = sweep.wait_for_trial_worker()
-        sweep.wait_until(lambda: reported() >= 1, "epoch 1 result", 300, interval_s=0.01)
-        with Held(worker):
-            at_stop = reported()
-            sweep.wait_until(
-                lambda: trial_epochs_in_mlflow() >= at_stop, "the reported epochs in MLflow", 300
-            )
-            server.stop()
-        # Room for two more epochs before the last (there is unless the test fell 9 behind).
-        assert at_stop + 2 < epochs, f"the trial was held too late (epoch {at_stop})"
-        # Training goes on without MLflow: two more epochs are trained and reported.
-        sweep.wait_until(
-            lambda: reported() >= at_stop + 2,
-            "epochs trained while MLflow is down",
-            300,
-            interval_s=0.01,
-        )
-        with Held(worker):
-            server = LocalTrackingServer(tmp_path / "mlflow", port=server.port).start()
-        output = sweep.finish()
-        client = mlflow_client(server.uri)
-        experiment = client.get_experiment_by_name("lungsrad-outage")
-        runs = client.search_runs([experiment.experiment_id])
-        trial = next(run for run in runs if run.data.tags.get("lungsrad.role") == "trial")
-        history = client.get_metric_history(trial.info.run_id, REPORT_SCORE)
-    finally:
-        sweep.close()
-        server.stop()
-    assert "1 trials, 1 done, 0 failed" in output, output[-4000:]
-    assert len(runs) == 2 and {run.info.status for run in runs} == {"FINISHED"}
-    assert sorted(m.step for m in history) == list(range(1, epochs + 1))

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tuning"))
@@ -37,6 +38,8 @@ from sweep_helpers import (  # noqa: E402
 from lungsrad.data.synthetic import write_synthetic_dataset  # noqa: E402
 from mlflow_tracking.tags import PARENT_RUN_TAG, TAG_TRIAL_STATUS  # noqa: E402
 from mlflow_tracking.uri import sqlite_uri  # noqa: E402
+from tuning.result_keys import best_metric_name  # noqa: E402
+from tuning.study import STUDY_FILE, TAG_STUDY_NAME  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
 
@@ -53,9 +56,11 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_space(
         folder / f"{NAME}.yaml",
         data=data,
-        parameters={"method.patch_mix.temperature": {"grid": [0.05, 0.5]}},
+        # TPE: the resumed sweep must also continue its persistent Optuna study (issue 27).
+        parameters={"method.patch_mix.temperature": {"loguniform": [0.05, 0.5]}},
         base={"train": {"num_epochs": 3}},
-        search="grid",
+        search="tpe",
+        num_samples=2,
         max_concurrent_trials=1,
         max_failures=1,
         resources={"cpu": 1},
@@ -180,9 +185,21 @@ def test_sigint_stops_the_sweep_and_resume_finishes_it(
     # Ctrl-C in a terminal signals the whole foreground process group.
     output = _interrupt(sweep, root, lambda pid: os.killpg(pid, signal.SIGINT))
     _check_interrupted(root, output, status=130, returncode=sweep.process.returncode)
+    state = json.loads((_sweep_folder(root) / "sweep.json").read_text())
+    storage = sqlite_uri(root / STUDY_FILE)
+    interrupted = optuna.load_study(study_name=state[TAG_STUDY_NAME], storage=storage)
+    assert len(interrupted.trials) == 2, interrupted.trials  # one finished, one cut short
     resumed = _resume(root, output, tmp_path / "resume.log")
     _check_resumed(root, resumed)
     assert list(_sweep_folder(root).glob("best_config.partial-*")) == []
+    # The same study, continued: one finished Optuna trial per finished run, no duplicate.
+    study = optuna.load_study(study_name=state[TAG_STUDY_NAME], storage=storage)
+    runs = child_runs(sqlite_uri(root / "mlflow.db"), EXPERIMENT, state["parent_run_id"])
+    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    best = best_metric_name("selection/icbhi_score")
+    assert sorted(trial.value for trial in study.trials) == pytest.approx(
+        sorted(run.data.metrics[best] for run in runs)
+    )
 
 
 def test_sigterm_stops_the_sweep_and_resume_keeps_an_earlier_export_as_partial(

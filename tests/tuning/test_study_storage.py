@@ -1,37 +1,23 @@
 """The persistent Optuna study of a TPE sweep (issue 27): a smoke sweep's study is in the RDB
 storage beside the MLflow store, with one finished trial per MLflow child run and the same values,
-named after the sweep and tied to it by user attributes and parent-run tags; an interrupted sweep
-resumed with --resume continues the same study without duplicating a trial; a storage that cannot
-be opened is refused in one line before Ray starts.
+named after the sweep and tied to it by user attributes and parent-run tags; a storage that cannot
+be opened is refused in one line before Ray starts. That an interrupted sweep resumed with --resume
+continues the same study without duplicating a trial is checked by the SIGINT test of
+tests/reliability/test_interrupt.py (a TPE sweep).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import optuna
 import pytest
 from ray import tune
 from sweep_helpers import (
-    SWEEP_TIMEOUT_S,
-    Held,
-    SweepProcess,
     child_runs,
-    kill_processes_mentioning,
-    reported_epochs,
-    write_tiny_space,
 )
 
-from lungsrad.data.synthetic import write_synthetic_dataset
 from mlflow_tracking.tags import TAG_VALUES
 from mlflow_tracking.uri import sqlite_uri
 from tuning.result_keys import best_metric_name
@@ -133,86 +119,6 @@ def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(
     assert "s3cretpw" not in captured.err + captured.out
     assert "Traceback" not in captured.err
     assert not (root / "ray_results").exists() or not any((root / "ray_results").iterdir())
-
-
-# -- --resume continues the same study ----------------------------------------------------------
-
-NAME = "resumed_study"
-
-
-def _trial_dirs(root: Path) -> list[Path]:
-    return sorted((root / "ray_results").glob(f"{NAME}_*/trial_*"), key=lambda p: p.name)
-
-
-def _resume(argv: list[str], cwd: Path) -> str:
-    ray_tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's unix sockets live there
-    try:
-        completed = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            env={**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"},
-            timeout=SWEEP_TIMEOUT_S,
-            start_new_session=True,
-        )
-    finally:
-        kill_processes_mentioning(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
-    return completed.stdout
-
-
-def test_resume_continues_the_study_without_a_duplicate_trial(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    write_synthetic_dataset(data, num_recordings=10, seed=0)
-    space = write_tiny_space(
-        tmp_path / f"{NAME}.yaml",
-        data=data,
-        parameters={TEMPERATURE: {"loguniform": [0.03, 0.3]}},
-        base={"train": {"num_epochs": 2}},
-        search="tpe",
-        num_samples=2,
-        max_concurrent_trials=1,
-        max_failures=1,
-        resources={"cpu": 1},
-    )
-    root = tmp_path / "runs"
-    sweep = SweepProcess(space, root, tmp_path / "sweep.log")
-    try:
-
-        def second_trial_reported() -> bool:
-            dirs = _trial_dirs(root)
-            done = len(re.findall(r"\] \S+ done in ", sweep.output()))
-            return done == 1 and len(dirs) == 2 and bool(reported_epochs(dirs[1]))
-
-        sweep.wait_until(
-            second_trial_reported, "the second trial's first epoch", 400, interval_s=0.01
-        )
-        with Held(*sweep.trial_workers()):
-            os.killpg(sweep.process.pid, signal.SIGINT)
-            sweep.process.wait(timeout=SWEEP_TIMEOUT_S)
-    finally:
-        sweep.close()
-    output = sweep.output()
-    assert sweep.process.returncode == 130, output[-4000:]
-    folder = next((root / "ray_results").glob(f"{NAME}_*"))
-    state = json.loads((folder / "sweep.json").read_text())
-    storage = sqlite_uri(root / STUDY_FILE)
-    interrupted = optuna.load_study(study_name=state[TAG_STUDY_NAME], storage=storage)
-    assert len(interrupted.trials) == 2, interrupted.trials
-    line = next(line for line in output.splitlines() if line.startswith("continue with: "))
-    argv = shlex.split(line.removeprefix("continue with: "))
-    _resume([sys.executable, *argv[1:]], root.parent)
-    study = optuna.load_study(study_name=state[TAG_STUDY_NAME], storage=storage)
-    runs = child_runs(sqlite_uri(root / "mlflow.db"), f"lungsrad-{NAME}", state["parent_run_id"])
-    assert sorted(run.info.status for run in runs) == ["FINISHED", "FINISHED"]
-    assert len(study.trials) == len(runs)
-    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    best = best_metric_name("selection/icbhi_score")
-    assert sorted(trial.value for trial in study.trials) == pytest.approx(
-        sorted(run.data.metrics[best] for run in runs)
-    )
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------

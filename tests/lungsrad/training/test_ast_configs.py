@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from lungsrad.assets.registry import ASSETS_DIR_VARIABLE
 from lungsrad.config import AST_SIZES, expected_num_frames, load_config
+from lungsrad.errors import UserError
 from lungsrad.metrics import TRAIN_FREQ_LOSS, TRAIN_LOSS, TRAIN_TIME_LOSS
 from lungsrad.models import AST, build_model
 from lungsrad.training.run import run_experiment
@@ -25,14 +27,15 @@ def test_the_table1_ast_configs_exist():
 
 
 @pytest.mark.parametrize("path", TABLE1_AST, ids=[path.stem for path in TABLE1_AST])
-def test_table1_ast_config_is_ast_base_on_798_frames(path):
+def test_table1_ast_config_is_ast_base_on_798_frames(path, tmp_path, monkeypatch):
     config = load_config(path)
     assert config.model.backbone == "ast" and config.model.ast_size == "base"
-    assert Path(config.model.checkpoint).name == "audioset_10_10_0.4593.pth"
+    assert config.model.checkpoint == "fetch:ast-audioset"  # audioset_10_10_0.4593.pth
     assert expected_num_frames(config.data) == 798 and config.data.num_mel_bins == 128
     train = config.train
     assert (train.num_epochs, train.batch_size, train.learning_rate) == (50, 8, 5e-5)
-    with pytest.raises(FileNotFoundError, match="audioset_10_10_0.4593.pth"):
+    monkeypatch.setenv(ASSETS_DIR_VARIABLE, str(tmp_path))  # nothing fetched there
+    with pytest.raises(UserError, match="run `lungsrad fetch ast-audioset`"):
         build_model(config)  # never a random initialisation when the file is absent
     with torch.device("meta"):
         # the model section alone: the data defaults (798 x 128)
