@@ -8,8 +8,10 @@ exits 2; any other exception is a bug and keeps its traceback (exit 1). Imports 
 
 from __future__ import annotations
 
+import errno
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 # The exit status of bad input (argparse's own for a bad flag).
 EXIT_BAD_INPUT = 2
@@ -81,3 +83,15 @@ def run_cli(
         return body()
     except USER_ERRORS as error:
         return report_user_error(error, prefix=prefix, redact=redact)
+
+
+@contextmanager
+def disk_full_is_user_error(what: Callable[[], str]) -> Iterator[None]:
+    """A full disk (ENOSPC) inside the block becomes one UserError line, "no space left on
+    device " + what() (called then, so it can name progress made); other OS errors propagate."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise UserError(f"no space left on device {what()}") from None
+        raise

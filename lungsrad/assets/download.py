@@ -5,7 +5,6 @@ after its checks). Standard library only (urllib)."""
 
 from __future__ import annotations
 
-import errno
 import http.client
 import shutil
 import sys
@@ -13,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from lungsrad.errors import UserError
+from lungsrad.errors import UserError, disk_full_is_user_error
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT_S = 60.0
@@ -195,27 +194,22 @@ def _copy_body(
     )
     if not offset:
         source_note_path(part).write_text(url, encoding="utf-8")
-    try:
-        with progress, open(part, "ab" if offset else "wb") as stream:
-            while True:
-                chunk = _read(response, url, timeout_s)
-                if not chunk:
-                    break
-                if written == 0 and looks_like_html(chunk[:64]):
-                    raise _NotTheFile(
-                        f"{url} served an HTML page, not the file; download it in a browser and "
-                        "pass it with --from FILE"
-                    )
-                stream.write(chunk)
-                written += len(chunk)
-                progress.update(len(chunk))
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise UserError(
-                f"no space left on device writing {part} ({written} bytes kept); free some "
-                "space and run the same command again to resume"
-            ) from None
-        raise
+    with disk_full_is_user_error(
+        lambda: f"writing {part} ({written} bytes kept); free some space and run the same "
+        "command again to resume"
+    ), progress, open(part, "ab" if offset else "wb") as stream:
+        while True:
+            chunk = _read(response, url, timeout_s)
+            if not chunk:
+                break
+            if written == 0 and looks_like_html(chunk[:64]):
+                raise _NotTheFile(
+                    f"{url} served an HTML page, not the file; download it in a browser and "
+                    "pass it with --from FILE"
+                )
+            stream.write(chunk)
+            written += len(chunk)
+            progress.update(len(chunk))
     if total is not None and written < total:
         raise _Dropped
 

@@ -4,7 +4,6 @@ unpack.py), and record first-download digests in the lock file. `lungsrad fetch 
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from lungsrad.assets.registry import (
     known_assets,
 )
 from lungsrad.assets.verify import Digests, check_file, check_weights
-from lungsrad.errors import UserError
+from lungsrad.errors import UserError, disk_full_is_user_error
 from lungsrad.files import atomic_destination, file_lock, fsync_directory
 
 PARTS_FOLDER = ".downloads"
@@ -256,16 +255,10 @@ def _land(
 
 def _copy_given_file(given: Path, final: Path) -> None:
     """Copies a --from file to its final name atomically; a full disk is one line."""
-    try:
-        with atomic_destination(final) as temporary:
-            shutil.copyfile(given, temporary)
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise UserError(
-                f"no space left on device copying {given} to {final}; free some space and run "
-                "the same command again"
-            ) from None
-        raise
+    with disk_full_is_user_error(
+        lambda: f"copying {given} to {final}; free some space and run the same command again"
+    ), atomic_destination(final) as temporary:
+        shutil.copyfile(given, temporary)
 
 
 def list_assets(directory: Path | None = None) -> list[dict[str, str]]:

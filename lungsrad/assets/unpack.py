@@ -4,7 +4,6 @@ folder beside the destination, put the official split file (with the known fix o
 
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 import shutil
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lungsrad.assets.download import check_free_space
-from lungsrad.errors import UserError
+from lungsrad.errors import UserError, disk_full_is_user_error
 from lungsrad.files import fsync_directory
 
 
@@ -132,19 +131,14 @@ def unpack_database(
 
 def _extract(archive: Path, members: list[zipfile.ZipInfo], staging: Path) -> None:
     """Writes each member into `staging` (flat); a full disk is one line."""
-    try:
-        with zipfile.ZipFile(archive) as opened:
-            for member in members:
-                target = staging / posixpath.basename(member.filename)
-                with opened.open(member) as source, open(target, "wb") as sink:
-                    shutil.copyfileobj(source, sink, 1 << 20)
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise UserError(
-                f"no space left on device unpacking {archive} into {staging.parent}; free some "
-                "space and run the same command again"
-            ) from None
-        raise
+    with disk_full_is_user_error(
+        lambda: f"unpacking {archive} into {staging.parent}; free some space and run the same "
+        "command again"
+    ), zipfile.ZipFile(archive) as opened:
+        for member in members:
+            target = staging / posixpath.basename(member.filename)
+            with opened.open(member) as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
 
 
 def _inspect(folder: Path, *, label: str) -> tuple[int, int, int, tuple[str, ...]]:
