@@ -35,29 +35,36 @@ _HF_SIGNATURE = re.compile(
     r"(^|\.)patch_embeddings\.projection\.|\.op\.(x_proj|dt_projs)\.weight$|\.downsample\.down\."
 )
 
-# (pattern in our names, replacement in HF names), applied after the `dass.` prefix is handled.
-_OURS_TO_HF = (
-    (re.compile(r"^patch_embed\.0\."), "patch_embeddings.projection.0."),
-    (re.compile(r"^patch_embed\.2\."), "patch_embeddings.projection.1."),
-    (re.compile(r"^patch_embed\.5\."), "patch_embeddings.projection.3."),
-    (re.compile(r"^patch_embed\.7\."), "patch_embeddings.projection.4."),
-    (re.compile(r"\.downsample\.1\."), ".downsample.down."),
-    (re.compile(r"\.downsample\.3\."), ".downsample.norm."),
-    (re.compile(r"\.op\.x_proj_weight$"), ".op.x_proj.weight"),
-    (re.compile(r"\.op\.dt_projs_weight$"), ".op.dt_projs.weight"),
-    (re.compile(r"^classifier\.norm\."), "norm."),
+# (where, our name fragment, HF name fragment): "start" and "end" anchor the fragment at the
+# name's start or end, "inside" matches anywhere. Applied after the `dass.` prefix is handled.
+_RENAMES = (
+    ("start", "patch_embed.0.", "patch_embeddings.projection.0."),
+    ("start", "patch_embed.2.", "patch_embeddings.projection.1."),
+    ("start", "patch_embed.5.", "patch_embeddings.projection.3."),
+    ("start", "patch_embed.7.", "patch_embeddings.projection.4."),
+    ("inside", ".downsample.1.", ".downsample.down."),
+    ("inside", ".downsample.3.", ".downsample.norm."),
+    ("end", ".op.x_proj_weight", ".op.x_proj.weight"),
+    ("end", ".op.dt_projs_weight", ".op.dt_projs.weight"),
+    ("start", "classifier.norm.", "norm."),
 )
-_HF_TO_OURS = (
-    (re.compile(r"^patch_embeddings\.projection\.0\."), "patch_embed.0."),
-    (re.compile(r"^patch_embeddings\.projection\.1\."), "patch_embed.2."),
-    (re.compile(r"^patch_embeddings\.projection\.3\."), "patch_embed.5."),
-    (re.compile(r"^patch_embeddings\.projection\.4\."), "patch_embed.7."),
-    (re.compile(r"\.downsample\.down\."), ".downsample.1."),
-    (re.compile(r"\.downsample\.norm\."), ".downsample.3."),
-    (re.compile(r"\.op\.x_proj\.weight$"), ".op.x_proj_weight"),
-    (re.compile(r"\.op\.dt_projs\.weight$"), ".op.dt_projs_weight"),
-    (re.compile(r"^norm\."), "classifier.norm."),
-)
+
+
+def _patterns(
+    renames: tuple[tuple[str, str, str], ...], *, to_hf: bool
+) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """(compiled pattern, replacement) pairs of one direction of `renames`."""
+    anchors = {"start": ("^", ""), "end": ("", "$"), "inside": ("", "")}
+    pairs = []
+    for where, ours, hf in renames:
+        source, target = (ours, hf) if to_hf else (hf, ours)
+        before, after = anchors[where]
+        pairs.append((re.compile(before + re.escape(source) + after), target))
+    return tuple(pairs)
+
+
+_OURS_TO_HF = _patterns(_RENAMES, to_hf=True)
+_HF_TO_OURS = _patterns(_RENAMES, to_hf=False)
 
 
 def is_hf_dass_state(state: Mapping[str, Any]) -> bool:
